@@ -1,0 +1,99 @@
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models.functions import Lower
+
+from albums.roles import Role
+
+
+def _default_encoder_spec() -> str:
+    return settings.LOUPE_DEFAULT_ENCODER
+
+
+class Album(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_albums")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    encoder_spec = models.CharField(max_length=300, default=_default_encoder_spec)
+    # Null means "the encoder's default" (SigLIP's calibrated scale and CLIP cosines differ).
+    min_search_score = models.FloatField(null=True, blank=True)
+    max_search_results = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
+    use_query_optimization = models.BooleanField(default=True)
+    # Bumped whenever the encoder changes; work started under an older generation writes nothing.
+    generation = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlbumMembership(models.Model):
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="album_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["album", "user"], name="membership_unique_album_user"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.role} of {self.album}"
+
+
+def image_upload_path(instance: "Image", filename: str) -> str:
+    # The stored name is derived from the content hash, never from the client's file name.
+    suffix = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif"}.get(
+        instance.mime, ""
+    )
+    return f"albums/{instance.album_id}/{instance.sha256[:2]}/{instance.sha256}{suffix}"
+
+
+def thumbnail_upload_path(instance: "Image", filename: str) -> str:
+    return f"thumbnails/{instance.album_id}/{instance.sha256[:2]}/{instance.sha256}.webp"
+
+
+class Image(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    album = models.ForeignKey(Album, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to=image_upload_path, max_length=300)
+    original_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    bytes = models.BigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    mime = models.CharField(max_length=64)
+    exif = models.JSONField(default=dict, blank=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    camera = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    thumbnail = models.FileField(upload_to=thumbnail_upload_path, max_length=300, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["album", "sha256"], name="image_unique_album_sha256"),
+            models.CheckConstraint(condition=models.Q(status__in=["pending", "indexed", "failed"]), name="image_status_valid"),
+            models.CheckConstraint(
+                condition=~models.Q(status="failed") | ~models.Q(failure_reason=""), name="image_failed_has_reason"
+            ),
+        ]
+        indexes = [models.Index(fields=["album", "status"]), models.Index(Lower("original_name"), name="image_name_lower")]
+
+    def __str__(self) -> str:
+        return self.original_name

@@ -1,0 +1,26 @@
+import atexit
+
+from config import runtime
+
+from .base import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+TEST_VAR_DIR = VAR_DIR / "test"  # noqa: F405 — apart from `make run`'s data, so both can run at once
+MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(TEST_VAR_DIR / "media")))  # noqa: F405
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "1000/minute"}}  # noqa: F405
+
+# With no URLs given, the test run starts its own embedded servers and stops them when it ends.
+# Processes the tests spawn (Celery workers, the launcher) receive explicit URLs instead.
+if not env.str("DATABASE_URL", default=""):  # noqa: F405
+    _owns_postgres = not runtime.postgres_running(TEST_VAR_DIR)
+    _postgres = runtime.start_postgres(TEST_VAR_DIR)
+    if _owns_postgres:
+        atexit.register(_postgres.stop)
+    DATABASE_URL = _postgres.url
+    DATABASES["default"].update(environ.Env.db_url_config(DATABASE_URL))  # noqa: F405
+if not env.str("REDIS_URL", default=""):  # noqa: F405
+    _redis = runtime.start_redis(TEST_VAR_DIR)
+    atexit.register(_redis.stop)
+    REDIS_URL = _redis.url
+    CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+    CELERY_BROKER_URL = runtime.redis_broker_url(REDIS_URL)

@@ -1,0 +1,23 @@
+from django.db import models
+from pgvector.django import VectorField
+
+
+class Embedding(models.Model):
+    """One vector per (image, model_id). The column has no fixed dimension: albums use different
+    encoders, so HNSW indexes are per (model_id, dim) expression + partial indexes."""
+
+    image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="embeddings")
+    model_id = models.CharField(max_length=300)
+    dim = models.PositiveIntegerField()
+    vector = VectorField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_id"], name="embedding_unique_image_model"),
+            models.CheckConstraint(condition=models.Q(dim__gt=0), name="embedding_dim_positive"),
+        ]
+        indexes = [models.Index(fields=["model_id", "image"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} #{self.image_id}"
