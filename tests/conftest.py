@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from albums import services as album_services
+from albums.roles import Role
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def make_user(db):
+    counter = iter(range(1, 10_000))
+
+    def make(username: str | None = None, **extra):
+        username = username or f"user{next(counter)}"
+        return get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def client_for():
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def album(alice):
+    return album_services.album_create(owner=alice, name="Alice's trip")
+
+
+@pytest.fixture
+def member_of(album):
+    def add(user, role: str = Role.VIEWER):
+        return album_services.album_member_add(album=album, username=user.username, role=role)
+
+    return add
+
+
+# --- A real Celery worker consuming the real broker -------------------------------------------------
+
+
+def _test_database_url() -> str:
+    from django.db import connection
+
+    parts = urlsplit(settings.DATABASE_URL)
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A `celery worker` subprocess on the test database and broker, for the whole session."""
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an aborted run
+    media = tmp_path_factory.mktemp("worker-media")
+    log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "LOUPE_MEDIA_ROOT": str(media),
+    }
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,encode", "-P", "solo",
+         "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    from config.celery import app
+
+    deadline = time.monotonic() + 60
+    while not app.control.inspect(timeout=0.5).ping():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+    yield {"process": process, "media_root": media, "log": log_path}
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def worker(celery_worker_process, settings, transactional_db):
+    """Tests that need the worker share its media root and commit their data (transactional_db)."""
+    settings.MEDIA_ROOT = celery_worker_process["media_root"]
+    return celery_worker_process
+
+
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,83 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from albums.models import Album, AlbumMembership, Image
+from albums.roles import Role
+
+
+class AlbumSerializer(serializers.ModelSerializer):
+    role = serializers.CharField(read_only=True)
+    image_count = serializers.IntegerField(read_only=True, required=False)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = Album
+        fields = [
+            "id", "name", "description", "owner", "role", "image_count", "encoder_spec", "min_search_score",
+            "max_search_results", "use_query_optimization", "generation", "created_at", "updated_at",
+        ]
+        read_only_fields = ["generation", "created_at", "updated_at"]
+
+
+class AlbumWriteSerializer(serializers.Serializer):
+    """Input only: services validate and write."""
+
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    encoder_spec = serializers.CharField(max_length=300, required=False)
+    min_search_score = serializers.FloatField(required=False, allow_null=True, min_value=-1.0, max_value=1.0)
+    max_search_results = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    use_query_optimization = serializers.BooleanField(required=False)
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        return attrs
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(source="user.id", read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = AlbumMembership
+        fields = ["user_id", "username", "role", "created_at"]
+
+
+class MemberWriteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    file_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "album", "original_name", "sha256", "bytes", "width", "height", "mime", "status", "failure_reason",
+            "taken_at", "camera", "exif", "created_at", "file_url", "thumbnail_url",
+        ]
+
+    def get_file_url(self, image: Image) -> str:
+        return reverse("api:image-file", args=[image.pk])
+
+    def get_thumbnail_url(self, image: Image) -> str:
+        return reverse("api:image-thumbnail", args=[image.pk])
+
+
+class UploadResultSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["created", "duplicate", "rejected"])
+    image_id = serializers.IntegerField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    code = serializers.CharField(allow_blank=True)
+
+
+class UploadResponseSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = UploadResultSerializer(many=True)

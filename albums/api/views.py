@@ -1,0 +1,188 @@
+"""Album, membership and image endpoints: parse input, call one service or selector, serialize."""
+
+from io import BytesIO
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from albums import selectors, services
+from albums.imaging import make_thumbnail
+from albums.api.serializers import (
+    AlbumSerializer,
+    AlbumWriteSerializer,
+    ImageSerializer,
+    MemberSerializer,
+    MemberWriteSerializer,
+    UploadResponseSerializer,
+)
+from albums.models import Image
+from albums.roles import Role
+from albums.upload_handlers import UploadSizeGuard
+from config.errors import ApplicationError, PayloadTooLargeError
+from config.pagination import paginate
+
+
+class AlbumListApi(APIView):
+    @extend_schema(responses=AlbumSerializer(many=True))
+    def get(self, request):
+        return paginate(request, selectors.album_list_for_user(user=request.user), AlbumSerializer, view=self)
+
+    @extend_schema(request=AlbumWriteSerializer, responses={201: AlbumSerializer})
+    def post(self, request):
+        data = AlbumWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        album = services.album_create(owner=request.user, **data.validated_data)
+        album = selectors.album_get_for_user(user=request.user, album_id=album.pk)
+        return Response(AlbumSerializer(album).data, status=status.HTTP_201_CREATED)
+
+
+class AlbumDetailApi(APIView):
+    @extend_schema(responses=AlbumSerializer)
+    def get(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        return Response(AlbumSerializer(album).data)
+
+    @extend_schema(request=AlbumWriteSerializer, responses=AlbumSerializer)
+    def patch(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.OWNER)
+        data = AlbumWriteSerializer(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        services.album_update(album=album, **data.validated_data)
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        return Response(AlbumSerializer(album).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.OWNER)
+        services.album_delete(album=album)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AlbumMemberListApi(APIView):
+    @extend_schema(responses=MemberSerializer(many=True))
+    def get(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        return Response(MemberSerializer(selectors.membership_list(album=album), many=True).data)
+
+    @extend_schema(request=MemberWriteSerializer, responses={201: MemberSerializer})
+    def post(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.OWNER)
+        data = MemberWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        membership = services.album_member_add(album=album, **data.validated_data)
+        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class AlbumMemberDetailApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request, album_id: int, user_id: int):
+        # Anyone may leave an album; only owners remove others.
+        min_role = Role.VIEWER if user_id == request.user.pk else Role.OWNER
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=min_role)
+        services.album_member_remove(album=album, user_id=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AlbumImageListApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],
+        responses=ImageSerializer(many=True),
+    )
+    def get(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        status_filter = request.query_params.get("status")
+        if status_filter and status_filter not in Image.Status.values:
+            raise ApplicationError(
+                f"Unknown status {status_filter!r}; use one of {', '.join(Image.Status.values)}.", code="invalid_filter"
+            )
+        return paginate(request, selectors.image_list(album=album, status=status_filter), ImageSerializer, view=self)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "ImageUpload", {"files": serializers.ListField(child=serializers.FileField())}
+            )
+        },
+        responses={201: UploadResponseSerializer, 200: UploadResponseSerializer},
+    )
+    def post(self, request, album_id: int):
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        guard = UploadSizeGuard(request._request)
+        request._request.upload_handlers = [
+            guard,
+            MemoryFileUploadHandler(request._request),
+            TemporaryFileUploadHandler(request._request),
+        ]
+        try:
+            uploads = [f for key in request.FILES for f in request.FILES.getlist(key)]
+        except (TooManyFilesSent, RequestDataTooBig):
+            raise PayloadTooLargeError(
+                f"Too many files in one request; send at most {settings.LOUPE_MAX_FILES_PER_REQUEST}.",
+                code="too_many_files",
+                extra={"max_files": settings.LOUPE_MAX_FILES_PER_REQUEST},
+            ) from None
+        if not uploads and not guard.oversized:
+            raise ApplicationError("No files in the request; send them as multipart field 'files'.", code="no_files")
+        results = services.image_upload_many(
+            album=album, user=request.user, files=[(f.name, f) for f in uploads], oversized=guard.oversized
+        )
+        counts = {s: sum(r.status == s for r in results) for s in ("created", "duplicate", "rejected")}
+        body = {
+            "created": counts["created"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": [r.__dict__ for r in results],
+        }
+        return Response(body, status=status.HTTP_201_CREATED if counts["created"] else status.HTTP_200_OK)
+
+
+class ImageDetailApi(APIView):
+    @extend_schema(responses=ImageSerializer)
+    def get(self, request, image_id: int):
+        return Response(ImageSerializer(selectors.image_get_for_user(user=request.user, image_id=image_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, image_id: int):
+        image = selectors.image_get_for_user(user=request.user, image_id=image_id, min_role=Role.EDITOR)
+        services.image_delete(image=image)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _private_file_response(fp, *, content_type: str, filename: str | None = None) -> FileResponse:
+    response = FileResponse(fp, content_type=content_type, filename=filename or "")
+    if filename:
+        response["Content-Disposition"] = response["Content-Disposition"].replace("attachment", "inline")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+class ImageFileApi(APIView):
+    @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
+    def get(self, request, image_id: int):
+        image = selectors.image_get_for_user(user=request.user, image_id=image_id)
+        return _private_file_response(image.file.open("rb"), content_type=image.mime, filename=image.original_name)
+
+
+class ImageThumbnailApi(APIView):
+    @extend_schema(responses={(200, "image/webp"): OpenApiTypes.BINARY})
+    def get(self, request, image_id: int):
+        image = selectors.image_get_for_user(user=request.user, image_id=image_id)
+        if image.thumbnail:
+            return _private_file_response(image.thumbnail.open("rb"), content_type="image/webp")
+        # Not made yet (the worker is behind): render one now rather than show a broken image.
+        with image.file.open("rb") as fp:
+            data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
+        response = _private_file_response(BytesIO(data), content_type="image/webp")
+        response["Cache-Control"] = "private, no-store"
+        return response

@@ -1,0 +1,34 @@
+from config.errors import ApplicationError, ConflictError, NotFoundError, PermissionDeniedError
+
+
+class AlbumNotFoundError(NotFoundError):
+    code = "album_not_found"
+
+    def __init__(self) -> None:
+        # One message for "missing" and "not yours": nobody learns that an album exists.
+        super().__init__("Album not found.")
+
+
+class ImageNotFoundError(NotFoundError):
+    code = "image_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Image not found.")
+
+
+class RoleRequiredError(PermissionDeniedError):
+    code = "role_required"
+
+    def __init__(self, *, required: str, actual: str):
+        super().__init__(
+            f"This needs the {required} role on the album; you are a {actual}.",
+            extra={"required_role": required, "your_role": actual},
+        )
+
+
+class MembershipError(ConflictError):
+    code = "membership_conflict"
+
+
+class UserNotFoundError(ApplicationError):
+    code = "user_not_found"

@@ -1,0 +1,50 @@
+from django import forms
+
+from albums.models import Album
+from albums.roles import Role
+
+
+def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
+    from encoders.registry import known_specs
+
+    choices = []
+    for entry in known_specs():
+        label = entry["spec"]
+        if not entry.get("weights_present", False):
+            label += " (weights not installed)"
+        choices.append((entry["spec"], label))
+    if current and current not in {c[0] for c in choices}:
+        choices.insert(0, (current, current))
+    return choices
+
+
+class AlbumCreateForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class AlbumSettingsForm(forms.ModelForm):
+    encoder_spec = forms.ChoiceField(
+        label="Encoder",
+        help_text="Switching the encoder re-embeds every image in the background; search keeps using the old one until then.",
+    )
+
+    class Meta:
+        model = Album
+        fields = ["name", "description", "encoder_spec", "min_search_score", "max_search_results", "use_query_optimization"]
+        labels = {
+            "min_search_score": "Minimum search score",
+            "max_search_results": "Maximum results",
+            "use_query_optimization": "Query optimization (prompt ensembling)",
+        }
+        help_texts = {"min_search_score": "Empty: the encoder's default threshold."}
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["encoder_spec"].choices = encoder_choices(self.instance.encoder_spec if self.instance else None)
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)

@@ -1,0 +1,223 @@
+"""Writes: albums, membership and images. Views call these; they call nothing in views."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import IO, Iterable
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from albums.errors import MembershipError, UserNotFoundError
+from albums.imaging import ImageRejected, clean_filename, probe_image
+from albums.models import Album, AlbumMembership, Image
+from albums.roles import Role
+from config.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+ALBUM_SETTINGS = ("name", "description", "encoder_spec", "min_search_score", "max_search_results", "use_query_optimization")
+
+
+class EncoderSpecInvalidError(ApplicationError):
+    code = "encoder_spec_invalid"
+
+
+def _validated_encoder_spec(spec: str) -> str:
+    from encoders.errors import EncoderNotAllowed, EncoderSpecError
+    from encoders.registry import validate_spec
+
+    try:
+        return str(validate_spec(spec))
+    except EncoderNotAllowed as exc:
+        raise EncoderSpecInvalidError(str(exc), code="encoder_not_allowed", extra={"encoder_spec": spec}) from None
+    except EncoderSpecError as exc:
+        raise EncoderSpecInvalidError(str(exc), extra={"encoder_spec": spec}) from None
+
+
+@transaction.atomic
+def album_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    description: str = "",
+    encoder_spec: str | None = None,
+    min_search_score: float | None = None,
+    max_search_results: int = 100,
+    use_query_optimization: bool = True,
+) -> Album:
+    album = Album(
+        owner=owner,
+        name=name,
+        description=description,
+        encoder_spec=_validated_encoder_spec(encoder_spec or settings.LOUPE_DEFAULT_ENCODER),
+        min_search_score=min_search_score,
+        max_search_results=max_search_results,
+        use_query_optimization=use_query_optimization,
+    )
+    album.full_clean()
+    album.save()
+    AlbumMembership.objects.create(album=album, user=owner, role=Role.OWNER)
+    return album
+
+
+@transaction.atomic
+def album_update(*, album: Album, **changes) -> Album:
+    """Change an album's settings. A new encoder bumps the generation, so work started for the old
+    encoder writes nothing."""
+    unknown = set(changes) - set(ALBUM_SETTINGS)
+    if unknown:
+        raise ApplicationError(f"Unknown album settings: {', '.join(sorted(unknown))}.", code="unknown_field")
+    if "encoder_spec" in changes:
+        changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
+    encoder_changed = "encoder_spec" in changes and changes["encoder_spec"] != album.encoder_spec
+    for name, value in changes.items():
+        setattr(album, name, value)
+    album.full_clean()
+    album.save(update_fields=[*changes, "updated_at"])
+    if encoder_changed:
+        Album.objects.filter(pk=album.pk).update(generation=F("generation") + 1)
+        album.refresh_from_db(fields=["generation"])
+    return album
+
+
+def _delete_stored_files(names: Iterable[str]) -> None:
+    from django.core.files.storage import default_storage
+
+    for name in names:
+        if name:
+            try:
+                default_storage.delete(name)
+            except OSError:
+                logger.warning("could not delete stored file %s", name, exc_info=True)
+
+
+@transaction.atomic
+def album_delete(*, album: Album) -> None:
+    names = [n for pair in Image.objects.filter(album=album).values_list("file", "thumbnail") for n in pair]
+    album.delete()
+    # Files go only once the rows are gone for good.
+    transaction.on_commit(lambda: _delete_stored_files(names))
+
+
+@transaction.atomic
+def album_member_add(*, album: Album, username: str, role: str) -> AlbumMembership:
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise UserNotFoundError(f"No active user named {username!r}.", extra={"username": username})
+    membership, created = AlbumMembership.objects.get_or_create(album=album, user=user, defaults={"role": role})
+    if not created and membership.role != role:
+        _refuse_losing_last_owner(album=album, membership=membership, new_role=role)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def _refuse_losing_last_owner(*, album: Album, membership: AlbumMembership, new_role: str | None) -> None:
+    if membership.role != Role.OWNER or new_role == Role.OWNER:
+        return
+    owners = AlbumMembership.objects.select_for_update().filter(album=album, role=Role.OWNER)
+    if owners.count() <= 1:
+        raise MembershipError("An album keeps at least one owner; add another owner first.")
+
+
+@transaction.atomic
+def album_member_remove(*, album: Album, user_id: int) -> None:
+    membership = AlbumMembership.objects.filter(album=album, user_id=user_id).first()
+    if membership is None:
+        raise UserNotFoundError("That user is not a member of this album.", code="member_not_found")
+    _refuse_losing_last_owner(album=album, membership=membership, new_role=None)
+    membership.delete()
+
+
+# --- Images -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    name: str
+    status: str  # created | duplicate | rejected
+    image_id: int | None = None
+    reason: str = ""
+    code: str = ""
+
+
+def _store_image(*, album: Album, user: AbstractBaseUser, fp: IO[bytes], name: str) -> UploadResult:
+    try:
+        probed = probe_image(fp)
+    except ImageRejected as exc:
+        return UploadResult(name=name, status="rejected", reason=exc.reason, code=exc.code)
+    existing = Image.objects.filter(album=album, sha256=probed.sha256).values_list("pk", flat=True).first()
+    if existing:
+        return UploadResult(name=name, status="duplicate", image_id=existing, reason="Already in this album.")
+    image = Image(
+        album=album,
+        original_name=name,
+        sha256=probed.sha256,
+        bytes=probed.bytes,
+        width=probed.width,
+        height=probed.height,
+        mime=probed.mime,
+        uploaded_by=user,
+    )
+    try:
+        with transaction.atomic():
+            image.file.save("upload", File(fp), save=False)
+            image.save()
+    except IntegrityError:
+        # Another request stored the same bytes a moment ago.
+        _delete_stored_files([image.file.name])
+        existing = Image.objects.filter(album=album, sha256=probed.sha256).values_list("pk", flat=True).first()
+        return UploadResult(name=name, status="duplicate", image_id=existing, reason="Already in this album.")
+    return UploadResult(name=name, status="created", image_id=image.pk)
+
+
+def image_upload_many(
+    *, album: Album, user: AbstractBaseUser, files: Iterable[tuple[str, IO[bytes]]], oversized: Iterable[str] = ()
+) -> list[UploadResult]:
+    """Store each file that is a usable image; every file gets its own result, and one bad file
+    never affects the others. Metadata and thumbnails are made by a worker after commit."""
+    from workers.services import image_metadata_enqueue
+
+    results = [
+        UploadResult(
+            name=clean_filename(name),
+            status="rejected",
+            code="file_too_large",
+            reason=f"The file is larger than the {settings.LOUPE_MAX_UPLOAD_BYTES}-byte limit.",
+        )
+        for name in oversized
+    ]
+    for name, fp in files:
+        results.append(_store_image(album=album, user=user, fp=fp, name=clean_filename(name)))
+    created = [r.image_id for r in results if r.status == "created"]
+    if created:
+        transaction.on_commit(lambda: image_metadata_enqueue(image_ids=created))
+    return results
+
+
+@transaction.atomic
+def image_delete(*, image: Image) -> None:
+    names = [image.file.name, image.thumbnail.name]
+    image.delete()  # embeddings go with it (FK cascade)
+    transaction.on_commit(lambda: _delete_stored_files(names))
+
+
+def image_mark_failed(*, image_id: int, reason: str) -> None:
+    Image.objects.filter(pk=image_id).update(status=Image.Status.FAILED, failure_reason=reason[:2000] or "failed")
+
+
+def image_save_metadata(*, image: Image, metadata, thumbnail: bytes) -> None:
+    old_thumbnail = image.thumbnail.name
+    image.width, image.height = metadata.width, metadata.height
+    image.taken_at, image.camera, image.exif = metadata.taken_at, metadata.camera, metadata.exif
+    image.thumbnail.save("thumb.webp", ContentFile(thumbnail), save=False)
+    image.save(update_fields=["width", "height", "taken_at", "camera", "exif", "thumbnail", "updated_at"])
+    if old_thumbnail and old_thumbnail != image.thumbnail.name:
+        _delete_stored_files([old_thumbnail])

@@ -1,0 +1,125 @@
+"""Server-rendered pages. Each checks membership through the same selectors as the API."""
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from albums import selectors, services
+from albums.errors import RoleRequiredError
+from albums.forms import AlbumCreateForm, AlbumSettingsForm, MemberAddForm
+from albums.roles import Role, role_at_least
+from config.errors import ApplicationError, NotFoundError
+
+
+def with_album(min_role: str = Role.VIEWER):
+    """Resolve album_id for the signed-in user; missing and foreign albums are both a plain 404."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapper(request, album_id: int, *args, **kwargs):
+            try:
+                album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=min_role)
+            except RoleRequiredError as exc:
+                raise PermissionDenied(exc.message) from None
+            except NotFoundError:
+                raise Http404("Album not found.") from None
+            return view(request, album, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@login_required
+def album_list(request):
+    form = AlbumCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            album = services.album_create(owner=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            return redirect("albums:detail", album_id=album.pk)
+    albums = selectors.album_list_for_user(user=request.user).order_by("name", "id")
+    return render(request, "albums/list.html", {"albums": albums, "form": form})
+
+
+@with_album()
+def album_detail(request, album):
+    status = request.GET.get("status") or None
+    images = selectors.image_list(album=album, status=status if status in ("pending", "indexed", "failed") else None)
+    page = Paginator(images.order_by("-created_at", "-id"), 60).get_page(request.GET.get("page"))
+    context = {
+        "album": album,
+        "page": page,
+        "status": status,
+        "can_edit": role_at_least(album.role, Role.EDITOR),
+        "is_owner": role_at_least(album.role, Role.OWNER),
+    }
+    template = "albums/_grid.html" if request.htmx else "albums/detail.html"
+    return render(request, template, context)
+
+
+@with_album(Role.OWNER)
+def album_settings(request, album):
+    form = AlbumSettingsForm(request.POST or None, instance=album)
+    if request.method == "POST" and form.is_valid():
+        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        try:
+            services.album_update(album=album, **changes)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("albums:settings", album_id=album.pk)
+    return render(request, "albums/settings.html", {"album": album, "form": form, "is_owner": True})
+
+
+@with_album()
+def album_members(request, album):
+    is_owner = role_at_least(album.role, Role.OWNER)
+    form = MemberAddForm(request.POST or None)
+    if request.method == "POST":
+        if not is_owner:
+            raise PermissionDenied("Only owners change members.")
+        if form.is_valid():
+            try:
+                services.album_member_add(album=album, **form.cleaned_data)
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"{form.cleaned_data['username']} is now a {form.cleaned_data['role']}.")
+                return redirect("albums:members", album_id=album.pk)
+    members = selectors.membership_list(album=album)
+    return render(request, "albums/members.html", {"album": album, "members": members, "form": form, "is_owner": is_owner})
+
+
+@require_POST
+@with_album()
+def album_member_remove(request, album, user_id: int):
+    if user_id != request.user.pk and not role_at_least(album.role, Role.OWNER):
+        raise PermissionDenied("Only owners remove other members.")
+    try:
+        services.album_member_remove(album=album, user_id=user_id)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("albums:members", album_id=album.pk)
+    if user_id == request.user.pk:
+        messages.success(request, f"You left {album.name}.")
+        return redirect("albums:list")
+    return redirect("albums:members", album_id=album.pk)
+
+
+@require_POST
+@with_album(Role.OWNER)
+def album_delete(request, album):
+    services.album_delete(album=album)
+    messages.success(request, f"Deleted {album.name}.")
+    return redirect("albums:list")

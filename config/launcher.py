@@ -1,0 +1,169 @@
+"""`make run`: database, broker, migrations, admin account, workers, Flower and the web server.
+
+Embedded PostgreSQL + pgvector and Redis start under var/ unless DATABASE_URL / REDIS_URL are set.
+Ctrl-C (or SIGTERM) stops the children in reverse order: web, Flower, workers, then Redis and
+PostgreSQL, so no worker loses its database mid-task. A second launcher on the same var/ says so
+and exits instead of starting a second set of servers on the same data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config import runtime
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _log(message: str) -> None:
+    print(f"[loupe] {message}", flush=True)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def _take_lock(var_dir: Path):
+    run_dir = var_dir / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / "launcher.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise AlreadyRunning(handle.read().strip() or "another launcher") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.var_dir = Path(os.environ.get("LOUPE_VAR_DIR", BASE_DIR / "var")).resolve()
+        self.host = os.environ.get("LOUPE_HOST", "127.0.0.1")
+        self.port = int(os.environ.get("LOUPE_PORT", "8000"))
+        self.flower_port = int(os.environ.get("LOUPE_FLOWER_PORT", "5555"))
+        self.env = dict(os.environ)
+        self.env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+        self.env["LOUPE_VAR_DIR"] = str(self.var_dir)
+        self.env.setdefault("LOUPE_FLOWER_URL", f"http://{self.host}:{self.flower_port}/")
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.postgres: runtime.EmbeddedPostgres | None = None
+        self.redis: runtime.EmbeddedRedis | None = None
+        self.stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start_backing_services(self) -> None:
+        if not self.env.get("DATABASE_URL"):
+            _log(f"starting embedded PostgreSQL + pgvector under {self.var_dir / 'postgres'}")
+            self.postgres = runtime.start_postgres(self.var_dir)
+            self.env["DATABASE_URL"] = self.postgres.url
+        if not self.env.get("REDIS_URL"):
+            _log("starting embedded Redis")
+            self.redis = runtime.start_redis(self.var_dir)
+            self.env["REDIS_URL"] = self.redis.url
+
+    def manage(self, *args: str) -> None:
+        subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env, check=True)
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        # Own session: Ctrl-C reaches only the launcher, which stops children in order.
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, start_new_session=True)
+        self.children.append((name, process))
+        _log(f"started {name} (pid {process.pid})")
+
+    def start_children(self) -> None:
+        celery = [sys.executable, "-m", "celery", "-A", "config"]
+        self.spawn(
+            "worker-encode",
+            [*celery, "worker", "-Q", "encode", "-c", os.environ.get("LOUPE_ENCODE_CONCURRENCY", "1"),
+             "-n", "encode@%h", "--loglevel", "INFO"],
+        )
+        self.spawn(
+            "worker-default",
+            [*celery, "worker", "-Q", "default", "-c", os.environ.get("LOUPE_DEFAULT_CONCURRENCY", "2"),
+             "-n", "default@%h", "--loglevel", "INFO"],
+        )
+        self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
+        self.spawn(
+            "web",
+            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{self.host}:{self.port}",
+             "--workers", os.environ.get("LOUPE_WEB_WORKERS", "2"), "--threads", "4", "--timeout", "120",
+             "--access-logfile", "-"],
+        )
+
+    def stop(self) -> None:
+        self.stopping = True
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                _log(f"stopping {name}")
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for name, process in reversed(self.children):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _log(f"{name} did not stop in time; killing it")
+                process.kill()
+                process.wait()
+        if self.redis is not None:
+            _log("stopping Redis")
+            self.redis.stop()
+        if self.postgres is not None:
+            _log("stopping PostgreSQL")
+            self.postgres.stop()
+
+    def run(self) -> int:
+        stop_requested: list[int] = []
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
+        try:
+            self.start_backing_services()
+            self.manage("migrate", "--noinput")
+            self.manage("collectstatic", "--noinput", "--verbosity", "0")
+            self.manage("ensure_admin")
+            self.start_children()
+            _log(f"Loupe is up: http://{self.host}:{self.port}/  (Flower: http://{self.host}:{self.flower_port}/)")
+            _log("press Ctrl-C to stop")
+            while not stop_requested:
+                for name, process in self.children:
+                    if process.poll() is not None:
+                        _log(f"{name} exited with {process.returncode}; stopping everything")
+                        return 1
+                time.sleep(0.5)
+            return 0
+        except subprocess.CalledProcessError as exc:
+            _log(f"set-up step failed: {' '.join(map(str, exc.cmd[1:]))} (exit {exc.returncode})")
+            return 1
+        finally:
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the shutdown
+            self.stop()
+            _log("stopped")
+
+
+def main() -> int:
+    launcher = Launcher()
+    try:
+        lock = _take_lock(launcher.var_dir)
+    except AlreadyRunning as exc:
+        _log(f"Loupe is already running from {launcher.var_dir} ({exc}); stop it first (Ctrl-C in its terminal).")
+        return 2
+    try:
+        return launcher.run()
+    finally:
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Server-rendered pages check membership exactly like the API."""
+
+import io
+
+import pytest
+from django.test import Client
+
+from albums import services
+from albums.models import Album, AlbumMembership
+from albums.roles import Role
+from tests.images import image_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_sign_in_page_and_redirect_for_anonymous(alice):
+    response = Client().get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    client = Client()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_album_list_create_and_detail(alice):
+    client = signed_in(alice)
+    response = client.post("/", {"name": "Summer", "description": "beach"})
+    album = Album.objects.get(name="Summer")
+    assert response["Location"] == f"/albums/{album.pk}/"
+    services.image_upload_many(album=album, user=alice, files=[("sea.jpg", io.BytesIO(image_bytes()))])
+    page = client.get(f"/albums/{album.pk}/").content.decode()
+    assert "Summer" in page and "sea.jpg" in page and 'id="upload"' in page
+    assert f"/api/v1/images/" in page
+    listing = client.get("/").content.decode()
+    assert "Summer" in listing and "owner" in listing
+
+
+def test_grid_partial_for_htmx_and_status_filter(alice, album):
+    services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
+    client = signed_in(alice)
+    partial = client.get(f"/albums/{album.pk}/?status=failed", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in partial and "No images with status failed" in partial
+
+
+def test_settings_saves_and_bumps_generation_on_encoder_change(alice, album):
+    from encoders.registry import known_specs
+
+    other = next(s["spec"] for s in known_specs() if s["spec"] != album.encoder_spec)
+    client = signed_in(alice)
+    page = client.get(f"/albums/{album.pk}/settings/").content.decode()
+    assert "rebuild" in page.lower() or "re-embeds" in page
+    response = client.post(
+        f"/albums/{album.pk}/settings/",
+        {"name": "Renamed", "description": "", "encoder_spec": other, "min_search_score": "0.3", "max_search_results": "50", "use_query_optimization": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    album.refresh_from_db()
+    assert (album.name, album.encoder_spec, album.min_search_score, album.max_search_results, album.generation) == ("Renamed", other, 0.3, 50, 2)
+
+
+def test_members_page_share_and_remove(alice, bob, album):
+    client = signed_in(alice)
+    client.post(f"/albums/{album.pk}/members/", {"username": "bob", "role": "editor"})
+    assert AlbumMembership.objects.get(album=album, user=bob).role == "editor"
+    assert "bob" in client.get(f"/albums/{album.pk}/members/").content.decode()
+    client.post(f"/albums/{album.pk}/members/{bob.pk}/remove/")
+    assert not AlbumMembership.objects.filter(album=album, user=bob).exists()
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [("get", "/albums/{id}/"), ("get", "/albums/{id}/settings/"), ("get", "/albums/{id}/members/"),
+     ("post", "/albums/{id}/members/"), ("post", "/albums/{id}/delete/"), ("post", "/albums/{id}/members/1/remove/")],
+)
+def test_non_members_get_404_on_every_page(bob, album, method, path):
+    response = getattr(signed_in(bob), method)(path.format(id=album.pk), {"username": "bob", "role": "owner"} if method == "post" else None)
+    assert response.status_code == 404
+    assert Album.objects.filter(pk=album.pk).exists()
+    assert not AlbumMembership.objects.filter(album=album, user=bob).exists()
+    assert "Alice" not in response.content.decode()
+
+
+def test_albums_of_others_are_not_listed(bob, album):
+    assert "Alice&#x27;s trip" not in signed_in(bob).get("/").content.decode()
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR])
+def test_members_below_owner_cannot_open_settings_delete_or_share(bob, album, member_of, role):
+    member_of(bob, role)
+    client = signed_in(bob)
+    assert client.get(f"/albums/{album.pk}/settings/").status_code == 403
+    assert client.post(f"/albums/{album.pk}/delete/").status_code == 403
+    assert client.post(f"/albums/{album.pk}/members/", {"username": "bob", "role": "owner"}).status_code == 403
+    assert AlbumMembership.objects.get(album=album, user=bob).role == role
+    page = client.get(f"/albums/{album.pk}/").content.decode()
+    assert ('id="upload"' in page) == (role == Role.EDITOR)
+
+
+def test_admin_lists_every_model(make_user):
+    admin = make_user("root", is_staff=True, is_superuser=True)
+    client = signed_in(admin)
+    for path in ["albums/album", "albums/albummembership", "albums/image", "search/embedding", "workers/indexjob"]:
+        assert client.get(f"/admin/{path}/").status_code == 200, path
+
+
+def test_openapi_schema_and_docs(alice):
+    client = signed_in(alice)
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in ["/api/v1/albums/{album_id}/images/", "/api/v1/health/", "/api/v1/auth/token/", "/api/v1/jobs/{job_id}/"]:
+        assert path in text
+    assert client.get("/api/docs/").status_code == 200
+
+
+def test_token_auth_flow(alice, album):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice"}, format="json")
+    assert response.status_code == 200
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert [a["id"] for a in client.get("/api/v1/albums/").json()["results"]] == [album.pk]
+    bad = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json")
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid"

@@ -1,0 +1,43 @@
+"""Real image files, good and bad, made on the fly."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(200, 30, 30), mode: str = "RGB", **save) -> bytes:
+    image = Image.new(mode, size, color)
+    if mode == "RGB":
+        # Some structure, so that different colors give different files and thumbnails mean something.
+        for x in range(0, size[0], 8):
+            for y in range(0, size[1], 8):
+                image.putpixel((x, y), ((x * 7) % 256, (y * 5) % 256, (x + y) % 256))
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def jpeg_with_exif(*, orientation: int = 6, size=(80, 40), when="2021:07:04 12:30:00", make="Canon", model="Canon EOS R5") -> bytes:
+    image = Image.new("RGB", size, (10, 120, 200))
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation
+    exif[0x010F] = make
+    exif[0x0110] = model
+    exif.get_ifd(0x8769)[0x9003] = when  # DateTimeOriginal
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif)
+    return out.getvalue()
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny PNG whose header claims width×height pixels: a decompression bomb."""
+    image = Image.new("1", (width, height), 0)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def truncated(data: bytes, keep: float = 0.5) -> bytes:
+    return data[: int(len(data) * keep)]

@@ -1,0 +1,76 @@
+"""Docker cannot run here, so the compose file is checked by reading it as compose would."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_images_and_healthchecks():
+    services = load()["services"]
+    assert {"db", "redis", "web", "worker", "flower"} <= set(services)
+    assert services["db"]["image"].startswith("pgvector/pgvector:") and "pg18" in services["db"]["image"]
+    assert services["redis"]["image"].startswith("redis:")
+    for name in ("db", "redis", "web", "worker", "flower"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+
+
+def test_app_services_share_env_and_wait_for_healthy_backends():
+    services = load()["services"]
+    for name in ("web", "worker", "worker-default", "flower", "migrate"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["DJANGO_SETTINGS_MODULE"] == "config.settings.production"
+        assert services[name]["env_file"] == ".env"
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_reserves_a_gpu_and_consumes_the_encode_queue():
+    worker = load()["services"]["worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    command = worker["command"]
+    assert command[command.index("-Q") + 1] == "encode"
+    default = load()["services"]["worker-default"]["command"]
+    assert default[default.index("-Q") + 1] == "default"
+
+
+def test_env_example_names_every_variable_compose_interpolates():
+    import re
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    needed = set(re.findall(r"\$\{([A-Z_]+)", text))
+    example = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    assert needed <= example
+    assert "DJANGO_SECRET_KEY" in example
+
+
+def test_dockerfile_installs_requirements_and_runs_gunicorn():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install -r requirements.txt" in dockerfile
+    assert "config.wsgi:application" in dockerfile
+    assert "DJANGO_SETTINGS_MODULE=config.settings.production" in dockerfile
+
+
+def test_production_settings_refuse_to_start_without_a_secret():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings.production",
+             "DATABASE_URL": "postgres://x@localhost/x", "REDIS_URL": "redis://localhost:6379/0"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
