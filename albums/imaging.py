@@ -35,6 +35,26 @@ FORMAT_MIME = {
 }
 
 
+# Leading bytes of the formats we accept: a file that starts like one but does not open is a
+# damaged image, not "not an image".
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _looks_like(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp":
+        return "HEIF/AVIF"
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
 class ImageRejected(Exception):
     """A file that is not a usable image, with a reason a person can act on."""
 
@@ -100,6 +120,9 @@ def probe_image(fp: IO[bytes]) -> ProbedImage:
             fmt = image.format or ""
             width, height = image.size
     except UnidentifiedImageError:
+        fp.seek(0)
+        if kind := _looks_like(fp.read(16)):
+            raise ImageRejected(f"The file starts like a {kind} but its header is damaged.", code="corrupt_image") from None
         raise ImageRejected(
             "Not an image Loupe can read (supported: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC, AVIF).",
             code="not_an_image",

@@ -23,6 +23,7 @@ def album_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Album]:
         Album.objects.filter(memberships__user=user)
         .annotate(role=_role_subquery(user), image_count=Count("images", distinct=True))
         .select_related("owner")
+        .order_by("-created_at", "-id")  # Meta.ordering does not survive the GROUP BY
     )
 
 

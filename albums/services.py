@@ -76,7 +76,10 @@ def album_update(*, album: Album, **changes) -> Album:
         raise ApplicationError(f"Unknown album settings: {', '.join(sorted(unknown))}.", code="unknown_field")
     if "encoder_spec" in changes:
         changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
-    encoder_changed = "encoder_spec" in changes and changes["encoder_spec"] != album.encoder_spec
+    # Compare with the stored row, locked: the caller's instance may already carry the new value
+    # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
+    stored_spec = Album.objects.select_for_update().values_list("encoder_spec", flat=True).get(pk=album.pk)
+    encoder_changed = "encoder_spec" in changes and changes["encoder_spec"] != stored_spec
     for name, value in changes.items():
         setattr(album, name, value)
     album.full_clean()

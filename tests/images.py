@@ -41,3 +41,14 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
 
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
     return data[: int(len(data) * keep)]
+
+
+def noise_png(size=(200, 200), seed: int = 0) -> bytes:
+    """Incompressible pixels: a PNG of a predictable, large size."""
+    import random
+
+    rng = random.Random(seed)
+    image = Image.frombytes("RGB", size, bytes(rng.getrandbits(8) for _ in range(size[0] * size[1] * 3)))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()

@@ -7,6 +7,8 @@ from .base import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 TEST_VAR_DIR = VAR_DIR / "test"  # noqa: F405 — apart from `make run`'s data, so both can run at once
 MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(TEST_VAR_DIR / "media")))  # noqa: F405
+STATIC_ROOT = TEST_VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "1000/minute"}}  # noqa: F405
 
 # With no URLs given, the test run starts its own embedded servers and stops them when it ends.

@@ -5,7 +5,7 @@ from django.test import override_settings
 
 from albums.models import Image
 from albums.roles import Role
-from tests.images import image_bytes, jpeg_with_exif, png_bomb, truncated
+from tests.images import image_bytes, noise_png, jpeg_with_exif, png_bomb, truncated
 
 pytestmark = pytest.mark.django_db
 
@@ -71,7 +71,7 @@ def test_bad_files_are_rejected_with_a_reason_and_do_not_affect_others(alice, al
 
 def test_oversized_file_is_rejected_without_being_stored(alice, album, client_for, settings):
     settings.LOUPE_MAX_UPLOAD_BYTES = 20_000
-    big = image_bytes("PNG", size=(400, 400))
+    big = noise_png()
     assert len(big) > 20_000
     response = upload(client_for(alice), album.pk, named(big, "big.png"), named(image_bytes(), "small.jpg"))
     results = {r["name"]: r for r in response.json()["results"]}
@@ -143,14 +143,15 @@ def test_detail_file_and_thumbnail_are_served_to_members(alice, bob, album, memb
     assert thumb.size == (40, 80)
 
 
-def test_editor_deletes_an_image_and_its_file(alice, album, client_for):
+def test_editor_deletes_an_image_and_its_file(alice, album, client_for, django_capture_on_commit_callbacks):
     from django.core.files.storage import default_storage
 
     client = client_for(alice)
     image_id = upload(client, album.pk, named(image_bytes(), "a.jpg")).json()["results"][0]["image_id"]
     name = Image.objects.get(pk=image_id).file.name
     assert default_storage.exists(name)
-    assert client.delete(f"/api/v1/images/{image_id}/").status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/api/v1/images/{image_id}/").status_code == 204
     assert not Image.objects.filter(pk=image_id).exists()
     assert not default_storage.exists(name)
     # The same bytes may be uploaded again afterwards.
