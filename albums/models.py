@@ -21,6 +21,9 @@ class Album(models.Model):
     use_query_optimization = models.BooleanField(default=True)
     # Bumped whenever the encoder changes; work started under an older generation writes nothing.
     generation = models.PositiveIntegerField(default=1)
+    # The model whose vectors search reads. A rebuild writes a new model's vectors beside these and
+    # switches this field only once they cover every image, so search never goes dark.
+    active_model_id = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -68,7 +68,7 @@ def album_create(
 
 
 @transaction.atomic
-def album_update(*, album: Album, **changes) -> Album:
+def album_update(*, album: Album, user: AbstractBaseUser | None = None, **changes) -> Album:
     """Change an album's settings. A new encoder bumps the generation, so work started for the old
     encoder writes nothing."""
     unknown = set(changes) - set(ALBUM_SETTINGS)
@@ -85,8 +85,11 @@ def album_update(*, album: Album, **changes) -> Album:
     album.full_clean()
     album.save(update_fields=[*changes, "updated_at"])
     if encoder_changed:
+        from workers.indexing import album_encoder_changed
+
         Album.objects.filter(pk=album.pk).update(generation=F("generation") + 1)
         album.refresh_from_db(fields=["generation"])
+        album_encoder_changed(album=album, user=user)
     return album
 
 
@@ -186,6 +189,7 @@ def image_upload_many(
 ) -> list[UploadResult]:
     """Store each file that is a usable image; every file gets its own result, and one bad file
     never affects the others. Metadata and thumbnails are made by a worker after commit."""
+    from workers.indexing import index_job_start
     from workers.services import image_metadata_enqueue
 
     results = [
@@ -202,6 +206,8 @@ def image_upload_many(
     created = [r.image_id for r in results if r.status == "created"]
     if created:
         transaction.on_commit(lambda: image_metadata_enqueue(image_ids=created))
+        # Debounced: a burst of uploads joins one job (see workers.indexing.index_job_start).
+        transaction.on_commit(lambda: index_job_start(album=album, user=user))
     return results
 
 

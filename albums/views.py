@@ -73,7 +73,7 @@ def album_settings(request, album):
     if request.method == "POST" and form.is_valid():
         changes = {name: form.cleaned_data[name] for name in form.changed_data}
         try:
-            services.album_update(album=album, **changes)
+            services.album_update(album=album, user=request.user, **changes)
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:

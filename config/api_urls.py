@@ -16,8 +16,10 @@ urlpatterns = [
     path("albums/<int:album_id>/members/<int:user_id>/", albums.AlbumMemberDetailApi.as_view(), name="album-member"),
     path("albums/<int:album_id>/images/", albums.AlbumImageListApi.as_view(), name="album-images"),
     path("albums/<int:album_id>/jobs/", jobs.AlbumJobListApi.as_view(), name="album-jobs"),
+    path("albums/<int:album_id>/index/", jobs.AlbumIndexApi.as_view(), name="album-index"),
     path("images/<int:image_id>/", albums.ImageDetailApi.as_view(), name="image-detail"),
     path("images/<int:image_id>/file", albums.ImageFileApi.as_view(), name="image-file"),
     path("images/<int:image_id>/thumbnail", albums.ImageThumbnailApi.as_view(), name="image-thumbnail"),
     path("jobs/<int:job_id>/", jobs.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<int:job_id>/cancel/", jobs.JobCancelApi.as_view(), name="job-cancel"),
 ]

@@ -80,45 +80,76 @@ def _test_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
+def tiny_models_dir(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+# Small chunks and micro-batches, so a handful of test images still crosses batch boundaries.
+WORKER_ENV = {"LOUPE_INDEX_CHUNK": "3", "LOUPE_ENCODE_BATCH_SIZE": "2", "LOUPE_DEVICE": "cpu", "LOUPE_DECODE_WORKERS": "2"}
+
+
+def worker_env(*, media_root: Path, models_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "LOUPE_MEDIA_ROOT": str(media_root),
+        "LOUPE_MODELS_DIR": str(models_dir),
+        **WORKER_ENV,
+        **extra,
+    }
+
+
+def start_worker(env: dict[str, str], log_path: Path, *, name: str) -> subprocess.Popen:
+    """A real `celery worker` on both queues with a thread pool, as the encode worker runs in production."""
+    from config.celery import app
+
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,encode", "-P", "threads", "-c", "2",
+         "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not any(key.startswith(f"{name}@") for key in (app.control.inspect(timeout=0.5).ping() or {})):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+    return process
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir):
     """A `celery worker` subprocess on the test database and broker, for the whole session."""
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()  # no stale messages from an aborted run
     media = tmp_path_factory.mktemp("worker-media")
     log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": _test_database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        "LOUPE_MEDIA_ROOT": str(media),
-    }
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,encode", "-P", "solo",
-         "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
-        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    from config.celery import app
-
-    deadline = time.monotonic() + 60
-    while not app.control.inspect(timeout=0.5).ping():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-4000:]}")
-    yield {"process": process, "media_root": media, "log": log_path}
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    name = f"test-{os.getpid()}"
+    process = start_worker(worker_env(media_root=media, models_dir=tiny_models_dir), log_path, name=name)
+    yield {"process": process, "media_root": media, "log": log_path, "name": name, "models_dir": tiny_models_dir}
+    stop_worker(process)
 
 
 @pytest.fixture
 def worker(celery_worker_process, settings, transactional_db):
-    """Tests that need the worker share its media root and commit their data (transactional_db)."""
+    """Tests that need the worker share its media root and models and commit their data (transactional_db)."""
     settings.MEDIA_ROOT = celery_worker_process["media_root"]
+    settings.LOUPE_MODELS_DIR = celery_worker_process["models_dir"]
+    settings.LOUPE_INDEX_DEBOUNCE_SECONDS = 0.2
     return celery_worker_process
 
 

@@ -38,6 +38,10 @@ class IndexJob(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            # One active job per album: a second request joins it (see workers.indexing).
+            models.UniqueConstraint(
+                fields=["album"], condition=models.Q(status__in=["queued", "running"]), name="job_one_active_per_album"
+            ),
             models.CheckConstraint(condition=models.Q(done__lte=models.F("total")), name="job_done_within_total"),
             models.CheckConstraint(condition=models.Q(failed__lte=models.F("done")), name="job_failed_within_done"),
         ]
@@ -47,5 +51,40 @@ class IndexJob(models.Model):
         return f"{self.kind} job #{self.pk} ({self.status})"
 
     @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def rate(self) -> float | None:
+        """Images per second since the job started."""
+        if not self.started_at or not self.done:
+            return None
+        end = self.finished_at or self.heartbeat_at
+        seconds = (end - self.started_at).total_seconds() if end else 0
+        return self.done / seconds if seconds > 0 else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        if self.status != self.Status.RUNNING or not rate:
+            return None
+        return (self.total - self.done) / rate
+
+    @property
     def progress(self) -> float:
         return self.done / self.total if self.total else (1.0 if self.status == self.Status.SUCCEEDED else 0.0)
+
+
+class IndexJobBatch(models.Model):
+    """A batch of a job that has been written. Its row is inserted in the same transaction as the
+    batch's vectors and counters, so a batch redelivered after a worker died counts once."""
+
+    job = models.ForeignKey(IndexJob, on_delete=models.CASCADE, related_name="batches")
+    seq = models.PositiveIntegerField()
+    images = models.PositiveIntegerField()
+    failed = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    written_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="job_batch_unique_seq")]

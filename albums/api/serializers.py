@@ -14,9 +14,25 @@ class AlbumSerializer(serializers.ModelSerializer):
         model = Album
         fields = [
             "id", "name", "description", "owner", "role", "image_count", "encoder_spec", "min_search_score",
-            "max_search_results", "use_query_optimization", "generation", "created_at", "updated_at",
+            "max_search_results", "use_query_optimization", "generation", "active_model_id", "created_at", "updated_at",
         ]
-        read_only_fields = ["generation", "created_at", "updated_at"]
+        read_only_fields = ["generation", "active_model_id", "created_at", "updated_at"]
+
+
+class AlbumDetailSerializer(AlbumSerializer):
+    index = serializers.SerializerMethodField(help_text="image counts by status, the model search uses, the job under way")
+
+    class Meta(AlbumSerializer.Meta):
+        fields = [*AlbumSerializer.Meta.fields, "index"]
+
+    def get_index(self, album: Album) -> dict:
+        from albums.selectors import album_index_summary
+        from workers.api.views import JobSerializer
+
+        summary = album_index_summary(album=album)
+        job = summary.pop("active_job")
+        summary["active_job"] = JobSerializer(job).data if job else None
+        return summary
 
 
 class AlbumWriteSerializer(serializers.Serializer):

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from albums import selectors, services
 from albums.imaging import make_thumbnail
 from albums.api.serializers import (
+    AlbumDetailSerializer,
     AlbumSerializer,
     AlbumWriteSerializer,
     ImageSerializer,
@@ -45,19 +46,19 @@ class AlbumListApi(APIView):
 
 
 class AlbumDetailApi(APIView):
-    @extend_schema(responses=AlbumSerializer)
+    @extend_schema(responses=AlbumDetailSerializer)
     def get(self, request, album_id: int):
         album = selectors.album_get_for_user(user=request.user, album_id=album_id)
-        return Response(AlbumSerializer(album).data)
+        return Response(AlbumDetailSerializer(album).data)
 
-    @extend_schema(request=AlbumWriteSerializer, responses=AlbumSerializer)
+    @extend_schema(request=AlbumWriteSerializer, responses=AlbumDetailSerializer)
     def patch(self, request, album_id: int):
         album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.OWNER)
         data = AlbumWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        services.album_update(album=album, **data.validated_data)
+        services.album_update(album=album, user=request.user, **data.validated_data)
         album = selectors.album_get_for_user(user=request.user, album_id=album_id)
-        return Response(AlbumSerializer(album).data)
+        return Response(AlbumDetailSerializer(album).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, album_id: int):

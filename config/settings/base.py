@@ -123,6 +123,16 @@ LOUPE_ALLOWED_ENCODERS = env.list("LOUPE_ALLOWED_ENCODERS", default=[])
 LOUPE_DEVICE = env.str("LOUPE_DEVICE", default="auto")
 LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=64)
 
+# --- Indexing
+LOUPE_INDEX_CHUNK = env.int("LOUPE_INDEX_CHUNK", default=256)  # images per encode task (one write each)
+LOUPE_DECODE_WORKERS = env.int("LOUPE_DECODE_WORKERS", default=0)  # 0: one per CPU core
+LOUPE_DECODE_POOL = env.str("LOUPE_DECODE_POOL", default="thread")  # thread | process (see docs/benchmarks.md)
+LOUPE_INDEX_DEBOUNCE_SECONDS = env.float("LOUPE_INDEX_DEBOUNCE_SECONDS", default=2.0)
+LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=600)
+LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)
+LOUPE_HNSW_EF_CONSTRUCTION = env.int("LOUPE_HNSW_EF_CONSTRUCTION", default=128)
+LOUPE_HNSW_HALFVEC = env.bool("LOUPE_HNSW_HALFVEC", default=False)
+
 # --- Celery
 CELERY_BROKER_URL = redis_broker_url(REDIS_URL)
 CELERY_RESULT_BACKEND = None

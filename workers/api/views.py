@@ -1,23 +1,37 @@
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from albums.errors import RoleRequiredError
+from albums.roles import Role, role_at_least
 from albums.selectors import album_get_for_user
 from config.pagination import paginate
+from workers import indexing
 from workers.models import IndexJob
 from workers.selectors import job_get_for_user, job_list_for_album
 
 
 class JobSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True)
+    rate = serializers.FloatField(read_only=True, allow_null=True, help_text="images per second")
+    eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    stale = serializers.SerializerMethodField(help_text="active, but no sign of life for LOUPE_JOB_STALE_SECONDS")
 
     class Meta:
         model = IndexJob
         fields = [
-            "id", "album", "kind", "status", "generation", "model_id", "total", "done", "failed", "progress",
-            "message", "created_at", "started_at", "finished_at", "heartbeat_at",
+            "id", "album", "kind", "status", "generation", "model_id", "total", "done", "failed", "progress", "rate",
+            "eta_seconds", "stale", "message", "created_at", "started_at", "finished_at", "heartbeat_at",
         ]
+
+    def get_stale(self, job: IndexJob) -> bool:
+        if not job.is_active:
+            return False
+        last = job.heartbeat_at or job.started_at or job.created_at
+        return (timezone.now() - last).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
 
 
 class JobDetailApi(APIView):
@@ -26,8 +40,29 @@ class JobDetailApi(APIView):
         return Response(JobSerializer(job_get_for_user(user=request.user, job_id=job_id)).data)
 
 
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobSerializer)
+    def post(self, request, job_id: int):
+        job = job_get_for_user(user=request.user, job_id=job_id)
+        album = album_get_for_user(user=request.user, album_id=job.album_id)
+        if not role_at_least(album.role, Role.EDITOR):
+            raise RoleRequiredError(required=Role.EDITOR, actual=album.role)
+        job = indexing.index_job_cancel(job=job, reason=f"Cancelled by {request.user.username}.")
+        return Response(JobSerializer(job).data)
+
+
 class AlbumJobListApi(APIView):
     @extend_schema(responses=JobSerializer(many=True))
     def get(self, request, album_id: int):
         album = album_get_for_user(user=request.user, album_id=album_id)
         return paginate(request, job_list_for_album(album=album), JobSerializer, view=self)
+
+
+class AlbumIndexApi(APIView):
+    @extend_schema(request=None, responses={202: JobSerializer, 200: JobSerializer})
+    def post(self, request, album_id: int):
+        """Index the album's images that have no vector yet. 202 with a new job, or 200 with the job
+        already running (which new images join)."""
+        album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        job, created = indexing.index_job_start(album=album, user=request.user, countdown=0)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)

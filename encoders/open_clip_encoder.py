@@ -1,0 +1,75 @@
+"""OpenCLIP (`open-clip:ViT-B-32/laion2b_s34b_b79k`) through open_clip's own factory."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from encoders.backends import get_backend
+from encoders.base import Encoder
+from encoders.spec import EncoderSpec
+from encoders.torch_runtime import inference, model_id_for, to_numpy
+from encoders.weights import open_clip_config_file, resolve_weights
+
+# Preprocessing and activation settings a pretrained tag carries (open_clip applies them itself
+# only when it downloads by tag; given a local file we pass them on).
+_TAG_OVERRIDES = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation", "resize_mode": "image_resize_mode"}
+
+
+class OpenClipEncoder(Encoder):
+    def __init__(self, spec: EncoderSpec, *, device: str):
+        weights = resolve_weights(spec)
+        custom_config = open_clip_config_file(spec)
+        if custom_config.is_file():
+            # An architecture open_clip does not ship: the directory is in the hub's own format
+            # (open_clip_config.json beside the checkpoint), which open_clip reads as `local-dir:`.
+            model_name, kwargs = f"local-dir:{custom_config.parent}", {}
+        else:
+            model_name, kwargs = spec.model, {"pretrained": str(weights.path), **_tag_kwargs(spec)}
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=device, **kwargs)
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.supports_patches = isinstance(model.visual, open_clip.transformer.VisionTransformer) and model.visual.proj is not None
+        self.spec = spec
+        self.device = device
+        # Towers differ in where they keep the output width (text_projection, a timm head, an HF
+        # projection); one blank image through the real path reads it the same way for all.
+        self.dim = int(self._embed_images([Image.new("RGB", (32, 32))]).shape[1])
+        backend = get_backend(spec.backend)
+        self.modalities = backend.modalities
+        self.default_min_score = backend.default_min_score
+        self.model_id = model_id_for(spec, weights.checksum_files)
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([self.preprocess(image) for image in images]).to(self.device)
+
+    def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        with inference(self.device):
+            return to_numpy(self.model.encode_image(self._pixels(images)))
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
+        with inference(self.device):
+            return to_numpy(self.model.encode_text(tokens))
+
+    def _patch_grid(self, images: list[Image.Image]) -> np.ndarray:
+        visual = self.model.visual
+        if not self.supports_patches:  # timm and ResNet towers: no token grid to project
+            return super()._patch_grid(images)
+        with inference(self.device):
+            out = visual.forward_intermediates(
+                self._pixels(images), indices=1, normalize_intermediates=True, intermediates_only=True, output_fmt="NCHW"
+            )
+            grid = out["image_intermediates"][-1].permute(0, 2, 3, 1)  # (n, h, w, width), ln_post applied
+            return to_numpy(grid @ visual.proj)
+
+
+def _tag_kwargs(spec: EncoderSpec) -> dict:
+    cfg = open_clip.get_pretrained_cfg(spec.model, spec.weights) or {}
+    kwargs = {arg: cfg[key] for key, arg in _TAG_OVERRIDES.items() if cfg.get(key)}
+    if cfg.get("quick_gelu"):
+        kwargs["force_quick_gelu"] = True
+    return kwargs

@@ -1,0 +1,286 @@
+"""Indexing: turning an album's images into vectors, and rebuilding them when the encoder changes.
+
+A job runs in three steps, each a Celery task on the `encode` queue:
+1. `index_job_run` loads the album's encoder, fixes the job's model_id and its scope (the album's
+   images with no vector for that model), and queues the scope in chunks.
+2. `index_batch_run` decodes a chunk on a CPU pool overlapped with the encoder and writes, in one
+   transaction: the vectors (one INSERT), failed images with their reasons, the job's counters and
+   an IndexJobBatch row. That row makes a redelivered chunk (acks_late after a worker died) a no-op.
+3. `index_job_finish` runs when the last chunk is written: it switches the album's search to the
+   new model (a rebuild writes beside the old vectors until then), deletes other models' vectors,
+   and starts a follow-up job for images uploaded meanwhile.
+
+Every write checks the album's generation under a row lock: a chunk of a job started before the
+encoder changed writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from albums.models import Album, Image
+from search.models import Embedding
+from search.vector_store import embeddings_delete_other_models, embeddings_insert, hnsw_index_ensure
+from workers.models import IndexJob, IndexJobBatch
+
+logger = logging.getLogger(__name__)
+
+SUPERSEDED = "Superseded: the album's encoder changed before this job finished."
+
+
+# --- starting, joining, cancelling ---------------------------------------------------------------
+
+
+def _is_stale(job: IndexJob) -> bool:
+    last_sign_of_life = job.heartbeat_at or job.started_at or job.created_at
+    return (timezone.now() - last_sign_of_life).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
+
+
+def index_job_start(
+    *, album: Album, user=None, kind: str = IndexJob.Kind.INDEX, countdown: float | None = None
+) -> tuple[IndexJob, bool]:
+    """Start a job for the album, or return the one already running (created=False).
+
+    A job that stopped giving signs of life (its chunks lost with a broker that had no
+    persistence, say) is failed with that reason and replaced, so the album never stays stuck."""
+    active = IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES).first()
+    if active is not None:
+        if not _is_stale(active):
+            return active, False
+        IndexJob.objects.filter(pk=active.pk, status__in=IndexJob.ACTIVE_STATUSES).update(
+            status=IndexJob.Status.FAILED,
+            finished_at=timezone.now(),
+            message=f"Stalled: no progress for over {settings.LOUPE_JOB_STALE_SECONDS} s; a new job replaced it.",
+        )
+    task_id = str(uuid.uuid4())
+    try:
+        with transaction.atomic():
+            job = IndexJob.objects.create(
+                album=album, kind=kind, generation=album.generation, created_by=user, celery_task_id=task_id
+            )
+    except IntegrityError:  # another request started one a moment ago
+        return IndexJob.objects.get(album=album, status__in=IndexJob.ACTIVE_STATUSES), False
+    from workers.tasks import encode_index_job
+
+    if countdown is None:
+        countdown = settings.LOUPE_INDEX_DEBOUNCE_SECONDS if kind == IndexJob.Kind.INDEX else 0
+    transaction.on_commit(lambda: encode_index_job.apply_async((job.pk,), task_id=task_id, countdown=countdown))
+    return job, True
+
+
+def _delete_partial_vectors(job: IndexJob, album: Album) -> None:
+    """A cancelled rebuild leaves vectors of a model search does not use; they go with it."""
+    if job.model_id and job.model_id != album.active_model_id:
+        Embedding.objects.filter(image__album=album, model_id=job.model_id).delete()
+
+
+@transaction.atomic
+def index_job_cancel(*, job: IndexJob, reason: str = "Cancelled.") -> IndexJob:
+    album = Album.objects.select_for_update().get(pk=job.album_id)
+    job = IndexJob.objects.select_for_update().get(pk=job.pk)
+    if job.is_active:
+        job.status = IndexJob.Status.CANCELLED
+        job.message = reason
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "message", "finished_at"])
+        _delete_partial_vectors(job, album)
+    return job
+
+
+def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
+    """Called (inside the transaction that bumped the generation) when an album gets a new encoder."""
+    for job in IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES):
+        index_job_cancel(job=job, reason=SUPERSEDED)
+    job, _ = index_job_start(album=album, user=user, kind=IndexJob.Kind.REBUILD)
+    return job
+
+
+# --- step 1: scope -----------------------------------------------------------------------------
+
+
+def _fail_job(job_id: int, message: str) -> None:
+    IndexJob.objects.filter(pk=job_id, status__in=IndexJob.ACTIVE_STATUSES).update(
+        status=IndexJob.Status.FAILED, message=message[:4000], finished_at=timezone.now()
+    )
+
+
+def _pending_scope(album: Album, model_id: str):
+    has_vector = Embedding.objects.filter(image=OuterRef("pk"), model_id=model_id)
+    return (
+        Image.objects.filter(album=album)
+        .exclude(status=Image.Status.FAILED)
+        .filter(~Exists(has_vector))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
+    from workers.tasks import encode_index_batch
+
+    for seq, ids in enumerate(batches):
+        encode_index_batch.delay(job_id, seq, ids)
+
+
+def index_job_run(*, job_id: int) -> dict:
+    from encoders.errors import EncoderError
+    from encoders.registry import get_encoder
+
+    job = IndexJob.objects.select_related("album").get(pk=job_id)
+    if not job.is_active:
+        return {"skipped": job.status}
+    if job.album.generation != job.generation:
+        index_job_cancel(job=job, reason=SUPERSEDED)
+        return {"skipped": "superseded"}
+    try:
+        encoder = get_encoder(job.album.encoder_spec)
+    except EncoderError as exc:
+        # Missing weights or a bad spec will not fix themselves: fail once, with the message.
+        _fail_job(job_id, exc.message)
+        return {"failed": exc.code}
+    hnsw_index_ensure(model_id=encoder.model_id, dim=encoder.dim)
+
+    with transaction.atomic():
+        album = Album.objects.select_for_update().get(pk=job.album_id)
+        job = IndexJob.objects.select_for_update().get(pk=job_id)
+        if not job.is_active or album.generation != job.generation:
+            return {"skipped": "superseded"}
+        active_has_vectors = bool(album.active_model_id) and Embedding.objects.filter(
+            image__album=album, model_id=album.active_model_id
+        ).exists()
+        if not active_has_vectors and album.active_model_id != encoder.model_id:
+            # Nothing to fall back on: search reads the new vectors as they arrive.
+            album.active_model_id = encoder.model_id
+            album.save(update_fields=["active_model_id"])
+        scope = list(_pending_scope(album, encoder.model_id))
+        job.model_id = encoder.model_id
+        job.total = len(scope)
+        job.status = IndexJob.Status.RUNNING
+        job.started_at = job.heartbeat_at = timezone.now()
+        job.message = f"{len(scope)} image(s) to embed with {encoder.model_id}."
+        job.save(update_fields=["model_id", "total", "status", "started_at", "heartbeat_at", "message"])
+        chunk = max(1, settings.LOUPE_INDEX_CHUNK)
+        batches = [scope[i : i + chunk] for i in range(0, len(scope), chunk)]
+        transaction.on_commit(lambda: dispatch_batches(job_id, batches))
+    if not scope:
+        index_job_finish(job_id=job_id)
+    return {"total": len(scope), "batches": len(batches)}
+
+
+# --- step 2: a chunk ---------------------------------------------------------------------------
+
+_pool = None
+
+
+def _decode_pool():
+    # One pool per worker process, made on first use: a pool per chunk would pay its start-up
+    # (processes: hundreds of ms) every time.
+    global _pool
+    if _pool is None:
+        from workers.pipeline import make_pool
+
+        _pool = make_pool()
+    return _pool
+
+
+def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
+    from encoders.errors import EncoderError
+    from encoders.registry import get_encoder
+    from workers.pipeline import embed_stored_images
+
+    job = IndexJob.objects.select_related("album").get(pk=job_id)
+    if not job.is_active or job.album.generation != job.generation:
+        return {"skipped": "inactive"}
+    if IndexJobBatch.objects.filter(job_id=job_id, seq=seq).exists():
+        return {"skipped": "already written"}
+    try:
+        encoder = get_encoder(job.album.encoder_spec)
+    except EncoderError as exc:
+        _fail_job(job_id, exc.message)
+        return {"failed": exc.code}
+    if encoder.model_id != job.model_id:
+        _fail_job(job_id, f"The encoder's weights changed during the job ({job.model_id} → {encoder.model_id}).")
+        return {"failed": "model_changed"}
+
+    started = time.perf_counter()
+    stored = dict(Image.objects.filter(pk__in=image_ids).values_list("pk", "file"))
+    items = [(pk, stored[pk]) for pk in image_ids if pk in stored]  # deleted meanwhile: nothing to do
+    embedded = embed_stored_images(encoder, items, pool=_decode_pool())
+    seconds = time.perf_counter() - started
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # FOR SHARE: chunks of one album write side by side, but never across an encoder change.
+            cursor.execute("SELECT generation, active_model_id FROM albums_album WHERE id = %s FOR SHARE", [job.album_id])
+            generation, active_model_id = cursor.fetchone()
+        job = IndexJob.objects.select_for_update().get(pk=job_id)
+        if not job.is_active or generation != job.generation:
+            return {"skipped": "superseded"}
+        if IndexJobBatch.objects.filter(job=job, seq=seq).exists():
+            return {"skipped": "already written"}
+        embeddings_insert(model_id=job.model_id, image_ids=embedded.image_ids, vectors=embedded.vectors)
+        for image_id, reason in embedded.failures.items():
+            Image.objects.filter(pk=image_id).update(status=Image.Status.FAILED, failure_reason=reason[:2000])
+        if job.model_id == active_model_id:
+            Image.objects.filter(pk__in=embedded.image_ids).exclude(status=Image.Status.INDEXED).update(
+                status=Image.Status.INDEXED
+            )
+        IndexJobBatch.objects.create(
+            job=job, seq=seq, images=len(image_ids), failed=len(embedded.failures), seconds=seconds
+        )
+        job.done += len(image_ids)
+        job.failed += len(embedded.failures)
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["done", "failed", "heartbeat_at"])
+        finished = job.done >= job.total
+    if finished:
+        index_job_finish(job_id=job_id)
+    return {"written": len(embedded.image_ids), "failed": len(embedded.failures), "seconds": round(seconds, 3)}
+
+
+# --- step 3: the switch ------------------------------------------------------------------------
+
+
+def index_job_finish(*, job_id: int) -> None:
+    with transaction.atomic():
+        album = Album.objects.select_for_update().get(pk=IndexJob.objects.values_list("album_id", flat=True).get(pk=job_id))
+        job = IndexJob.objects.select_for_update().get(pk=job_id)
+        if job.status != IndexJob.Status.RUNNING:
+            return
+        if album.generation != job.generation:
+            index_job_cancel(job=job, reason=SUPERSEDED)
+            return
+        switched = album.active_model_id != job.model_id
+        if switched:
+            album.active_model_id = job.model_id
+            album.save(update_fields=["active_model_id"])
+        has_vector = Embedding.objects.filter(image=OuterRef("pk"), model_id=job.model_id)
+        Image.objects.filter(album=album).exclude(status=Image.Status.FAILED).filter(Exists(has_vector)).exclude(
+            status=Image.Status.INDEXED
+        ).update(status=Image.Status.INDEXED)
+        removed = embeddings_delete_other_models(album_id=album.pk, keep_model_id=job.model_id)
+        job.status = IndexJob.Status.SUCCEEDED
+        job.finished_at = timezone.now()
+        parts = [f"{job.done - job.failed} embedded, {job.failed} failed."]
+        if switched:
+            parts.append(f"Search now uses {job.model_id}.")
+        if removed:
+            parts.append(f"Removed {removed} vector(s) of the previous model.")
+        job.message = " ".join(parts)
+        job.save(update_fields=["status", "finished_at", "message"])
+        transaction.on_commit(lambda: _follow_up(album.pk))
+
+
+def _follow_up(album_id: int) -> None:
+    """Images uploaded while the job ran joined it without being in its scope: index them now."""
+    album = Album.objects.get(pk=album_id)
+    if album.active_model_id and _pending_scope(album, album.active_model_id).exists():
+        index_job_start(album=album, kind=IndexJob.Kind.INDEX, countdown=0)

@@ -1,0 +1,119 @@
+"""Decode on a pool of CPU workers while the encoder works, so the device never waits on JPEG.
+
+`embed_stored_images` takes (image_id, storage name) pairs in a fixed order and returns the vectors
+of the images that decoded, in that order, and a reason for each that did not. Decoding runs ahead
+in the pool (threads by default: Pillow releases the GIL while it decodes; processes where the
+benchmark says so) and the encoder consumes micro-batches as soon as they are ready.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from PIL import Image
+
+# The largest input any bundled encoder takes; draft mode never decodes below twice this, so the
+# encoder's own resize still has real pixels to work with.
+DEFAULT_DRAFT = (448, 448)
+
+
+@dataclass
+class Embedded:
+    image_ids: list[int] = field(default_factory=list)
+    vectors: np.ndarray | None = None
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def _decode(name: str, draft: tuple[int, int]) -> Image.Image | str:
+    """A decoded RGB image from Django storage, or the reason it could not be decoded (picklable
+    for process pools)."""
+    from django.core.files.storage import default_storage
+
+    from encoders.images import open_rgb
+
+    try:
+        with default_storage.open(name, "rb") as fp:
+            return open_rgb(fp, draft_size=draft)
+    except FileNotFoundError:
+        return "The stored file is missing."
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"Could not decode the image: {exc}"
+
+
+def decode_workers() -> int:
+    return settings.LOUPE_DECODE_WORKERS or os.cpu_count() or 1
+
+
+def make_pool(kind: str | None = None, workers: int | None = None) -> Executor:
+    kind = kind or settings.LOUPE_DECODE_POOL
+    workers = workers or decode_workers()
+    if kind == "process":
+        return ProcessPoolExecutor(max_workers=workers)
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    raise ValueError(f"LOUPE_DECODE_POOL must be 'thread' or 'process', not {kind!r}")
+
+
+def _micro_batches(decoded: Iterator[tuple[int, Image.Image | str]], size: int):
+    batch: list[tuple[int, Image.Image | str]] = []
+    for item in decoded:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def embed_stored_images(
+    encoder,
+    items: Sequence[tuple[int, str]],
+    *,
+    pool: Executor,
+    draft: tuple[int, int] = DEFAULT_DRAFT,
+    micro_batch: int | None = None,
+) -> Embedded:
+    """items: (image_id, storage name). Vectors come back in the order of the decodable items."""
+    micro_batch = micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE
+    futures = [(image_id, pool.submit(_decode, name, draft)) for image_id, name in items]
+    decoded = ((image_id, future.result()) for image_id, future in futures)
+    result = Embedded()
+    chunks: list[np.ndarray] = []
+    for batch in _micro_batches(decoded, micro_batch):
+        images = []
+        for image_id, outcome in batch:
+            if isinstance(outcome, str):
+                result.failures[image_id] = outcome
+            else:
+                result.image_ids.append(image_id)
+                images.append(outcome)
+        if images:
+            chunks.append(_encode_or_isolate(encoder, images, result, batch))
+    result.vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    return result
+
+
+def _encode_or_isolate(encoder, images, result: Embedded, batch) -> np.ndarray:
+    """Encode a micro-batch; if the encoder rejects it, retry image by image so only the bad one fails."""
+    try:
+        return encoder.encode_images(images)
+    except (OSError, ValueError, RuntimeError) as batch_error:
+        if len(images) == 1:
+            bad_id = result.image_ids.pop()
+            result.failures[bad_id] = f"The encoder could not process the image: {batch_error}"
+            return np.zeros((0, encoder.dim), dtype=np.float32)
+    ok_ids = [image_id for image_id, outcome in batch if not isinstance(outcome, str)]
+    del result.image_ids[-len(ok_ids):]
+    vectors = []
+    for image_id, image in zip(ok_ids, images):
+        try:
+            vectors.append(encoder.encode_images([image]))
+            result.image_ids.append(image_id)
+        except (OSError, ValueError, RuntimeError) as exc:
+            result.failures[image_id] = f"The encoder could not process the image: {exc}"
+    return np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
