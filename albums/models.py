@@ -7,7 +7,9 @@ from albums.roles import Role
 
 
 def _default_encoder_spec() -> str:
-    return settings.LOUPE_DEFAULT_ENCODER
+    from encoders.registry import default_encoder_spec
+
+    return default_encoder_spec()
 
 
 class Album(models.Model):

@@ -19,6 +19,7 @@ from albums.imaging import ImageRejected, clean_filename, probe_image
 from albums.models import Album, AlbumMembership, Image
 from albums.roles import Role
 from config.errors import ApplicationError
+from encoders.registry import default_encoder_spec
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def album_create(
         owner=owner,
         name=name,
         description=description,
-        encoder_spec=_validated_encoder_spec(encoder_spec or settings.LOUPE_DEFAULT_ENCODER),
+        encoder_spec=_validated_encoder_spec(encoder_spec or default_encoder_spec()),
         min_search_score=min_search_score,
         max_search_results=max_search_results,
         use_query_optimization=use_query_optimization,

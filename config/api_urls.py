@@ -3,6 +3,7 @@ from django.urls import path
 from albums.api import views as albums
 from config.auth_api import TokenObtainApi
 from config.health import HealthApi
+from search.api import views as search
 from workers.api import views as jobs
 
 app_name = "api"
@@ -17,7 +18,10 @@ urlpatterns = [
     path("albums/<int:album_id>/images/", albums.AlbumImageListApi.as_view(), name="album-images"),
     path("albums/<int:album_id>/jobs/", jobs.AlbumJobListApi.as_view(), name="album-jobs"),
     path("albums/<int:album_id>/index/", jobs.AlbumIndexApi.as_view(), name="album-index"),
+    path("albums/<int:album_id>/search/", search.AlbumSearchApi.as_view(), name="album-search"),
+    path("albums/<int:album_id>/duplicates/", search.AlbumDuplicatesApi.as_view(), name="album-duplicates"),
     path("images/<int:image_id>/", albums.ImageDetailApi.as_view(), name="image-detail"),
+    path("images/<int:image_id>/similar/", search.ImageSimilarApi.as_view(), name="image-similar"),
     path("images/<int:image_id>/file", albums.ImageFileApi.as_view(), name="image-file"),
     path("images/<int:image_id>/thumbnail", albums.ImageThumbnailApi.as_view(), name="image-thumbnail"),
     path("jobs/<int:job_id>/", jobs.JobDetailApi.as_view(), name="job-detail"),

@@ -9,5 +9,6 @@ app = Celery("loupe")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # `encode` holds GPU work (one process per device, model cached); `default` holds scans,
 # thumbnails and housekeeping so they never wait behind a long encode.
-app.conf.task_queues = (Queue("default"), Queue("encode"))
+# `query` holds search-query encoding, answered in milliseconds by a worker with the model warm.
+app.conf.task_queues = (Queue("default"), Queue("encode"), Queue("query"))
 app.autodiscover_tasks()

@@ -27,6 +27,10 @@ class ApplicationError(Exception):
         if code:
             self.code = code
 
+    def with_status(self, status_code: int) -> "ApplicationError":
+        self.status_code = status_code
+        return self
+
 
 class NotFoundError(ApplicationError):
     status_code = status.HTTP_404_NOT_FOUND
@@ -76,9 +80,20 @@ def error_body(message: str, code: str, extra: dict[str, Any] | None = None) -> 
     return {"message": message, "code": code, "extra": extra or {}}
 
 
+def _encoder_error_status(exc: Exception) -> int | None:
+    from encoders.errors import EncoderError, EncoderWeightsMissing
+
+    if not isinstance(exc, EncoderError):
+        return None
+    # Missing weights are the server's problem, not the request's: 503 until an operator adds them.
+    return status.HTTP_503_SERVICE_UNAVAILABLE if isinstance(exc, EncoderWeightsMissing) else status.HTTP_400_BAD_REQUEST
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code)
+    if (encoder_status := _encoder_error_status(exc)) is not None:
+        return Response(error_body(exc.message, exc.code, exc.extra), status=encoder_status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

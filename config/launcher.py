@@ -84,10 +84,17 @@ class Launcher:
 
     def start_children(self) -> None:
         celery = [sys.executable, "-m", "celery", "-A", "config"]
+        # Thread pools for the model workers: the model is loaded once per process, the main thread
+        # stays free to answer pings (health) during a long batch, and the indexer may start a
+        # process pool for decoding (prefork children are daemonic and cannot).
         self.spawn(
             "worker-encode",
-            [*celery, "worker", "-Q", "encode", "-c", os.environ.get("LOUPE_ENCODE_CONCURRENCY", "1"),
+            [*celery, "worker", "-Q", "encode", "-P", "threads", "-c", os.environ.get("LOUPE_ENCODE_CONCURRENCY", "1"),
              "-n", "encode@%h", "--loglevel", "INFO"],
+        )
+        self.spawn(
+            "worker-query",
+            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "4", "-n", "query@%h", "--loglevel", "INFO"],
         )
         self.spawn(
             "worker-default",

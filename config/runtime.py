@@ -53,7 +53,8 @@ def embedded_redis_url(var_dir: Path) -> str:
 
 
 def redis_broker_url(redis_url: str) -> str:
-    """Kombu spells a unix-socket Redis `redis+socket://`; redis-py spells it `unix://`."""
+    """Kombu (broker) and Celery (result backend) spell a unix-socket Redis `redis+socket://`;
+    redis-py spells it `unix://`."""
     if redis_url.startswith("unix://"):
         return "redis+socket://" + redis_url[len("unix://"):]
     return redis_url

@@ -32,6 +32,7 @@ __all__ = [
     "spec_modalities",
     "default_min_score",
     "spec_dim",
+    "default_encoder_spec",
 ]
 
 
@@ -101,6 +102,19 @@ def known_specs() -> list[dict]:
             }
         )
     return rows
+
+
+def default_encoder_spec() -> str:
+    """The encoder for new albums: the first of `LOUPE_DEFAULT_ENCODERS` whose weights this server
+    has (so a fresh install indexes with no file placed by hand), else the first entry."""
+    from django.conf import settings
+
+    candidates = list(settings.LOUPE_DEFAULT_ENCODERS)
+    for text in candidates:
+        spec = validate_spec(text)
+        if find_weights(spec, import_libraries=False) is not None:
+            return str(spec)
+    return candidates[0]
 
 
 def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encoder:

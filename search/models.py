@@ -7,6 +7,9 @@ class Embedding(models.Model):
     encoders, so HNSW indexes are per (model_id, dim) expression + partial indexes."""
 
     image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="embeddings")
+    # Denormalized from the image (images never change album): search filters on (album, model)
+    # inside the HNSW scan itself, with no join for the iterative scan to wade through.
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+", db_index=False)
     model_id = models.CharField(max_length=300)
     dim = models.PositiveIntegerField()
     vector = VectorField()
@@ -17,7 +20,7 @@ class Embedding(models.Model):
             models.UniqueConstraint(fields=["image", "model_id"], name="embedding_unique_image_model"),
             models.CheckConstraint(condition=models.Q(dim__gt=0), name="embedding_dim_positive"),
         ]
-        indexes = [models.Index(fields=["model_id", "image"])]
+        indexes = [models.Index(fields=["album", "model_id"], name="embedding_album_model")]
 
     def __str__(self) -> str:
         return f"{self.model_id} #{self.image_id}"

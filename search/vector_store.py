@@ -86,8 +86,10 @@ def embeddings_insert(*, model_id: str, image_ids: Sequence[int], vectors: np.nd
     assert vectors.shape[0] == len(image_ids), "one vector per image"
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO search_embedding (image_id, model_id, dim, vector, created_at) "
-            "SELECT t.image_id, %s, %s, t.v::vector, now() FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, v) "
+            # The join takes each image's album and skips images deleted since they were decoded.
+            "INSERT INTO search_embedding (image_id, album_id, model_id, dim, vector, created_at) "
+            "SELECT t.image_id, i.album_id, %s, %s, t.v::vector, now() "
+            "FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, v) JOIN albums_image i ON i.id = t.image_id "
             "ON CONFLICT (image_id, model_id) DO NOTHING RETURNING image_id",
             [model_id, int(vectors.shape[1]), list(map(int, image_ids)), [_to_db(v) for v in vectors]],
         )
@@ -97,9 +99,5 @@ def embeddings_insert(*, model_id: str, image_ids: Sequence[int], vectors: np.nd
 def embeddings_delete_other_models(*, album_id: int, keep_model_id: str) -> int:
     """Drop an album's vectors of every model but the one search now uses."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "DELETE FROM search_embedding e USING albums_image i "
-            "WHERE e.image_id = i.id AND i.album_id = %s AND e.model_id <> %s",
-            [album_id, keep_model_id],
-        )
+        cursor.execute("DELETE FROM search_embedding WHERE album_id = %s AND model_id <> %s", [album_id, keep_model_id])
         return cursor.rowcount

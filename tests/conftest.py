@@ -109,7 +109,7 @@ def start_worker(env: dict[str, str], log_path: Path, *, name: str) -> subproces
 
     log = open(log_path, "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,encode", "-P", "threads", "-c", "2",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "default,encode,query", "-P", "threads", "-c", "2",
          "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
         cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -75,7 +75,7 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
         try:
             report = wait_healthy(process, port, log_path)
             assert report["components"]["database"]["pgvector"].startswith("0.8")
-            assert {w.split("@")[0] for w in report["components"]["workers"]["workers"]} == {"encode", "default"}
+            assert {w.split("@")[0] for w in report["components"]["workers"]["workers"]} == {"encode", "default", "query"}
 
             # The admin account works, and the UI answers.
             token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]

@@ -79,7 +79,7 @@ def index_job_start(
 def _delete_partial_vectors(job: IndexJob, album: Album) -> None:
     """A cancelled rebuild leaves vectors of a model search does not use; they go with it."""
     if job.model_id and job.model_id != album.active_model_id:
-        Embedding.objects.filter(image__album=album, model_id=job.model_id).delete()
+        Embedding.objects.filter(album=album, model_id=job.model_id).delete()
 
 
 @transaction.atomic
@@ -154,7 +154,7 @@ def index_job_run(*, job_id: int) -> dict:
         if not job.is_active or album.generation != job.generation:
             return {"skipped": "superseded"}
         active_has_vectors = bool(album.active_model_id) and Embedding.objects.filter(
-            image__album=album, model_id=album.active_model_id
+            album=album, model_id=album.active_model_id
         ).exists()
         if not active_has_vectors and album.active_model_id != encoder.model_id:
             # Nothing to fall back on: search reads the new vectors as they arrive.

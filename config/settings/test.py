@@ -26,3 +26,4 @@ if not env.str("REDIS_URL", default=""):  # noqa: F405
     REDIS_URL = _redis.url
     CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
     CELERY_BROKER_URL = runtime.redis_broker_url(REDIS_URL)
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL

@@ -41,12 +41,12 @@ def test_failed_image_needs_a_reason(album):
 
 def test_embeddings_of_any_dimension_one_per_image_and_model(album):
     image = _image(album)
-    Embedding.objects.create(image=image, model_id="m512", dim=512, vector=np.ones(512, dtype=np.float32))
-    Embedding.objects.create(image=image, model_id="m768", dim=768, vector=np.ones(768, dtype=np.float32))
+    Embedding.objects.create(image=image, album=album, model_id="m512", dim=512, vector=np.ones(512, dtype=np.float32))
+    Embedding.objects.create(image=image, album=album, model_id="m768", dim=768, vector=np.ones(768, dtype=np.float32))
     stored = Embedding.objects.get(model_id="m768")
     assert len(stored.vector) == 768
     with pytest.raises(IntegrityError), transaction.atomic():
-        Embedding.objects.create(image=image, model_id="m512", dim=512, vector=np.zeros(512, dtype=np.float32))
+        Embedding.objects.create(image=image, album=album, model_id="m512", dim=512, vector=np.zeros(512, dtype=np.float32))
     image.delete()
     assert not Embedding.objects.exists()
 

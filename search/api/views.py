@@ -1,0 +1,159 @@
+"""Search endpoints: combined search, more-like-this, near-duplicates."""
+
+import base64
+import binascii
+import io
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from albums.errors import ImageNotFoundError
+from albums.imaging import ImageRejected, probe_image
+from albums.selectors import album_get_for_user, image_get_for_user
+from config.errors import ApplicationError
+from search import scoring, services
+
+MAX_QUERY_TEXT = 1000
+
+
+class SearchRequestSerializer(serializers.Serializer):
+    text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
+    negative_text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
+    image = serializers.FileField(required=False, help_text="a query image (multipart)")
+    image_base64 = serializers.CharField(required=False, help_text="a query image, base64-encoded")
+    image_id = serializers.IntegerField(required=False, min_value=1, help_text="an image you can see, as the query image")
+    image_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
+    text_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
+    negative_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
+    min_score = serializers.FloatField(required=False, allow_null=True, min_value=-100, max_value=100, default=None)
+    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100_000, default=None)
+    use_query_optimization = serializers.BooleanField(required=False, allow_null=True, default=None)
+    page = serializers.IntegerField(required=False, min_value=1, default=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        given = [name for name in ("image", "image_base64", "image_id") if attrs.get(name) not in (None, "")]
+        if len(given) > 1:
+            raise serializers.ValidationError({"image": [f"Give one query image, not {' and '.join(given)}."]})
+        return attrs
+
+
+class SearchResultSerializer(serializers.Serializer):
+    image_id = serializers.IntegerField()
+    score = serializers.FloatField()
+    cosines = serializers.DictField(child=serializers.FloatField())
+    original_name = serializers.CharField()
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    taken_at = serializers.DateTimeField(allow_null=True)
+    thumbnail_url = serializers.CharField()
+    file_url = serializers.CharField()
+
+
+class SearchResponseSerializer(serializers.Serializer):
+    model_id = serializers.CharField()
+    rebuilding = serializers.BooleanField()
+    min_score = serializers.FloatField()
+    max_results = serializers.IntegerField()
+    count = serializers.IntegerField()
+    page = serializers.IntegerField()
+    page_size = serializers.IntegerField()
+    results = SearchResultSerializer(many=True)
+    timings_ms = serializers.DictField(child=serializers.FloatField())
+
+
+def _query_image_bytes(data: dict) -> bytes | None:
+    if data.get("image") is not None:
+        raw = data["image"].read()
+    elif data.get("image_base64"):
+        text = data["image_base64"]
+        if text.startswith("data:") and "," in text:
+            text = text.split(",", 1)[1]
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApplicationError("image_base64 is not valid base64.", code="invalid_base64") from None
+    else:
+        return None
+    try:
+        probe_image(io.BytesIO(raw))
+    except ImageRejected as exc:
+        raise ApplicationError(f"The query image cannot be used: {exc.reason}", code=exc.code) from None
+    return raw
+
+
+def _with_urls(body: dict) -> dict:
+    for row in body["results"]:
+        row["thumbnail_url"] = reverse("api:image-thumbnail", args=[row["image_id"]])
+        row["file_url"] = reverse("api:image-file", args=[row["image_id"]])
+    return body
+
+
+class AlbumSearchApi(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(request=SearchRequestSerializer, responses=SearchResponseSerializer)
+    def post(self, request, album_id: int):
+        """Search by text, by image, or both, minus a negative text; scores combine in score space."""
+        album = album_get_for_user(user=request.user, album_id=album_id)
+        data = SearchRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        if v.get("image_id") is not None:
+            try:
+                image_get_for_user(user=request.user, image_id=v["image_id"])
+            except ImageNotFoundError:
+                raise ImageNotFoundError() from None
+        try:
+            weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
+            query = services.SearchQuery(
+                text=v["text"], negative_text=v["negative_text"], image_bytes=_query_image_bytes(v),
+                image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
+                use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
+            )
+            body = services.album_search(album=album, query=query)
+        except scoring.QueryError as exc:
+            raise ApplicationError(exc.message, code=exc.code) from None
+        return Response(_with_urls(body))
+
+
+class ImageSimilarApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("min_score", float), OpenApiParameter("max_results", int),
+                    OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses=SearchResponseSerializer,
+    )
+    def get(self, request, image_id: int):
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        params = _SimilarParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        body = services.image_similar(image=image, **params.validated_data)
+        return Response(_with_urls(body))
+
+
+class _SimilarParams(serializers.Serializer):
+    min_score = serializers.FloatField(required=False, allow_null=True, min_value=-100, max_value=100, default=None)
+    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100_000, default=None)
+    page = serializers.IntegerField(required=False, min_value=1, default=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+
+
+class _DuplicateParams(serializers.Serializer):
+    threshold = serializers.FloatField(required=False, default=0.95, min_value=0.0, max_value=1.0)
+
+
+class AlbumDuplicatesApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, default 0.95")])
+    def get(self, request, album_id: int):
+        album = album_get_for_user(user=request.user, album_id=album_id)
+        params = _DuplicateParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        groups = services.album_duplicates(album=album, threshold=params.validated_data["threshold"])
+        return Response({"threshold": params.validated_data["threshold"], "groups": groups, "count": len(groups)})

@@ -1,0 +1,110 @@
+"""Turning a query's texts and image into vectors of the model an album's search uses.
+
+Two places can do it (`LOUPE_QUERY_ENCODING`): `web` encodes in the web process (the encoder is
+cached per process; needs torch there), `worker` sends a task to the `query` queue, where a worker
+keeps the model warm, and waits for the answer. `auto` picks `web` when torch is importable.
+Either way the choice of prompt ensembling is an argument of the call, never encoder state, so
+concurrent requests with different settings cannot interfere.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+
+from config.errors import ApplicationError, ServiceUnavailableError
+
+
+class EmbeddingModelMismatchError(ApplicationError):
+    status_code = 409
+    code = "embedding_model_mismatch"
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    model_id: str
+    vectors: dict[str, np.ndarray]  # part -> (dim,) unit vector
+    siglip_logits: tuple[float, float] | None = None  # (logit_scale, logit_bias) when text needs calibration
+
+    def calibrate(self, cos: np.ndarray) -> np.ndarray:
+        if self.siglip_logits is None:
+            return np.asarray(cos, dtype=np.float32)
+        from encoders.base import siglip_calibrate
+
+        scale, bias = self.siglip_logits
+        return siglip_calibrate(cos, logit_scale=scale, logit_bias=bias)
+
+
+def spec_of_model_id(model_id: str) -> str:
+    """`<spec>@sha256:<hex>` → `<spec>`: search encodes with the model the album's vectors were made with."""
+    return model_id.rsplit("@", 1)[0]
+
+
+def encode_locally(*, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool) -> dict:
+    """Encode on this process's cached encoder. JSON-safe result, so a Celery task can return it."""
+    from PIL import Image
+
+    from encoders.registry import get_encoder
+
+    encoder = get_encoder(spec_of_model_id(model_id))
+    if encoder.model_id != model_id:
+        raise EmbeddingModelMismatchError(
+            f"The album's vectors were made with {model_id}, but this server now loads {encoder.model_id} "
+            "(the weights file changed). Re-index the album to search it again.",
+            extra={"album_model_id": model_id, "loaded_model_id": encoder.model_id},
+        )
+    vectors: dict[str, list[float]] = {}
+    parts = [part for part in ("text", "negative") if texts.get(part)]
+    if parts:
+        encoded = encoder.encode_texts([texts[part] for part in parts], ensemble=ensemble)
+        vectors.update({part: encoded[i].tolist() for i, part in enumerate(parts)})
+    if image_bytes is not None:
+        from encoders.images import open_rgb
+
+        vectors["image"] = encoder.encode_images([open_rgb(io.BytesIO(image_bytes), draft_size=(448, 448))])[0].tolist()
+    logits = None
+    if hasattr(encoder, "logit_scale") and hasattr(encoder, "logit_bias"):
+        logits = [float(encoder.logit_scale), float(encoder.logit_bias)]
+    return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
+
+
+def _mode() -> str:
+    mode = settings.LOUPE_QUERY_ENCODING
+    if mode == "auto":
+        return "web" if importlib.util.find_spec("torch") is not None else "worker"
+    return mode
+
+
+def encode_query(*, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool) -> EncodedQuery:
+    if _mode() == "web":
+        result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble)
+    else:
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        from search.tasks import query_encode
+
+        payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
+        pending = query_encode.apply_async((model_id, texts, payload, ensemble))
+        try:
+            result = pending.get(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS, propagate=True)
+        except CeleryTimeout:
+            raise ServiceUnavailableError(
+                f"No query worker answered within {settings.LOUPE_QUERY_TIMEOUT_SECONDS} s; is a worker consuming the "
+                "`query` queue?",
+                code="query_worker_unavailable",
+            ) from None
+        finally:
+            pending.forget()
+        if "error" in result:
+            error = result["error"]
+            raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
+    return EncodedQuery(
+        model_id=result["model_id"],
+        vectors={part: np.asarray(v, dtype=np.float32) for part, v in result["vectors"].items()},
+        siglip_logits=tuple(result["siglip_logits"]) if result["siglip_logits"] else None,
+    )

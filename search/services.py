@@ -1,0 +1,202 @@
+"""Search, more-like-this and near-duplicates over an album's vectors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from albums.models import Album, Image
+from config.errors import ApplicationError, ConflictError
+from encoders.registry import default_min_score, spec_modalities
+from search import scoring
+from search.query_encoding import EncodedQuery, encode_query, spec_of_model_id
+from search.selectors import album_vectors, candidate_count, image_vector, search_candidates
+
+
+class AlbumNotIndexedError(ConflictError):
+    code = "album_not_indexed"
+
+    def __init__(self) -> None:
+        super().__init__("This album has no searchable vectors yet: upload images and wait for indexing to finish.")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str = ""
+    negative_text: str = ""
+    image_bytes: bytes | None = None
+    image_id: int | None = None  # an image the caller can see (checked by the view)
+    weights: scoring.Weights = scoring.Weights()
+    min_score: float | None = None
+    max_results: int | None = None
+    use_query_optimization: bool | None = None
+    page: int = 1
+    page_size: int = 50
+
+
+def _present_parts(query: SearchQuery) -> set[str]:
+    parts = set()
+    if query.text.strip():
+        parts.add("text")
+    if query.negative_text.strip():
+        parts.add("negative")
+    if query.image_bytes is not None or query.image_id is not None:
+        parts.add("image")
+    return parts
+
+
+def _check_modalities(album: Album, model_spec: str, parts: set[str]) -> None:
+    if parts & {"text", "negative"} and "text" not in spec_modalities(model_spec):
+        raise ApplicationError(
+            f"This album's encoder ({model_spec}) is image-only: search it with an image, or switch the album "
+            "to a CLIP, OpenCLIP or SigLIP encoder for text search (docs/encoders.md).",
+            code="encoder_modality_unsupported",
+        )
+
+
+def _album_model(album: Album) -> str:
+    if not album.active_model_id:
+        raise AlbumNotIndexedError()
+    return album.active_model_id
+
+
+def album_search(*, album: Album, query: SearchQuery) -> dict:
+    started = time.perf_counter()
+    model_id = _album_model(album)
+    model_spec = spec_of_model_id(model_id)
+    active = scoring.active_parts(_present_parts(query), query.weights)
+    _check_modalities(album, model_spec, active)
+
+    stored_image_vector = None
+    image_bytes = query.image_bytes
+    if "image" in active and query.image_id is not None:
+        stored_image_vector = image_vector(image_id=query.image_id, model_id=model_id)
+        if stored_image_vector is None:  # not indexed under this model yet: encode its file
+            with Image.objects.get(pk=query.image_id).file.open("rb") as fp:
+                image_bytes = fp.read()
+    texts = {"text": query.text.strip(), "negative": query.negative_text.strip()}
+    texts = {part: value for part, value in texts.items() if part in active}
+    ensemble = album.use_query_optimization if query.use_query_optimization is None else query.use_query_optimization
+    needs_encoding = bool(texts) or ("image" in active and stored_image_vector is None)
+    encoded = (
+        encode_query(model_id=model_id, texts=texts, image_bytes=image_bytes if "image" in active else None, ensemble=ensemble)
+        if needs_encoding
+        else EncodedQuery(model_id=model_id, vectors={})
+    )
+    vectors = dict(encoded.vectors)
+    if stored_image_vector is not None:
+        vectors["image"] = stored_image_vector
+    encoded_at = time.perf_counter()
+    exclude = (query.image_id,) if query.image_id is not None and query.image_bytes is None and not texts else ()
+    result = _rank(album=album, model_id=model_id, model_spec=model_spec, vectors=vectors, query=query,
+                   calibrate=encoded.calibrate, exclude=exclude)
+    finished = time.perf_counter()
+    result["timings_ms"] = {
+        "encode": round((encoded_at - started) * 1000, 1),
+        "search": round((finished - encoded_at) * 1000, 1),
+        "total": round((finished - started) * 1000, 1),
+    }
+    return result
+
+
+def image_similar(*, image: Image, min_score: float | None, max_results: int | None, page: int, page_size: int) -> dict:
+    """More like this: the album's images nearest this one, itself excluded."""
+    album = image.album
+    return album_search(
+        album=album,
+        query=SearchQuery(image_id=image.pk, weights=scoring.Weights(image=1, text=0, negative=0), min_score=min_score,
+                          max_results=max_results, page=page, page_size=page_size),
+    )
+
+
+def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude) -> dict:
+    min_score = query.min_score
+    if min_score is None:
+        min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
+    max_results = query.max_results or album.max_search_results
+    candidates = search_candidates(
+        album_id=album.pk,
+        model_id=model_id,
+        queries={part: v for part, v in vectors.items() if part in ("image", "text")},
+        k=candidate_count(max_results),
+        exclude_image_ids=exclude,
+    )
+    if len(candidates.image_ids):
+        cosines = {part: candidates.vectors @ vector for part, vector in vectors.items()}
+        scores, parts = scoring.combine(cosines, query.weights, calibrate=calibrate)
+        order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
+    else:
+        scores, parts, order = np.zeros(0), {}, np.zeros(0, dtype=np.int64)
+    start = (query.page - 1) * query.page_size
+    results = []
+    for index in order[start : start + query.page_size]:
+        image_id = int(candidates.image_ids[index])
+        results.append(
+            {
+                "image_id": image_id,
+                "score": round(float(scores[index]), 4),
+                "cosines": {part: round(float(values[index]), 4) for part, values in sorted(parts.items())},
+                **candidates.rows[image_id],
+            }
+        )
+    return {
+        "model_id": model_id,
+        "rebuilding": album.encoder_spec != model_spec,
+        "min_score": min_score,
+        "max_results": max_results,
+        "count": int(len(order)),
+        "page": query.page,
+        "page_size": query.page_size,
+        "results": results,
+    }
+
+
+def album_duplicates(*, album: Album, threshold: float) -> list[list[dict]]:
+    """Groups of images whose vectors are at least `threshold` cosine-similar (transitively).
+
+    Exact all-pairs in blocks: one matrix product per block of 1,024 rows."""
+    if not 0 < threshold <= 1:
+        raise ApplicationError("threshold must be in (0, 1].", code="invalid_threshold")
+    model_id = _album_model(album)
+    from django.conf import settings
+
+    ids, vectors = album_vectors(album_id=album.pk, model_id=model_id)
+    if len(ids) > settings.LOUPE_DUPLICATES_EXACT_MAX:
+        raise ConflictError(
+            f"This album has {len(ids)} images; duplicate search runs on albums of up to "
+            f"{settings.LOUPE_DUPLICATES_EXACT_MAX} (LOUPE_DUPLICATES_EXACT_MAX).",
+            code="album_too_large",
+        )
+    parent = list(range(len(ids)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(ids), 1024):
+        block = vectors[start : start + 1024] @ vectors.T
+        rows, cols = np.nonzero(block >= threshold)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            i = start + r
+            if i < c:
+                a, b = find(i), find(c)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(ids)):
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0]
+        out.append(
+            [{"image_id": int(ids[m]), "similarity": round(1.0 if m == first else float(vectors[m] @ vectors[first]), 4)}
+             for m in members]
+        )
+    out.sort(key=lambda g: g[0]["image_id"])
+    return out
