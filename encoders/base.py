@@ -80,10 +80,12 @@ class Encoder(ABC):
         raise EncoderModalityError(f"Encoder {self.spec} has no patch features for this architecture.")
 
     # --- the contract ------------------------------------------------------------------------
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def encode_images(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> np.ndarray:
+        """`batch_size` overrides LOUPE_ENCODE_BATCH_SIZE for this call: the indexer fixes the forward
+        batch shape itself (see workers/pipeline.py) and must not have it split again."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return l2_normalize(self._batched(self._embed_images, [to_rgb(image) for image in images]))
+        return l2_normalize(self._batched(self._embed_images, [to_rgb(image) for image in images], batch_size))
 
     def encode_texts(self, texts: Sequence[str], *, ensemble: bool = False) -> np.ndarray:
         if TEXT not in self.modalities:
@@ -106,10 +108,10 @@ class Encoder(ABC):
             return np.zeros((0, 0, 0, self.dim), dtype=np.float32)
         return l2_normalize(self._batched(self._patch_grid, [to_rgb(image) for image in images]))
 
-    def _batched(self, embed, items: list) -> np.ndarray:
+    def _batched(self, embed, items: list, batch_size: int | None = None) -> np.ndarray:
         from django.conf import settings
 
-        size = max(1, int(settings.LOUPE_ENCODE_BATCH_SIZE))
+        size = max(1, int(batch_size or settings.LOUPE_ENCODE_BATCH_SIZE))
         return np.concatenate([embed(items[i : i + size]) for i in range(0, len(items), size)])
 
     def __repr__(self) -> str:

@@ -17,6 +17,12 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
+# CPU BLAS kernels round differently for a batch of, say, 7 rows than for 8, so the same image could
+# get a vector one ulp apart depending on how a chunk happened to split. Every forward pass therefore
+# gets a multiple of this many rows (the last micro-batch padded with copies, their rows dropped):
+# measured here, rows are then byte-identical whatever the micro-batch, chunk and worker count.
+ROW_MULTIPLE = 8
+
 # The largest input any bundled encoder takes; draft mode never decodes below twice this, so the
 # encoder's own resize still has real pixels to work with.
 DEFAULT_DRAFT = (448, 448)
@@ -79,7 +85,7 @@ def embed_stored_images(
     micro_batch: int | None = None,
 ) -> Embedded:
     """items: (image_id, storage name). Vectors come back in the order of the decodable items."""
-    micro_batch = micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE
+    micro_batch = _round_up(micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE)
     futures = [(image_id, pool.submit(_decode, name, draft)) for image_id, name in items]
     decoded = ((image_id, future.result()) for image_id, future in futures)
     result = Embedded()
@@ -98,10 +104,21 @@ def embed_stored_images(
     return result
 
 
+def _round_up(n: int) -> int:
+    return max(ROW_MULTIPLE, -(-int(n) // ROW_MULTIPLE) * ROW_MULTIPLE)
+
+
+def encode_fixed_shape(encoder, images: list) -> np.ndarray:
+    """encoder.encode_images with the forward batch padded to a multiple of ROW_MULTIPLE rows."""
+    padded = _round_up(len(images))
+    batch = list(images) + [images[-1]] * (padded - len(images))
+    return encoder.encode_images(batch, batch_size=padded)[: len(images)]
+
+
 def _encode_or_isolate(encoder, images, result: Embedded, batch) -> np.ndarray:
     """Encode a micro-batch; if the encoder rejects it, retry image by image so only the bad one fails."""
     try:
-        return encoder.encode_images(images)
+        return encode_fixed_shape(encoder, images)
     except (OSError, ValueError, RuntimeError) as batch_error:
         if len(images) == 1:
             bad_id = result.image_ids.pop()
@@ -112,7 +129,7 @@ def _encode_or_isolate(encoder, images, result: Embedded, batch) -> np.ndarray:
     vectors = []
     for image_id, image in zip(ok_ids, images):
         try:
-            vectors.append(encoder.encode_images([image]))
+            vectors.append(encode_fixed_shape(encoder, [image]))
             result.image_ids.append(image_id)
         except (OSError, ValueError, RuntimeError) as exc:
             result.failures[image_id] = f"The encoder could not process the image: {exc}"

@@ -138,7 +138,7 @@ LOUPE_INDEX_CHUNK = env.int("LOUPE_INDEX_CHUNK", default=256)  # images per enco
 LOUPE_DECODE_WORKERS = env.int("LOUPE_DECODE_WORKERS", default=0)  # 0: one per CPU core
 LOUPE_DECODE_POOL = env.str("LOUPE_DECODE_POOL", default="thread")  # thread | process (see docs/benchmarks.md)
 LOUPE_INDEX_DEBOUNCE_SECONDS = env.float("LOUPE_INDEX_DEBOUNCE_SECONDS", default=2.0)
-LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=600)
+LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=900)  # > visibility_timeout
 LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)
 LOUPE_HNSW_EF_CONSTRUCTION = env.int("LOUPE_HNSW_EF_CONSTRUCTION", default=128)
 LOUPE_HNSW_HALFVEC = env.bool("LOUPE_HNSW_HALFVEC", default=False)
@@ -162,8 +162,15 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
-# A task redelivered after a worker died must wait no longer than a long batch.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+# acks_late: a task whose worker died unacknowledged goes back on the queue once it has been out
+# for visibility_timeout. That must exceed the longest task (hard limit above + queue wait), and
+# kombu sweeps for such tasks every interval x throttle seconds (default 100 s; here 10 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]}
 
 # --- API
 REST_FRAMEWORK = {

@@ -1,0 +1,59 @@
+"""A worker killed with SIGKILL mid-job: after a restart the job completes with exactly one vector per
+good image — no duplicates, no gaps — because chunks are acks_late and their writes idempotent."""
+
+import io
+import os
+import signal
+
+import pytest
+
+from albums import services
+from search.models import Embedding
+from tests.conftest import start_worker, stop_worker, wait_for, worker_env
+from tests.images import noise_png
+from tests.tiny_models import OPEN_CLIP_TINY
+from workers.models import IndexJob, IndexJobBatch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def session_worker_paused(worker):
+    """Stop the session worker consuming, so only this test's worker sees the queues."""
+    from config.celery import app
+
+    [full_name] = [n for n in (app.control.inspect(timeout=1).ping() or {}) if n.startswith(worker["name"] + "@")]
+    for queue in ("default", "encode", "query"):
+        app.control.cancel_consumer(queue, destination=[full_name], reply=True, timeout=5)
+    yield worker
+    for queue in ("default", "encode", "query"):
+        app.control.add_consumer(queue, destination=[full_name], reply=True, timeout=5)
+
+
+def test_sigkill_mid_job_then_restart_finishes_with_one_vector_per_image(session_worker_paused, alice, tmp_path):
+    worker = session_worker_paused
+    env = worker_env(media_root=worker["media_root"], models_dir=worker["models_dir"],
+                     LOUPE_INDEX_CHUNK="2", CELERY_VISIBILITY_TIMEOUT="3")
+    victim = start_worker(env, tmp_path / "victim.log", name="victim")
+
+    album = services.album_create(owner=alice, name="faults", encoder_spec=OPEN_CLIP_TINY)
+    files = [(f"{i}.png", io.BytesIO(noise_png(size=(64, 64), seed=100 + i))) for i in range(40)]
+    ids = [r.image_id for r in services.image_upload_many(album=album, user=alice, files=files)]
+    job = wait_for(lambda: IndexJob.objects.filter(album=album, status="running").first(), what="the job to start")
+    wait_for(lambda: IndexJobBatch.objects.filter(job=job).count() >= 2, what="a few chunks to be written")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    job.refresh_from_db()
+    assert job.status == "running" and job.done < job.total, "the kill must land before the job ends"
+
+    rescuer = start_worker(env, tmp_path / "rescuer.log", name="rescuer")
+    try:
+        wait_for(lambda: IndexJob.objects.get(pk=job.pk).status == "succeeded", timeout=90, what="the job to finish")
+    finally:
+        stop_worker(rescuer)
+    job.refresh_from_db()
+    assert (job.done, job.failed, job.total) == (40, 0, 40)
+    rows = list(Embedding.objects.filter(album=album).values_list("image_id", "model_id"))
+    assert sorted(image_id for image_id, _ in rows) == sorted(ids)  # no gaps, no duplicates
+    assert {model_id for _, model_id in rows} == {job.model_id}
+    assert sorted(IndexJobBatch.objects.filter(job=job).values_list("seq", flat=True)) == list(range(20))
