@@ -58,6 +58,7 @@ def album_detail(request, album):
     page = Paginator(images.order_by("-created_at", "-id"), 60).get_page(request.GET.get("page"))
     context = {
         "album": album,
+        "summary": selectors.album_index_summary(album=album),
         "page": page,
         "status": status,
         "can_edit": role_at_least(album.role, Role.EDITOR),

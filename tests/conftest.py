@@ -90,6 +90,12 @@ def tiny_models_dir(tmp_path_factory) -> Path:
 WORKER_ENV = {"LOUPE_INDEX_CHUNK": "3", "LOUPE_ENCODE_BATCH_SIZE": "2", "LOUPE_DEVICE": "cpu", "LOUPE_DECODE_WORKERS": "2"}
 
 
+@pytest.fixture(scope="session")
+def import_root(tmp_path_factory) -> Path:
+    """The one folder tree tests import from; workers get it as LOUPE_IMPORT_ROOTS too."""
+    return tmp_path_factory.mktemp("import-root").resolve()
+
+
 def worker_env(*, media_root: Path, models_dir: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -131,7 +137,7 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir):
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir, import_root):
     """A `celery worker` subprocess on the test database and broker, for the whole session."""
     import redis
 
@@ -139,7 +145,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, 
     media = tmp_path_factory.mktemp("worker-media")
     log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
     name = f"test-{os.getpid()}"
-    process = start_worker(worker_env(media_root=media, models_dir=tiny_models_dir), log_path, name=name)
+    env = worker_env(media_root=media, models_dir=tiny_models_dir, LOUPE_IMPORT_ROOTS=str(import_root))
+    process = start_worker(env, log_path, name=name)
     yield {"process": process, "media_root": media, "log": log_path, "name": name, "models_dir": tiny_models_dir}
     stop_worker(process)
 

@@ -44,6 +44,13 @@ def _is_stale(job: IndexJob) -> bool:
     return (timezone.now() - last_sign_of_life).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
 
 
+INDEXING_KINDS = (IndexJob.Kind.INDEX, IndexJob.Kind.REBUILD)
+
+
+def _active_index_jobs(album: Album):
+    return IndexJob.objects.filter(album=album, kind__in=INDEXING_KINDS, status__in=IndexJob.ACTIVE_STATUSES)
+
+
 def index_job_start(
     *, album: Album, user=None, kind: str = IndexJob.Kind.INDEX, countdown: float | None = None
 ) -> tuple[IndexJob, bool]:
@@ -51,7 +58,7 @@ def index_job_start(
 
     A job that stopped giving signs of life (its chunks lost with a broker that had no
     persistence, say) is failed with that reason and replaced, so the album never stays stuck."""
-    active = IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES).first()
+    active = _active_index_jobs(album).first()
     if active is not None:
         if not _is_stale(active):
             return active, False
@@ -67,7 +74,7 @@ def index_job_start(
                 album=album, kind=kind, generation=album.generation, created_by=user, celery_task_id=task_id
             )
     except IntegrityError:  # another request started one a moment ago
-        return IndexJob.objects.get(album=album, status__in=IndexJob.ACTIVE_STATUSES), False
+        return _active_index_jobs(album).get(), False
     from workers.tasks import encode_index_job
 
     if countdown is None:
@@ -97,7 +104,7 @@ def index_job_cancel(*, job: IndexJob, reason: str = "Cancelled.") -> IndexJob:
 
 def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
     """Called (inside the transaction that bumped the generation) when an album gets a new encoder."""
-    for job in IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES):
+    for job in _active_index_jobs(album):
         index_job_cancel(job=job, reason=SUPERSEDED)
     job, _ = index_job_start(album=album, user=user, kind=IndexJob.Kind.REBUILD)
     return job

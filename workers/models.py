@@ -8,7 +8,7 @@ class IndexJob(models.Model):
     class Kind(models.TextChoices):
         INDEX = "index", "Index"
         REBUILD = "rebuild", "Rebuild"
-        METADATA = "metadata", "Metadata"
+        IMPORT = "import", "Folder import"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -38,9 +38,12 @@ class IndexJob(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            # One active job per album: a second request joins it (see workers.indexing).
+            # One active indexing job per album: a second request joins it (see workers.indexing).
+            # Imports run beside it: the images they add join or follow the indexing job.
             models.UniqueConstraint(
-                fields=["album"], condition=models.Q(status__in=["queued", "running"]), name="job_one_active_per_album"
+                fields=["album"],
+                condition=models.Q(status__in=["queued", "running"], kind__in=["index", "rebuild"]),
+                name="job_one_active_index_per_album",
             ),
             models.CheckConstraint(condition=models.Q(done__lte=models.F("total")), name="job_done_within_total"),
             models.CheckConstraint(condition=models.Q(failed__lte=models.F("done")), name="job_failed_within_done"),

@@ -44,3 +44,60 @@ def image_process_metadata(*, image_ids: Sequence[int]) -> dict[str, int]:
         image_save_metadata(image=image, metadata=metadata, thumbnail=thumbnail)
         done += 1
     return {"done": done, "failed": failed}
+
+
+def folder_import_start(*, album, user, path: str):
+    """Check the path now (so the caller gets a clear refusal) and import in the background."""
+    import uuid
+
+    from django.db import transaction
+
+    from albums.folder_import import count_files
+    from workers.models import IndexJob
+    from workers.tasks import folder_import_run
+
+    total = count_files(path)
+    task_id = str(uuid.uuid4())
+    job = IndexJob.objects.create(
+        album=album, kind=IndexJob.Kind.IMPORT, generation=album.generation, total=total, created_by=user,
+        celery_task_id=task_id, message=f"Importing {total} file(s) from {path}.",
+    )
+    transaction.on_commit(lambda: folder_import_run.apply_async((job.pk, path), task_id=task_id))
+    return job
+
+
+def folder_import_job_run(*, job_id: int, path: str) -> dict:
+    from django.db.models import F
+    from django.utils import timezone
+
+    from albums.folder_import import folder_import
+    from workers.models import IndexJob
+
+    job = IndexJob.objects.select_related("album", "created_by").get(pk=job_id)
+    if not job.is_active:
+        return {"skipped": job.status}
+    IndexJob.objects.filter(pk=job_id).update(status=IndexJob.Status.RUNNING, started_at=timezone.now())
+    last = {"seen": 0, "rejected": 0}
+
+    def progress(report, seen):
+        rejected = len(report.rejected)
+        IndexJob.objects.filter(pk=job_id).update(
+            done=F("done") + (seen - last["seen"]), failed=F("failed") + (rejected - last["rejected"]),
+            heartbeat_at=timezone.now(),
+        )
+        last.update(seen=seen, rejected=rejected)
+
+    try:
+        report = folder_import(album=job.album, user=job.created_by, path=path, progress=progress)
+    except Exception as exc:
+        IndexJob.objects.filter(pk=job_id).update(status=IndexJob.Status.FAILED, finished_at=timezone.now(),
+                                                  message=f"Import failed: {exc}"[:4000])
+        raise
+    skipped = "; ".join(f"{r['path']}: {r['reason']}" for r in report.rejected[:20])
+    more = f" (and {len(report.rejected) - 20} more)" if len(report.rejected) > 20 else ""
+    IndexJob.objects.filter(pk=job_id).update(
+        status=IndexJob.Status.SUCCEEDED, finished_at=timezone.now(),
+        message=f"{report.created} imported, {report.duplicates} already there, {len(report.rejected)} skipped."
+        + (f" Skipped: {skipped}{more}" if report.rejected else ""),
+    )
+    return report.as_dict()

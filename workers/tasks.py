@@ -32,3 +32,8 @@ def encode_index_job(job_id: int) -> dict:
 @shared_task(**RETRY_TRANSIENT)
 def encode_index_batch(job_id: int, seq: int, image_ids: list[int]) -> dict:
     return indexing.index_batch_run(job_id=job_id, seq=seq, image_ids=image_ids)
+
+
+@shared_task(**RETRY_TRANSIENT)
+def folder_import_run(job_id: int, path: str) -> dict:
+    return services.folder_import_job_run(job_id=job_id, path=path)

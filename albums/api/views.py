@@ -95,6 +95,17 @@ class AlbumMemberDetailApi(APIView):
 class AlbumImageListApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything reads the body: session auth's CSRF check reads request.POST, which
+        # parses the upload, and Django refuses new handlers after that.
+        if request.method == "POST":
+            request.upload_handlers = [
+                UploadSizeGuard(request),
+                MemoryFileUploadHandler(request),
+                TemporaryFileUploadHandler(request),
+            ]
+        return super().initialize_request(request, *args, **kwargs)
+
     @extend_schema(
         parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],
         responses=ImageSerializer(many=True),
@@ -118,12 +129,7 @@ class AlbumImageListApi(APIView):
     )
     def post(self, request, album_id: int):
         album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
-        guard = UploadSizeGuard(request._request)
-        request._request.upload_handlers = [
-            guard,
-            MemoryFileUploadHandler(request._request),
-            TemporaryFileUploadHandler(request._request),
-        ]
+        guard = request._request.upload_handlers[0]
         try:
             uploads = [f for key in request.FILES for f in request.FILES.getlist(key)]
         except (TooManyFilesSent, RequestDataTooBig):

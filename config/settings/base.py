@@ -99,7 +99,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # Uploaded files live in Django storage but are never served from a public URL: only the
 # membership-checked views under /api/v1/images/ stream them.
 MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(VAR_DIR / "media")))
-MEDIA_URL = None
+MEDIA_URL = "/media/"  # nothing routes it (tests/albums/test_api_images.py checks); files go through the API
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -132,6 +132,9 @@ LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per
 LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | worker | auto
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
+
+# Server folders staff may import from (empty: folder import is off).
+LOUPE_IMPORT_ROOTS = env.list("LOUPE_IMPORT_ROOTS", default=[])
 
 # --- Indexing
 LOUPE_INDEX_CHUNK = env.int("LOUPE_INDEX_CHUNK", default=256)  # images per encode task (one write each)

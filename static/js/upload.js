@@ -57,6 +57,7 @@
     }
     bar.value = 100;
     if (window.htmx) htmx.ajax("GET", window.location.pathname, { target: "#grid" });
+    if (window.loupeWatchIndex) window.loupeWatchIndex();
   }
 
   input.addEventListener("change", () => upload(input.files));

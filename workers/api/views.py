@@ -66,3 +66,23 @@ class AlbumIndexApi(APIView):
         album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
         job, created = indexing.index_job_start(album=album, user=request.user, countdown=0)
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class FolderImportSerializer(serializers.Serializer):
+    path = serializers.CharField(max_length=4096)
+
+
+class AlbumFolderImportApi(APIView):
+    @extend_schema(request=FolderImportSerializer, responses={202: JobSerializer})
+    def post(self, request, album_id: int):
+        """Staff only: import a server folder inside LOUPE_IMPORT_ROOTS into the album, in the background."""
+        from config.errors import PermissionDeniedError
+        from workers.services import folder_import_start
+
+        album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        if not request.user.is_staff:
+            raise PermissionDeniedError("Importing server folders is for staff accounts.", code="staff_required")
+        data = FolderImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = folder_import_start(album=album, user=request.user, path=data.validated_data["path"])
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

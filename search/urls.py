@@ -1,0 +1,11 @@
+from django.urls import path
+
+from search import views
+
+app_name = "search"
+
+urlpatterns = [
+    path("albums/<int:album_id>/search/", views.album_search_page, name="album"),
+    path("images/<int:image_id>/", views.image_page, name="image"),
+    path("jobs/", views.jobs_page, name="jobs"),
+]

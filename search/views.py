@@ -1,0 +1,54 @@
+"""Search and image pages. They render the form and the shell; results come from the API with the
+session's credentials, so pages and API share one membership check and one search path."""
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import render
+
+from albums.errors import RoleRequiredError
+from albums.roles import Role, role_at_least
+from albums.selectors import album_index_summary, image_get_for_user
+from albums.views import with_album
+from config.errors import NotFoundError
+from encoders.registry import default_min_score, spec_modalities
+from search.query_encoding import spec_of_model_id
+
+
+@with_album()
+def album_search_page(request, album):
+    model_spec = spec_of_model_id(album.active_model_id) if album.active_model_id else album.encoder_spec
+    summary = album_index_summary(album=album)
+    context = {
+        "album": album,
+        "is_owner": role_at_least(album.role, Role.OWNER),
+        "text_enabled": "text" in spec_modalities(model_spec),
+        "model_spec": model_spec,
+        "default_min_score": album.min_search_score if album.min_search_score is not None else default_min_score(model_spec),
+        "query_image_id": request.GET.get("image_id", ""),
+        "summary": summary,
+    }
+    return render(request, "search/search.html", context)
+
+
+@login_required
+def image_page(request, image_id: int):
+    try:
+        image = image_get_for_user(user=request.user, image_id=image_id)
+    except RoleRequiredError as exc:  # pragma: no cover - viewers may see every image of their albums
+        raise PermissionDenied(exc.message) from None
+    except NotFoundError:
+        raise Http404("Image not found.") from None
+    return render(request, "search/image.html", {"image": image, "album": image.album,
+                                                   "can_edit": role_at_least(image.role, Role.EDITOR)})
+
+
+@login_required
+def jobs_page(request):
+    from workers.models import IndexJob
+
+    jobs = IndexJob.objects.select_related("album").order_by("-created_at", "-id")
+    if not request.user.is_staff:
+        jobs = jobs.filter(album__memberships__user=request.user)
+    return render(request, "workers/jobs.html", {"jobs": jobs[:200], "flower_url": settings.FLOWER_URL})

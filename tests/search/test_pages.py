@@ -1,0 +1,66 @@
+"""Search, image and jobs pages: membership checked like the API; image-only albums say why text is off."""
+
+import pytest
+from django.test import Client
+
+from albums import services
+from albums.models import Album, Image
+from workers.models import IndexJob
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def image(album, alice):
+    return Image.objects.create(album=album, file="x.png", original_name="holiday.png", sha256="a" * 64, bytes=10,
+                                mime="image/png", width=4, height=3, exif={"Make": "Canon"}, camera="Canon EOS")
+
+
+def test_search_page_for_members_with_text_enabled_for_text_encoders(alice, album):
+    Album.objects.filter(pk=album.pk).update(encoder_spec="open-clip:ViT-B-32/laion2b_s34b_b79k")
+    page = signed_in(alice).get(f"/albums/{album.pk}/search/").content.decode()
+    assert 'id="q-text"' in page and "image-only" not in page
+    assert 'data-url="/api/v1/albums/%d/search/"' % album.pk in page
+    assert 'id="w-image"' in page and 'id="w-negative"' in page and 'value="0.2000"' in page
+
+
+def test_image_only_album_disables_text_with_a_reason(alice, album):
+    Album.objects.filter(pk=album.pk).update(encoder_spec="dense:efficientnet-lite0")
+    page = signed_in(alice).get(f"/albums/{album.pk}/search/").content.decode()
+    assert "image-only" in page and "docs/encoders.md" in page
+    assert 'name="text" type="search" placeholder="kids on a red sled" disabled' in page
+
+
+def test_image_page_shows_exif_and_more_like_this(alice, image):
+    page = signed_in(alice).get(f"/images/{image.pk}/").content.decode()
+    assert "holiday.png" in page and "Canon EOS" in page and f"/api/v1/images/{image.pk}/similar/" in page
+    assert f"?image_id={image.pk}" in page
+
+
+def test_non_members_get_404_on_search_and_image_pages(bob, album, image):
+    client = signed_in(bob)
+    assert client.get(f"/albums/{album.pk}/search/").status_code == 404
+    assert client.get(f"/images/{image.pk}/").status_code == 404
+
+
+def test_jobs_page_lists_only_the_users_albums_and_everything_for_staff(alice, bob, make_user, album):
+    theirs = services.album_create(owner=bob, name="bob-private")
+    IndexJob.objects.create(album=album, kind="index", status="running", total=10, done=3)
+    IndexJob.objects.create(album=theirs, kind="index", status="failed", message="weights missing")
+    page = signed_in(alice).get("/jobs/").content.decode()
+    assert "Alice&#x27;s trip" in page and "bob-private" not in page and "Cancel" in page
+    admin = make_user("root", is_staff=True)
+    page = signed_in(admin).get("/jobs/").content.decode()
+    assert "bob-private" in page and "Flower" in page
+
+
+def test_album_page_shows_index_status(alice, album):
+    IndexJob.objects.create(album=album, kind="rebuild", status="running", total=10, done=4)
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert 'id="job-progress"' in page and 'value="4"' in page and 'data-active="1"' in page
