@@ -29,6 +29,12 @@ ENDPOINTS = [
     ("get", "/api/v1/images/{image}/file", Role.VIEWER, None),
     ("get", "/api/v1/images/{image}/thumbnail", Role.VIEWER, None),
     ("get", "/api/v1/jobs/{job}/", Role.VIEWER, None),
+    ("post", "/api/v1/jobs/{job}/cancel/", Role.EDITOR, None),
+    ("post", "/api/v1/albums/{album}/index/", Role.EDITOR, None),
+    ("post", "/api/v1/albums/{album}/import/", Role.EDITOR, lambda: {"path": "/tmp"}),
+    ("post", "/api/v1/albums/{album}/search/", Role.VIEWER, lambda: {"text": "dog"}),
+    ("get", "/api/v1/albums/{album}/duplicates/", Role.VIEWER, None),
+    ("get", "/api/v1/images/{image}/similar/", Role.VIEWER, None),
 ]
 IDS = [f"{m.upper()} {p}" for m, p, _, _ in ENDPOINTS]
 
@@ -53,6 +59,7 @@ def _snapshot():
         list(Album.objects.values_list("pk", "name")),
         list(AlbumMembership.objects.values_list("album", "user", "role")),
         list(Image.objects.values_list("pk")),
+        list(IndexJob.objects.values_list("pk", "status")),
     )
 
 
