@@ -9,7 +9,9 @@ benchmark says so) and the encoder consumes micro-batches as soon as they are re
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,6 +67,24 @@ def make_pool(kind: str | None = None, workers: int | None = None) -> Executor:
     raise ValueError(f"LOUPE_DECODE_POOL must be 'thread' or 'process', not {kind!r}")
 
 
+# Decoding runs at most this many micro-batches ahead of the encoder: enough to keep it fed, and a
+# bound on memory (a 256-image chunk of 12 MP photos would otherwise hold ~0.6 GB decoded at once).
+READ_AHEAD_BATCHES = 2
+
+
+def _decode_ahead(items: Sequence[tuple[int, str]], *, pool: Executor, draft, ahead: int):
+    """Decoded images in the order of `items`, with at most `ahead` decodes in flight or waiting."""
+    pending: deque = deque()
+    source = iter(items)
+    for image_id, name in islice(source, ahead):
+        pending.append((image_id, pool.submit(_decode, name, draft)))
+    while pending:
+        image_id, future = pending.popleft()
+        for next_id, next_name in islice(source, 1):
+            pending.append((next_id, pool.submit(_decode, next_name, draft)))
+        yield image_id, future.result()
+
+
 def _micro_batches(decoded: Iterator[tuple[int, Image.Image | str]], size: int):
     batch: list[tuple[int, Image.Image | str]] = []
     for item in decoded:
@@ -86,8 +106,7 @@ def embed_stored_images(
 ) -> Embedded:
     """items: (image_id, storage name). Vectors come back in the order of the decodable items."""
     micro_batch = _round_up(micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE)
-    futures = [(image_id, pool.submit(_decode, name, draft)) for image_id, name in items]
-    decoded = ((image_id, future.result()) for image_id, future in futures)
+    decoded = _decode_ahead(items, pool=pool, draft=draft, ahead=READ_AHEAD_BATCHES * micro_batch)
     result = Embedded()
     chunks: list[np.ndarray] = []
     for batch in _micro_batches(decoded, micro_batch):
