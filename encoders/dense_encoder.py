@@ -56,14 +56,17 @@ class EfficientNetLite0Backbone:
 
         from encoders import efficientnet_lite0
 
-        self.model = efficientnet_lite0.load_model(path).to(device)
+        # channels_last: measured 1.9x faster on this 2-core CPU (32 images, 7.0 s -> 3.7 s), vectors
+        # within 3e-7 of the default layout.
+        self.model = efficientnet_lite0.load_model(path).to(device, memory_format=torch.channels_last)
         # timm's own eval transform for this architecture: bicubic resize to 256, centre crop 224,
         # ImageNet mean/std.
         self.transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.model))
         self.device = device
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        return torch.stack([self.transform(image) for image in images]).to(self.device)
+        batch = torch.stack([self.transform(image) for image in images]).to(self.device)
+        return batch.contiguous(memory_format=torch.channels_last)
 
     def feature_grid(self, images: list[Image.Image]) -> torch.Tensor:
         return self.model.forward_features(self.pixels(images)).permute(0, 2, 3, 1)
