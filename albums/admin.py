@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from albums.models import Album, AlbumMembership, Image
+from albums.models import Album, AlbumMembership, ApiToken, Image
 
 
 class MembershipInline(admin.TabularInline):
@@ -32,3 +32,10 @@ class ImageAdmin(admin.ModelAdmin):
     search_fields = ["original_name", "sha256", "album__name"]
     list_select_related = ["album"]
     readonly_fields = ["sha256", "bytes", "exif", "created_at", "updated_at"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at"]
+    search_fields = ["name", "user__username"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]

@@ -11,4 +11,5 @@ urlpatterns = [
     path("albums/<int:album_id>/members/", views.album_members, name="members"),
     path("albums/<int:album_id>/members/<int:user_id>/remove/", views.album_member_remove, name="member-remove"),
     path("albums/<int:album_id>/delete/", views.album_delete, name="delete"),
+    path("account/tokens/", views.api_tokens, name="tokens"),
 ]

@@ -124,3 +124,20 @@ def album_delete(request, album):
     services.album_delete(album=album)
     messages.success(request, f"Deleted {album.name}.")
     return redirect("albums:list")
+
+
+@login_required
+def api_tokens(request):
+    """Create (the key is shown once, on this response only), list and revoke named API tokens."""
+    from albums.models import ApiToken
+    from albums.tokens import api_token_create, api_token_revoke
+
+    new_key = None
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            if api_token_revoke(user=request.user, token_id=int(request.POST["revoke"])):
+                messages.success(request, "Token revoked.")
+            return redirect("albums:tokens")
+        token, new_key = api_token_create(user=request.user, name=request.POST.get("name", ""))
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "albums/tokens.html", {"tokens": tokens, "new_key": new_key})

@@ -52,3 +52,8 @@ def jobs_page(request):
     if not request.user.is_staff:
         jobs = jobs.filter(album__memberships__user=request.user)
     return render(request, "workers/jobs.html", {"jobs": jobs[:200], "flower_url": settings.FLOWER_URL})
+
+
+@with_album()
+def album_duplicates_page(request, album):
+    return render(request, "search/duplicates.html", {"album": album, "is_owner": role_at_least(album.role, Role.OWNER)})

@@ -64,3 +64,9 @@ def test_album_page_shows_index_status(alice, album):
     IndexJob.objects.create(album=album, kind="rebuild", status="running", total=10, done=4)
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
     assert 'id="job-progress"' in page and 'value="4"' in page and 'data-active="1"' in page
+
+
+def test_duplicates_page_for_members_only(alice, bob, album):
+    page = signed_in(alice).get(f"/albums/{album.pk}/duplicates/").content.decode()
+    assert f"/api/v1/albums/{album.pk}/duplicates/" in page and 'id="threshold"' in page
+    assert signed_in(bob).get(f"/albums/{album.pk}/duplicates/").status_code == 404

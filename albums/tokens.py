@@ -1,0 +1,43 @@
+"""Named API tokens: create (key shown once), list, revoke, and authenticate `Authorization: Token <key>`."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+
+from albums.models import ApiToken
+
+KEY_PREFIX = "lp_"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name.strip()[:100] or "token", prefix=key[:8], key_hash=_hash(key))
+    return token, key
+
+
+def api_token_revoke(*, user, token_id: int) -> bool:
+    return ApiToken.objects.filter(user=user, pk=token_id).delete()[0] > 0
+
+
+class ApiTokenAuthentication(TokenAuthentication):
+    """Named tokens (`lp_…`); other keys fall through to DRF's own token table."""
+
+    def authenticate_credentials(self, key):
+        if not key.startswith(KEY_PREFIX):
+            return None
+        token = ApiToken.objects.select_related("user").filter(key_hash=_hash(key)).first()
+        if token is None or not token.user.is_active:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        now = timezone.now()
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)  # at most once a minute
+        return (token.user, token)
