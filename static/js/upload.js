@@ -1,5 +1,6 @@
-// Multi-file upload with progress: files go to the API in small batches so one slow or bad
-// file never holds up the rest, and every file gets its own result line.
+// Multi-file upload: one request per file, three at a time, each with its own progress bar and
+// result line (created, duplicate, or rejected with the reason). One bad or slow file never holds
+// up the rest.
 (function () {
   const section = document.getElementById("upload");
   if (!section) return;
@@ -8,54 +9,58 @@
   const bar = document.getElementById("upload-progress");
   const summary = document.getElementById("upload-summary");
   const list = document.getElementById("upload-results");
-  const BATCH = 8;
+  const PARALLEL = 3;
 
-  function send(files) {
+  function row(file) {
+    const li = document.createElement("li");
+    li.innerHTML = '<span class="file-name"></span> <progress max="100" value="0"></progress> <span class="file-result">waiting</span>';
+    li.querySelector(".file-name").textContent = file.name;
+    list.appendChild(li);
+    return li;
+  }
+
+  function send(file, li) {
     return new Promise((resolve) => {
       const form = new FormData();
-      files.forEach((f) => form.append("files", f, f.name));
+      form.append("files", file, file.name);
       const xhr = new XMLHttpRequest();
+      const progress = li.querySelector("progress");
       xhr.open("POST", section.dataset.url);
       xhr.setRequestHeader("X-CSRFToken", section.dataset.csrf);
       xhr.responseType = "json";
-      xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.dataset.current = e.loaded / e.total; render(); };
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100); };
       xhr.onload = () => {
         const body = xhr.response || {};
-        if (xhr.status >= 200 && xhr.status < 300) resolve(body.results);
-        else resolve(files.map((f) => ({ name: f.name, status: "rejected", reason: body.message || `HTTP ${xhr.status}` })));
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body.results[0]);
+        else resolve({ name: file.name, status: "rejected", reason: body.message || `HTTP ${xhr.status}` });
       };
-      xhr.onerror = () => resolve(files.map((f) => ({ name: f.name, status: "rejected", reason: "network error" })));
+      xhr.onerror = () => resolve({ name: file.name, status: "rejected", reason: "network error" });
       xhr.send(form);
     });
-  }
-
-  let total = 0, sent = 0;
-  function render() {
-    const current = parseFloat(bar.dataset.current || "0");
-    bar.value = total ? Math.round(((sent + current * BATCH) / total) * 100) : 0;
-  }
-
-  function show(result) {
-    const li = document.createElement("li");
-    li.className = result.status;
-    li.textContent = `${result.name}: ${result.status}${result.reason ? " — " + result.reason : ""}`;
-    list.appendChild(li);
   }
 
   async function upload(fileList) {
     const files = Array.from(fileList);
     if (!files.length) return;
-    total = files.length; sent = 0; list.innerHTML = ""; bar.hidden = false;
+    list.innerHTML = ""; bar.hidden = false; bar.value = 0;
     const counts = { created: 0, duplicate: 0, rejected: 0 };
-    for (let i = 0; i < files.length; i += BATCH) {
-      bar.dataset.current = "0";
-      const results = await send(files.slice(i, i + BATCH));
-      results.forEach((r) => { counts[r.status] = (counts[r.status] || 0) + 1; show(r); });
-      sent = Math.min(files.length, i + BATCH);
-      render();
-      summary.textContent = `${sent} of ${total} sent · ${counts.created} added, ${counts.duplicate} duplicates, ${counts.rejected} rejected`;
+    const rows = files.map(row);
+    let next = 0, finished = 0;
+    async function lane() {
+      while (next < files.length) {
+        const i = next++;
+        rows[i].querySelector(".file-result").textContent = "uploading";
+        const result = await send(files[i], rows[i]);
+        counts[result.status] = (counts[result.status] || 0) + 1;
+        rows[i].className = result.status;
+        rows[i].querySelector("progress").value = 100;
+        rows[i].querySelector(".file-result").textContent = `${result.status}${result.reason ? " — " + result.reason : ""}`;
+        finished += 1;
+        bar.value = Math.round((finished / files.length) * 100);
+        summary.textContent = `${finished} of ${files.length} sent · ${counts.created} added, ${counts.duplicate} duplicates, ${counts.rejected} rejected`;
+      }
     }
-    bar.value = 100;
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, files.length) }, lane));
     if (window.htmx) htmx.ajax("GET", window.location.pathname, { target: "#grid" });
     if (window.loupeWatchIndex) window.loupeWatchIndex();
   }

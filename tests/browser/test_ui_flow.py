@@ -3,10 +3,14 @@ real worker: sign in, create an album, upload, watch indexing finish, search by 
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.images import noise_png
+from tests.tiny_models import OPEN_CLIP_TINY
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -16,7 +20,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 @pytest.fixture
-def page(tmp_path):
+def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -24,12 +28,32 @@ def page(tmp_path):
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the live server runs beside Playwright's loop
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+def new_page(browser):
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.set_default_timeout(30_000)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    return new_page(browser)
+
+
+def sign_in(page, base_url, username):
+    page.goto(f"{base_url}/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(f"pw-{username}")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base_url}/")
+
+
+def shot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, make_user, tmp_path):
@@ -42,11 +66,7 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
 
-    page.goto(f"{live_server.url}/")
-    page.get_by_label("Username").fill("carol")
-    page.get_by_label("Password").fill("pw-carol")
-    page.get_by_role("button", name="Sign in").click()
-
+    sign_in(page, live_server.url, "carol")
     page.get_by_label("Name").fill("Browser album")
     page.get_by_role("button", name="Create album").click()
     page.wait_for_url("**/albums/*/")
@@ -55,7 +75,8 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     page.wait_for_selector("#upload-results li.rejected")
     summary = page.locator("#upload-summary")
     summary.filter(has_text="3 added").wait_for()
-    assert "notes.jpg: rejected" in page.locator("#upload-results").inner_text()
+    rejected = page.locator("#upload-results li.rejected").inner_text()
+    assert "notes.jpg" in rejected and "rejected — Not an image" in rejected
 
     # Indexing runs on the worker; the page follows it live and then shows the model search uses.
     page.locator("#search-model").filter(has_text="efficientnet-lite0").wait_for(timeout=90_000)
@@ -71,9 +92,76 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     page.locator("#search-status").filter(has_text="3 results").wait_for()
     first_score = page.locator("#search-results .tile .score").first.inner_text()
     assert first_score == "1.0000"
-    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    shot(page, "search-by-image")
 
     # "More like this" from the image page.
     page.locator("#search-results .tile a").first.click()
     page.wait_for_selector("#similar .tile")
     assert page.locator("#similar .tile").count() == 2
+
+
+def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser, make_user, tmp_path):
+    from albums import services
+
+    carol, dave = make_user("carol"), make_user("dave")
+    make_user("eve")
+    album = services.album_create(owner=carol, name="Sleds", encoder_spec=OPEN_CLIP_TINY)
+    files = []
+    for i in range(3):
+        path = tmp_path / f"sled-{i}.png"
+        path.write_bytes(noise_png(size=(64, 48), seed=70 + i))
+        files.append(str(path))
+
+    page = new_page(browser)
+    sign_in(page, live_server.url, "carol")
+    shot(page, "albums")
+    page.goto(f"{live_server.url}/albums/{album.pk}/")
+    page.set_input_files("#files", files)
+    page.locator("#upload-summary").filter(has_text="3 added").wait_for()
+    # The progress bar follows the job to the end; then the counts say all three are indexed.
+    page.locator("#count-indexed").filter(has_text="3").wait_for(timeout=90_000)
+    assert page.locator("#job-progress").is_hidden()
+    shot(page, "album")
+
+    page.goto(f"{live_server.url}/albums/{album.pk}/search/")
+    page.locator("#q-text").fill("kids on a red sled")
+    page.locator("#min-score").fill("-1")
+    page.set_input_files("#q-image", files[2])
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("#search-status").filter(has_text="3 results").wait_for()
+    before = page.locator("#search-results .tile .score").all_inner_texts()
+    assert all(len(score.split(".")[1]) == 4 for score in before)
+    assert "text" in page.locator("#search-results .tile").first.get_attribute("title")
+    shot(page, "search")
+    # Drop the image's weight to zero: the ranking is now by text alone, and the scores change.
+    page.locator("#w-image").fill("0")
+    assert page.locator("#w-image-out").inner_text() == "0.00"
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_function("(b) => document.querySelector('#search-results .tile .score').textContent !== b", arg=before[0])
+    after = page.locator("#search-results .tile .score").all_inner_texts()
+    assert after != before and len(after) == 3
+
+    # Share with dave as a viewer.
+    page.goto(f"{live_server.url}/albums/{album.pk}/members/")
+    page.locator("#id_username").fill("dave")
+    page.locator("#id_role").select_option("viewer")
+    page.get_by_role("button", name="Add member").click()
+    page.locator("table").filter(has_text="dave").wait_for()
+    shot(page, "members")
+
+    viewer = new_page(browser)
+    sign_in(viewer, live_server.url, "dave")
+    row = viewer.locator("table.albums tr").filter(has_text="Sleds")
+    assert "viewer" in row.inner_text()
+    row.get_by_role("link", name="Sleds").click()
+    assert viewer.locator(".grid .tile").count() == 3
+    assert viewer.locator("#upload").count() == 0  # viewers cannot upload
+    assert viewer.locator("#index-now").count() == 0
+
+    outsider = new_page(browser)
+    sign_in(outsider, live_server.url, "eve")
+    assert "Sleds" not in outsider.content()
+    response = outsider.goto(f"{live_server.url}/albums/{album.pk}/")
+    assert response.status == 404
+    assert outsider.goto(f"{live_server.url}/albums/{album.pk}/search/").status == 404
+    assert dave.pk and carol.pk
