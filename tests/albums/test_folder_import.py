@@ -98,3 +98,20 @@ def test_api_import_runs_on_the_worker(tree, worker, alice, client_for):
     assert (job.done, job.failed) == (6, 3)
     refused = client_for(alice).post(f"/api/v1/albums/{album.pk}/import/", {"path": "/etc"}, format="json")
     assert refused.status_code == 400 and refused.json()["code"] == "import_path_refused"
+
+
+def test_album_page_offers_import_to_staff_editors_only(album, alice, make_user, member_of):
+    from django.test import Client
+
+    def page_for(user):
+        client = Client()
+        client.force_login(user)
+        return client.get(f"/albums/{album.pk}/").content.decode()
+
+    assert 'id="folder-import"' not in page_for(alice)  # owner, not staff
+    alice.is_staff = True
+    alice.save()
+    assert 'id="folder-import"' in page_for(alice)
+    staff_viewer = make_user("staffer", is_staff=True)
+    member_of(staff_viewer, "viewer")
+    assert 'id="folder-import"' not in page_for(staff_viewer)
