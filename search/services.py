@@ -117,15 +117,10 @@ def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate
         min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
     max_results = query.max_results or album.max_search_results
     candidates = search_candidates(
-        album_id=album.pk,
-        model_id=model_id,
-        queries={part: v for part, v in vectors.items() if part in ("image", "text")},
-        k=candidate_count(max_results),
-        exclude_image_ids=exclude,
+        album_id=album.pk, model_id=model_id, queries=vectors, k=candidate_count(max_results), exclude_image_ids=exclude
     )
     if len(candidates.image_ids):
-        cosines = {part: candidates.vectors @ vector for part, vector in vectors.items()}
-        scores, parts = scoring.combine(cosines, query.weights, calibrate=calibrate)
+        scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)
         order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
     else:
         scores, parts, order = np.zeros(0), {}, np.zeros(0, dtype=np.int64)

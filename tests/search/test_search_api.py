@@ -189,9 +189,9 @@ def test_unindexed_album_is_a_409(alice, client_for):
 def test_search_query_count_is_pinned(indexed, alice, client_for, query_vectors, django_assert_num_queries):
     album, ids = indexed
     client = client_for(alice)
-    # album, image access check, stored vector, search settings, candidates, re-rank rows — plus the
+    # album, image access check, stored vector, search settings, candidates scored in SQL — plus the
     # SAVEPOINT/RELEASE pair that the search transaction becomes inside the test's own transaction.
-    with django_assert_num_queries(8):
+    with django_assert_num_queries(7):
         assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
 
 
