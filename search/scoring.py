@@ -91,3 +91,18 @@ def rank(scores: np.ndarray, ids: np.ndarray, *, min_score: float, max_results: 
     keep = np.flatnonzero(scores >= min_score)
     order = np.lexsort((np.asarray(ids)[keep], -scores[keep]))
     return keep[order][:max_results]
+
+
+def combined_query(vectors: dict[str, np.ndarray], weights: Weights) -> np.ndarray | None:
+    """Without calibration the score is linear in the image vector: score = e · q* with
+    q* = (w_img·v_img + w_pos·v_pos)/(w_img + w_pos) − w_neg·v_neg. Its nearest neighbours are the
+    exact combined top results, which the parts' own neighbours can miss. Unit-normalized (the
+    order by cosine with q*/|q*| is the order by e · q*); None when it degenerates to zero."""
+    active = active_parts(set(vectors), weights)
+    positive = [p for p in ("image", "text") if p in active]
+    q = sum(getattr(weights, p) * np.asarray(vectors[p], dtype=np.float64) for p in positive)
+    q = q / sum(getattr(weights, p) for p in positive)
+    if "negative" in active:
+        q = q - weights.negative * np.asarray(vectors["negative"], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    return None if norm < 1e-9 else (q / norm).astype(np.float32)

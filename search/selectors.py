@@ -45,7 +45,13 @@ def _nearest_sql(*, model_id: str, dim: int) -> sql.Composable:
 
 
 def search_candidates(
-    *, album_id: int, model_id: str, queries: dict[str, np.ndarray], k: int, exclude_image_ids: tuple[int, ...] = ()
+    *,
+    album_id: int,
+    model_id: str,
+    queries: dict[str, np.ndarray],
+    k: int,
+    exclude_image_ids: tuple[int, ...] = (),
+    proposers: list[np.ndarray] | None = None,
 ) -> Candidates:
     """Union of the proposing parts' k nearest vectors, each scored against every query part.
 
@@ -53,7 +59,8 @@ def search_candidates(
     the negated inner product is the cosine): shipping 200 vectors to Python to do the same cost
     ~4x the latency (docs/benchmarks.md)."""
     parts = sorted(queries)
-    proposing = [part for part in PROPOSING_PARTS if part in queries]
+    if proposers is None:
+        proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
     nearest = _nearest_sql(model_id=model_id, dim=dim)
     k_fetch = k + len(exclude_image_ids)
@@ -63,12 +70,12 @@ def search_candidates(
         "FROM candidates c JOIN search_embedding e ON e.id = c.id JOIN albums_image i ON i.id = e.image_id "
         "WHERE NOT (e.image_id = ANY(%s))"
     ).format(
-        union=sql.SQL(" UNION ").join([nearest] * len(proposing)),
+        union=sql.SQL(" UNION ").join([nearest] * len(proposers)),
         cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
     )
     params: list = []
-    for part in proposing:
-        params += [album_id, _to_db(queries[part]), k_fetch]
+    for vector in proposers:
+        params += [album_id, _to_db(vector), k_fetch]
     params += [_to_db(queries[part]) for part in parts]
     params.append(list(exclude_image_ids))
     with transaction.atomic(), connection.cursor() as cursor:

@@ -91,7 +91,7 @@ def album_search(*, album: Album, query: SearchQuery) -> dict:
     encoded_at = time.perf_counter()
     exclude = (query.image_id,) if query.image_id is not None and query.image_bytes is None and not texts else ()
     result = _rank(album=album, model_id=model_id, model_spec=model_spec, vectors=vectors, query=query,
-                   calibrate=encoded.calibrate, exclude=exclude)
+                   calibrate=encoded.calibrate, exclude=exclude, linear_text=encoded.siglip_logits is None)
     finished = time.perf_counter()
     result["timings_ms"] = {
         "encode": round((encoded_at - started) * 1000, 1),
@@ -111,13 +111,18 @@ def image_similar(*, image: Image, min_score: float | None, max_results: int | N
     )
 
 
-def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude) -> dict:
+def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude, linear_text: bool) -> dict:
     min_score = query.min_score
     if min_score is None:
         min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
     max_results = query.max_results or album.max_search_results
+    proposers = [vectors[part] for part in ("image", "text") if part in vectors]
+    # With calibrated (SigLIP) text the combined score is not linear, and only the parts propose.
+    if linear_text and len(vectors) > 1 and (combined := scoring.combined_query(vectors, query.weights)) is not None:
+        proposers.append(combined)
     candidates = search_candidates(
-        album_id=album.pk, model_id=model_id, queries=vectors, k=candidate_count(max_results), exclude_image_ids=exclude
+        album_id=album.pk, model_id=model_id, queries=vectors, k=candidate_count(max_results),
+        exclude_image_ids=exclude, proposers=proposers,
     )
     if len(candidates.image_ids):
         scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)

@@ -229,3 +229,28 @@ def test_viewers_can_search(indexed, alice, bob, client_for, query_vectors):
     album_services.album_member_add(album=album, username="bob", role="viewer")
     query_vectors["vectors"] = {"text": [0, 1, 0, 0]}
     assert names(search(client_for(bob), album, text="x", min_score=-1), ids)[0] == "c"
+
+
+def test_combined_query_finds_what_neither_part_ranks_first(indexed, alice, client_for, query_vectors, settings):
+    """k' = 1: the image part's nearest is a, the text part's is c, but the best combined match is
+    the image between them, which only the combined query vector proposes."""
+    album, ids = indexed
+    between = Image.objects.create(album=album, file="e.png", original_name="e.png", sha256="e" * 64, bytes=1,
+                                   mime="image/png", status="indexed")
+    Embedding.objects.create(image=between, album=album, model_id=MODEL, dim=4, vector=unit([1, 1, 0, 0]))
+    settings.LOUPE_SEARCH_CANDIDATES = 1
+    query_vectors["vectors"] = {"image": [1, 0, 0, 0], "text": [0, 1, 0, 0]}
+    body = search(client_for(alice), album, image_base64=base64.b64encode(image_bytes()).decode(), text="x",
+                  min_score=-1, max_results=1).json()
+    assert [r["image_id"] for r in body["results"]] == [between.pk]
+    assert body["results"][0]["score"] == pytest.approx(0.7071, abs=1e-4)
+
+
+def test_combined_query_vector_math():
+    from search.scoring import Weights, combined_query
+
+    q = combined_query({"image": unit([1, 0, 0, 0]), "text": unit([0, 1, 0, 0]), "negative": unit([0, 0, 1, 0])},
+                       Weights(image=1, text=3, negative=0.5))
+    expected = np.array([0.25, 0.75, -0.5, 0])
+    assert np.allclose(q, expected / np.linalg.norm(expected))
+    assert combined_query({"image": unit([1, 0, 0, 0]), "negative": unit([1, 0, 0, 0])}, Weights(negative=1)) is None

@@ -54,7 +54,8 @@ def test_vectors_are_byte_identical_across_batching_and_workers(transactional_db
                                                                 monkeypatch, second):
     settings.LOUPE_MODELS_DIR = tiny_models_dir
     settings.LOUPE_DEVICE = "cpu"
-    monkeypatch.setattr("albums.services.image_metadata_enqueue", lambda **kw: None, raising=False)
+    # No background work: a session worker (other media root) must not touch these images.
+    monkeypatch.setattr("workers.services.image_metadata_enqueue", lambda **kw: None)
     monkeypatch.setattr(indexing, "index_job_start", lambda **kw: (None, False))
     results = []
     for label, overrides in (("first", {"LOUPE_INDEX_CHUNK": 1, "LOUPE_ENCODE_BATCH_SIZE": 1,

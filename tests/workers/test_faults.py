@@ -22,7 +22,10 @@ def session_worker_paused(worker):
     """Stop the session worker consuming, so only this test's worker sees the queues."""
     from config.celery import app
 
-    [full_name] = [n for n in (app.control.inspect(timeout=1).ping() or {}) if n.startswith(worker["name"] + "@")]
+    full_name = wait_for(
+        lambda: next((n for n in (app.control.inspect(timeout=2).ping() or {}) if n.startswith(worker["name"] + "@")), None),
+        what="the session worker to answer a ping",
+    )
     for queue in ("default", "encode", "query"):
         app.control.cancel_consumer(queue, destination=[full_name], reply=True, timeout=5)
     yield worker
