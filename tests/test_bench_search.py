@@ -40,10 +40,9 @@ def test_quick_search_benchmark(tmp_path):
         loupe = rows[(f"loupe k'={default_k}", kind)]
         assert {"p50_ms", "p95_ms", "sql_p95_ms", "knn_p95_ms", "fetch_p95_ms", "knn_rows_min"} <= set(loupe)
         assert loupe["n"] == 10
-        # The same candidates re-scored in SQL rank the same way as Loupe's NumPy re-rank.
-        assert abs(rows[(f"what-if k'={default_k}: cosines in SQL", kind)]["recall@10"] - loupe["recall@10"]) <= 0.05
     assert rows[(f"loupe k'={default_k}", "text")]["recall@10"] >= 0.95
-    assert rows[(f"loupe k'={default_k}", "combo")]["recall@10"] >= 0.8
+    # The combined query vector proposes candidates too, so the 3-part query is as good as the 1-part.
+    assert rows[(f"loupe k'={default_k}", "combo")]["recall@10"] >= 0.95
     # Iterative scan: the album filter never starves the kNN statement below k' rows.
     assert rows[(f"loupe k'={default_k}", "text")]["knn_rows_min"] >= default_k
     assert "Index Scan" in block["explain"][f"loupe k'={default_k} text"]
