@@ -1,5 +1,6 @@
 """A worker killed with SIGKILL mid-job: after a restart the job completes with exactly one vector per
-good image — no duplicates, no gaps — because chunks are acks_late and their writes idempotent."""
+good image — no duplicates, no gaps — because chunks are acks_late and their writes idempotent.
+1,000 uploads, as the indexing issue's "done when" asks."""
 
 import io
 import os
@@ -15,6 +16,7 @@ from tests.tiny_models import OPEN_CLIP_TINY
 from workers.models import IndexJob, IndexJobBatch
 
 pytestmark = pytest.mark.slow
+COUNT = 1000
 
 
 @pytest.fixture
@@ -36,14 +38,14 @@ def session_worker_paused(worker):
 def test_sigkill_mid_job_then_restart_finishes_with_one_vector_per_image(session_worker_paused, alice, tmp_path):
     worker = session_worker_paused
     env = worker_env(media_root=worker["media_root"], models_dir=worker["models_dir"],
-                     LOUPE_INDEX_CHUNK="2", CELERY_VISIBILITY_TIMEOUT="3")
+                     LOUPE_INDEX_CHUNK="16", LOUPE_ENCODE_BATCH_SIZE="16", CELERY_VISIBILITY_TIMEOUT="3")
     victim = start_worker(env, tmp_path / "victim.log", name="victim")
 
     album = services.album_create(owner=alice, name="faults", encoder_spec=OPEN_CLIP_TINY)
-    files = [(f"{i}.png", io.BytesIO(noise_png(size=(64, 64), seed=100 + i))) for i in range(40)]
+    files = [(f"{i}.png", io.BytesIO(noise_png(size=(24, 24), seed=100 + i))) for i in range(COUNT)]
     ids = [r.image_id for r in services.image_upload_many(album=album, user=alice, files=files)]
     job = wait_for(lambda: IndexJob.objects.filter(album=album, status="running").first(), what="the job to start")
-    wait_for(lambda: IndexJobBatch.objects.filter(job=job).count() >= 2, what="a few chunks to be written")
+    wait_for(lambda: IndexJobBatch.objects.filter(job=job).count() >= 3, what="a few chunks to be written")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     job.refresh_from_db()
@@ -51,12 +53,12 @@ def test_sigkill_mid_job_then_restart_finishes_with_one_vector_per_image(session
 
     rescuer = start_worker(env, tmp_path / "rescuer.log", name="rescuer")
     try:
-        wait_for(lambda: IndexJob.objects.get(pk=job.pk).status == "succeeded", timeout=90, what="the job to finish")
+        wait_for(lambda: IndexJob.objects.get(pk=job.pk).status == "succeeded", timeout=240, what="the job to finish")
     finally:
         stop_worker(rescuer)
     job.refresh_from_db()
-    assert (job.done, job.failed, job.total) == (40, 0, 40)
+    assert (job.done, job.failed, job.total) == (COUNT, 0, COUNT)
     rows = list(Embedding.objects.filter(album=album).values_list("image_id", "model_id"))
     assert sorted(image_id for image_id, _ in rows) == sorted(ids)  # no gaps, no duplicates
     assert {model_id for _, model_id in rows} == {job.model_id}
-    assert sorted(IndexJobBatch.objects.filter(job=job).values_list("seq", flat=True)) == list(range(20))
+    assert sorted(IndexJobBatch.objects.filter(job=job).values_list("seq", flat=True)) == list(range(-(-COUNT // 16)))
