@@ -137,22 +137,29 @@ def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
         encode_index_batch.delay(job_id, seq, ids)
 
 
-def index_job_run(*, job_id: int) -> dict:
+def _job_encoder(job: IndexJob):
+    """(encoder, None), or (None, error code) after failing the job: missing weights or a bad
+    spec will not fix themselves, so the job fails once, with the message, and is not retried."""
     from encoders.errors import EncoderError
     from encoders.registry import get_encoder
 
+    try:
+        return get_encoder(job.album.encoder_spec), None
+    except EncoderError as exc:
+        _fail_job(job.pk, exc.message)
+        return None, exc.code
+
+
+def index_job_run(*, job_id: int) -> dict:
     job = IndexJob.objects.select_related("album").get(pk=job_id)
     if not job.is_active:
         return {"skipped": job.status}
     if job.album.generation != job.generation:
         index_job_cancel(job=job, reason=SUPERSEDED)
         return {"skipped": "superseded"}
-    try:
-        encoder = get_encoder(job.album.encoder_spec)
-    except EncoderError as exc:
-        # Missing weights or a bad spec will not fix themselves: fail once, with the message.
-        _fail_job(job_id, exc.message)
-        return {"failed": exc.code}
+    encoder, error = _job_encoder(job)
+    if encoder is None:
+        return {"failed": error}
     hnsw_index_ensure(model_id=encoder.model_id, dim=encoder.dim)
 
     with transaction.atomic():
@@ -199,8 +206,6 @@ def _decode_pool():
 
 
 def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
-    from encoders.errors import EncoderError
-    from encoders.registry import get_encoder
     from workers.pipeline import embed_stored_images
 
     job = IndexJob.objects.select_related("album").get(pk=job_id)
@@ -208,11 +213,9 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
         return {"skipped": "inactive"}
     if IndexJobBatch.objects.filter(job_id=job_id, seq=seq).exists():
         return {"skipped": "already written"}
-    try:
-        encoder = get_encoder(job.album.encoder_spec)
-    except EncoderError as exc:
-        _fail_job(job_id, exc.message)
-        return {"failed": exc.code}
+    encoder, error = _job_encoder(job)
+    if encoder is None:
+        return {"failed": error}
     if encoder.model_id != job.model_id:
         _fail_job(job_id, f"The encoder's weights changed during the job ({job.model_id} → {encoder.model_id}).")
         return {"failed": "model_changed"}
