@@ -8,11 +8,13 @@ benchmark says so) and the encoder consumes micro-batches as soon as they are re
 
 from __future__ import annotations
 
+import io
+import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from itertools import islice
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +26,8 @@ from PIL import Image
 # gets a multiple of this many rows (the last micro-batch padded with copies, their rows dropped):
 # measured here, rows are then byte-identical whatever the micro-batch, chunk and worker count.
 ROW_MULTIPLE = 8
+
+MISSING = "The stored file is missing."
 
 # The largest input any bundled encoder takes; draft mode never decodes below twice this, so the
 # encoder's own resize still has real pixels to work with.
@@ -37,20 +41,48 @@ class Embedded:
     failures: dict[int, str] = field(default_factory=dict)
 
 
-def _decode(name: str, draft: tuple[int, int]) -> Image.Image | str:
-    """A decoded RGB image from Django storage, or the reason it could not be decoded (picklable
-    for process pools)."""
-    from django.core.files.storage import default_storage
-
+def _decode_source(source: str | bytes, draft: tuple[int, int]) -> Image.Image | str:
+    """Decode a file path or raw bytes to RGB, or say why not. No Django here: process-pool
+    workers are spawned fresh and run only this."""
     from encoders.images import open_rgb
 
     try:
-        with default_storage.open(name, "rb") as fp:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp:
             return open_rgb(fp, draft_size=draft)
     except FileNotFoundError:
-        return "The stored file is missing."
+        return MISSING
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"Could not decode the image: {exc}"
+
+
+def _decode(name: str, draft: tuple[int, int]) -> Image.Image | str:
+    """Decode a file from Django storage (any backend) in a pool thread."""
+    from django.core.files.storage import default_storage
+
+    try:
+        with default_storage.open(name, "rb") as fp:
+            return _decode_source(fp.read(), draft)
+    except FileNotFoundError:
+        return MISSING
+
+
+def _submit(pool: Executor, name: str, draft: tuple[int, int]) -> Future:
+    if not isinstance(pool, ProcessPoolExecutor):
+        return pool.submit(_decode, name, draft)
+    # Process workers get a path (or, for storages without one, the bytes): they know no Django.
+    from django.core.files.storage import default_storage
+
+    try:
+        source: str | bytes = default_storage.path(name)
+    except NotImplementedError:
+        try:
+            with default_storage.open(name, "rb") as fp:
+                source = fp.read()
+        except FileNotFoundError:
+            done: Future = Future()
+            done.set_result(MISSING)
+            return done
+    return pool.submit(_decode_source, source, draft)
 
 
 def decode_workers() -> int:
@@ -61,7 +93,9 @@ def make_pool(kind: str | None = None, workers: int | None = None) -> Executor:
     kind = kind or settings.LOUPE_DECODE_POOL
     workers = workers or decode_workers()
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=workers)
+        # Spawned, not forked: forking a process that runs threads (Celery's pool, the encoder's)
+        # can copy a held lock into the child, which then hangs forever (seen here in a test run).
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
     raise ValueError(f"LOUPE_DECODE_POOL must be 'thread' or 'process', not {kind!r}")
@@ -77,11 +111,11 @@ def _decode_ahead(items: Sequence[tuple[int, str]], *, pool: Executor, draft, ah
     pending: deque = deque()
     source = iter(items)
     for image_id, name in islice(source, ahead):
-        pending.append((image_id, pool.submit(_decode, name, draft)))
+        pending.append((image_id, _submit(pool, name, draft)))
     while pending:
         image_id, future = pending.popleft()
         for next_id, next_name in islice(source, 1):
-            pending.append((next_id, pool.submit(_decode, next_name, draft)))
+            pending.append((next_id, _submit(pool, next_name, draft)))
         yield image_id, future.result()
 
 

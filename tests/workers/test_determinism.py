@@ -31,7 +31,11 @@ def _index_in_process(album, monkeypatch):
                                                  for s, ids in enumerate(batches)])
     monkeypatch.setattr(indexing, "_pool", None)
     job = IndexJob.objects.create(album=album, kind="index", generation=album.generation)
-    indexing.index_job_run(job_id=job.pk)
+    try:
+        indexing.index_job_run(job_id=job.pk)
+    finally:
+        if indexing._pool is not None:
+            indexing._pool.shutdown(cancel_futures=True)
     job.refresh_from_db()
     assert job.status == "succeeded", job.message
     with connection.cursor() as cursor:
