@@ -47,7 +47,6 @@ def spec_of_model_id(model_id: str) -> str:
 
 def encode_locally(*, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool) -> dict:
     """Encode on this process's cached encoder. JSON-safe result, so a Celery task can return it."""
-    from PIL import Image
 
     from encoders.registry import get_encoder
 

@@ -32,6 +32,13 @@ class Candidates:
     rows: dict[int, dict]  # image_id -> display fields
 
 
+def ef_search(k: int) -> int:
+    """HNSW's candidate list for k results: twice k (pgvector caps it at 1,000). At 1M rows, ef = k' =
+    200 gave recall@10 0.974; the design's measurements reached 0.993-0.999 with ef 200-400 for
+    100-200 re-ranked candidates."""
+    return min(1000, max(100, 2 * k))
+
+
 def candidate_count(max_results: int) -> int:
     return max(settings.LOUPE_SEARCH_CANDIDATES, int(max_results))
 
@@ -83,7 +90,7 @@ def search_candidates(
         cursor.execute(
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true), "
             "set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(min(1000, max(40, k_fetch))), str(max(20_000, 4 * k_fetch))],
+            [str(ef_search(k_fetch)), str(max(20_000, 4 * k_fetch))],
         )
         cursor.execute(statement.as_string(cursor.connection), params)
         rows = cursor.fetchall()

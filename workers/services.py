@@ -68,6 +68,7 @@ def folder_import_start(*, album, user, path: str):
 
 def folder_import_job_run(*, job_id: int, path: str) -> dict:
     from django.db.models import F
+    from django.db.models.functions import Greatest
     from django.utils import timezone
 
     from albums.folder_import import folder_import
@@ -82,6 +83,8 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
     def progress(report, seen):
         rejected = len(report.rejected)
         IndexJob.objects.filter(pk=job_id).update(
+            # Files added to the folder since it was counted raise the total rather than break done ≤ total.
+            total=Greatest(F("total"), seen),
             done=F("done") + (seen - last["seen"]), failed=F("failed") + (rejected - last["rejected"]),
             heartbeat_at=timezone.now(),
         )

@@ -4,10 +4,9 @@ import io
 
 import numpy as np
 import pytest
-from rest_framework.test import APIClient
 
 from albums import services
-from albums.models import Album, Image
+from albums.models import Image
 from search.models import Embedding
 from tests.conftest import wait_for
 from tests.images import image_bytes

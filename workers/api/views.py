@@ -8,10 +8,12 @@ from rest_framework.views import APIView
 from albums.errors import RoleRequiredError
 from albums.roles import Role, role_at_least
 from albums.selectors import album_get_for_user
+from config.errors import PermissionDeniedError
 from config.pagination import paginate
 from workers import indexing
 from workers.models import IndexJob
 from workers.selectors import job_get_for_user, job_list_for_album
+from workers.services import folder_import_start
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -76,9 +78,6 @@ class AlbumFolderImportApi(APIView):
     @extend_schema(request=FolderImportSerializer, responses={202: JobSerializer})
     def post(self, request, album_id: int):
         """Staff only: import a server folder inside LOUPE_IMPORT_ROOTS into the album, in the background."""
-        from config.errors import PermissionDeniedError
-        from workers.services import folder_import_start
-
         album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
         if not request.user.is_staff:
             raise PermissionDeniedError("Importing server folders is for staff accounts.", code="staff_required")
