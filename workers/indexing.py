@@ -39,11 +39,6 @@ SUPERSEDED = "Superseded: the album's encoder changed before this job finished."
 # --- starting, joining, cancelling ---------------------------------------------------------------
 
 
-def _is_stale(job: IndexJob) -> bool:
-    last_sign_of_life = job.heartbeat_at or job.started_at or job.created_at
-    return (timezone.now() - last_sign_of_life).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
-
-
 INDEXING_KINDS = (IndexJob.Kind.INDEX, IndexJob.Kind.REBUILD)
 
 
@@ -60,7 +55,7 @@ def index_job_start(
     persistence, say) is failed with that reason and replaced, so the album never stays stuck."""
     active = _active_index_jobs(album).first()
     if active is not None:
-        if not _is_stale(active):
+        if not active.is_stale:
             return active, False
         IndexJob.objects.filter(pk=active.pk, status__in=IndexJob.ACTIVE_STATUSES).update(
             status=IndexJob.Status.FAILED,

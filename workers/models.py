@@ -58,6 +58,16 @@ class IndexJob(models.Model):
         return self.status in self.ACTIVE_STATUSES
 
     @property
+    def is_stale(self) -> bool:
+        """Active, but no sign of life (heartbeat, start, creation) for LOUPE_JOB_STALE_SECONDS."""
+        from django.utils import timezone
+
+        if not self.is_active:
+            return False
+        last_sign_of_life = self.heartbeat_at or self.started_at or self.created_at
+        return (timezone.now() - last_sign_of_life).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
+
+    @property
     def rate(self) -> float | None:
         """Images per second since the job started."""
         if not self.started_at or not self.done:

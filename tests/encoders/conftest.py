@@ -1,23 +1,11 @@
-"""Encoder tests: the tiny models of tests/tiny_models.py, loaded through the product's code."""
+"""Encoder tests point LOUPE_MODELS_DIR at the tiny models of tests/tiny_models.py (session fixture
+`tiny_models_dir` in tests/conftest.py), so the product's own loading code runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from tests.tiny_models import (  # noqa: F401 — re-exported for the test modules
-    DINOV2_TINY,
-    OPEN_CLIP_TINY,
-    OPENAI_CLIP_TINY,
-    OPENAI_CLIP_TINY_RESNET,
-    SIGLIP2_TINY,
-    SIGLIP_TINY,
-    TINY_LOGIT_BIAS,
-    TINY_LOGIT_SCALE,
-    WORDS,
-    make_images,
-)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from .conftest import DINOV2_TINY, OPEN_CLIP_TINY
+from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY
 
 
 def _run(*args) -> str:

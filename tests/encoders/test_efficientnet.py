@@ -46,7 +46,7 @@ def test_encoder_contract_and_checksum(models_dir):
     digest = hashlib.sha256(PACKAGE_FILE.read_bytes()).hexdigest()[:12]
     assert encoder.model_id == f"{SPEC}@sha256:{digest}"
     assert (encoder.dim, encoder.modalities) == (1280, frozenset({"image"}))
-    from .conftest import make_images
+    from tests.tiny_models import make_images
 
     images = make_images()
     vectors = encoder.encode_images(images)

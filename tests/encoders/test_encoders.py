@@ -11,7 +11,7 @@ from encoders.errors import EncoderModalityError
 from encoders.images import to_rgb
 from encoders.registry import get_encoder
 
-from .conftest import (
+from tests.tiny_models import (
     DINOV2_TINY,
     OPEN_CLIP_TINY,
     OPENAI_CLIP_TINY,

@@ -11,7 +11,7 @@ from encoders.backends import Backend, IMAGE_ONLY, register_backend
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.registry import default_min_score, get_encoder, known_specs, spec_dim, spec_modalities, validate_spec
 
-from .conftest import DINOV2_TINY, OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SIGLIP_TINY
+from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SIGLIP_TINY
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,3 @@
-from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -20,7 +18,8 @@ class JobSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True)
     rate = serializers.FloatField(read_only=True, allow_null=True, help_text="images per second")
     eta_seconds = serializers.FloatField(read_only=True, allow_null=True)
-    stale = serializers.SerializerMethodField(help_text="active, but no sign of life for LOUPE_JOB_STALE_SECONDS")
+    stale = serializers.BooleanField(source="is_stale", read_only=True,
+                                     help_text="active, but no sign of life for LOUPE_JOB_STALE_SECONDS")
 
     class Meta:
         model = IndexJob
@@ -28,12 +27,6 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "album", "kind", "status", "generation", "model_id", "total", "done", "failed", "progress", "rate",
             "eta_seconds", "stale", "message", "created_at", "started_at", "finished_at", "heartbeat_at",
         ]
-
-    def get_stale(self, job: IndexJob) -> bool:
-        if not job.is_active:
-            return False
-        last = job.heartbeat_at or job.started_at or job.created_at
-        return (timezone.now() - last).total_seconds() > settings.LOUPE_JOB_STALE_SECONDS
 
 
 class JobDetailApi(APIView):
