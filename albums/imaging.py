@@ -133,6 +133,14 @@ def probe_image(fp: IO[bytes]) -> ProbedImage:
         raise ImageRejected(f"Image format {fmt or 'unknown'} is not supported.", code="unsupported_format")
     if width < 1 or height < 1:
         raise ImageRejected("The image has no pixels.", code="corrupt_image")
+    if max(width, height) > settings.LOUPE_MAX_ASPECT_RATIO * min(width, height):
+        # Encoders resize the short side to ~256 px first: a 2×100000 PNG of a few hundred bytes
+        # became a 14 GB, 54 s resize in the indexer (measured, docs/reliability.md).
+        raise ImageRejected(
+            f"The image is {width}×{height}; Loupe takes images up to {settings.LOUPE_MAX_ASPECT_RATIO}:1 "
+            "(a longer strip would cost the indexer gigabytes of memory to resize).",
+            code="extreme_aspect_ratio",
+        )
     if width * height > settings.LOUPE_MAX_IMAGE_PIXELS:
         raise ImageRejected(
             f"The image is {width}×{height} = {width * height} pixels; the limit is "

@@ -110,6 +110,9 @@ LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=100 * 1024 * 
 LOUPE_MAX_FILES_PER_REQUEST = env.int("LOUPE_MAX_FILES_PER_REQUEST", default=500)
 LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=200_000_000)
 LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=384)
+# Longest side over shortest side. Encoders resize the short side to ~256 px, so a 1×4000 strip
+# costs ~1.8 GB to resize; 50:1 still takes stitched panoramas (docs/reliability.md).
+LOUPE_MAX_ASPECT_RATIO = env.int("LOUPE_MAX_ASPECT_RATIO", default=50)
 # Django's own limits apply to the whole request body; ours are per file and per request.
 DATA_UPLOAD_MAX_NUMBER_FILES = LOUPE_MAX_FILES_PER_REQUEST
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
