@@ -27,7 +27,7 @@ class ApplicationError(Exception):
         if code:
             self.code = code
 
-    def with_status(self, status_code: int) -> "ApplicationError":
+    def with_status(self, status_code: int) -> ApplicationError:
         self.status_code = status_code
         return self
 
@@ -85,6 +85,9 @@ def _encoder_error_status(exc: Exception) -> int | None:
 
     if not isinstance(exc, EncoderError):
         return None
+    # Some know their own status: a VLM endpoint that is down (503) or answers garbage (502).
+    if explicit := getattr(exc, "http_status", None):
+        return explicit
     # Missing weights are the server's problem, not the request's: 503 until an operator adds them.
     return status.HTTP_503_SERVICE_UNAVAILABLE if isinstance(exc, EncoderWeightsMissing) else status.HTTP_400_BAD_REQUEST
 

@@ -129,6 +129,15 @@ LOUPE_DEFAULT_ENCODERS = env.list(
 LOUPE_ALLOWED_ENCODERS = env.list("LOUPE_ALLOWED_ENCODERS", default=[])
 LOUPE_DEVICE = env.str("LOUPE_DEVICE", default="auto")
 LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=64)
+# Vision-language models for vision RAG (encoders/vlm/, docs/encoders.md): specs an album or request
+# may name (empty: any; set it where users can name specs, since `openai:` specs are URLs the server
+# calls), the OpenAI-compatible endpoints' key, timeout and retries, and prompt template overrides.
+LOUPE_ALLOWED_VLMS = env.list("LOUPE_ALLOWED_VLMS", default=[])
+LOUPE_VLM_API_KEY = env.str("LOUPE_VLM_API_KEY", default="")
+LOUPE_VLM_TIMEOUT_SECONDS = env.float("LOUPE_VLM_TIMEOUT_SECONDS", default=120.0)
+LOUPE_VLM_RETRIES = env.int("LOUPE_VLM_RETRIES", default=2)  # on connection errors, 429 and 5xx; never other 4xx
+LOUPE_VLM_RETRY_BACKOFF_SECONDS = env.float("LOUPE_VLM_RETRY_BACKOFF_SECONDS", default=1.0)  # doubles per retry
+LOUPE_VLM_PROMPTS_DIR = env.str("LOUPE_VLM_PROMPTS_DIR", default="")  # empty: encoders/vlm/prompts/
 
 # --- Search
 LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per query part, re-ranked exactly
