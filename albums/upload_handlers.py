@@ -24,3 +24,37 @@ class UploadSizeGuard(FileUploadHandler):
 
     def file_complete(self, file_size):
         return None  # the next handler builds the file
+
+
+class GuardedUploadMixin:
+    """For API views that take multipart files: the size guard is installed before anything reads
+    the body (session auth's CSRF check reads request.POST, which parses the upload, and Django
+    refuses new handlers after that), and `uploaded_files` gives the files and the oversized names."""
+
+    def initialize_request(self, request, *args, **kwargs):
+        from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
+
+        if request.method == "POST":
+            request.upload_handlers = [
+                UploadSizeGuard(request),
+                MemoryFileUploadHandler(request),
+                TemporaryFileUploadHandler(request),
+            ]
+        return super().initialize_request(request, *args, **kwargs)
+
+    @staticmethod
+    def uploaded_files(request) -> tuple[list, list[str]]:
+        from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+
+        from config.errors import PayloadTooLargeError
+
+        guard = request._request.upload_handlers[0]
+        try:
+            uploads = [f for key in request.FILES for f in request.FILES.getlist(key)]
+        except (TooManyFilesSent, RequestDataTooBig):
+            raise PayloadTooLargeError(
+                f"Too many files in one request; send at most {settings.LOUPE_MAX_FILES_PER_REQUEST}.",
+                code="too_many_files",
+                extra={"max_files": settings.LOUPE_MAX_FILES_PER_REQUEST},
+            ) from None
+        return uploads, list(guard.oversized)

@@ -4,6 +4,7 @@ from albums.api import views as albums
 from config.auth_api import TokenObtainApi
 from config.health import HealthApi
 from search.api import views as search
+from search.rag.api import views as rag
 from workers.api import views as jobs
 
 app_name = "api"
@@ -27,4 +28,12 @@ urlpatterns = [
     path("images/<int:image_id>/thumbnail", albums.ImageThumbnailApi.as_view(), name="image-thumbnail"),
     path("jobs/<int:job_id>/", jobs.JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<int:job_id>/cancel/", jobs.JobCancelApi.as_view(), name="job-cancel"),
+    path("support-sets/", rag.SupportSetListApi.as_view(), name="support-set-list"),
+    path("support-sets/<int:support_set_id>/", rag.SupportSetDetailApi.as_view(), name="support-set-detail"),
+    path("support-sets/<int:support_set_id>/classes/", rag.SupportClassListApi.as_view(), name="support-set-classes"),
+    path("support-sets/<int:support_set_id>/classify/", rag.SupportSetClassifyApi.as_view(), name="support-set-classify"),
+    path("support-classes/<int:class_id>/", rag.SupportClassDetailApi.as_view(), name="support-class-detail"),
+    path("support-classes/<int:class_id>/images/", rag.SupportClassImageListApi.as_view(), name="support-class-images"),
+    path("support-images/<int:support_image_id>/", rag.SupportImageDetailApi.as_view(), name="support-image-detail"),
+    path("support-images/<int:support_image_id>/crop", rag.SupportImageCropApi.as_view(), name="support-image-crop"),
 ]

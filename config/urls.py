@@ -3,9 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from search.rag.api import compat as ragvision_compat
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("config.api_urls")),
+    # The RAG Vision Engine's endpoints, for its existing clients (search/rag/api/compat.py).
+    path("api/support/upload/image", ragvision_compat.SupportUploadCompatApi.as_view(), name="ragvision-support-upload"),
+    path("api/ragvision/invocations", ragvision_compat.RagVisionInvocationCompatApi.as_view(), name="ragvision-invocations"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

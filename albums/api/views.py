@@ -3,8 +3,6 @@
 from io import BytesIO
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
-from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -26,8 +24,8 @@ from albums.api.serializers import (
 )
 from albums.models import Image
 from albums.roles import Role
-from albums.upload_handlers import UploadSizeGuard
-from config.errors import ApplicationError, PayloadTooLargeError
+from albums.upload_handlers import GuardedUploadMixin
+from config.errors import ApplicationError
 from config.pagination import paginate
 
 
@@ -92,19 +90,8 @@ class AlbumMemberDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class AlbumImageListApi(APIView):
+class AlbumImageListApi(GuardedUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
-
-    def initialize_request(self, request, *args, **kwargs):
-        # Before anything reads the body: session auth's CSRF check reads request.POST, which
-        # parses the upload, and Django refuses new handlers after that.
-        if request.method == "POST":
-            request.upload_handlers = [
-                UploadSizeGuard(request),
-                MemoryFileUploadHandler(request),
-                TemporaryFileUploadHandler(request),
-            ]
-        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
         parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],
@@ -129,19 +116,11 @@ class AlbumImageListApi(APIView):
     )
     def post(self, request, album_id: int):
         album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
-        guard = request._request.upload_handlers[0]
-        try:
-            uploads = [f for key in request.FILES for f in request.FILES.getlist(key)]
-        except (TooManyFilesSent, RequestDataTooBig):
-            raise PayloadTooLargeError(
-                f"Too many files in one request; send at most {settings.LOUPE_MAX_FILES_PER_REQUEST}.",
-                code="too_many_files",
-                extra={"max_files": settings.LOUPE_MAX_FILES_PER_REQUEST},
-            ) from None
-        if not uploads and not guard.oversized:
+        uploads, oversized = self.uploaded_files(request)
+        if not uploads and not oversized:
             raise ApplicationError("No files in the request; send them as multipart field 'files'.", code="no_files")
         results = services.image_upload_many(
-            album=album, user=request.user, files=[(f.name, f) for f in uploads], oversized=guard.oversized
+            album=album, user=request.user, files=[(f.name, f) for f in uploads], oversized=oversized
         )
         counts = {s: sum(r.status == s for r in results) for s in ("created", "duplicate", "rejected")}
         body = {

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "albums",
     "encoders",
     "search",
+    "search.rag",
     "workers",
 ]
 
@@ -145,6 +146,14 @@ LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | 
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 
+# --- Vision RAG (few-shot classification from support sets)
+# A vision-language model spec (`transformers:<dir or id>`, `openai:<base_url>/<model>`); empty: the
+# decision is the retrieval argmax and the explanation says so.
+LOUPE_VLM = env.str("LOUPE_VLM", default="")
+LOUPE_CLASSIFY_TIMEOUT_SECONDS = env.float("LOUPE_CLASSIFY_TIMEOUT_SECONDS", default=300.0)
+LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0.05)  # softmax over class means
+LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # JSON bodies: base64 query images
+
 # Server folders staff may import from (empty: folder import is off).
 LOUPE_IMPORT_ROOTS = env.list("LOUPE_IMPORT_ROOTS", default=[])
 
@@ -171,7 +180,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"workers.tasks.encode_*": {"queue": "encode"}, "search.tasks.query_*": {"queue": "query"}}
+CELERY_TASK_ROUTES = {
+    "workers.tasks.encode_*": {"queue": "encode"},
+    "search.tasks.query_*": {"queue": "query"},
+    "search.rag.tasks.encode_*": {"queue": "encode"},
+    "search.rag.tasks.query_*": {"queue": "query"},
+}
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

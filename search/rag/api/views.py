@@ -1,0 +1,257 @@
+"""Support sets, classes, example images and classification: parse, call one service, serialize.
+
+Every object is reached through the album membership of the caller (search/rag/selectors.py):
+viewers read and classify, editors change, and anyone else gets the same 404 as a missing id.
+"""
+
+from io import BytesIO
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from albums.roles import Role
+from albums.selectors import album_get_for_user, image_get_for_user
+from albums.upload_handlers import GuardedUploadMixin
+from config.errors import ApplicationError, PayloadTooLargeError
+from config.pagination import paginate
+from search.api.views import _query_image_bytes
+from search.rag import selectors, services
+from search.rag.api.serializers import (
+    ClassifyRequestSerializer,
+    SupportAddResponseSerializer,
+    SupportClassSerializer,
+    SupportClassWriteSerializer,
+    SupportImageSerializer,
+    SupportSetDetailSerializer,
+    SupportSetSerializer,
+    SupportSetWriteSerializer,
+)
+from search.rag.classify import classify
+
+
+def _detail(support_set) -> dict:
+    context = {
+        "classes": selectors.support_classes_with_images(support_set=support_set),
+        "status": selectors.support_set_status(support_set=support_set),
+    }
+    return SupportSetDetailSerializer(support_set, context=context).data
+
+
+def _valid(serializer_class, data, **kwargs):
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class SupportSetListApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("album", int)], responses=SupportSetSerializer(many=True))
+    def get(self, request):
+        album_id = request.query_params.get("album")
+        if album_id is not None:
+            if not album_id.isdigit():
+                raise ApplicationError("album must be an album id.", code="invalid_filter")
+            album_get_for_user(user=request.user, album_id=int(album_id))  # 404 for albums you cannot see
+        sets = selectors.support_set_list_for_user(user=request.user, album_id=int(album_id) if album_id else None)
+        return paginate(request, sets, SupportSetSerializer, view=self)
+
+    @extend_schema(request=SupportSetWriteSerializer, responses={201: SupportSetDetailSerializer})
+    def post(self, request):
+        data = _valid(SupportSetWriteSerializer, request.data)
+        if "album" not in data or "name" not in data:
+            raise ApplicationError("A support set needs an album and a name.", code="invalid")
+        album = album_get_for_user(user=request.user, album_id=data.pop("album"), min_role=Role.EDITOR)
+        support_set = services.support_set_create(album=album, user=request.user, **data)
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set.pk)
+        return Response(_detail(support_set), status=status.HTTP_201_CREATED)
+
+
+class SupportSetDetailApi(APIView):
+    @extend_schema(responses=SupportSetDetailSerializer)
+    def get(self, request, support_set_id: int):
+        return Response(_detail(selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id)))
+
+    @extend_schema(request=SupportSetWriteSerializer, responses=SupportSetDetailSerializer)
+    def patch(self, request, support_set_id: int):
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id, min_role=Role.EDITOR)
+        data = _valid(SupportSetWriteSerializer, request.data)
+        if "album" in data:
+            raise ApplicationError("A support set cannot move to another album.", code="invalid")
+        services.support_set_update(support_set=support_set, **data)
+        return Response(_detail(selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id)))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, support_set_id: int):
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id, min_role=Role.EDITOR)
+        services.support_set_delete(support_set=support_set)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SupportClassListApi(APIView):
+    @extend_schema(responses=SupportClassSerializer(many=True))
+    def get(self, request, support_set_id: int):
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id)
+        classes = selectors.support_classes_with_images(support_set=support_set)
+        return Response(SupportClassSerializer(classes, many=True).data)
+
+    @extend_schema(request=SupportClassWriteSerializer, responses={201: SupportClassSerializer})
+    def post(self, request, support_set_id: int):
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id, min_role=Role.EDITOR)
+        data = _valid(SupportClassWriteSerializer, request.data)
+        support_class = services.support_class_create(support_set=support_set, label=data.get("label", ""))
+        return Response(SupportClassSerializer(support_class).data, status=status.HTTP_201_CREATED)
+
+
+class SupportClassDetailApi(APIView):
+    @extend_schema(responses=SupportClassSerializer)
+    def get(self, request, class_id: int):
+        return Response(SupportClassSerializer(selectors.support_class_get_for_user(user=request.user, class_id=class_id)).data)
+
+    @extend_schema(request=SupportClassWriteSerializer, responses=SupportClassSerializer)
+    def patch(self, request, class_id: int):
+        support_class = selectors.support_class_get_for_user(user=request.user, class_id=class_id, min_role=Role.EDITOR)
+        data = _valid(SupportClassWriteSerializer, request.data)
+        services.support_class_update(support_class=support_class, **data)
+        return Response(SupportClassSerializer(support_class).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, class_id: int):
+        support_class = selectors.support_class_get_for_user(user=request.user, class_id=class_id, min_role=Role.EDITOR)
+        services.support_class_delete(support_class=support_class)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _image_ids(request) -> list[int]:
+    raw = request.data.getlist("image_ids") if hasattr(request.data, "getlist") else request.data.get("image_ids", [])
+    if isinstance(raw, str | int):
+        raw = [raw]
+    ids: list[int] = []
+    for value in raw:
+        for part in str(value).replace(",", " ").split():
+            if not part.isdigit():
+                raise ApplicationError(f"image_ids must be image ids; got {part!r}.", code="invalid")
+            ids.append(int(part))
+    return ids
+
+
+class SupportClassImageListApi(GuardedUploadMixin, APIView):
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(responses=SupportImageSerializer(many=True))
+    def get(self, request, class_id: int):
+        support_class = selectors.support_class_get_for_user(user=request.user, class_id=class_id)
+        images = support_class.images.select_related("image").order_by("created_at", "id")
+        return paginate(request, images, SupportImageSerializer, view=self)
+
+    @extend_schema(
+        request={
+            "multipart/form-data": inline_serializer(
+                "SupportImageAdd",
+                {"files": serializers.ListField(child=serializers.FileField(), required=False),
+                 "image_ids": serializers.ListField(child=serializers.IntegerField(), required=False)},
+            )
+        },
+        responses={201: SupportAddResponseSerializer, 200: SupportAddResponseSerializer},
+    )
+    def post(self, request, class_id: int):
+        """Add examples: upload files (they also go into the album) and/or pick album images by id."""
+        support_class = selectors.support_class_get_for_user(user=request.user, class_id=class_id, min_role=Role.EDITOR)
+        uploads, oversized = self.uploaded_files(request) if request.content_type.startswith("multipart/") else ([], [])
+        image_ids = _image_ids(request)
+        if not uploads and not oversized and not image_ids:
+            raise ApplicationError("Nothing to add: send files (multipart field 'files') or 'image_ids'.", code="no_files")
+        results = services.support_images_add(
+            support_class=support_class,
+            user=request.user,
+            files=[(f.name, f) for f in uploads],
+            image_ids=image_ids,
+            oversized=oversized,
+        )
+        body = {
+            "added": sum(r.status == "added" for r in results),
+            "rejected": sum(r.status == "rejected" for r in results),
+            "results": [r.__dict__ for r in results],
+        }
+        return Response(body, status=status.HTTP_201_CREATED if body["added"] else status.HTTP_200_OK)
+
+
+class SupportImageDetailApi(APIView):
+    @extend_schema(responses=SupportImageSerializer)
+    def get(self, request, support_image_id: int):
+        found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
+        return Response(SupportImageSerializer(found).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, support_image_id: int):
+        found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id, min_role=Role.EDITOR)
+        services.support_image_remove(support_image=found)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _parse_box(text: str, width: int, height: int) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ApplicationError("box must be four integers: x0,y0,x1,y1.", code="invalid_box") from None
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ApplicationError(f"box must lie inside the {width}×{height} image.", code="invalid_box")
+    return x0, y0, x1, y1
+
+
+class SupportImageCropApi(APIView):
+    @extend_schema(parameters=[OpenApiParameter("box", str, required=True)], responses={(200, "image/webp"): OpenApiTypes.BINARY})
+    def get(self, request, support_image_id: int):
+        """A patch of a support image (evidence), as WebP."""
+        from django.http import HttpResponse
+
+        from encoders.images import open_rgb
+
+        found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
+        with found.image.file.open("rb") as fp:
+            picture = open_rgb(fp)
+        box = _parse_box(request.query_params.get("box", ""), picture.width, picture.height)
+        out = BytesIO()
+        picture.crop(box).save(out, format="WEBP", quality=90)
+        response = HttpResponse(out.getvalue(), content_type="image/webp")
+        response["Cache-Control"] = "private, max-age=3600"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+class SupportSetClassifyApi(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(request=ClassifyRequestSerializer, responses=OpenApiTypes.OBJECT)
+    def post(self, request, support_set_id: int):
+        """Classify a query image: normalized class scores, labeled evidence, and the decision."""
+        support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id)
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.LOUPE_RAG_MAX_REQUEST_BYTES:
+            raise PayloadTooLargeError(
+                f"The request is larger than {settings.LOUPE_RAG_MAX_REQUEST_BYTES} bytes.", code="request_too_large"
+            )
+        request_data = ClassifyRequestSerializer(data=request.data)
+        request_data.is_valid(raise_exception=True)
+        v = request_data.validated_data
+        if v.get("image_id") is not None:
+            image = image_get_for_user(user=request.user, image_id=v["image_id"])
+            with image.file.open("rb") as fp:
+                image_bytes = fp.read()
+        else:
+            image_bytes = _query_image_bytes(v)
+        body = classify(support_set=support_set, image_bytes=image_bytes, params=request_data.params())
+        return Response(_with_crop_urls(body))
+
+
+def _with_crop_urls(body: dict) -> dict:
+    from django.urls import reverse
+
+    for item in body["evidence"]:
+        box = ",".join(str(v) for v in item["box"])
+        item["crop_url"] = f"{reverse('api:support-image-crop', args=[item['support_image_id']])}?box={box}"
+        item["file_url"] = reverse("api:image-file", args=[item["image_id"]])
+    return body
+

@@ -1,0 +1,256 @@
+"""Few-shot classification of a query image against a support set.
+
+query image → patches (same grid rules as the support images) → per-class top-k support patches
+(search/rag/retrieval.py) → normalized class scores (search/rag/scoring.py) → evidence crops,
+labeled with their class, to a vision-language model when one is configured → decision.
+
+Runs where the model is: in this process (`classify_locally`) or on a worker of the `query` queue
+(`classify`), which is always the case when a VLM will answer: generation takes seconds to minutes
+and belongs on the worker (and its GPU), not in a web process.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import time
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+
+from config.errors import ApplicationError, ServiceUnavailableError
+from search.rag import scoring
+from search.rag.errors import QueryImageError, SupportSetIncompleteError
+from search.rag.indexing import model_key, stale_support_images, support_patches_compute
+from search.rag.models import SupportClass, SupportImage, SupportSet
+from search.rag.patches import image_patches
+from search.rag.retrieval import top_patches_per_class
+from search.rag.selectors import classes_without_ready_images
+
+NO_VLM_EXPLANATION = (
+    "Retrieval only: no vision-language model {why}, so the decision is the class whose support patches "
+    "are most similar to the query image (highest normalized score)."
+)
+
+
+@dataclass(frozen=True)
+class ClassifyParams:
+    k: int = 5  # support patches per class behind each class score
+    max_patches_per_class: int = 3  # evidence crops per class shown to the VLM
+    input_resolution: int | None = None  # None: the set's support resolution
+    score_temperature: float | None = None  # None: LOUPE_RAG_SCORE_TEMPERATURE
+    use_vlm: bool | None = None  # None: the set's setting
+    system_prompt: str = ""
+    user_prompt: str = ""
+    temperature: float = 0.2
+    top_p: float = 0.9
+    max_new_tokens: int = 200
+
+
+def vlm_spec_for(support_set: SupportSet, params: ClassifyParams) -> str:
+    wanted = support_set.use_vlm if params.use_vlm is None else params.use_vlm
+    return settings.LOUPE_VLM if wanted else ""
+
+
+def _open_query(image_bytes: bytes):
+    from PIL import Image, UnidentifiedImageError
+
+    from encoders.images import open_rgb
+
+    try:
+        return open_rgb(io.BytesIO(image_bytes))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise QueryImageError(f"The query image could not be decoded: {exc}") from None
+
+
+def _crop(image_id: int, box: tuple[int, int, int, int]):
+    from albums.models import Image as AlbumImage
+    from encoders.images import open_rgb
+
+    stored = AlbumImage.objects.only("file").get(pk=image_id)
+    with stored.file.open("rb") as fp:
+        return open_rgb(fp).crop(box)
+
+
+def _ensure_patches(support_set: SupportSet, encoder, key: str) -> int:
+    """Embed now what a queued task has not embedded yet, so a classification right after an upload
+    sees every example; the rows it writes are the ones the task would have written."""
+    stale = stale_support_images(support_set=support_set, key=key)
+    if stale:
+        support_patches_compute(
+            support_set_id=support_set.pk, generation=support_set.generation, support_image_ids=stale, encoder=encoder
+        )
+    return len(stale)
+
+
+def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict:
+    retrieval_flag = scoring.retrieval_decision(scores)
+    decision = {
+        "flag": retrieval_flag,
+        "retrieval_flag": retrieval_flag,
+        "source": "retrieval",
+        "parsed": True,
+        "explanation": NO_VLM_EXPLANATION.format(why="is configured (LOUPE_VLM)" if not settings.LOUPE_VLM else "was asked for"),
+        "raw_response": "",
+        "vlm": spec or None,
+        "vlm_error": None,
+    }
+    if not spec:
+        return decision
+    from encoders.vlm import Evidence, VlmError, VlmRequest, get_vlm
+
+    chosen = [item for item in evidence if item["sent_to_vlm"]]
+    request = VlmRequest(
+        query=query,
+        classes=tuple(c.label for c in classes),
+        evidence=tuple(
+            Evidence(label=item["label"], image=_crop(item["image_id"], tuple(item["box"])), similarity=item["similarity"])
+            for item in chosen
+        ),
+        class_scores=dict(scores),
+        system_prompt=params.system_prompt,
+        user_prompt=params.user_prompt,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=params.max_new_tokens,
+    )
+    try:
+        answer = get_vlm(spec).answer(request)
+    except VlmError as exc:
+        # The retrieval result stands; the response says why there is no explanation.
+        decision["vlm_error"] = {"code": getattr(exc, "code", "vlm_error"), "message": str(getattr(exc, "message", exc))}
+        decision["explanation"] = f"The vision-language model failed ({decision['vlm_error']['message']}); " + NO_VLM_EXPLANATION.format(
+            why="answered"
+        )
+        return decision
+    decision.update(
+        flag=answer.flag,
+        source="vlm",
+        parsed=answer.parsed,
+        explanation=answer.explanation,
+        raw_response=answer.raw,
+        vlm=answer.model,
+    )
+    return decision
+
+
+def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -> dict:
+    """JSON-safe result, so a Celery task can return it."""
+    from encoders.errors import EncoderError
+    from encoders.registry import get_encoder
+
+    started = time.perf_counter()
+    options = ClassifyParams(**params)
+    support_set = SupportSet.objects.get(pk=support_set_id)
+    classes = list(SupportClass.objects.filter(support_set=support_set).order_by("position", "id"))
+    if len(classes) < 1:
+        raise SupportSetIncompleteError("The support set has no classes: add at least one class with example images.")
+    if not SupportImage.objects.filter(support_set=support_set).exists():
+        raise SupportSetIncompleteError(
+            "No class of the support set has example images yet.", extra={"empty_classes": [c.label for c in classes]}
+        )
+    query = _open_query(image_bytes)
+    try:
+        encoder = get_encoder(support_set.encoder_spec)
+    except EncoderError as exc:
+        raise ApplicationError(exc.message, code=exc.code).with_status(503 if exc.code == "encoder_weights_missing" else 400) from None
+    key = model_key(encoder, support_set)
+    embedded_now = _ensure_patches(support_set, encoder, key)
+    empty = classes_without_ready_images(support_set=support_set)
+    if empty:
+        raise SupportSetIncompleteError(
+            f"Every class needs at least one usable example image; none in: {', '.join(empty)}.",
+            extra={"empty_classes": empty},
+        )
+    t_support = time.perf_counter()
+    grid = image_patches(
+        encoder,
+        query,
+        resolution=options.input_resolution or support_set.support_resolution,
+        patch_size=support_set.patch_size,
+        source=support_set.patch_source,
+    )
+    t_query = time.perf_counter()
+    retrieved = top_patches_per_class(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k)
+    t_retrieval = time.perf_counter()
+    by_class: dict[int, list] = {c.pk: [] for c in classes}
+    for item in retrieved:
+        by_class[item.class_id].append(item)
+    labels = {c.pk: c.label for c in classes}
+    means = scoring.class_means({labels[cid]: [item.similarity for item in items] for cid, items in by_class.items()})
+    temperature = options.score_temperature or settings.LOUPE_RAG_SCORE_TEMPERATURE
+    scores = scoring.softmax_scores(means, temperature=temperature)
+    evidence = [
+        {
+            "class_id": item.class_id,
+            "label": labels[item.class_id],
+            "support_image_id": item.support_image_id,
+            "image_id": item.image_id,
+            "box": list(item.box),
+            "similarity": round(item.similarity, 6),
+            "query_box": list(grid.patches[item.query_patch].box),
+            "sent_to_vlm": rank < options.max_patches_per_class,
+        }
+        for items in by_class.values()
+        for rank, item in enumerate(items)
+    ]
+    spec = vlm_spec_for(support_set, options)
+    decision = _decide(support_set, classes, scores, evidence, query, options, spec)
+    finished = time.perf_counter()
+    return {
+        "support_set_id": support_set.pk,
+        "model_key": key,
+        "patch_source": grid.source,
+        "classes": [
+            {"id": c.pk, "label": c.label, "raw_score": round(means[c.label], 6), "score": round(scores[c.label], 6)}
+            for c in classes
+        ],
+        "class_scores": {label: round(score, 6) for label, score in scores.items()},
+        "score_temperature": temperature,
+        "decision": decision,
+        "evidence": evidence,
+        "query": {"width": query.width, "height": query.height, "patches": len(grid.patches)},
+        "embedded_now": embedded_now,
+        "params": asdict(options),
+        "timings_ms": {
+            "support": round((t_support - started) * 1000, 1),
+            "query_patches": round((t_query - t_support) * 1000, 1),
+            "retrieval": round((t_retrieval - t_query) * 1000, 1),
+            "decision": round((finished - t_retrieval) * 1000, 1),
+            "total": round((finished - started) * 1000, 1),
+        },
+    }
+
+
+def _runs_here(spec: str) -> bool:
+    mode = settings.LOUPE_QUERY_ENCODING
+    if spec:  # generation belongs on a worker
+        return mode == "web"
+    if mode == "auto":
+        return importlib.util.find_spec("torch") is not None
+    return mode == "web"
+
+
+def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyParams) -> dict:
+    if _runs_here(vlm_spec_for(support_set, params)):
+        return classify_locally(support_set_id=support_set.pk, image_bytes=image_bytes, params=asdict(params))
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from search.rag.tasks import query_classify
+
+    pending = query_classify.apply_async((support_set.pk, base64.b64encode(image_bytes).decode(), asdict(params)))
+    try:
+        result = pending.get(timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS, propagate=True)
+    except CeleryTimeout:
+        raise ServiceUnavailableError(
+            f"No query worker answered within {settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS} s; is a worker consuming the "
+            "`query` queue?",
+            code="query_worker_unavailable",
+        ) from None
+    finally:
+        pending.forget()
+    if "error" in result:
+        error = result["error"]
+        raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
+    return result

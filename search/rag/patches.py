@@ -1,0 +1,114 @@
+"""Cutting an image into a square grid of patches and embedding each one with an album encoder.
+
+The image is first resized to a square `resolution` (as the RAG Vision Engine does, so every image
+gives the same grid), then cut into `resolution // patch_size` patches a side. Two ways to get a
+patch's vector:
+
+- `tokens`: one forward pass; the encoder's own token grid (7×7 for EfficientNet-Lite0, 14×14 for a
+  ViT-B/16) is pooled, weighted by overlapped area, onto the patch grid. Backbones whose transform
+  centre-crops (EfficientNet, DINOv2: 224 of 256) would see only the middle of the image, so the
+  square is padded by reflection first and the grid then covers exactly the square.
+- `crops`: each patch is cropped and encoded as an image of its own: one forward pass per patch,
+  but it works with every encoder and gives each patch a full-strength embedding.
+
+Boxes are in the original image's pixels, so a client can draw them on the image it has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from encoders.base import l2_normalize
+
+if TYPE_CHECKING:
+    from encoders.base import Encoder
+
+TOKENS, CROPS = "tokens", "crops"
+
+
+@dataclass(frozen=True)
+class Patch:
+    row: int
+    col: int
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image; x1, y1 exclusive
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    source: str  # what was used: tokens, or crops when the encoder has no token grid
+    patches: list[Patch]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return np.stack([patch.vector for patch in self.patches])
+
+
+def cells_per_side(resolution: int, patch_size: int) -> int:
+    return max(1, resolution // patch_size)
+
+
+def _edges(n: int, size: int) -> list[int]:
+    return [round(i * size / n) for i in range(n + 1)]
+
+
+def cell_boxes(n: int, width: int, height: int) -> list[tuple[int, int, tuple[int, int, int, int]]]:
+    """(row, col, box) of an n×n grid laid over a width×height image, row-major."""
+    xs, ys = _edges(n, width), _edges(n, height)
+    return [(r, c, (xs[c], ys[r], xs[c + 1], ys[r + 1])) for r in range(n) for c in range(n)]
+
+
+def _overlap_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): the share of output cell i covered by input cell j, rows summing to 1."""
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        lo, hi = i * n_in / n_out, (i + 1) * n_in / n_out
+        for j in range(int(np.floor(lo)), int(np.ceil(hi))):
+            weights[i, j] = min(hi, j + 1) - max(lo, j)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def pool_grid(grid: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(h, w, d) token grid → (rows, cols, d), each output cell the area-weighted mean of the
+    tokens under it (adaptive average pooling), L2-normalized."""
+    h, w, _ = grid.shape
+    pooled = np.einsum("ih,jw,hwd->ijd", _overlap_weights(h, rows), _overlap_weights(w, cols), grid.astype(np.float64))
+    return l2_normalize(pooled)
+
+
+def _reflect_pad(square: Image.Image, fraction: float) -> Image.Image:
+    """Pad so that the centre `fraction` of the result is exactly `square`."""
+    if fraction >= 1.0:
+        return square
+    side = square.width
+    pad = int(round((side / fraction - side) / 2))
+    pixels = np.asarray(square)
+    return Image.fromarray(np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
+
+
+def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patch_size: int, source: str) -> PatchGrid:
+    rgb = image.convert("RGB")
+    square = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    n = cells_per_side(resolution, patch_size)
+    boxes = cell_boxes(n, rgb.width, rgb.height)
+    if source == TOKENS and encoder.supports_patches:
+        # Where the transform keeps only the centre of its input (crop_pct), pad so that the
+        # centre is our square and the token grid covers it edge to edge.
+        fraction = float(getattr(encoder, "patch_view_fraction", 1.0))
+        grid = encoder.patch_features([_reflect_pad(square, fraction)])[0]
+        # More patches than tokens would only repeat tokens: the grid is as fine as the encoder's.
+        n_tokens = min(n, grid.shape[0], grid.shape[1])
+        if n_tokens != n:
+            n, boxes = n_tokens, cell_boxes(n_tokens, rgb.width, rgb.height)
+        vectors = pool_grid(grid, n, n).reshape(n * n, -1)
+        used = TOKENS
+    else:
+        tiles = [square.crop(box) for _, _, box in cell_boxes(n, resolution, resolution)]
+        vectors = encoder.encode_images(tiles)
+        used = CROPS
+    patches = [Patch(row=r, col=c, box=box, vector=vectors[i]) for i, (r, c, box) in enumerate(boxes)]
+    return PatchGrid(source=used, patches=patches)

@@ -1,0 +1,27 @@
+"""Vision-RAG work for the workers: patch embedding on `encode`, classification on `query`."""
+
+from celery import shared_task
+
+from config.errors import ApplicationError
+
+
+@shared_task(acks_late=True)
+def encode_support_patches(support_set_id: int, generation: int, support_image_ids: list[int]) -> dict:
+    from search.rag.indexing import support_patches_compute
+
+    return support_patches_compute(support_set_id=support_set_id, generation=generation, support_image_ids=support_image_ids)
+
+
+@shared_task(ignore_result=False, acks_late=False)
+def query_classify(support_set_id: int, image_b64: str, params: dict) -> dict:
+    """Errors come back as data: the caller turns them into its one error shape."""
+    import base64
+
+    from encoders.errors import EncoderError
+    from search.rag.classify import classify_locally
+
+    try:
+        return classify_locally(support_set_id=support_set_id, image_bytes=base64.b64decode(image_b64), params=params)
+    except (EncoderError, ApplicationError) as exc:
+        status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
+        return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
