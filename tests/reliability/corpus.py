@@ -8,6 +8,7 @@ deterministically, so the corpus needs no fixtures on disk and every run sends t
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -168,7 +169,8 @@ def _raw_deflate_png_header_only(width: int, height: int) -> bytes:
 LONG_NAME = ("a" * 600) + ".jpg"
 
 
-def corpus() -> list[Case]:
+@functools.cache  # a few seconds to make (the bombs, HEIC, AVIF); cases are frozen, so share them
+def corpus() -> tuple[Case, ...]:
     good = _jpeg(1)
     cases = [
         # --- Nothing usable in the file
@@ -239,4 +241,4 @@ def corpus() -> list[Case]:
     ]
     kinds = [c.kind for c in cases]
     assert len(kinds) == len(set(kinds)), "corpus kinds must be unique"
-    return cases
+    return tuple(cases)

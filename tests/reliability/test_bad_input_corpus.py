@@ -56,7 +56,7 @@ def test_each_bad_file_is_rejected_with_its_code_beside_a_good_one(case, alice, 
 
 def test_the_whole_corpus_in_one_request(alice, album, client_for, corpus_limits):
     """All kinds at once, in one multipart request: one result per file in order, each as expected."""
-    response = _upload(client_for(alice), album.pk, CASES)
+    response = _upload(client_for(alice), album.pk, list(CASES))
     assert response.status_code == 201, response.content
     body = response.json()
     # The oversized file is dropped while streaming and reported first; the rest keep their order.

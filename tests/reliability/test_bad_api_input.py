@@ -1,0 +1,164 @@
+"""Bad API input: unknown fields, wrong types, NaN and negative numbers, enormous limits, empty
+queries, unknown encoder specs, malformed base64 and JSON. Each is a 4xx in the one error shape
+(`config/errors.py`) that names the problem, and nothing is written."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from albums.models import Album, Image
+from search.models import Embedding
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "open-clip:tiny-vit/random@sha256:0123456789ab"
+
+
+def _assert_error(response, status: int, code: str, field: str | None = None):
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    body = response.json()
+    assert set(body) == {"message", "code", "extra"} and body["message"], body
+    assert body["code"] == code, body
+    if field:
+        assert field in body["extra"]["fields"], body
+
+
+ALBUM_CREATE = [
+    ("unknown-field", {"name": "x", "colour": "red"}, "invalid", "colour"),
+    ("missing-name", {"description": "no name"}, "invalid", "name"),
+    ("empty-name", {"name": ""}, "invalid", "name"),
+    ("name-too-long", {"name": "n" * 201}, "invalid", "name"),
+    ("name-wrong-type", {"name": {"nested": True}}, "invalid", "name"),
+    ("max-results-negative", {"name": "x", "max_search_results": -5}, "invalid", "max_search_results"),
+    ("max-results-enormous", {"name": "x", "max_search_results": 10**15}, "invalid", "max_search_results"),
+    ("max-results-text", {"name": "x", "max_search_results": "lots"}, "invalid", "max_search_results"),
+    ("min-score-nan", {"name": "x", "min_search_score": "NaN"}, "invalid", "min_search_score"),
+    ("min-score-infinity", {"name": "x", "min_search_score": "Infinity"}, "invalid", "min_search_score"),
+    ("bool-wrong-type", {"name": "x", "use_query_optimization": "perhaps"}, "invalid", "use_query_optimization"),
+    ("unknown-encoder-backend", {"name": "x", "encoder_spec": "nope:thing"}, "encoder_spec_invalid", None),
+    ("encoder-spec-without-model", {"name": "x", "encoder_spec": "open-clip:"}, "encoder_spec_invalid", None),
+    ("encoder-spec-garbage", {"name": "x", "encoder_spec": "../../etc/passwd"}, "encoder_spec_invalid", None),
+]
+
+
+@pytest.mark.parametrize("body,code,field", [c[1:] for c in ALBUM_CREATE], ids=[c[0] for c in ALBUM_CREATE])
+def test_album_create_rejects(alice, client_for, body, code, field):
+    response = client_for(alice).post("/api/v1/albums/", body, format="json")
+    _assert_error(response, 400, code, field)
+    assert not Album.objects.exists()
+
+
+RAW_BODIES = [
+    ("malformed-json", b'{"name": "x",', "parse_error"),
+    ("nan-literal", b'{"name": "x", "min_search_score": NaN}', "parse_error"),
+    ("json-array", b'[1, 2, 3]', "invalid"),
+    ("json-string", b'"just a string"', "invalid"),
+    ("invalid-utf8", b'{"name": "\xff\xfe"}', "parse_error"),
+]
+
+
+@pytest.mark.parametrize("raw,code", [c[1:] for c in RAW_BODIES], ids=[c[0] for c in RAW_BODIES])
+def test_album_create_rejects_raw_bodies(alice, client_for, raw, code):
+    response = client_for(alice).generic("POST", "/api/v1/albums/", raw, content_type="application/json")
+    _assert_error(response, 400, code)
+    assert not Album.objects.exists()
+
+
+def test_wrong_content_type_is_415(alice, client_for):
+    response = client_for(alice).generic("POST", "/api/v1/albums/", b"name=x", content_type="text/csv")
+    _assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.fixture
+def searchable(alice):
+    """An album whose search model is set and has one vector: requests that fail validation never
+    reach the encoder, so none is needed."""
+    from albums import services
+
+    album = services.album_create(owner=alice, name="vectors")
+    Album.objects.filter(pk=album.pk).update(active_model_id=MODEL, encoder_spec="open-clip:tiny-vit/random")
+    image = Image.objects.create(album=album, file="a.png", original_name="a.png", sha256="0" * 64, bytes=1,
+                                 mime="image/png", width=1, height=1, status="indexed")
+    Embedding.objects.create(image=image, album=album, model_id=MODEL, dim=4, vector=[1, 0, 0, 0])
+    return album
+
+
+SEARCH = [
+    ("empty-body", {}, "empty_query", None),
+    ("blank-text", {"text": ""}, "empty_query", None),
+    ("negative-only", {"negative_text": "screens"}, "negative_only_query", None),
+    ("unknown-field", {"text": "x", "colour": "red"}, "invalid", "colour"),
+    ("weight-negative", {"text": "x", "text_weight": -1}, "invalid", "text_weight"),
+    ("weight-nan", {"text": "x", "text_weight": "NaN"}, "invalid", "text_weight"),
+    ("weight-infinity", {"text": "x", "image_weight": "Infinity"}, "invalid", "image_weight"),
+    ("weight-text", {"text": "x", "negative_weight": "heavy"}, "invalid", "negative_weight"),
+    ("min-score-nan", {"text": "x", "min_score": "nan"}, "invalid", "min_score"),
+    ("max-results-enormous", {"text": "x", "max_results": 10**12}, "invalid", "max_results"),
+    ("max-results-zero", {"text": "x", "max_results": 0}, "invalid", "max_results"),
+    ("page-zero", {"text": "x", "page": 0}, "invalid", "page"),
+    ("page-size-enormous", {"text": "x", "page_size": 10**6}, "invalid", "page_size"),
+    ("text-too-long", {"text": "x" * 1001}, "invalid", "text"),
+    ("text-wrong-type", {"text": ["a", "list"]}, "invalid", "text"),
+    ("image-id-text", {"image_id": "abc"}, "invalid", "image_id"),
+    ("image-id-negative", {"image_id": -4}, "invalid", "image_id"),
+    ("malformed-base64", {"image_base64": "***not base64***"}, "invalid_base64", None),
+    ("base64-of-text", {"image_base64": base64.b64encode(b"hello").decode()}, "not_an_image", None),
+    ("two-query-images", {"image_id": 1, "image_base64": "aGk="}, "invalid", "image"),
+]
+
+
+@pytest.mark.parametrize("body,code,field", [c[1:] for c in SEARCH], ids=[c[0] for c in SEARCH])
+def test_search_rejects(searchable, alice, client_for, body, code, field):
+    response = client_for(alice).post(f"/api/v1/albums/{searchable.pk}/search/", body, format="json")
+    _assert_error(response, 400, code, field)
+
+
+def test_search_with_a_missing_query_image_id_is_404(searchable, alice, client_for):
+    response = client_for(alice).post(f"/api/v1/albums/{searchable.pk}/search/", {"image_id": 10**9}, format="json")
+    _assert_error(response, 404, "image_not_found")
+
+
+@pytest.mark.parametrize(
+    "query,field",
+    [("min_score=nan", "min_score"), ("max_results=-1", "max_results"), ("page=abc", "page"), ("max_results=99999999999", "max_results")],
+)
+def test_similar_rejects_bad_query_parameters(searchable, alice, client_for, query, field):
+    image = Image.objects.get(album=searchable)
+    response = client_for(alice).get(f"/api/v1/images/{image.pk}/similar/?{query}")
+    _assert_error(response, 400, "invalid", field)
+
+
+@pytest.mark.parametrize("query", ["threshold=2", "threshold=nan", "threshold=-1", "threshold=x"])
+def test_duplicates_rejects_bad_thresholds(searchable, alice, client_for, query):
+    response = client_for(alice).get(f"/api/v1/albums/{searchable.pk}/duplicates/?{query}")
+    _assert_error(response, 400, "invalid", "threshold")
+
+
+def test_album_patch_rejects_unknown_encoder_and_changes_nothing(searchable, alice, client_for):
+    before = Album.objects.values("encoder_spec", "generation").get(pk=searchable.pk)
+    response = client_for(alice).patch(f"/api/v1/albums/{searchable.pk}/", {"encoder_spec": "nope:x"}, format="json")
+    _assert_error(response, 400, "encoder_spec_invalid")
+    assert Album.objects.values("encoder_spec", "generation").get(pk=searchable.pk) == before
+
+
+def test_member_add_rejects_unknown_role_and_unknown_user(searchable, alice, bob, client_for):
+    client = client_for(alice)
+    _assert_error(client.post(f"/api/v1/albums/{searchable.pk}/members/", {"username": "bob", "role": "god"},
+                              format="json"), 400, "invalid", "role")
+    response = client.post(f"/api/v1/albums/{searchable.pk}/members/", {"username": "nobody", "role": "viewer"}, format="json")
+    assert response.status_code in (400, 404) and response.json()["code"] == "user_not_found"
+    assert searchable.memberships.count() == 1
+
+
+def test_image_list_rejects_an_unknown_status_filter(searchable, alice, client_for):
+    _assert_error(client_for(alice).get(f"/api/v1/albums/{searchable.pk}/images/?status=lost"), 400, "invalid_filter")
+
+
+@pytest.mark.parametrize("query", ["page=0", "page=-1", "page=abc", "page=99999", "page_size=0", "page_size=10000000"])
+def test_pagination_never_500s(searchable, alice, client_for, query):
+    response = client_for(alice).get(f"/api/v1/albums/{searchable.pk}/images/?{query}")
+    assert response.status_code in (200, 400, 404), response.content
+    if response.status_code != 200:
+        assert set(response.json()) == {"message", "code", "extra"}
