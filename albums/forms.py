@@ -31,18 +31,36 @@ class AlbumSettingsForm(forms.ModelForm):
 
     class Meta:
         model = Album
-        fields = ["name", "description", "encoder_spec", "min_search_score", "max_search_results", "use_query_optimization"]
+        fields = [
+            "name", "description", "encoder_spec", "pooling", "vector_storage", "min_search_score", "max_search_results",
+            "use_query_optimization",
+        ]
         labels = {
+            "pooling": "Pooling (dense backbones)",
+            "vector_storage": "Vector index",
             "min_search_score": "Minimum search score",
             "max_search_results": "Maximum results",
             "use_query_optimization": "Query optimization (prompt ensembling)",
         }
-        help_texts = {"min_search_score": "Empty: the encoder's default threshold."}
+        help_texts = {
+            "min_search_score": "Empty: the encoder's default threshold.",
+            "pooling": "Masked uses the image's alpha channel as the person mask (mean when there is none); regions "
+            "also keeps a 4×3 grid of region tokens so you can search by a box on an image. Changing it re-indexes.",
+            "vector_storage": "How vectors are indexed; results are always re-scored in full precision. Recall and "
+            "memory of each kind: docs/benchmarks.md. Changing it re-indexes.",
+        }
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices(self.instance.encoder_spec if self.instance else None)
+
+    @property
+    def responsible_use(self) -> str | None:
+        from encoders.catalog import responsible_use_notice
+
+        spec = self.data.get("encoder_spec") if self.is_bound else None
+        return responsible_use_notice(spec or self.instance.encoder_spec)
 
 
 class MemberAddForm(forms.Form):

@@ -5,6 +5,18 @@ from django.db.models.functions import Lower
 
 from albums.roles import Role
 
+POOLING_CHOICES = [
+    ("mean", "Global mean of the patch tokens"),
+    ("masked", "Mean over the foreground (alpha-channel mask)"),
+    ("regions", "Global mean + a 4×3 grid of region tokens (box queries)"),
+]
+# Only kinds whose recall@10 stays within 1 % of float32 exact search (docs/benchmarks.md, quantization).
+STORAGE_CHOICES = [
+    ("vector", "float32 HNSW index"),
+    ("halfvec", "float16 HNSW index (half the index memory)"),
+    ("binary", "binary-quantized Hamming HNSW index, re-ranked in float32"),
+]
+
 
 def _default_encoder_spec() -> str:
     from encoders.registry import default_encoder_spec
@@ -21,6 +33,11 @@ class Album(models.Model):
     min_search_score = models.FloatField(null=True, blank=True)
     max_search_results = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
     use_query_optimization = models.BooleanField(default=True)
+    # How a dense backbone's token grid becomes what is stored (encoders/pooling.py), and how vectors
+    # are indexed (search/vector_store.py). Both are part of the vectors' model_id, so changing either
+    # rebuilds the album like an encoder change.
+    pooling = models.CharField(max_length=16, choices=POOLING_CHOICES, default="mean")
+    vector_storage = models.CharField(max_length=16, choices=STORAGE_CHOICES, default="vector")
     # Bumped whenever the encoder changes; work started under an older generation writes nothing.
     generation = models.PositiveIntegerField(default=1)
     # The model whose vectors search reads. A rebuild writes a new model's vectors beside these and

@@ -23,7 +23,12 @@ from encoders.registry import default_encoder_spec
 
 logger = logging.getLogger(__name__)
 
-ALBUM_SETTINGS = ("name", "description", "encoder_spec", "min_search_score", "max_search_results", "use_query_optimization")
+ALBUM_SETTINGS = (
+    "name", "description", "encoder_spec", "min_search_score", "max_search_results", "use_query_optimization",
+    "pooling", "vector_storage",
+)
+# Settings the stored vectors depend on (they are part of the model_id): changing one rebuilds.
+VECTOR_SETTINGS = ("encoder_spec", "pooling", "vector_storage")
 
 
 class EncoderSpecInvalidError(ApplicationError):
@@ -42,6 +47,22 @@ def _validated_encoder_spec(spec: str) -> str:
         raise EncoderSpecInvalidError(str(exc), extra={"encoder_spec": spec}) from None
 
 
+class PoolingUnsupportedError(ApplicationError):
+    code = "pooling_unsupported"
+
+
+def _check_pooling(*, encoder_spec: str, pooling: str) -> None:
+    """Masked and region pooling average a backbone's token grid: only dense backbones have one."""
+    from encoders.spec import EncoderSpec
+
+    if pooling != "mean" and EncoderSpec.parse(encoder_spec).backend != "dense":
+        raise PoolingUnsupportedError(
+            f"Pooling {pooling!r} needs a dense backbone (dense:dinov2-small, dense:sapiens2-<size>…); "
+            f"{encoder_spec} gives one vector per image. Use pooling 'mean' with it.",
+            extra={"pooling": pooling, "encoder_spec": encoder_spec},
+        )
+
+
 @transaction.atomic
 def album_create(
     *,
@@ -52,6 +73,8 @@ def album_create(
     min_search_score: float | None = None,
     max_search_results: int = 100,
     use_query_optimization: bool = True,
+    pooling: str = "mean",
+    vector_storage: str = "vector",
 ) -> Album:
     album = Album(
         owner=owner,
@@ -61,8 +84,11 @@ def album_create(
         min_search_score=min_search_score,
         max_search_results=max_search_results,
         use_query_optimization=use_query_optimization,
+        pooling=pooling,
+        vector_storage=vector_storage,
     )
     album.full_clean()
+    _check_pooling(encoder_spec=album.encoder_spec, pooling=album.pooling)
     album.save()
     AlbumMembership.objects.create(album=album, user=owner, role=Role.OWNER)
     return album
@@ -70,8 +96,8 @@ def album_create(
 
 @transaction.atomic
 def album_update(*, album: Album, user: AbstractBaseUser | None = None, **changes) -> Album:
-    """Change an album's settings. A new encoder bumps the generation, so work started for the old
-    encoder writes nothing."""
+    """Change an album's settings. A new encoder, pooling or storage bumps the generation, so work
+    started under the old settings writes nothing, and rebuilds the album's vectors."""
     unknown = set(changes) - set(ALBUM_SETTINGS)
     if unknown:
         raise ApplicationError(f"Unknown album settings: {', '.join(sorted(unknown))}.", code="unknown_field")
@@ -79,11 +105,12 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
         changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
     # Compare with the stored row, locked: the caller's instance may already carry the new value
     # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
-    stored_spec = Album.objects.select_for_update().values_list("encoder_spec", flat=True).get(pk=album.pk)
-    encoder_changed = "encoder_spec" in changes and changes["encoder_spec"] != stored_spec
+    stored = dict(zip(VECTOR_SETTINGS, Album.objects.select_for_update().values_list(*VECTOR_SETTINGS).get(pk=album.pk)))
+    encoder_changed = any(name in changes and changes[name] != stored[name] for name in VECTOR_SETTINGS)
     for name, value in changes.items():
         setattr(album, name, value)
     album.full_clean()
+    _check_pooling(encoder_spec=album.encoder_spec, pooling=album.pooling)
     album.save(update_fields=[*changes, "updated_at"])
     if encoder_changed:
         from workers.indexing import album_encoder_changed

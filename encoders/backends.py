@@ -90,6 +90,6 @@ register_backend(
         modalities=IMAGE_ONLY,
         default_min_score=DENSE_COSINE_MIN_SCORE,
         weights_in_spec=False,
-        grammar="<backbone>, e.g. dinov2-small, efficientnet-lite0",
+        grammar="<backbone>, e.g. dinov2-small, sapiens2-1b, efficientnet-lite0",
     )
 )

@@ -7,6 +7,7 @@ operator placed in the models dir); the catalog only makes the common choices on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -52,6 +53,27 @@ DENSE_MODELS = {
         DenseModel("dinov2-giant", 1536, "facebook/dinov2-giant"),
     )
 }
+
+# Sapiens2 (Meta; pretrained on ~1B human images) is not redistributable here: an operator places a
+# checkpoint under its own license at dense/sapiens2-<size>/model.safetensors (encoders/sapiens2.py).
+# Any size name is accepted; the width and depth are read from the checkpoint itself.
+SAPIENS2_NAME = re.compile(r"^sapiens2-\d+(\.\d+)?b$")
+SAPIENS2_RESPONSIBLE_USE = (
+    "Sapiens2's license forbids biometric processing and identifying or re-identifying individuals. Loupe "
+    "offers similarity of pose, clothing and appearance within albums you own; it does not offer face or "
+    "identity matching, and must not be used for it."
+)
+
+
+def is_sapiens2(model: str) -> bool:
+    return bool(SAPIENS2_NAME.match(model))
+
+
+def responsible_use_notice(spec: str) -> str | None:
+    """What the album settings must say about a backbone's license, or None."""
+    backend, _, model = spec.partition(":")
+    return SAPIENS2_RESPONSIBLE_USE if backend == "dense" and is_sapiens2(model) else None
+
 
 # Offered in the dropdown besides every OpenAI CLIP model and every dense backbone.
 OPEN_CLIP_SPECS = (

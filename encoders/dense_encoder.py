@@ -1,12 +1,14 @@
-"""Image-only backbones (`dense:dinov2-small`, `dense:efficientnet-lite0`).
+"""Image-only backbones (`dense:dinov2-small`, `dense:sapiens2-<size>`, `dense:efficientnet-lite0`).
 
-A backbone turns a batch of images into a feature grid `(n, h, w, c)`; the encoder pools the grid
-into one vector per image. Pooling is global mean today; masked and per-region pooling plug in as
-further entries of `POOLINGS` without touching the backbones.
+A backbone turns a batch of images into a feature grid `(n, h, w, c)`; `encode_images` pools the
+grid into one global-mean vector per image. The album's other poolings (masked, regions) are NumPy
+math over the same raw grid (`encoders/pooling.py`, applied by `encoders/pooled_encoder.py`), so
+they are per call and never encoder state: one loaded backbone serves albums that pool differently.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -16,13 +18,23 @@ from PIL import Image
 
 from encoders.backends import get_backend
 from encoders.base import Encoder
-from encoders.errors import EncoderSpecError
+from encoders.catalog import is_sapiens2
+from encoders.images import to_rgb
+from encoders.pooling import resize_coverage
 from encoders.spec import EncoderSpec
 from encoders.torch_runtime import inference, model_id_for, to_numpy
 from encoders.weights import resolve_weights
 
 
 class Backbone(Protocol):
+    # Channel mean and std of `pixels` (0-1 scale): undoing them on a transformed mask gives the
+    # mask as the model sees it (same resize and crop as the image).
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+
+    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB images → the normalized (n, 3, H, W) model input on the device."""
+
     def feature_grid(self, images: list[Image.Image]) -> torch.Tensor:
         """RGB images → (n, h, w, c) features on the device."""
 
@@ -40,9 +52,14 @@ class Dinov2Backbone:
         self.patch_size = int(config.patch_size)
         # Prefix tokens (CLS, registers) carry no location; only patch tokens form the grid.
         self.prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.pixel_mean = tuple(self.processor.image_mean)
+        self.pixel_std = tuple(self.processor.image_std)
+
+    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
 
     def feature_grid(self, images: list[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+        pixels = self.pixels(images)
         tokens = self.model(pixel_values=pixels).last_hidden_state[:, self.prefix_tokens :]
         h, w = pixels.shape[-2] // self.patch_size, pixels.shape[-1] // self.patch_size
         return tokens.reshape(tokens.shape[0], h, w, tokens.shape[-1])
@@ -61,7 +78,9 @@ class EfficientNetLite0Backbone:
         self.model = efficientnet_lite0.load_model(path).to(device, memory_format=torch.channels_last)
         # timm's own eval transform for this architecture: bicubic resize to 256, centre crop 224,
         # ImageNet mean/std.
-        self.transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=self.model))
+        config = timm.data.resolve_data_config({}, model=self.model)
+        self.transform = timm.data.create_transform(**config)
+        self.pixel_mean, self.pixel_std = tuple(config["mean"]), tuple(config["std"])
         self.device = device
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
@@ -76,16 +95,12 @@ def mean_pool(grid: torch.Tensor) -> torch.Tensor:
     return grid.float().mean(dim=(1, 2))
 
 
-POOLINGS = {"mean": mean_pool}
-
-
 class DenseEncoder(Encoder):
-    def __init__(self, spec: EncoderSpec, *, device: str, pooling: str = "mean"):
-        if pooling not in POOLINGS:
-            raise EncoderSpecError(f"Unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}.")
+    supports_pooling = True  # masked and regions pooling (encoders/pooled_encoder.py) need the raw grid
+
+    def __init__(self, spec: EncoderSpec, *, device: str):
         weights = resolve_weights(spec)
         self.backbone: Backbone = _load_backbone(spec, weights.path, device=device)
-        self.pool = POOLINGS[pooling]
         self.supports_patches = True
         self.spec = spec
         self.device = device
@@ -97,14 +112,39 @@ class DenseEncoder(Encoder):
 
     def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):
-            return to_numpy(self.pool(self.backbone.feature_grid(images)))
+            return to_numpy(mean_pool(self.backbone.feature_grid(images)))
 
     def _patch_grid(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):
             return to_numpy(self.backbone.feature_grid(images))
 
+    def raw_grid(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> np.ndarray:
+        """(n, h, w, c) tokens before any normalization: what the poolings average."""
+        if not images:
+            return np.zeros((0, 0, 0, self.dim), dtype=np.float32)
+        return self._batched(self._patch_grid, [to_rgb(image) for image in images], batch_size)
+
+    def cell_coverage(self, masks: Sequence[Image.Image | None], grid_hw: tuple[int, int]) -> list[np.ndarray | None]:
+        """Masks in image pixels (mode L, the image's size, 255 = foreground) → the foreground share
+        of each grid cell, through the backbone's own resize and crop (a mask is transformed as an
+        image, then its normalization undone)."""
+        present = [i for i, mask in enumerate(masks) if mask is not None]
+        out: list[np.ndarray | None] = [None] * len(masks)
+        if not present:
+            return out
+        with torch.inference_mode():
+            pixels = self.backbone.pixels([masks[i].convert("RGB") for i in present]).float()[:, 0]
+        values = to_numpy(pixels) * self.backbone.pixel_std[0] + self.backbone.pixel_mean[0]
+        for i, mask in zip(present, values):
+            out[i] = resize_coverage(mask, *grid_hw)
+        return out
+
 
 def _load_backbone(spec: EncoderSpec, path: Path, *, device: str) -> Backbone:
     if spec.model == "efficientnet-lite0":
         return EfficientNetLite0Backbone(path, device=device)
+    if is_sapiens2(spec.model):
+        from encoders.sapiens2 import Sapiens2Backbone
+
+        return Sapiens2Backbone(path, device=device)
     return Dinov2Backbone(path, device=device)

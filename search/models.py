@@ -13,6 +13,8 @@ class Embedding(models.Model):
     model_id = models.CharField(max_length=300)
     dim = models.PositiveIntegerField()
     vector = VectorField()
+    # Why masked pooling used the global mean for this image (no alpha, empty mask); "" otherwise.
+    pooling_note = models.CharField(max_length=200, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -24,3 +26,24 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} #{self.image_id}"
+
+
+class RegionEmbedding(models.Model):
+    """One pooled region token of an image (`regions` pooling): cell `cell` of the album's
+    rows × cols grid, row-major. Written in the same transaction as the image's Embedding and gone
+    with the image; box queries rank images by their best-matching region (max-sim)."""
+
+    image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="region_embeddings")
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_id = models.CharField(max_length=300)
+    cell = models.PositiveSmallIntegerField()
+    vector = VectorField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_id", "cell"], name="region_unique_image_model_cell"),
+        ]
+        indexes = [models.Index(fields=["album", "model_id"], name="region_album_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} #{self.image_id} cell {self.cell}"

@@ -18,6 +18,7 @@ import numpy as np
 from django.conf import settings
 
 from config.errors import ApplicationError, ServiceUnavailableError
+from encoders.model_ids import parse_model_id
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -41,34 +42,54 @@ class EncodedQuery:
 
 
 def spec_of_model_id(model_id: str) -> str:
-    """`<spec>@sha256:<hex>` → `<spec>`: search encodes with the model the album's vectors were made with."""
-    return model_id.rsplit("@", 1)[0]
+    """`<spec>@sha256:<hex>[+pooling=…][+storage=…]` → `<spec>`: search encodes with the model the
+    album's vectors were made with."""
+    return parse_model_id(model_id).spec
 
 
-def encode_locally(*, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool) -> dict:
-    """Encode on this process's cached encoder. JSON-safe result, so a Celery task can return it."""
-
+def encode_locally(
+    *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+) -> dict:
+    """Encode on this process's cached encoder, pooled as the album's vectors were. JSON-safe result,
+    so a Celery task can return it. With `box`, the image part is the box's region vector."""
+    from encoders.pooled_encoder import PooledEncoder
     from encoders.registry import get_encoder
 
-    encoder = get_encoder(spec_of_model_id(model_id))
-    if encoder.model_id != model_id:
+    ids = parse_model_id(model_id)
+    base = get_encoder(ids.spec)
+    if base.model_id != ids.encoder_model_id:
         raise EmbeddingModelMismatchError(
-            f"The album's vectors were made with {model_id}, but this server now loads {encoder.model_id} "
+            f"The album's vectors were made with {model_id}, but this server now loads {base.model_id} "
             "(the weights file changed). Re-index the album to search it again.",
-            extra={"album_model_id": model_id, "loaded_model_id": encoder.model_id},
+            extra={"album_model_id": model_id, "loaded_model_id": base.model_id},
         )
+    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage)
     vectors: dict[str, list[float]] = {}
     parts = [part for part in ("text", "negative") if texts.get(part)]
     if parts:
-        encoded = encoder.encode_texts([texts[part] for part in parts], ensemble=ensemble)
+        encoded = base.encode_texts([texts[part] for part in parts], ensemble=ensemble)
         vectors.update({part: encoded[i].tolist() for i, part in enumerate(parts)})
     if image_bytes is not None:
-        from encoders.images import open_rgb
+        from PIL import Image
 
-        vectors["image"] = encoder.encode_images([open_rgb(io.BytesIO(image_bytes), draft_size=(448, 448))])[0].tolist()
+        from encoders.pooled_encoder import keep_alpha
+
+        # Decoded as the indexer decodes (workers/pipeline.py), alpha kept for masked pooling.
+        with Image.open(io.BytesIO(image_bytes)) as opened:
+            if opened.format == "JPEG":
+                opened.draft("RGB", (448, 448))
+            opened.load()
+            image = keep_alpha(opened)
+        if box is not None:
+            try:
+                vectors["region"] = encoder.box_vector(image, box).tolist()
+            except ValueError as exc:
+                raise ApplicationError(str(exc), code="invalid_box") from None
+        else:
+            vectors["image"] = encoder.encode_images([image])[0].tolist()
     logits = None
-    if hasattr(encoder, "logit_scale") and hasattr(encoder, "logit_bias"):
-        logits = [float(encoder.logit_scale), float(encoder.logit_bias)]
+    if hasattr(base, "logit_scale") and hasattr(base, "logit_bias"):
+        logits = [float(base.logit_scale), float(base.logit_bias)]
     return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
 
 
@@ -79,16 +100,18 @@ def _mode() -> str:
     return mode
 
 
-def encode_query(*, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool) -> EncodedQuery:
+def encode_query(
+    *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+) -> EncodedQuery:
     if _mode() == "web":
-        result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble)
+        result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
     else:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         from search.tasks import query_encode
 
         payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
-        pending = query_encode.apply_async((model_id, texts, payload, ensemble))
+        pending = query_encode.apply_async((model_id, texts, payload, ensemble, box))
         try:
             result = pending.get(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS, propagate=True)
         except CeleryTimeout:

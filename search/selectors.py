@@ -18,7 +18,14 @@ from django.db import connection, transaction
 from psycopg import sql
 
 from search.models import Embedding
-from search.vector_store import index_expression, uses_halfvec
+from search.vector_store import (
+    BINARY,
+    BINARY_OVERSAMPLE,
+    distance_operator,
+    index_expression,
+    query_operand,
+    storage_of,
+)
 
 _to_db = Embedding._meta.get_field("vector").get_prep_value
 
@@ -44,11 +51,20 @@ def candidate_count(max_results: int) -> int:
 
 
 def _nearest_sql(*, model_id: str, dim: int) -> sql.Composable:
-    cast = "halfvec" if uses_halfvec(dim) else "vector"
+    storage = storage_of(model_id)
     return sql.SQL(
         "(SELECT id FROM search_embedding WHERE album_id = %s AND model_id = {model_id} "
-        "ORDER BY {expr} <=> %s::{cast}({dim}) LIMIT %s)"
-    ).format(model_id=sql.Literal(model_id), expr=index_expression(dim), cast=sql.SQL(cast), dim=sql.Literal(int(dim)))
+        "ORDER BY {expr} {op} {query} LIMIT %s)"
+    ).format(
+        model_id=sql.Literal(model_id), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
+        query=query_operand(dim, storage),
+    )
+
+
+def proposals_per_part(model_id: str, k: int) -> int:
+    """How many nearest rows each proposing part takes from the index: k, or more for an index whose
+    distance is coarser than the final score (binary)."""
+    return k * BINARY_OVERSAMPLE if storage_of(model_id) == BINARY else k
 
 
 def search_candidates(
@@ -70,7 +86,7 @@ def search_candidates(
         proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
     nearest = _nearest_sql(model_id=model_id, dim=dim)
-    k_fetch = k + len(exclude_image_ids)
+    k_fetch = proposals_per_part(model_id, k + len(exclude_image_ids))
     statement = sql.SQL(
         "WITH candidates AS ({union}) "
         "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at "
@@ -117,3 +133,36 @@ def album_vectors(*, album_id: int, model_id: str) -> tuple[np.ndarray, np.ndarr
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     return np.array([r[0] for r in rows], dtype=np.int64), np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
+
+
+@dataclass
+class RegionMatches:
+    image_ids: np.ndarray  # (n,) int64, best first (ties to the lower id)
+    cosines: np.ndarray  # (n,) each image's best region cosine
+    cells: np.ndarray  # (n,) which cell (row-major) gave it
+    rows: dict[int, dict]
+
+
+def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: int,
+                   exclude_image_ids: tuple[int, ...] = ()) -> RegionMatches:
+    """Images ranked by their best region (max-sim of the query against each stored region token).
+
+    Exact: every region row of the album under the model is scored in SQL (an album of n images has
+    rows × cols × n rows; no approximate index on regions yet), the best per image kept."""
+    statement = (
+        "SELECT r.image_id, r.score, r.cell, i.original_name, i.width, i.height, i.taken_at FROM ("
+        "  SELECT DISTINCT ON (image_id) image_id, cell, -(vector <#> %s::vector) AS score"
+        "  FROM search_regionembedding WHERE album_id = %s AND model_id = %s AND NOT (image_id = ANY(%s))"
+        "  ORDER BY image_id, vector <#> %s::vector, cell"
+        ") r JOIN albums_image i ON i.id = r.image_id ORDER BY r.score DESC, r.image_id LIMIT %s"
+    )
+    q = _to_db(np.asarray(query, dtype=np.float32))
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [q, album_id, model_id, list(exclude_image_ids), q, int(limit)])
+        rows = cursor.fetchall()
+    return RegionMatches(
+        image_ids=np.array([r[0] for r in rows], dtype=np.int64),
+        cosines=np.array([r[1] for r in rows], dtype=np.float32),
+        cells=np.array([r[2] for r in rows], dtype=np.int64),
+        rows={r[0]: dict(zip(("original_name", "width", "height", "taken_at"), r[3:], strict=True)) for r in rows},
+    )

@@ -9,10 +9,12 @@ import numpy as np
 
 from albums.models import Album, Image
 from config.errors import ApplicationError, ConflictError
+from encoders.model_ids import parse_model_id
+from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search import scoring
 from search.query_encoding import EncodedQuery, encode_query, spec_of_model_id
-from search.selectors import album_vectors, candidate_count, image_vector, search_candidates
+from search.selectors import album_vectors, candidate_count, image_vector, region_matches, search_candidates
 
 
 class AlbumNotIndexedError(ConflictError):
@@ -34,6 +36,9 @@ class SearchQuery:
     use_query_optimization: bool | None = None
     page: int = 1
     page_size: int = 50
+    # (x0, y0, x1, y1), fractions of the query image: match this region against the stored region
+    # tokens (albums with `regions` pooling) instead of the whole image.
+    box: tuple[float, float, float, float] | None = None
 
 
 def _present_parts(query: SearchQuery) -> set[str]:
@@ -62,7 +67,15 @@ def _album_model(album: Album) -> str:
     return album.active_model_id
 
 
+def _rebuilding(album: Album, model_id: str) -> bool:
+    """Whether search still reads vectors made under other settings than the album's current ones."""
+    ids = parse_model_id(model_id)
+    return (ids.spec, ids.pooling, ids.storage) != (album.encoder_spec, album.pooling, album.vector_storage)
+
+
 def album_search(*, album: Album, query: SearchQuery) -> dict:
+    if query.box is not None:
+        return album_region_search(album=album, query=query)
     started = time.perf_counter()
     model_id = _album_model(album)
     model_spec = spec_of_model_id(model_id)
@@ -143,13 +156,69 @@ def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate
         )
     return {
         "model_id": model_id,
-        "rebuilding": album.encoder_spec != model_spec,
+        "rebuilding": _rebuilding(album, model_id),
         "min_score": min_score,
         "max_results": max_results,
         "count": int(len(order)),
         "page": query.page,
         "page_size": query.page_size,
         "results": results,
+    }
+
+
+def album_region_search(*, album: Album, query: SearchQuery) -> dict:
+    """A box on the query image against every stored region token of the album: images ranked by
+    their best-matching region (max-sim), each result naming the cell that matched."""
+    started = time.perf_counter()
+    model_id = _album_model(album)
+    ids = parse_model_id(model_id)
+    if query.image_bytes is None and query.image_id is None:
+        raise ApplicationError("A box query needs a query image (image, image_base64 or image_id).", code="box_needs_image")
+    if query.text.strip() or query.negative_text.strip():
+        raise ApplicationError("A box query matches image regions only: leave text and negative_text empty.",
+                               code="box_with_text")
+    if ids.pooling != REGIONS:
+        raise ApplicationError(
+            "This album's vectors have no region tokens: set its pooling to 'regions' (a dense backbone) and let it "
+            "re-index, then search with a box.",
+            code="regions_not_indexed",
+        )
+    image_bytes = query.image_bytes
+    if image_bytes is None:
+        with Image.objects.get(pk=query.image_id).file.open("rb") as fp:
+            image_bytes = fp.read()
+    encoded = encode_query(model_id=model_id, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
+    encoded_at = time.perf_counter()
+    min_score = query.min_score
+    if min_score is None:
+        min_score = album.min_search_score if album.min_search_score is not None else default_min_score(ids.spec)
+    max_results = query.max_results or album.max_search_results
+    matches = region_matches(album_id=album.pk, model_id=model_id, query=encoded.vectors["region"], limit=max_results)
+    keep = np.flatnonzero(matches.cosines >= min_score)
+    _, cols = ids.region_grid
+    start = (query.page - 1) * query.page_size
+    results = []
+    for index in keep[start : start + query.page_size]:
+        image_id, cell = int(matches.image_ids[index]), int(matches.cells[index])
+        cosine = round(float(matches.cosines[index]), 4)
+        results.append({"image_id": image_id, "score": cosine, "cosines": {"region": cosine},
+                        "region": {"cell": cell, "row": cell // cols, "col": cell % cols}, **matches.rows[image_id]})
+    finished = time.perf_counter()
+    return {
+        "model_id": model_id,
+        "rebuilding": _rebuilding(album, model_id),
+        "min_score": min_score,
+        "max_results": max_results,
+        "count": int(len(keep)),
+        "page": query.page,
+        "page_size": query.page_size,
+        "region_grid": {"rows": ids.region_grid[0], "cols": ids.region_grid[1]},
+        "results": results,
+        "timings_ms": {
+            "encode": round((encoded_at - started) * 1000, 1),
+            "search": round((finished - encoded_at) * 1000, 1),
+            "total": round((finished - started) * 1000, 1),
+        },
     }
 
 

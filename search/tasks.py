@@ -6,7 +6,7 @@ from config.errors import ApplicationError
 
 
 @shared_task(ignore_result=False, acks_late=False)
-def query_encode(model_id: str, texts: dict, image_b64: str | None, ensemble: bool) -> dict:
+def query_encode(model_id: str, texts: dict, image_b64: str | None, ensemble: bool, box: list | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape."""
     import base64
 
@@ -15,7 +15,7 @@ def query_encode(model_id: str, texts: dict, image_b64: str | None, ensemble: bo
 
     try:
         image = base64.b64decode(image_b64) if image_b64 else None
-        return encode_locally(model_id=model_id, texts=texts, image_bytes=image, ensemble=ensemble)
+        return encode_locally(model_id=model_id, texts=texts, image_bytes=image, ensemble=ensemble, box=box)
     except (EncoderError, ApplicationError) as exc:
         status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
         return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}

@@ -5,6 +5,13 @@ only index a fixed dimension, so each (model_id, dim) gets its own expression + 
 (pgvector FAQ), created the first time that model gets vectors. Queries that want the index must
 use the same expression (`index_expression`) and the model_id as a literal: a partial index is
 not used for a bound parameter (shared/design.md).
+
+The album's storage kind (part of its model_id, encoders/model_ids.py) picks the indexed form:
+`vector` (float32), `halfvec` (float16: half the index), `binary` (`binary_quantize`, one bit per
+dimension, Hamming distance: ~1/32 of the vector bytes in the index). The column itself always keeps
+float32, and every candidate is re-scored on it (search/selectors.py), so the quantized index only
+proposes; docs/benchmarks.md (quantization) measures what each kind costs in recall and saves in
+bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from django.db import connection
 from pgvector.django import VectorField
 from psycopg import sql
 
+from encoders.model_ids import parse_model_id
+
 logger = logging.getLogger(__name__)
 
 # pgvector's limits on indexed dimensions.
@@ -32,14 +41,48 @@ def index_name(model_id: str, dim: int) -> str:
     return f"emb_hnsw_{hashlib.sha256(model_id.encode()).hexdigest()[:16]}_{dim}"
 
 
+VECTOR, HALFVEC, BINARY = "vector", "halfvec", "binary"
+STORAGE_KINDS = (VECTOR, HALFVEC, BINARY)
+# A Hamming distance over sign bits ranks coarsely: the binary index proposes this many times the
+# candidates a float index would, all re-scored in float32 (docs/benchmarks.md, quantization).
+BINARY_OVERSAMPLE = 4
+_OPCLASS = {VECTOR: "vector_cosine_ops", HALFVEC: "halfvec_cosine_ops", BINARY: "bit_hamming_ops"}
+_DISTANCE = {VECTOR: "<=>", HALFVEC: "<=>", BINARY: "<~>"}
+
+
 def uses_halfvec(dim: int) -> bool:
     return settings.LOUPE_HNSW_HALFVEC or dim > MAX_VECTOR_INDEX_DIM
 
 
-def index_expression(dim: int) -> sql.Composable:
+def index_kind(dim: int, storage: str = VECTOR) -> str:
+    if storage == BINARY:
+        return BINARY
+    return HALFVEC if storage == HALFVEC or uses_halfvec(dim) else VECTOR
+
+
+def storage_of(model_id: str) -> str:
+    return parse_model_id(model_id).storage
+
+
+def _quantized(operand: sql.Composable, dim: int, kind: str) -> sql.Composable:
+    d = sql.Literal(int(dim))
+    if kind == BINARY:
+        return sql.SQL("(binary_quantize({}::vector({}))::bit({}))").format(operand, d, d)
+    return sql.SQL("({}::{}({}))").format(operand, sql.SQL(kind), d)
+
+
+def index_expression(dim: int, storage: str = VECTOR) -> sql.Composable:
     """The indexed expression for this dimension; a query must repeat it verbatim to use the index."""
-    kind = "halfvec" if uses_halfvec(dim) else "vector"
-    return sql.SQL("(vector::{}({}))").format(sql.SQL(kind), sql.Literal(int(dim)))
+    return _quantized(sql.SQL("vector"), dim, index_kind(dim, storage))
+
+
+def query_operand(dim: int, storage: str = VECTOR) -> sql.Composable:
+    """A `%s` query vector in the indexed form, for `ORDER BY index_expression <op> query_operand`."""
+    return _quantized(sql.SQL("%s"), dim, index_kind(dim, storage))
+
+
+def distance_operator(dim: int, storage: str = VECTOR) -> sql.Composable:
+    return sql.SQL(_DISTANCE[index_kind(dim, storage)])
 
 
 def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
@@ -49,17 +92,18 @@ def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
     recall@10 whatever ef_search (whole clusters unreachable), 128 gave 0.993-0.999 with a re-rank
     (shared/design.md). Must run outside a transaction (CREATE INDEX CONCURRENTLY).
     """
-    if dim > MAX_HALFVEC_INDEX_DIM:
+    storage = storage_of(model_id)
+    if dim > MAX_HALFVEC_INDEX_DIM and storage != BINARY:
         logger.warning("no HNSW index for %s: %d dims is over pgvector's limit; searches scan exactly", model_id, dim)
         return None
     name = index_name(model_id, dim)
-    opclass = "halfvec_cosine_ops" if uses_halfvec(dim) else "vector_cosine_ops"
+    opclass = _OPCLASS[index_kind(dim, storage)]
     statement = sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON search_embedding USING hnsw ({expr} {opclass}) "
         "WITH (m = {m}, ef_construction = {efc}) WHERE model_id = {model_id}"
     ).format(
         name=sql.Identifier(name),
-        expr=index_expression(dim),
+        expr=index_expression(dim, storage),
         opclass=sql.SQL(opclass),
         m=sql.Literal(settings.LOUPE_HNSW_M),
         efc=sql.Literal(settings.LOUPE_HNSW_EF_CONSTRUCTION),
@@ -77,27 +121,66 @@ def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
     return name
 
 
-def embeddings_insert(*, model_id: str, image_ids: Sequence[int], vectors: np.ndarray) -> set[int]:
+def embeddings_insert(
+    *, model_id: str, image_ids: Sequence[int], vectors: np.ndarray, notes: dict[int, str] | None = None
+) -> set[int]:
     """Insert one vector per image in one statement; rows already there are kept (the same input
-    gives the same vector, and a redelivered batch must not rewrite). Returns the ids inserted."""
+    gives the same vector, and a redelivered batch must not rewrite). Returns the ids inserted.
+    `notes`: per image, why masked pooling fell back to the mean."""
     if not len(image_ids):
         return set()
     vectors = np.asarray(vectors, dtype=np.float32)
     assert vectors.shape[0] == len(image_ids), "one vector per image"
+    notes = notes or {}
     with connection.cursor() as cursor:
         cursor.execute(
             # The join takes each image's album and skips images deleted since they were decoded.
-            "INSERT INTO search_embedding (image_id, album_id, model_id, dim, vector, created_at) "
-            "SELECT t.image_id, i.album_id, %s, %s, t.v::vector, now() "
-            "FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, v) JOIN albums_image i ON i.id = t.image_id "
+            "INSERT INTO search_embedding (image_id, album_id, model_id, dim, vector, pooling_note, created_at) "
+            "SELECT t.image_id, i.album_id, %s, %s, t.v::vector, t.note, now() "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS t(image_id, v, note) "
+            "JOIN albums_image i ON i.id = t.image_id "
             "ON CONFLICT (image_id, model_id) DO NOTHING RETURNING image_id",
-            [model_id, int(vectors.shape[1]), list(map(int, image_ids)), [_to_db(v) for v in vectors]],
+            [model_id, int(vectors.shape[1]), list(map(int, image_ids)), [_to_db(v) for v in vectors],
+             [notes.get(int(i), "")[:200] for i in image_ids]],
         )
         return {row[0] for row in cursor.fetchall()}
 
 
-def embeddings_delete_other_models(*, album_id: int, keep_model_id: str) -> int:
-    """Drop an album's vectors of every model but the one search now uses."""
+def regions_insert(*, model_id: str, image_ids: Sequence[int], regions: np.ndarray) -> int:
+    """Insert each image's region tokens ((n, R, dim), row-major cells) in one statement; rows already
+    there are kept, as for embeddings, so a redelivered chunk writes nothing twice."""
+    if not len(image_ids):
+        return 0
+    regions = np.asarray(regions, dtype=np.float32)
+    assert regions.shape[0] == len(image_ids), "one region grid per image"
+    n_cells = regions.shape[1]
+    ids = [int(i) for i in image_ids for _ in range(n_cells)]
+    cells = list(range(n_cells)) * len(image_ids)
     with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO search_regionembedding (image_id, album_id, model_id, cell, vector) "
+            "SELECT t.image_id, i.album_id, %s, t.cell, t.v::vector "
+            "FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS t(image_id, cell, v) "
+            "JOIN albums_image i ON i.id = t.image_id "
+            "ON CONFLICT (image_id, model_id, cell) DO NOTHING",
+            [model_id, ids, cells, [_to_db(v) for v in regions.reshape(-1, regions.shape[-1])]],
+        )
+        return cursor.rowcount
+
+
+def embeddings_delete_model(*, album_id: int, model_id: str) -> int:
+    """Drop an album's vectors and region tokens of one model (a cancelled rebuild's partial work)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM search_regionembedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
+        cursor.execute("DELETE FROM search_embedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
+        return cursor.rowcount
+
+
+def embeddings_delete_other_models(*, album_id: int, keep_model_id: str) -> int:
+    """Drop an album's vectors (and region tokens) of every model but the one search now uses."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM search_regionembedding WHERE album_id = %s AND model_id <> %s", [album_id, keep_model_id]
+        )
         cursor.execute("DELETE FROM search_embedding WHERE album_id = %s AND model_id <> %s", [album_id, keep_model_id])
         return cursor.rowcount

@@ -19,6 +19,8 @@ OPENAI_CLIP_TINY_RESNET = "openai-clip:tiny-rn"
 SIGLIP_TINY = "siglip:tests/tiny-siglip"
 SIGLIP2_TINY = "siglip:tests/tiny-siglip2"
 DINOV2_TINY = "dense:tiny-dinov2"
+SAPIENS2_TINY = "dense:sapiens2-0.001b"
+SAPIENS2_INPUT = (64, 48)  # (height, width): Sapiens' portrait shape, scaled down
 TINY_LOGIT_SCALE, TINY_LOGIT_BIAS = 2.0, -3.0  # set on the tiny SigLIPs so calibration is not the identity-like 0/0
 WORDS = "a photo of drawing an illustration painting dog cat red sled kids on the".split()
 
@@ -137,11 +139,49 @@ def _save_dinov2(root: Path) -> None:
     ).save_pretrained(directory)
 
 
+def sapiens2_state_dict(*, width: int = 32, depth: int = 2, mlp: int = 64, patch: int = 8, pos_grid: int = 8) -> dict:
+    """A checkpoint in the key layout Meta published for Sapiens (mmpretrain ViT, `backbone.` prefix),
+    written name by name here rather than from Loupe's model, so the loader's mapping is what is tested.
+    The position grid is square (8×8) while the input is 64×48: the loader must resize it."""
+    import torch
+
+    _seed()
+    state = {
+        "backbone.patch_embed.projection.weight": torch.randn(width, 3, patch, patch) * 0.05,
+        "backbone.patch_embed.projection.bias": torch.zeros(width),
+        "backbone.pos_embed": torch.randn(1, pos_grid * pos_grid, width) * 0.02,
+        "backbone.ln1.weight": torch.ones(width),
+        "backbone.ln1.bias": torch.zeros(width),
+    }
+    for i in range(depth):
+        p = f"backbone.layers.{i}."
+        state.update({
+            p + "ln1.weight": torch.ones(width), p + "ln1.bias": torch.zeros(width),
+            p + "attn.qkv.weight": torch.randn(3 * width, width) * 0.05, p + "attn.qkv.bias": torch.zeros(3 * width),
+            p + "attn.proj.weight": torch.randn(width, width) * 0.05, p + "attn.proj.bias": torch.zeros(width),
+            p + "ln2.weight": torch.ones(width), p + "ln2.bias": torch.zeros(width),
+            p + "ffn.layers.0.0.weight": torch.randn(mlp, width) * 0.05, p + "ffn.layers.0.0.bias": torch.zeros(mlp),
+            p + "ffn.layers.1.weight": torch.randn(width, mlp) * 0.05, p + "ffn.layers.1.bias": torch.zeros(width),
+        })  # fmt: skip
+    return state
+
+
+def save_sapiens2(root: Path, name: str = SAPIENS2_TINY.split(":", 1)[1], state: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    directory = root / "dense" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in (state or sapiens2_state_dict()).items()}, directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps({"image_size": list(SAPIENS2_INPUT), "num_heads": 2}))
+    return directory
+
+
 def build_tiny_models(root: Path) -> Path:
     _save_open_clip(root)
     _save_openai_clip(root)
     _save_siglip(root)
     _save_dinov2(root)
+    save_sapiens2(root)
     return root
 
 

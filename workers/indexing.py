@@ -28,7 +28,13 @@ from django.utils import timezone
 
 from albums.models import Album, Image
 from search.models import Embedding
-from search.vector_store import embeddings_delete_other_models, embeddings_insert, hnsw_index_ensure
+from search.vector_store import (
+    embeddings_delete_model,
+    embeddings_delete_other_models,
+    embeddings_insert,
+    hnsw_index_ensure,
+    regions_insert,
+)
 from workers.models import IndexJob, IndexJobBatch
 
 logger = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ def index_job_start(
 def _delete_partial_vectors(job: IndexJob, album: Album) -> None:
     """A cancelled rebuild leaves vectors of a model search does not use; they go with it."""
     if job.model_id and job.model_id != album.active_model_id:
-        Embedding.objects.filter(album=album, model_id=job.model_id).delete()
+        embeddings_delete_model(album_id=album.pk, model_id=job.model_id)
 
 
 @transaction.atomic
@@ -134,12 +140,16 @@ def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
 
 def _job_encoder(job: IndexJob):
     """(encoder, None), or (None, error code) after failing the job: missing weights or a bad
-    spec will not fix themselves, so the job fails once, with the message, and is not retried."""
+    spec will not fix themselves, so the job fails once, with the message, and is not retried.
+    The encoder is the album's view of the loaded model (its pooling and storage): its model_id is
+    what the job's vectors are stored under."""
     from encoders.errors import EncoderError
+    from encoders.pooled_encoder import PooledEncoder
     from encoders.registry import get_encoder
 
+    album = job.album
     try:
-        return get_encoder(job.album.encoder_spec), None
+        return PooledEncoder(get_encoder(album.encoder_spec), pooling=album.pooling, storage=album.vector_storage), None
     except EncoderError as exc:
         _fail_job(job.pk, exc.message)
         return None, exc.code
@@ -231,7 +241,9 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
             return {"skipped": "superseded"}
         if IndexJobBatch.objects.filter(job=job, seq=seq).exists():
             return {"skipped": "already written"}
-        embeddings_insert(model_id=job.model_id, image_ids=embedded.image_ids, vectors=embedded.vectors)
+        embeddings_insert(model_id=job.model_id, image_ids=embedded.image_ids, vectors=embedded.vectors, notes=embedded.notes)
+        if embedded.regions is not None:
+            regions_insert(model_id=job.model_id, image_ids=embedded.image_ids, regions=embedded.regions)
         for image_id, reason in embedded.failures.items():
             Image.objects.filter(pk=image_id).update(status=Image.Status.FAILED, failure_reason=reason[:2000])
         if job.model_id == active_model_id:

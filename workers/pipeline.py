@@ -4,6 +4,10 @@
 of the images that decoded, in that order, and a reason for each that did not. Decoding runs ahead
 in the pool (threads by default: Pillow releases the GIL while it decodes; processes where the
 benchmark says so) and the encoder consumes micro-batches as soon as they are ready.
+
+The encoder may be a plain `Encoder` or the album's `PooledEncoder` (pooling, region tokens): a
+plain one is treated as mean pooling. For masked pooling the decoder keeps the alpha channel the
+mask comes from.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from itertools import islice
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 from django.conf import settings
 from PIL import Image
+
+from encoders.pooling import Pooled
 
 # CPU BLAS kernels round differently for a batch of, say, 7 rows than for 8, so the same image could
 # get a vector one ulp apart depending on how a chunk happened to split. Every forward pass therefore
@@ -39,36 +45,49 @@ class Embedded:
     image_ids: list[int] = field(default_factory=list)
     vectors: np.ndarray | None = None
     failures: dict[int, str] = field(default_factory=dict)
+    regions: np.ndarray | None = None  # (n, R, dim) for regions pooling, rows as image_ids
+    notes: dict[int, str] = field(default_factory=dict)  # image_id -> why masked pooling fell back
 
 
-def _decode_source(source: str | bytes, draft: tuple[int, int]) -> Image.Image | str:
-    """Decode a file path or raw bytes to RGB, or say why not. No Django here: process-pool
-    workers are spawned fresh and run only this."""
+def _open(fp, draft: tuple[int, int], alpha: bool) -> Image.Image:
     from encoders.images import open_rgb
+    from encoders.pooled_encoder import keep_alpha
 
+    if not alpha:
+        return open_rgb(fp, draft_size=draft)
+    with Image.open(fp) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", draft)
+        image.load()
+        return keep_alpha(image)
+
+
+def _decode_source(source: str | bytes, draft: tuple[int, int], alpha: bool = False) -> Image.Image | str:
+    """Decode a file path or raw bytes to RGB (RGBA when `alpha` and the image has one), or say why
+    not. No Django here: process-pool workers are spawned fresh and run only this."""
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp:
-            return open_rgb(fp, draft_size=draft)
+            return _open(fp, draft, alpha)
     except FileNotFoundError:
         return MISSING
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"Could not decode the image: {exc}"
 
 
-def _decode(name: str, draft: tuple[int, int]) -> Image.Image | str:
+def _decode(name: str, draft: tuple[int, int], alpha: bool = False) -> Image.Image | str:
     """Decode a file from Django storage (any backend) in a pool thread."""
     from django.core.files.storage import default_storage
 
     try:
         with default_storage.open(name, "rb") as fp:
-            return _decode_source(fp.read(), draft)
+            return _decode_source(fp.read(), draft, alpha)
     except FileNotFoundError:
         return MISSING
 
 
-def _submit(pool: Executor, name: str, draft: tuple[int, int]) -> Future:
+def _submit(pool: Executor, name: str, draft: tuple[int, int], alpha: bool = False) -> Future:
     if not isinstance(pool, ProcessPoolExecutor):
-        return pool.submit(_decode, name, draft)
+        return pool.submit(_decode, name, draft, alpha)
     # Process workers get a path (or, for storages without one, the bytes): they know no Django.
     from django.core.files.storage import default_storage
 
@@ -82,7 +101,7 @@ def _submit(pool: Executor, name: str, draft: tuple[int, int]) -> Future:
             done: Future = Future()
             done.set_result(MISSING)
             return done
-    return pool.submit(_decode_source, source, draft)
+    return pool.submit(_decode_source, source, draft, alpha)
 
 
 def decode_workers() -> int:
@@ -106,16 +125,16 @@ def make_pool(kind: str | None = None, workers: int | None = None) -> Executor:
 READ_AHEAD_BATCHES = 2
 
 
-def _decode_ahead(items: Sequence[tuple[int, str]], *, pool: Executor, draft, ahead: int):
+def _decode_ahead(items: Sequence[tuple[int, str]], *, pool: Executor, draft, ahead: int, alpha: bool = False):
     """Decoded images in the order of `items`, with at most `ahead` decodes in flight or waiting."""
     pending: deque = deque()
     source = iter(items)
     for image_id, name in islice(source, ahead):
-        pending.append((image_id, _submit(pool, name, draft)))
+        pending.append((image_id, _submit(pool, name, draft, alpha)))
     while pending:
         image_id, future = pending.popleft()
         for next_id, next_name in islice(source, 1):
-            pending.append((next_id, _submit(pool, next_name, draft)))
+            pending.append((next_id, _submit(pool, next_name, draft, alpha)))
         yield image_id, future.result()
 
 
@@ -139,10 +158,14 @@ def embed_stored_images(
     micro_batch: int | None = None,
 ) -> Embedded:
     """items: (image_id, storage name). Vectors come back in the order of the decodable items."""
+    from encoders.pooled_encoder import PooledEncoder
+
+    pooled = encoder if isinstance(encoder, PooledEncoder) else None
     micro_batch = _round_up(micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE)
-    decoded = _decode_ahead(items, pool=pool, draft=draft, ahead=READ_AHEAD_BATCHES * micro_batch)
+    decoded = _decode_ahead(items, pool=pool, draft=draft, ahead=READ_AHEAD_BATCHES * micro_batch,
+                            alpha=bool(pooled and pooled.needs_alpha))
     result = Embedded()
-    chunks: list[np.ndarray] = []
+    chunks: list[Pooled] = []
     for batch in _micro_batches(decoded, micro_batch):
         images = []
         for image_id, outcome in batch:
@@ -153,7 +176,11 @@ def embed_stored_images(
                 images.append(outcome)
         if images:
             chunks.append(_encode_or_isolate(encoder, images, result, batch))
-    result.vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    result.vectors = np.concatenate([c.vectors for c in chunks]) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    if any(c.regions is not None for c in chunks):
+        result.regions = np.concatenate([c.regions for c in chunks if c.regions is not None])
+    notes = [note for c in chunks for note in c.notes]
+    result.notes = {image_id: note for image_id, note in zip(result.image_ids, notes, strict=True) if note}
     return result
 
 
@@ -161,29 +188,53 @@ def _round_up(n: int) -> int:
     return max(ROW_MULTIPLE, -(-int(n) // ROW_MULTIPLE) * ROW_MULTIPLE)
 
 
-def encode_fixed_shape(encoder, images: list) -> np.ndarray:
-    """encoder.encode_images with the forward batch padded to a multiple of ROW_MULTIPLE rows."""
+def _pooled_fixed_shape(encoder, images: list) -> Pooled:
+    """The encoder's pooled output with the forward batch padded to a multiple of ROW_MULTIPLE rows."""
+    from encoders.pooled_encoder import PooledEncoder
+
     padded = _round_up(len(images))
     batch = list(images) + [images[-1]] * (padded - len(images))
-    return encoder.encode_images(batch, batch_size=padded)[: len(images)]
+    if isinstance(encoder, PooledEncoder):
+        out = encoder.embed(batch, batch_size=padded)
+    else:
+        out = Pooled(vectors=encoder.encode_images(batch, batch_size=padded), notes=[""] * padded)
+    n = len(images)
+    return Pooled(vectors=out.vectors[:n], regions=None if out.regions is None else out.regions[:n], notes=out.notes[:n])
 
 
-def _encode_or_isolate(encoder, images, result: Embedded, batch) -> np.ndarray:
+def encode_fixed_shape(encoder, images: list) -> np.ndarray:
+    """encoder.encode_images with the forward batch padded to a multiple of ROW_MULTIPLE rows."""
+    return _pooled_fixed_shape(encoder, images).vectors
+
+
+def _empty(encoder) -> Pooled:
+    return Pooled(vectors=np.zeros((0, encoder.dim), dtype=np.float32), notes=[])
+
+
+def _concat(parts: list[Pooled], encoder) -> Pooled:
+    if not parts:
+        return _empty(encoder)
+    regions = [p.regions for p in parts if p.regions is not None]
+    return Pooled(vectors=np.concatenate([p.vectors for p in parts]), regions=np.concatenate(regions) if regions else None,
+                  notes=[note for p in parts for note in p.notes])
+
+
+def _encode_or_isolate(encoder, images, result: Embedded, batch) -> Pooled:
     """Encode a micro-batch; if the encoder rejects it, retry image by image so only the bad one fails."""
     try:
-        return encode_fixed_shape(encoder, images)
+        return _pooled_fixed_shape(encoder, images)
     except (OSError, ValueError, RuntimeError) as batch_error:
         if len(images) == 1:
             bad_id = result.image_ids.pop()
             result.failures[bad_id] = f"The encoder could not process the image: {batch_error}"
-            return np.zeros((0, encoder.dim), dtype=np.float32)
+            return _empty(encoder)
     ok_ids = [image_id for image_id, outcome in batch if not isinstance(outcome, str)]
     del result.image_ids[-len(ok_ids):]
-    vectors = []
+    parts = []
     for image_id, image in zip(ok_ids, images):
         try:
-            vectors.append(encode_fixed_shape(encoder, [image]))
+            parts.append(_pooled_fixed_shape(encoder, [image]))
             result.image_ids.append(image_id)
         except (OSError, ValueError, RuntimeError) as exc:
             result.failures[image_id] = f"The encoder could not process the image: {exc}"
-    return np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), dtype=np.float32)
+    return _concat(parts, encoder)

@@ -1,7 +1,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from albums.models import Album, AlbumMembership, Image
+from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
 
 
@@ -9,14 +9,21 @@ class AlbumSerializer(serializers.ModelSerializer):
     role = serializers.CharField(read_only=True)
     image_count = serializers.IntegerField(read_only=True, required=False)
     owner = serializers.CharField(source="owner.username", read_only=True)
+    responsible_use = serializers.SerializerMethodField(help_text="the backbone's use restrictions, when it has any")
 
     class Meta:
         model = Album
         fields = [
             "id", "name", "description", "owner", "role", "image_count", "encoder_spec", "min_search_score",
-            "max_search_results", "use_query_optimization", "generation", "active_model_id", "created_at", "updated_at",
+            "max_search_results", "use_query_optimization", "pooling", "vector_storage", "responsible_use", "generation",
+            "active_model_id", "created_at", "updated_at",
         ]
         read_only_fields = ["generation", "active_model_id", "created_at", "updated_at"]
+
+    def get_responsible_use(self, album: Album) -> str | None:
+        from encoders.catalog import responsible_use_notice
+
+        return responsible_use_notice(album.encoder_spec)
 
 
 class AlbumDetailSerializer(AlbumSerializer):
@@ -44,6 +51,9 @@ class AlbumWriteSerializer(serializers.Serializer):
     min_search_score = serializers.FloatField(required=False, allow_null=True, min_value=-1.0, max_value=1.0)
     max_search_results = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
     use_query_optimization = serializers.BooleanField(required=False)
+    pooling = serializers.ChoiceField(choices=POOLING_CHOICES, required=False,
+                                      help_text="dense backbones only: mean, masked (alpha-channel foreground) or regions")
+    vector_storage = serializers.ChoiceField(choices=STORAGE_CHOICES, required=False)
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)

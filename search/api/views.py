@@ -34,6 +34,18 @@ class SearchRequestSerializer(serializers.Serializer):
     use_query_optimization = serializers.BooleanField(required=False, allow_null=True, default=None)
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+    box = serializers.ListField(
+        child=serializers.FloatField(min_value=0.0, max_value=1.0), min_length=4, max_length=4, required=False,
+        help_text="[x0, y0, x1, y1], fractions of the query image's width and height: match this region against the "
+        "album's region tokens (albums with pooling 'regions')",
+    )
+
+    def to_internal_value(self, data):
+        # Multipart forms carry the box as one "x0,y0,x1,y1" string.
+        if hasattr(data, "getlist") and isinstance(data.get("box"), str):
+            data = data.copy()
+            data.setlist("box", [part.strip() for part in data.get("box").split(",")])
+        return super().to_internal_value(data)
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)
@@ -42,6 +54,9 @@ class SearchRequestSerializer(serializers.Serializer):
         given = [name for name in ("image", "image_base64", "image_id") if attrs.get(name) not in (None, "")]
         if len(given) > 1:
             raise serializers.ValidationError({"image": [f"Give one query image, not {' and '.join(given)}."]})
+        box = attrs.get("box")
+        if box is not None and not (box[0] < box[2] and box[1] < box[3]):
+            raise serializers.ValidationError({"box": ["A box is [x0, y0, x1, y1] with x0 < x1 and y0 < y1."]})
         return attrs
 
 
@@ -55,6 +70,8 @@ class SearchResultSerializer(serializers.Serializer):
     taken_at = serializers.DateTimeField(allow_null=True)
     thumbnail_url = serializers.CharField()
     file_url = serializers.CharField()
+    region = serializers.DictField(child=serializers.IntegerField(), required=False,
+                                   help_text="box queries: the stored region (cell, row, col) that matched best")
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -67,6 +84,7 @@ class SearchResponseSerializer(serializers.Serializer):
     page_size = serializers.IntegerField()
     results = SearchResultSerializer(many=True)
     timings_ms = serializers.DictField(child=serializers.FloatField())
+    region_grid = serializers.DictField(child=serializers.IntegerField(), required=False)
 
 
 def _query_image_bytes(data: dict) -> bytes | None:
@@ -117,6 +135,7 @@ class AlbumSearchApi(APIView):
                 text=v["text"], negative_text=v["negative_text"], image_bytes=_query_image_bytes(v),
                 image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
+                box=tuple(v["box"]) if v.get("box") is not None else None,
             )
             body = services.album_search(album=album, query=query)
         except scoring.QueryError as exc:

@@ -1,0 +1,66 @@
+"""The model_id vectors are stored under: the encoder's weights, plus how the album pools and stores.
+
+`Encoder.model_id` is `<spec>@sha256:<12 hex>` and names the weights. An album's vectors also
+depend on its pooling (a masked mean is not comparable with a global mean) and are indexed per its
+storage kind (a Hamming index over sign bits is not a cosine index), so both join the id:
+
+    dense:dinov2-small@sha256:0123456789ab                         mean pooling, float32 index
+    dense:dinov2-small@sha256:0123456789ab+pooling=masked
+    dense:dinov2-small@sha256:0123456789ab+pooling=regions-4x3+storage=binary
+
+The defaults add nothing, so every album made before these settings keeps its model_id. Changing
+either setting therefore changes the model_id, and the generation mechanism rebuilds the album;
+a vector is never compared with one pooled or indexed another way. No torch, no Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from encoders.pooling import DEFAULT_POOLING, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
+
+DEFAULT_STORAGE = "vector"
+
+
+@dataclass(frozen=True)
+class ModelIdParts:
+    encoder_model_id: str  # "<spec>@sha256:<hex>", what the loaded encoder reports
+    pooling: str = DEFAULT_POOLING
+    storage: str = DEFAULT_STORAGE
+    region_grid: tuple[int, int] = (REGION_ROWS, REGION_COLS)
+
+    @property
+    def spec(self) -> str:
+        return self.encoder_model_id.rsplit("@", 1)[0]
+
+    def __str__(self) -> str:
+        suffix = ""
+        if self.pooling != DEFAULT_POOLING:
+            label = self.pooling
+            if self.pooling == REGIONS:
+                label += f"-{self.region_grid[0]}x{self.region_grid[1]}"
+            suffix += f"+pooling={label}"
+        if self.storage != DEFAULT_STORAGE:
+            suffix += f"+storage={self.storage}"
+        return self.encoder_model_id + suffix
+
+
+def compose_model_id(encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE) -> str:
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage))
+
+
+def parse_model_id(model_id: str) -> ModelIdParts:
+    """The inverse of `compose_model_id`. `+` never occurs after the `@` of an encoder model_id."""
+    head, at, tail = model_id.rpartition("@")
+    if not at:
+        return ModelIdParts(model_id)
+    checksum, *options = tail.split("+")
+    values = dict(option.partition("=")[::2] for option in options)
+    pooling = values.get("pooling", DEFAULT_POOLING)
+    grid = (REGION_ROWS, REGION_COLS)
+    if pooling.startswith(REGIONS + "-"):
+        rows, _, cols = pooling[len(REGIONS) + 1 :].partition("x")
+        pooling, grid = REGIONS, (int(rows), int(cols))
+    return ModelIdParts(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid)

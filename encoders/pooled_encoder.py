@@ -1,0 +1,110 @@
+"""An encoder as an album uses it: the loaded model plus the album's pooling and storage.
+
+The registry caches one `Encoder` per spec and device; albums that pool or store differently share
+it. `PooledEncoder` is the cheap per-album view: its `model_id` is the composed id
+(encoders/model_ids.py) that the album's vectors are stored under, and `embed` returns what the
+indexer writes — a unit vector per image, the region tokens for `regions`, and per image why
+masked pooling fell back to the mean. `mean` delegates to `encode_images` unchanged, so any encoder
+(CLIP, SigLIP…) works here and a mean-pooled album's vectors are those it always had.
+
+Masks come from the image's alpha channel: images handed in with an alpha channel (RGBA) are
+composited for the model as `to_rgb` always did, and their alpha is the foreground. A fully opaque
+alpha is no mask at all. An uploaded mask or a person-segmentation model would plug in here as
+further mask sources (not built yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from encoders.errors import EncoderSpecError
+from encoders.images import to_rgb
+from encoders.model_ids import DEFAULT_STORAGE, ModelIdParts, compose_model_id, parse_model_id
+from encoders.pooling import MASKED, MEAN, MIN_COVERAGE, REGIONS, Pooled, pool, weighted_pool
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+OPAQUE_ALPHA = "the alpha channel is fully opaque: no foreground mask"
+
+
+def keep_alpha(image: Image.Image) -> Image.Image:
+    """Upright first frame, RGBA when the image has transparency, RGB otherwise (for masked pooling:
+    `to_rgb` would flatten the alpha the mask comes from)."""
+    if getattr(image, "is_animated", False):
+        image.seek(0)
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        return image.convert("RGBA")
+    return to_rgb(image)
+
+
+def alpha_mask(image: Image.Image) -> tuple[Image.Image | None, str]:
+    """The image's alpha as a mode-L mask, or None and why not."""
+    if image.mode not in ALPHA_MODES:
+        return None, ""
+    alpha = image.getchannel("A")
+    low, _ = alpha.getextrema()
+    if low == 255:
+        return None, OPAQUE_ALPHA
+    return alpha, ""
+
+
+class PooledEncoder:
+    def __init__(self, encoder, *, pooling: str = MEAN, storage: str = DEFAULT_STORAGE):
+        if pooling != MEAN and not getattr(encoder, "supports_pooling", False):
+            raise EncoderSpecError(
+                f"Pooling {pooling!r} needs a dense backbone (dense:…); {encoder.spec} gives one vector per image.",
+                extra={"pooling": pooling},
+            )
+        self.encoder = encoder
+        self.pooling = pooling
+        self.storage = storage
+        self.dim = encoder.dim
+        self.model_id = compose_model_id(encoder.model_id, pooling=pooling, storage=storage)
+        self.parts: ModelIdParts = parse_model_id(self.model_id)
+
+    @property
+    def needs_alpha(self) -> bool:
+        return self.pooling == MASKED
+
+    @property
+    def region_grid(self) -> tuple[int, int]:
+        return self.parts.region_grid
+
+    def embed(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> Pooled:
+        if self.pooling == MEAN:
+            return Pooled(vectors=self.encoder.encode_images(images, batch_size=batch_size), notes=[""] * len(images))
+        rows, cols = self.region_grid
+        if self.pooling == REGIONS:
+            return pool(self.encoder.raw_grid(images, batch_size=batch_size), pooling=REGIONS, rows=rows, cols=cols)
+        masks, reasons = zip(*(alpha_mask(image) for image in images)) if images else ((), ())
+        grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=batch_size)
+        coverage = self.encoder.cell_coverage(list(masks), grid.shape[1:3])
+        pooled = pool(grid, pooling=MASKED, coverage=coverage)
+        # The specific reason (opaque alpha) beats the generic "no alpha channel".
+        pooled.notes = [reason if reason and note else note for note, reason in zip(pooled.notes, reasons)]
+        return pooled
+
+    def encode_images(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> np.ndarray:
+        return self.embed(images, batch_size=batch_size).vectors
+
+    def box_vector(self, image: Image.Image, box: Sequence[float]) -> np.ndarray:
+        """A box (x0, y0, x1, y1), fractions of the image's width and height, → the unit vector of the
+        tokens under it, in the space of the stored region tokens. The box goes through the model's
+        own resize and crop, so a box partly outside a centre crop counts only the part inside."""
+        if not getattr(self.encoder, "supports_pooling", False):
+            raise EncoderSpecError(f"Region queries need a dense backbone; {self.encoder.spec} has no token grid.")
+        rgb = to_rgb(image)
+        width, height = rgb.size
+        x0, y0, x1, y1 = box
+        mask = Image.new("L", rgb.size, 0)
+        mask.paste(255, (round(x0 * width), round(y0 * height), max(round(x1 * width), round(x0 * width) + 1),
+                         max(round(y1 * height), round(y0 * height) + 1)))
+        grid = self.encoder.raw_grid([rgb])
+        [coverage] = self.encoder.cell_coverage([mask], grid.shape[1:3])
+        weights = np.where(coverage >= MIN_COVERAGE, coverage, 0.0)
+        if weights.sum() <= 0:
+            raise ValueError("The box lies outside the part of the image the model sees.")
+        return weighted_pool(grid[0], weights)
