@@ -86,7 +86,9 @@ class VisionLanguageModel(ABC):
     def answer(self, request: VlmRequest) -> VlmAnswer:
         raw = self.generate(build_conversation(request), request)
         parsed = parse_answer(raw, request.classes)
-        return VlmAnswer(flag=parsed.flag, parsed=parsed.parsed, explanation=parsed.explanation, raw=raw, model=self.spec)
+        return VlmAnswer(
+            flag=parsed.flag, parsed=parsed.parsed, explanation=parsed.explanation, raw=raw, model=self.spec
+        )
 
     @abstractmethod
     def generate(self, conversation: Conversation, request: VlmRequest) -> str:

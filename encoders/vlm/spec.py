@@ -104,8 +104,10 @@ def _split_openai(text: str, url: str) -> tuple[str, str]:
     else:
         cut = len(segments) - 1
     base_segments, model = segments[:cut], "/".join(segments[cut:])
-    if not model or not _MODEL_NAME.match(model):
+    if not model:
         raise _spec_error(text, f"it names no model after the base URL ({BACKENDS['openai']})")
+    if not _MODEL_NAME.match(model):
+        raise _spec_error(text, f"the model name {model!r} contains whitespace")
     host = parts.hostname.lower()
     if ":" in host:  # IPv6 literals keep their brackets
         host = f"[{host}]"

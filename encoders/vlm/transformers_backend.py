@@ -74,12 +74,22 @@ class TransformersVlm(VisionLanguageModel):
 
 def generation_kwargs(request: VlmRequest) -> dict:
     if request.temperature == 0:
-        return {"max_new_tokens": request.max_new_tokens, "do_sample": False, "temperature": None, "top_p": None,
-                "top_k": None}
+        return {
+            "max_new_tokens": request.max_new_tokens,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
     # top_k off: Qwen2-VL-Instruct's generation_config.json ships top_k=1 (greedy in disguise), which
     # would silently ignore the request's temperature and top_p.
-    return {"max_new_tokens": request.max_new_tokens, "do_sample": True, "temperature": request.temperature,
-            "top_p": request.top_p, "top_k": 0}
+    return {
+        "max_new_tokens": request.max_new_tokens,
+        "do_sample": True,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": 0,
+    }
 
 
 def _weights_dtype(device: str) -> torch.dtype:

@@ -106,7 +106,9 @@ class FakeChatEndpoint:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with endpoint._lock:
-                    endpoint.requests.append(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    endpoint.requests.append(
+                        RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                     reply = endpoint.replies.pop(0) if endpoint.replies else Reply()
                 time.sleep(reply.delay_seconds)
                 payload = reply.body if reply.body is not None else chat_completion(CANNED_ANSWER)

@@ -96,8 +96,9 @@ def build_tiny_qwen2_vl(directory: Path) -> Path:
     model = Qwen2VLForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = token_id("<|im_end|>")
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
-    # What the real Qwen2-VL-Instruct ships: top_k=1 would make every "sampled" answer greedy.
-    model.generation_config.top_k = 1
+    # What Qwen2-VL-Instruct's generation_config.json ships: sampling on, but top_k=1 and
+    # top_p=0.001 make every "sampled" answer the greedy one unless the request's values win.
+    model.generation_config.update(do_sample=True, temperature=0.01, top_p=0.001, top_k=1, repetition_penalty=1.05)
     directory.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(directory)
     model.save_pretrained(directory)
