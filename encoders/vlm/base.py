@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 from PIL import Image
 
@@ -59,8 +60,18 @@ class VlmRequest:
             raise VlmRequestError(f"temperature must be a number >= 0; got {self.temperature!r}.")
         if not _finite(self.top_p) or not 0 < self.top_p <= 1:
             raise VlmRequestError(f"top_p must be in (0, 1]; got {self.top_p!r}.")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, Integral)
+            or self.max_new_tokens < 1
+        ):
             raise VlmRequestError(f"max_new_tokens must be an integer >= 1; got {self.max_new_tokens!r}.")
+        if not all(_finite(e.similarity) for e in self.evidence) or not all(map(_finite, self.class_scores.values())):
+            raise VlmRequestError("Evidence similarities and class scores must be finite numbers.")
+        # NumPy scalars pass the checks above; plain Python numbers are what JSON and generate() take.
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "max_new_tokens", int(self.max_new_tokens))
         images = [self.query, *(e.image for e in self.evidence)]
         if not all(isinstance(image, Image.Image) for image in images):
             raise VlmRequestError("The query and every evidence crop must be PIL images.")
@@ -97,4 +108,4 @@ class VisionLanguageModel(ABC):
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,7 +1,7 @@
 """Where a `transformers:` VLM's files live, and the error that says what is missing.
 
 Offline only: `$LOUPE_MODELS_DIR/<model id>/` or the absolute directory the spec names, holding
-the Hugging Face repository as files (what `save_pretrained` or `huggingface-cli download
+the Hugging Face repository as files (what `save_pretrained` or `hf download
 --local-dir` writes). No hub download: a VLM is gigabytes, placed by an operator.
 """
 

@@ -78,6 +78,7 @@ def test_no_evidence_and_no_scores_still_make_a_prompt(vlm_settings):
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"max_new_tokens": 2.5}, "max_new_tokens"),
         ({"query": b"jpeg bytes"}, "PIL images"),
+        ({"class_scores": {"clean": float("inf")}}, "finite numbers"),
     ],
 )
 def test_requests_are_checked_before_any_backend_runs(vlm_request, changes, message):
@@ -93,6 +94,14 @@ def test_evidence_tuple_and_classes_accept_lists(vlm_request):
         class_scores={"dirty": 1.0},
     )
     assert request.classes == ("clean", "dirty") and isinstance(request.evidence, tuple)
+
+
+def test_numpy_numbers_become_plain_python_ones(vlm_request):
+    import numpy as np
+
+    request = replace(vlm_request, temperature=np.float32(0.5), top_p=np.float64(0.8), max_new_tokens=np.int64(7))
+    assert (request.temperature, request.top_p, request.max_new_tokens) == (0.5, 0.8, 7)
+    assert [type(v) for v in (request.temperature, request.top_p, request.max_new_tokens)] == [float, float, int]
 
 
 def _evidence_of(request, part):
