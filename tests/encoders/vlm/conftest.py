@@ -18,6 +18,7 @@ from tests.encoders.vlm.tiny_qwen2_vl import build_tiny_qwen2_vl
 
 TINY_QWEN_ID = "tests/tiny-qwen2-vl"
 TINY_QWEN_SPEC = f"transformers:{TINY_QWEN_ID}"
+TINY_QWEN25_SPEC = "transformers:tests/tiny-qwen2.5-vl"
 CANNED_ANSWER = "Class: dirty\nExplanation: Brown stains cover the left half.\nThey look like evidence 2."
 
 
@@ -25,6 +26,7 @@ CANNED_ANSWER = "Class: dirty\nExplanation: Brown stains cover the left half.\nT
 def tiny_vlm_models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("vlm-models")
     build_tiny_qwen2_vl(root / TINY_QWEN_ID)
+    build_tiny_qwen2_vl(root / TINY_QWEN25_SPEC.partition(":")[2], version="2.5")
     return root
 
 

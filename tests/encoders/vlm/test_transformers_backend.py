@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
 from encoders.vlm import VlmAnswer, VlmWeightsMissingError, get_vlm
 from encoders.vlm.prompting import build_conversation
-from tests.encoders.vlm.conftest import TINY_QWEN_ID, TINY_QWEN_SPEC
+from tests.encoders.vlm.conftest import TINY_QWEN25_SPEC, TINY_QWEN_ID, TINY_QWEN_SPEC
 
 EVIDENCE_LINE = re.compile(r'Evidence (\d+) — class "([^"]+)" \(similarity ([0-9.]+)\):\n<\|vision_start\|>')
 
@@ -30,6 +31,15 @@ def test_answers_through_the_real_loading_code(tiny_vlm_settings, vlm_request):
     assert answer.parsed == (answer.flag is not None)
     # Only new tokens are decoded: the prompt (hundreds of characters) is not in the answer.
     assert "Evidence 1" not in answer.raw and len(answer.raw) <= vlm_request.max_new_tokens
+
+
+def test_qwen2_5_vl_loads_through_the_same_code(tiny_vlm_settings, vlm_request):
+    vlm = get_vlm(TINY_QWEN25_SPEC)
+    assert type(vlm.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    inputs = vlm.model_inputs(build_conversation(vlm_request))
+    assert inputs["image_grid_thw"].shape[0] == 1 + len(vlm_request.evidence)
+    answer = vlm.answer(replace(vlm_request, temperature=0, max_new_tokens=5))
+    assert answer.model == TINY_QWEN25_SPEC and len(answer.raw) <= 5
 
 
 def test_the_prompt_carries_every_evidence_label_in_order_before_its_image(tiny_vlm_settings, vlm_request):
@@ -119,6 +129,4 @@ def test_an_absolute_directory_loads_once_its_files_arrive(vlm_settings, tiny_vl
 
 
 def _with(request, **changes):
-    from dataclasses import replace
-
     return replace(request, **changes)

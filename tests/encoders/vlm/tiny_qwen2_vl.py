@@ -45,24 +45,43 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# One-layer vision towers whose output width is the text model's (64).
+VISION_CONFIGS = {
+    "2": {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2},
+    "2.5": {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 64,
+        "window_size": 56,  # a multiple of patch × merge (28)
+        "fullatt_block_indexes": [1],
+    },
+}
 # Images become at most 56×56 pixels: a 4×4 patch grid, 4 tokens after the 2×2 merge.
 MIN_PIXELS, MAX_PIXELS = 28 * 28, 56 * 56
 
 
-def build_tiny_qwen2_vl(directory: Path) -> Path:
+def build_tiny_qwen2_vl(directory: Path, *, version: str = "2") -> Path:
+    """`version` "2" builds Qwen2-VL, "2.5" Qwen2.5-VL (windowed vision attention, its own classes)."""
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+    import transformers
+    from transformers import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+    prefix = {"2": "Qwen2VL", "2.5": "Qwen2_5_VL"}[version]
+    config_class, model_class, processor_class = (
+        getattr(transformers, f"{prefix}{suffix}") for suffix in ("Config", "ForConditionalGeneration", "Processor")
+    )
     tokenizer = _byte_level_tokenizer()
     token_id = tokenizer.convert_tokens_to_ids
-    processor = Qwen2VLProcessor(
+    processor = processor_class(
         image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
-    config = Qwen2VLConfig(
+    config = config_class(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": 64,
@@ -77,23 +96,14 @@ def build_tiny_qwen2_vl(directory: Path) -> Path:
             "eos_token_id": token_id("<|im_end|>"),
             "pad_token_id": token_id("<|endoftext|>"),
         },
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 64,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
+        vision_config=VISION_CONFIGS[version],
         image_token_id=token_id("<|image_pad|>"),
         video_token_id=token_id("<|video_pad|>"),
         vision_start_token_id=token_id("<|vision_start|>"),
         vision_end_token_id=token_id("<|vision_end|>"),
     )
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     model.generation_config.eos_token_id = token_id("<|im_end|>")
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
     # What Qwen2-VL-Instruct's generation_config.json ships: sampling on, but top_k=1 and
