@@ -1,0 +1,332 @@
+"""An isolation sweep generated from the URLconf.
+
+Every URL pattern (API under /api/v1/ and the pages; the admin has its own test) and every method it
+answers is requested as anonymous, as a signed-in outsider, as a viewer, an editor and an owner of
+a foreign album, and as a staff editor, against that album's objects. The expected status comes from
+RULES alone; an endpoint or method found in the URLconf without a rule fails, naming itself.
+
+To cover a new endpoint: add its `(url name, METHOD)` rows to RULES (and a body in BODIES if it
+writes); for a new kind of object id in its URL, add a maker to OBJECT_MAKERS.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import pytest
+from django.apps import apps
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from albums import services
+from albums.roles import Role, role_at_least
+from tests.images import image_bytes
+from workers.models import IndexJob
+
+pytestmark = pytest.mark.django_db
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may use an endpoint: `public`, `signed_in`, a minimum album role, or `not_allowed` (405)."""
+
+    access: str
+    staff: bool = False  # also needs is_staff (folder import)
+
+
+PUBLIC, SIGNED_IN, NOT_ALLOWED = Rule("public"), Rule("signed_in"), Rule("not_allowed")
+VIEWER, EDITOR, OWNER = Rule(Role.VIEWER), Rule(Role.EDITOR), Rule(Role.OWNER)
+
+# ---- The rule table: (url name, METHOD) → who may use it --------------------------------------------
+RULES: dict[tuple[str, str], Rule] = {
+    # API
+    ("api:auth-token", "POST"): PUBLIC,
+    ("api:health", "GET"): PUBLIC,
+    ("api:album-list", "GET"): SIGNED_IN,
+    ("api:album-list", "POST"): SIGNED_IN,
+    ("api:album-detail", "GET"): VIEWER,
+    ("api:album-detail", "PATCH"): OWNER,
+    ("api:album-detail", "DELETE"): OWNER,
+    ("api:album-members", "GET"): VIEWER,
+    ("api:album-members", "POST"): OWNER,
+    ("api:album-member", "DELETE"): OWNER,  # {user_id} is the owner; members may remove only themselves
+    ("api:album-images", "GET"): VIEWER,
+    ("api:album-images", "POST"): EDITOR,
+    ("api:album-jobs", "GET"): VIEWER,
+    ("api:album-index", "POST"): EDITOR,
+    ("api:album-import", "POST"): Rule(Role.EDITOR, staff=True),
+    ("api:album-search", "POST"): VIEWER,
+    ("api:album-duplicates", "GET"): VIEWER,
+    ("api:image-detail", "GET"): VIEWER,
+    ("api:image-detail", "DELETE"): EDITOR,
+    ("api:image-similar", "GET"): VIEWER,
+    ("api:image-file", "GET"): VIEWER,
+    ("api:image-thumbnail", "GET"): VIEWER,
+    ("api:job-detail", "GET"): VIEWER,
+    ("api:job-cancel", "POST"): EDITOR,
+    ("schema", "GET"): PUBLIC,
+    ("api-docs", "GET"): PUBLIC,
+    # Pages (function views are swept with GET and POST)
+    ("login", "GET"): PUBLIC,
+    ("login", "POST"): PUBLIC,
+    ("login", "PUT"): PUBLIC,
+    ("logout", "POST"): PUBLIC,
+    ("password_change", "GET"): SIGNED_IN,
+    ("password_change", "POST"): SIGNED_IN,
+    ("password_change", "PUT"): SIGNED_IN,
+    ("albums:list", "GET"): SIGNED_IN,
+    ("albums:list", "POST"): SIGNED_IN,
+    ("albums:detail", "GET"): VIEWER,
+    ("albums:detail", "POST"): VIEWER,  # a POST renders the page like a GET; it writes nothing
+    ("albums:settings", "GET"): OWNER,
+    ("albums:settings", "POST"): OWNER,
+    ("albums:members", "GET"): VIEWER,
+    ("albums:members", "POST"): OWNER,
+    ("albums:member-remove", "GET"): NOT_ALLOWED,
+    ("albums:member-remove", "POST"): OWNER,
+    ("albums:delete", "GET"): NOT_ALLOWED,
+    ("albums:delete", "POST"): OWNER,
+    ("albums:tokens", "GET"): SIGNED_IN,
+    ("albums:tokens", "POST"): SIGNED_IN,
+    ("search:album", "GET"): VIEWER,
+    ("search:album", "POST"): VIEWER,
+    ("search:duplicates", "GET"): VIEWER,
+    ("search:duplicates", "POST"): VIEWER,
+    ("search:image", "GET"): VIEWER,
+    ("search:image", "POST"): VIEWER,
+    ("search:jobs", "GET"): SIGNED_IN,
+    ("search:jobs", "POST"): SIGNED_IN,
+}
+
+# Bodies for writes, so that a missing check would really change something: (format, maker(world)).
+BODIES = {
+    ("api:album-list", "POST"): ("json", lambda w: {"name": "new"}),
+    ("api:album-detail", "PATCH"): ("json", lambda w: {"name": "renamed"}),
+    ("api:album-members", "POST"): ("json", lambda w: {"username": "outsider", "role": "owner"}),
+    ("api:album-images", "POST"): ("multipart", lambda w: {"files": [io.BytesIO(image_bytes(color=(1, 2, 3)))]}),
+    ("api:album-import", "POST"): ("json", lambda w: {"path": "/tmp"}),  # outside the roots: a 400 once allowed
+    ("api:album-search", "POST"): ("json", lambda w: {"text": "dog"}),
+    ("api:auth-token", "POST"): ("json", lambda w: {"username": "owner", "password": "wrong"}),
+    ("albums:settings", "POST"): ("form", lambda w: {"name": "renamed", "max_search_results": 5}),
+    ("albums:members", "POST"): ("form", lambda w: {"username": "outsider", "role": "owner"}),
+    ("albums:list", "POST"): ("form", lambda w: {"name": "new"}),
+}
+
+# ---- Objects named in URLs: kwarg → maker(world) returning an id in the foreign album --------------
+
+
+def _support_set(world) -> int:
+    from search.rag import services as rag
+
+    if "support_set" not in world:
+        world["support_set"] = rag.support_set_create(album=world["album"], user=world["users"]["owner"], name="set")
+    return world["support_set"].pk
+
+
+def _support_class(world) -> int:
+    from search.rag import services as rag
+
+    _support_set(world)
+    if "support_class" not in world:
+        world["support_class"] = rag.support_class_create(support_set=world["support_set"], label="clean")
+    return world["support_class"].pk
+
+
+def _support_image(world) -> int:
+    from search.rag import services as rag
+    from search.rag.models import SupportImage
+
+    _support_class(world)
+    rag.support_images_add(support_class=world["support_class"], user=world["users"]["owner"],
+                           image_ids=[world["image"].pk])
+    return SupportImage.objects.get(support_class=world["support_class"]).pk
+
+
+OBJECT_MAKERS = {
+    "album_id": lambda w: w["album"].pk,
+    "image_id": lambda w: w["image"].pk,
+    "job_id": lambda w: w["job"].pk,
+    "user_id": lambda w: w["users"]["owner"].pk,
+    "support_set_id": _support_set,
+    "support_class_id": _support_class,
+    "class_id": _support_class,
+    "support_image_id": _support_image,
+}
+# Kwargs that name the acting user's own things, not the album's: never offset for "missing".
+NOT_ALBUM_OBJECTS = {"user_id"}
+
+ACTORS = ["anonymous", "outsider", "viewer", "editor", "owner", "staff_editor"]
+ACTOR_ROLE = {"viewer": Role.VIEWER, "editor": Role.EDITOR, "owner": Role.OWNER, "staff_editor": Role.EDITOR}
+
+# ---- Discovering endpoints ---------------------------------------------------------------------------
+
+PAGE_METHODS = ("GET", "POST")  # what a plain function view is assumed to answer until a rule says 405
+
+
+def _walk(patterns, prefix: str = "", namespace: str = ""):
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            if entry.namespace == "admin":
+                continue  # tested on its own: test_admin_is_for_staff_only
+            ns = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from _walk(entry.url_patterns, prefix + str(entry.pattern), ns)
+        elif isinstance(entry, URLPattern):
+            yield prefix + str(entry.pattern), (f"{namespace}{entry.name}" if entry.name else None), entry.callback
+
+
+def _methods(callback) -> list[str]:
+    view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+    if view_class is None:
+        return list(PAGE_METHODS)
+    return [m.upper() for m in view_class.http_method_names if m not in ("options", "head") and hasattr(view_class, m)]
+
+
+def discovered_endpoints() -> list[tuple[str, str, str | None]]:
+    """(route, METHOD, url name) for everything the URLconf routes, admin and static files aside."""
+    found = []
+    for route, name, callback in _walk(get_resolver().url_patterns):
+        for method in _methods(callback):
+            found.append((route, method, name))
+    return found
+
+
+ENDPOINTS = discovered_endpoints()
+
+
+def test_every_endpoint_in_the_urlconf_has_a_rule():
+    unnamed = sorted({route for route, _, name in ENDPOINTS if name is None})
+    assert not unnamed, f"URL patterns without a name cannot have an isolation rule: {unnamed}"
+    missing = sorted(f"{name} {method}  ({route})" for route, method, name in ENDPOINTS if (name, method) not in RULES)
+    assert not missing, "No isolation rule in tests/reliability/test_isolation_sweep.py RULES for:\n  " + "\n  ".join(missing)
+    stale = sorted(set(RULES) - {(name, method) for _, method, name in ENDPOINTS})
+    assert not stale, f"Rules for endpoints the URLconf no longer has: {stale}"
+
+
+# ---- The sweep ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def world(make_user, settings, import_root):
+    settings.LOUPE_IMPORT_ROOTS = [str(import_root)]
+    users = {name: make_user(name) for name in ("owner", "viewer", "editor", "outsider")}
+    users["staff_editor"] = make_user("staff_editor", is_staff=True)
+    album = services.album_create(owner=users["owner"], name="foreign")
+    for actor in ("viewer", "editor", "staff_editor"):
+        services.album_member_add(album=album, username=actor, role=ACTOR_ROLE[actor])
+    services.album_create(owner=users["outsider"], name="the outsider's own")  # a member elsewhere
+    [upload] = services.image_upload_many(album=album, user=users["owner"], files=[("a.jpg", io.BytesIO(image_bytes()))])
+    from albums.models import Image
+
+    job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX)
+    return {"album": album, "image": Image.objects.get(pk=upload.image_id), "job": job, "users": users}
+
+
+def _kwargs(route: str, world, *, missing: bool = False) -> dict[str, int]:
+    from django.urls.resolvers import RoutePattern
+
+    names = RoutePattern(route).converters.keys()
+    unknown = sorted(set(names) - set(OBJECT_MAKERS))
+    if unknown:
+        pytest.fail(f"No object maker for URL kwarg(s) {unknown} in {route}: add one to OBJECT_MAKERS")
+    offset = 1_000_000 if missing else 0
+    return {n: OBJECT_MAKERS[n](world) + (0 if n in NOT_ALBUM_OBJECTS else offset) for n in names}
+
+
+def _request(client: Client, method: str, path: str, body):
+    if body is None:
+        return client.generic(method, path)
+    fmt, data = body
+    if fmt == "json":
+        return client.generic(method, path, json.dumps(data), content_type="application/json")
+    if fmt == "multipart":
+        return client.post(path, data)  # the test client encodes files as multipart
+    return client.post(path, data)  # form
+
+
+def _snapshot() -> str:
+    """Every row of the apps' models: a denied request must leave all of them as they were."""
+    rows = []
+    for label in ("albums", "search", "workers", "rag"):
+        if not apps.is_installed(label) and label not in {c.label for c in apps.get_app_configs()}:
+            continue
+        for model in apps.get_app_config(label).get_models():
+            rows.append((model._meta.label, repr(list(model.objects.order_by("pk").values_list()))))
+    return repr(rows)
+
+
+def _expected(rule: Rule, actor: str) -> str:
+    if rule.access == "not_allowed":
+        return "not_allowed"
+    if rule.access == "public":
+        return "allowed"
+    if actor == "anonymous":
+        return "unauthenticated"
+    if rule.access == "signed_in":
+        return "allowed"
+    if actor == "outsider":
+        return "not_found"
+    if not role_at_least(ACTOR_ROLE[actor], rule.access) or (rule.staff and actor != "staff_editor"):
+        return "forbidden"
+    return "allowed"
+
+
+SWEEP = [(route, method, name, actor) for route, method, name in ENDPOINTS for actor in ACTORS]
+
+
+@pytest.mark.parametrize("route,method,name,actor", SWEEP, ids=[f"{m} {n or r} as {a}" for r, m, n, a in SWEEP])
+def test_isolation_sweep(world, route, method, name, actor):
+    rule = RULES.get((name, method))
+    if rule is None:
+        pytest.fail(f"No isolation rule for {name} {method} ({route}): add it to RULES")
+    client = Client()
+    if actor != "anonymous":
+        client.force_login(world["users"][actor])
+    body_spec = BODIES.get((name, method))
+    body = (body_spec[0], body_spec[1](world)) if body_spec else None
+    path = reverse(name, kwargs=_kwargs(route, world))
+    api = path.startswith("/api/")
+    before = _snapshot()
+    response = _request(client, method, path, body)
+    expected = _expected(rule, actor)
+    content = b"<streamed>" if getattr(response, "streaming", False) else response.content[:300]
+    what = f"{method} {path} as {actor}: expected {expected}, got {response.status_code} {content!r}"
+
+    if expected == "allowed":
+        # Health answers 503 "degraded" here: no worker runs in this test.
+        degraded = name == "api:health" and response.json()["status"] == "degraded"
+        assert (response.status_code < 500 or degraded) and response.status_code not in (401, 403, 404, 405), what
+        return
+    # Denied: nothing written, nothing streamed.
+    assert not getattr(response, "streaming", False), what
+    assert _snapshot() == before, f"{what} — and the database changed"
+    if expected == "not_allowed":
+        assert response.status_code == 405, what
+    elif expected == "unauthenticated":
+        if api:
+            assert response.status_code == 401 and response.json()["code"] == "not_authenticated", what
+        else:
+            assert response.status_code == 302 and response["Location"].startswith(reverse("login")), what
+    elif expected == "not_found":
+        assert response.status_code == 404, what
+        if api:
+            missing = _request(client, method, reverse(name, kwargs=_kwargs(route, world, missing=True)), body)
+            assert response.json() == missing.json(), f"{what}: a foreign id must look exactly like a missing one"
+    elif expected == "forbidden":
+        assert response.status_code == 403, what
+        if api:
+            assert response.json()["code"] in ("role_required", "staff_required"), what
+
+
+def test_admin_is_for_staff_only(make_user):
+    plain, staff = make_user("plain"), make_user("boss", is_staff=True, is_superuser=True)
+    anonymous = Client().get("/admin/")
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    client = Client()
+    client.force_login(plain)
+    for path in ("/admin/", "/admin/albums/album/", "/admin/auth/user/"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"], path
+    client.force_login(staff)
+    assert client.get("/admin/albums/album/").status_code == 200
