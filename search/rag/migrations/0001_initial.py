@@ -13,6 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('albums', '0002_api_tokens'),
+        ('search', '0001_initial'),  # creates the vector extension
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

