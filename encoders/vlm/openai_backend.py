@@ -147,7 +147,7 @@ def completion_text(response: httpx.Response, *, url: str) -> str:
             f"The VLM endpoint {url} answered a message content that is neither text nor text parts.",
             extra={"url": url, "status": response.status_code},
         )
-    return content.strip()
+    return content
 
 
 def _retried(status: int) -> bool:

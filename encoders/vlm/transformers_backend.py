@@ -69,7 +69,7 @@ class TransformersVlm(VisionLanguageModel):
         with self._lock, torch.inference_mode():
             output = self.model.generate(**inputs, **generation_kwargs(request))
         new_tokens = output[:, inputs["input_ids"].shape[1] :]  # the prompt is not part of the answer
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0].strip()
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
 
 
 def generation_kwargs(request: VlmRequest) -> dict:

@@ -76,10 +76,10 @@ def test_no_key_no_authorization_header(vlm_settings, chat_endpoint, vlm_request
 
 
 def test_an_answer_naming_no_class_is_unparsed_with_the_raw_text_kept(vlm_settings, chat_endpoint, vlm_request):
-    chat_endpoint.replies.append(Reply(body=chat_completion("Class: rusty\nExplanation: Orange flakes.")))
+    chat_endpoint.replies.append(Reply(body=chat_completion("\nClass: rusty\nExplanation: Orange flakes.\n")))
     answer = get_vlm(spec_for(chat_endpoint)).answer(vlm_request)
     assert (answer.flag, answer.parsed, answer.explanation) == (None, False, "Orange flakes.")
-    assert answer.raw == "Class: rusty\nExplanation: Orange flakes."
+    assert answer.raw == "\nClass: rusty\nExplanation: Orange flakes.\n"  # the transcript, untouched
 
 
 def test_content_as_a_list_of_text_parts_is_read(vlm_settings, chat_endpoint, vlm_request):
