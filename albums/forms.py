@@ -54,6 +54,15 @@ class AlbumSettingsForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices(self.instance.encoder_spec if self.instance else None)
+        # Left out of a post (an older page, a script): keep what the album has.
+        for name in ("pooling", "vector_storage"):
+            self.fields[name].required = False
+
+    def clean_pooling(self):
+        return self.cleaned_data.get("pooling") or self.instance.pooling
+
+    def clean_vector_storage(self):
+        return self.cleaned_data.get("vector_storage") or self.instance.vector_storage
 
     @property
     def responsible_use(self) -> str | None:
