@@ -26,6 +26,7 @@ from albums.models import Image
 from albums.roles import Role
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
+from config.throttles import UploadRateThrottle
 from config.pagination import paginate
 
 
@@ -92,6 +93,7 @@ class AlbumMemberDetailApi(APIView):
 
 class AlbumImageListApi(GuardedUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [UploadRateThrottle]
 
     @extend_schema(
         parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],

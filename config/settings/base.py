@@ -215,7 +215,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": env.str("LOUPE_AUTH_THROTTLE", default="20/minute")},
+    # Per user (auth: per address); counted in the Redis cache every web process shares (config/throttles.py).
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env.str("LOUPE_AUTH_THROTTLE", default="20/minute"),
+        "search": env.str("LOUPE_SEARCH_THROTTLE", default="600/minute"),
+        "upload": env.str("LOUPE_UPLOAD_THROTTLE", default="120/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Loupe API",

@@ -9,7 +9,10 @@ TEST_VAR_DIR = VAR_DIR / "test"  # noqa: F405 — apart from `make run`'s data, 
 MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(TEST_VAR_DIR / "media")))  # noqa: F405
 STATIC_ROOT = TEST_VAR_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "1000/minute"}}  # noqa: F405
+REST_FRAMEWORK = {  # noqa: F405
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {"auth": "1000/minute", "search": "100000/minute", "upload": "100000/minute"},
+}
 
 # With no URLs given, the test run starts its own embedded servers and stops them when it ends.
 # Processes the tests spawn (Celery workers, the launcher) receive explicit URLs instead.

@@ -5,7 +5,7 @@ import binascii
 import io
 
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -15,6 +15,7 @@ from albums.errors import ImageNotFoundError
 from albums.imaging import ImageRejected, probe_image
 from albums.selectors import album_get_for_user, image_get_for_user
 from config.errors import ApplicationError
+from config.throttles import SearchRateThrottle
 from search import scoring, services
 
 MAX_QUERY_TEXT = 1000
@@ -116,6 +117,7 @@ def _with_urls(body: dict) -> dict:
 
 class AlbumSearchApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    throttle_classes = [SearchRateThrottle]
 
     @extend_schema(request=SearchRequestSerializer, responses=SearchResponseSerializer)
     def post(self, request, album_id: int):
@@ -144,6 +146,8 @@ class AlbumSearchApi(APIView):
 
 
 class ImageSimilarApi(APIView):
+    throttle_classes = [SearchRateThrottle]
+
     @extend_schema(
         parameters=[OpenApiParameter("min_score", float), OpenApiParameter("max_results", int),
                     OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
@@ -169,7 +173,10 @@ class _DuplicateParams(serializers.Serializer):
 
 
 class AlbumDuplicatesApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, default 0.95")])
+    @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, default 0.95")],
+                   responses=inline_serializer("DuplicateGroups", {
+                       "threshold": serializers.FloatField(), "count": serializers.IntegerField(),
+                       "groups": serializers.ListField(child=serializers.JSONField())}))
     def get(self, request, album_id: int):
         album = album_get_for_user(user=request.user, album_id=album_id)
         params = _DuplicateParams(data=request.query_params)
