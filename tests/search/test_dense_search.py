@@ -176,3 +176,33 @@ def test_pooling_other_than_mean_needs_a_dense_backbone(alice, client_for, db, s
     sapiens = services.album_create(owner=alice, name="s2", encoder_spec="dense:sapiens2-1b")
     assert "identifying" in client.get(f"/api/v1/albums/{sapiens.pk}/").json()["responsible_use"]
     assert client.get(f"/api/v1/albums/{album.pk}/").json()["responsible_use"] is None
+
+
+def test_settings_page_offers_pooling_and_storage_and_shows_the_sapiens2_notice(alice, bob, db, settings, tiny_models_dir):
+    from django.test import Client
+
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    settings.LOUPE_ALLOWED_ENCODERS = []
+    album = services.album_create(owner=alice, name="people", encoder_spec=DINOV2_TINY)
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/albums/{album.pk}/settings/").content.decode()
+    assert 'name="pooling"' in page and 'name="vector_storage"' in page and "Responsible use" not in page
+    form = {"name": "people", "description": "", "encoder_spec": DINOV2_TINY, "pooling": "regions",
+            "vector_storage": "halfvec", "max_search_results": "100", "use_query_optimization": "on"}
+    assert client.post(f"/albums/{album.pk}/settings/", form).status_code == 302
+    album.refresh_from_db()
+    assert (album.pooling, album.vector_storage, album.generation) == ("regions", "halfvec", 2)
+    # Choosing Sapiens2 shows the license's restrictions on the page, before and after saving.
+    form["encoder_spec"] = SAPIENS2_TINY
+    response = client.post(f"/albums/{album.pk}/settings/", form, follow=True)
+    assert "identifying or re-identifying individuals" in response.content.decode()
+    # A pooling a CLIP encoder cannot do is refused with the reason, and nothing changes.
+    form.update(encoder_spec=OPEN_CLIP_TINY, pooling="masked")
+    refused = client.post(f"/albums/{album.pk}/settings/", form)
+    assert refused.status_code == 200 and "needs a dense backbone" in refused.content.decode()
+    assert Album.objects.get(pk=album.pk).encoder_spec == SAPIENS2_TINY
+    # Somebody else cannot even see the page.
+    other = Client()
+    other.force_login(bob)
+    assert other.get(f"/albums/{album.pk}/settings/").status_code == 404
