@@ -136,7 +136,7 @@ LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=64)
 LOUPE_ALLOWED_VLMS = env.list("LOUPE_ALLOWED_VLMS", default=[])
 LOUPE_VLM_API_KEY = env.str("LOUPE_VLM_API_KEY", default="")
 LOUPE_VLM_TIMEOUT_SECONDS = env.float("LOUPE_VLM_TIMEOUT_SECONDS", default=120.0)
-LOUPE_VLM_RETRIES = env.int("LOUPE_VLM_RETRIES", default=2)  # on connection errors, 429 and 5xx; never other 4xx
+LOUPE_VLM_RETRIES = env.int("LOUPE_VLM_RETRIES", default=1)  # on connection errors, 429 and 5xx; never other 4xx. (1 + retries) × timeout stays under the 300 s task limit
 LOUPE_VLM_RETRY_BACKOFF_SECONDS = env.float("LOUPE_VLM_RETRY_BACKOFF_SECONDS", default=1.0)  # doubles per retry
 LOUPE_VLM_PROMPTS_DIR = env.str("LOUPE_VLM_PROMPTS_DIR", default="")  # empty: encoders/vlm/prompts/
 

@@ -28,6 +28,7 @@ from search.rag.patches import image_patches
 from search.rag.retrieval import top_patches_per_class
 from search.rag.selectors import classes_without_ready_images
 
+VLM_QUERY_MAX_SIDE = 1024
 NO_VLM_EXPLANATION = (
     "Retrieval only: no vision-language model {why}, so the decision is the class whose support patches "
     "are most similar to the query image (highest normalized score)."
@@ -101,8 +102,11 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
     from encoders.vlm import Evidence, VlmError, VlmRequest, get_vlm
 
     chosen = [item for item in evidence if item["sent_to_vlm"]]
+    # Full-size photos would become thousands of vision tokens (or megabytes of data URL) for no gain.
+    shown = query.copy()
+    shown.thumbnail((VLM_QUERY_MAX_SIDE, VLM_QUERY_MAX_SIDE))
     request = VlmRequest(
-        query=query,
+        query=shown,
         classes=tuple(c.label for c in classes),
         evidence=tuple(
             Evidence(label=item["label"], image=_crop(item["image_id"], tuple(item["box"])), similarity=item["similarity"])

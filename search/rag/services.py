@@ -66,12 +66,15 @@ def support_set_update(*, support_set: SupportSet, **changes) -> SupportSet:
         raise TypeError(f"Unknown support-set fields: {sorted(unknown)}")
     if changes.get("encoder_spec"):
         changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
-    repatch = any(field in changes and changes[field] != getattr(support_set, field) for field in PATCH_SETTINGS)
+    # Compare with the stored row, locked: the caller's instance may already carry the new values
+    # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
+    stored = dict(zip(PATCH_SETTINGS, SupportSet.objects.select_for_update().values_list(*PATCH_SETTINGS).get(pk=support_set.pk)))
+    repatch = any(field in changes and changes[field] != stored[field] for field in PATCH_SETTINGS)
     for field, value in changes.items():
         setattr(support_set, field, value)
     _clean(support_set)
     if repatch:
-        support_set.generation += 1
+        support_set.generation = SupportSet.objects.values_list("generation", flat=True).get(pk=support_set.pk) + 1
     _save_unique(support_set, f"This album already has a support set named {support_set.name!r}.")
     if repatch:
         # Old patches stay until each image's new ones are written (in the same transaction), so
