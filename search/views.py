@@ -12,6 +12,8 @@ from albums.roles import Role, role_at_least
 from albums.selectors import album_index_summary, image_get_for_user
 from albums.views import with_album
 from config.errors import NotFoundError
+from encoders.model_ids import parse_model_id
+from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search.query_encoding import spec_of_model_id
 
@@ -27,6 +29,8 @@ def album_search_page(request, album):
         "model_spec": model_spec,
         "default_min_score": album.min_search_score if album.min_search_score is not None else default_min_score(model_spec),
         "query_image_id": request.GET.get("image_id", ""),
+        # A regions album answers box queries: the page lets the user draw one on the query image.
+        "regions_enabled": bool(album.active_model_id) and parse_model_id(album.active_model_id).pooling == REGIONS,
         "summary": summary,
     }
     return render(request, "search/search.html", context)

@@ -16,9 +16,52 @@
     slider.addEventListener("input", () => { out.textContent = Number(slider.value).toFixed(2); });
   }
 
+  // Regions albums: draw a box on the query image (fractions of its width and height).
+  const picker = document.getElementById("box-picker");
+  const boxInput = document.getElementById("q-box");
+  function showPicker(src) {
+    if (!picker) return;
+    clearBox();
+    picker.hidden = !src;
+    if (src) document.getElementById("box-image").src = src;
+  }
+  function clearBox() {
+    if (!picker) return;
+    boxInput.value = "";
+    document.getElementById("box-rect").hidden = true;
+  }
+  if (picker) {
+    const stage = document.getElementById("box-stage");
+    const rect = document.getElementById("box-rect");
+    let start = null;
+    const point = (e) => {
+      const r = stage.getBoundingClientRect();
+      return [Math.min(1, Math.max(0, (e.clientX - r.left) / r.width)), Math.min(1, Math.max(0, (e.clientY - r.top) / r.height))];
+    };
+    const draw = (a, b) => {
+      const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
+      const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
+      Object.assign(rect.style, { left: `${x0 * 100}%`, top: `${y0 * 100}%`, width: `${(x1 - x0) * 100}%`, height: `${(y1 - y0) * 100}%` });
+      rect.hidden = false;
+      return [x0, y0, x1, y1];
+    };
+    stage.addEventListener("pointerdown", (e) => { start = point(e); stage.setPointerCapture(e.pointerId); });
+    stage.addEventListener("pointermove", (e) => { if (start) draw(start, point(e)); });
+    stage.addEventListener("pointerup", (e) => {
+      if (!start) return;
+      const box = draw(start, point(e));
+      start = null;
+      if (box[2] - box[0] < 0.02 || box[3] - box[1] < 0.02) { clearBox(); return; }  // a click, not a box
+      boxInput.value = box.map((v) => v.toFixed(4)).join(",");
+    });
+    document.getElementById("box-clear").addEventListener("click", clearBox);
+    if (imageId.value) showPicker(`/api/v1/images/${imageId.value}/file`);
+  }
+
   function setFile(file) {
     if (!file) return;
     queryFile = file; imageId.value = ""; label.textContent = file.name || "pasted image";
+    showPicker(URL.createObjectURL(file));
   }
   fileInput.addEventListener("change", () => setFile(fileInput.files[0]));
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
@@ -30,6 +73,7 @@
   });
   document.getElementById("q-image-clear").addEventListener("click", () => {
     queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = "Drop, paste or choose an image";
+    showPicker(null);
   });
 
   async function saveDefaults() {
@@ -51,7 +95,8 @@
     for (const r of body.results) {
       const li = document.createElement("li");
       li.className = "tile";
-      const parts = Object.entries(r.cosines).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" · ");
+      let parts = Object.entries(r.cosines).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" · ");
+      if (r.region) parts += ` · best region row ${r.region.row + 1}, col ${r.region.col + 1}`;
       li.title = parts;
       li.innerHTML = `<a href="/images/${r.image_id}/"><img src="${r.thumbnail_url}" alt="" loading="lazy"></a>` +
         `<span class="score">${r.score.toFixed(4)}</span><span class="name"></span><small class="meta">${parts}</small>`;
@@ -70,6 +115,10 @@
     data.append("use_query_optimization", form.use_query_optimization.checked ? "true" : "false");
     if (queryFile) data.append("image", queryFile);
     else if (imageId.value) data.append("image_id", imageId.value);
+    if (boxInput && boxInput.value && (queryFile || imageId.value)) {
+      data.append("box", boxInput.value);
+      data.delete("text"); data.delete("negative_text");  // a box query matches image regions only
+    }
     status.textContent = "Searching…";
     const save = document.getElementById("save-defaults");
     if (save && save.checked) await saveDefaults();

@@ -206,3 +206,18 @@ def test_settings_page_offers_pooling_and_storage_and_shows_the_sapiens2_notice(
     other = Client()
     other.force_login(bob)
     assert other.get(f"/albums/{album.pk}/settings/").status_code == 404
+
+
+def test_search_page_offers_box_drawing_only_on_regions_albums(alice, db, settings, tiny_models_dir):
+    from django.test import Client
+
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    settings.LOUPE_ALLOWED_ENCODERS = []
+    client = Client()
+    client.force_login(alice)
+    regions = services.album_create(owner=alice, name="regions", encoder_spec=DINOV2_TINY, pooling="regions")
+    plain = services.album_create(owner=alice, name="plain", encoder_spec=DINOV2_TINY)
+    Album.objects.filter(pk=regions.pk).update(active_model_id=f"{DINOV2_TINY}@sha256:0123456789ab+pooling=regions-4x3")
+    Album.objects.filter(pk=plain.pk).update(active_model_id=f"{DINOV2_TINY}@sha256:0123456789ab")
+    assert 'id="box-picker"' in client.get(f"/albums/{regions.pk}/search/").content.decode()
+    assert 'id="box-picker"' not in client.get(f"/albums/{plain.pk}/search/").content.decode()
