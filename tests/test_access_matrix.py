@@ -8,6 +8,8 @@ import pytest
 from albums import services
 from albums.models import Album, AlbumMembership, Image
 from albums.roles import Role, role_at_least
+from search.rag import services as rag_services
+from search.rag.models import SupportClass, SupportImage, SupportSet
 from tests.images import image_bytes
 from workers.models import IndexJob
 
@@ -35,6 +37,22 @@ ENDPOINTS = [
     ("post", "/api/v1/albums/{album}/search/", Role.VIEWER, lambda: {"text": "dog"}),
     ("get", "/api/v1/albums/{album}/duplicates/", Role.VIEWER, None),
     ("get", "/api/v1/images/{image}/similar/", Role.VIEWER, None),
+    ("get", "/api/v1/support-sets/?album={album}", Role.VIEWER, None),
+    ("get", "/api/v1/support-sets/{support_set}/", Role.VIEWER, None),
+    ("patch", "/api/v1/support-sets/{support_set}/", Role.EDITOR, lambda: {"name": "renamed"}),
+    ("delete", "/api/v1/support-sets/{support_set}/", Role.EDITOR, None),
+    ("get", "/api/v1/support-sets/{support_set}/classes/", Role.VIEWER, None),
+    ("post", "/api/v1/support-sets/{support_set}/classes/", Role.EDITOR, lambda: {"label": "new"}),
+    ("post", "/api/v1/support-sets/{support_set}/classify/", Role.VIEWER, lambda: {"image_base64": "eA=="}),
+    ("get", "/api/v1/support-classes/{support_class}/", Role.VIEWER, None),
+    ("patch", "/api/v1/support-classes/{support_class}/", Role.EDITOR, lambda: {"label": "renamed"}),
+    ("delete", "/api/v1/support-classes/{support_class}/", Role.EDITOR, None),
+    ("get", "/api/v1/support-classes/{support_class}/images/", Role.VIEWER, None),
+    ("post", "/api/v1/support-classes/{support_class}/images/", Role.EDITOR,
+     lambda: {"files": [io.BytesIO(image_bytes(color=(4, 5, 6)))]}),
+    ("get", "/api/v1/support-images/{support_image}/", Role.VIEWER, None),
+    ("delete", "/api/v1/support-images/{support_image}/", Role.EDITOR, None),
+    ("get", "/api/v1/support-images/{support_image}/crop?box=0,0,1,1", Role.VIEWER, None),
 ]
 IDS = [f"{m.upper()} {p}" for m, p, _, _ in ENDPOINTS]
 
@@ -45,7 +63,11 @@ def world(alice, make_user):
     [result] = services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
     job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX)
     make_user("mallory")
-    return {"album": album.pk, "image": result.image_id, "job": job.pk, "owner": alice.pk}
+    support_set = rag_services.support_set_create(album=album, user=alice, name="set")
+    support_class = rag_services.support_class_create(support_set=support_set, label="a")
+    [added] = rag_services.support_images_add(support_class=support_class, user=alice, image_ids=[result.image_id])
+    return {"album": album.pk, "image": result.image_id, "job": job.pk, "owner": alice.pk, "support_set": support_set.pk,
+            "support_class": support_class.pk, "support_image": added.support_image_id}
 
 
 def _call(client, method, template, ids, body=None):
@@ -60,6 +82,9 @@ def _snapshot():
         list(AlbumMembership.objects.values_list("album", "user", "role")),
         list(Image.objects.values_list("pk")),
         list(IndexJob.objects.values_list("pk", "status")),
+        list(SupportSet.objects.values_list("pk", "name", "generation")),
+        list(SupportClass.objects.values_list("pk", "label")),
+        list(SupportImage.objects.values_list("pk", "support_class")),
     )
 
 
