@@ -40,7 +40,7 @@ def _search(client, album, **body):
     return client.post(f"/api/v1/albums/{album.pk}/search/", body, format="json")
 
 
-def test_regions_album_ranks_images_by_their_best_matching_region(worker, alice, bob, client_for):
+def test_regions_album_ranks_images_by_their_best_matching_region(worker, alice, bob, client_for, settings):
     album, files, ids = _album(alice, pooling="regions")
     assert album.active_model_id.endswith("+pooling=regions-4x3")
     assert Embedding.objects.filter(album=album, model_id=album.active_model_id).count() == len(files)
@@ -74,6 +74,12 @@ def test_regions_album_ranks_images_by_their_best_matching_region(worker, alice,
                          format="multipart")
     assert upload.status_code == 200, upload.json()
     assert [r["image_id"] for r in upload.json()["results"]] == [g[0] for g in got]
+    # And the box travels to a query worker when encoding happens there.
+    settings.LOUPE_QUERY_ENCODING = "worker"
+    via_worker = _search(client, album, image_id=ids["2.png"], box=CELL_1_1, min_score=-1)
+    assert via_worker.status_code == 200, via_worker.json()
+    assert [(r["image_id"], r["region"]["cell"]) for r in via_worker.json()["results"]] == [(g[0], g[2]) for g in got]
+    settings.LOUPE_QUERY_ENCODING = "web"
 
     # Whole-image search and more-like-this still work on the stored global mean.
     similar = client.get(f"/api/v1/images/{ids['1.png']}/similar/?min_score=-1").json()
