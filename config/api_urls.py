@@ -24,6 +24,7 @@ urlpatterns = [
     path("albums/<int:album_id>/duplicates/", search.AlbumDuplicatesApi.as_view(), name="album-duplicates"),
     path("images/<int:image_id>/", albums.ImageDetailApi.as_view(), name="image-detail"),
     path("images/<int:image_id>/similar/", search.ImageSimilarApi.as_view(), name="image-similar"),
+    path("images/<int:image_id>/mask/", search.ImageMaskApi.as_view(), name="image-mask"),
     path("images/<int:image_id>/file", albums.ImageFileApi.as_view(), name="image-file"),
     path("images/<int:image_id>/thumbnail", albums.ImageThumbnailApi.as_view(), name="image-thumbnail"),
     path("jobs/<int:job_id>/", jobs.JobDetailApi.as_view(), name="job-detail"),

@@ -7,10 +7,10 @@ indexer writes — a unit vector per image, the region tokens for `regions`, and
 masked pooling fell back to the mean. `mean` delegates to `encode_images` unchanged, so any encoder
 (CLIP, SigLIP…) works here and a mean-pooled album's vectors are those it always had.
 
-Masks come from the image's alpha channel: images handed in with an alpha channel (RGBA) are
-composited for the model as `to_rgb` always did, and their alpha is the foreground. A fully opaque
-alpha is no mask at all. An uploaded mask or a person-segmentation model would plug in here as
-further mask sources (not built yet).
+Masks, first found wins: a mask given with the image (an editor's upload, `search.ImageMask`), then
+the image's alpha channel (images handed in as RGBA are composited for the model as `to_rgb` always
+did, and their alpha is the foreground; a fully opaque alpha is no mask at all). A
+person-segmentation model would plug in here as a further source (not built: no weights here).
 """
 
 from __future__ import annotations
@@ -73,15 +73,28 @@ class PooledEncoder:
     def region_grid(self) -> tuple[int, int]:
         return self.parts.region_grid
 
-    def embed(self, images: Sequence[Image.Image], *, batch_size: int | None = None) -> Pooled:
+    def embed(
+        self, images: Sequence[Image.Image], *, batch_size: int | None = None,
+        masks: Sequence[Image.Image | None] | None = None,
+    ) -> Pooled:
+        """`masks`: per image an uploaded mask (mode L, any size: resized to the image) or None."""
         if self.pooling == MEAN:
             return Pooled(vectors=self.encoder.encode_images(images, batch_size=batch_size), notes=[""] * len(images))
         rows, cols = self.region_grid
         if self.pooling == REGIONS:
             return pool(self.encoder.raw_grid(images, batch_size=batch_size), pooling=REGIONS, rows=rows, cols=cols)
-        masks, reasons = zip(*(alpha_mask(image) for image in images)) if images else ((), ())
+        given = list(masks) if masks is not None else [None] * len(images)
+        found, reasons = [], []
+        for image, mask in zip(images, given, strict=True):
+            if mask is not None:
+                found.append(mask.convert("L").resize(image.size, Image.Resampling.BILINEAR))
+                reasons.append("")
+            else:
+                alpha, reason = alpha_mask(image)
+                found.append(alpha)
+                reasons.append(reason)
         grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=batch_size)
-        coverage = self.encoder.cell_coverage(list(masks), grid.shape[1:3])
+        coverage = self.encoder.cell_coverage(found, grid.shape[1:3])
         pooled = pool(grid, pooling=MASKED, coverage=coverage)
         # The specific reason (opaque alpha) beats the generic "no alpha channel".
         pooled.notes = [reason if reason and note else note for note, reason in zip(pooled.notes, reasons)]

@@ -39,7 +39,7 @@ REGION_ROWS, REGION_COLS = 4, 3
 # mask leaves faint ringing (~1e-3) around its edges that must not pull in background tokens.
 MIN_COVERAGE = 0.01
 
-NO_MASK = "no foreground mask for this image (no alpha channel)"
+NO_MASK = "no foreground mask for this image (no uploaded mask, no alpha channel)"
 EMPTY_MASK = "the foreground mask is empty"
 
 

@@ -47,3 +47,21 @@ class RegionEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} #{self.image_id} cell {self.cell}"
+
+
+def mask_upload_path(instance: "ImageMask", filename: str) -> str:
+    return f"masks/{instance.image.album_id}/{instance.image.sha256[:2]}/{instance.image.sha256}.png"
+
+
+class ImageMask(models.Model):
+    """A foreground mask an editor uploaded for an image (masked pooling): mode-L PNG, upright, any
+    size (resized to the image when used); it wins over the image's own alpha channel. Removing it
+    keeps the row with no file, so `updated_at` still tells an indexing chunk that started earlier
+    not to write the vector it made with the old mask."""
+
+    image = models.OneToOneField("albums.Image", on_delete=models.CASCADE, related_name="mask")
+    file = models.FileField(upload_to=mask_upload_path, max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"mask of #{self.image_id}"

@@ -226,9 +226,11 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
         return {"failed": "model_changed"}
 
     started = time.perf_counter()
+    chunk_started = _database_now()
     stored = dict(Image.objects.filter(pk__in=image_ids).values_list("pk", "file"))
     items = [(pk, stored[pk]) for pk in image_ids if pk in stored]  # deleted meanwhile: nothing to do
-    embedded = embed_stored_images(encoder, items, pool=_decode_pool())
+    masks = _uploaded_masks(image_ids) if encoder.needs_alpha else None
+    embedded = embed_stored_images(encoder, items, pool=_decode_pool(), masks=masks)
     seconds = time.perf_counter() - started
 
     with transaction.atomic():
@@ -241,6 +243,8 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
             return {"skipped": "superseded"}
         if IndexJobBatch.objects.filter(job=job, seq=seq).exists():
             return {"skipped": "already written"}
+        if encoder.needs_alpha:
+            _drop_remasked(embedded, since=chunk_started)
         embeddings_insert(model_id=job.model_id, image_ids=embedded.image_ids, vectors=embedded.vectors, notes=embedded.notes)
         if embedded.regions is not None:
             regions_insert(model_id=job.model_id, image_ids=embedded.image_ids, regions=embedded.regions)
@@ -261,6 +265,36 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
     if finished:
         index_job_finish(job_id=job_id)
     return {"written": len(embedded.image_ids), "failed": len(embedded.failures), "seconds": round(seconds, 3)}
+
+
+def _database_now():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+def _uploaded_masks(image_ids: Sequence[int]) -> dict[int, str]:
+    from search.models import ImageMask
+
+    return dict(ImageMask.objects.filter(image_id__in=image_ids).exclude(file="").values_list("image_id", "file"))
+
+
+def _drop_remasked(embedded, *, since) -> None:
+    """Leave out images whose mask was set or removed after this chunk read it: the mask service
+    deleted their vectors (under the album lock this transaction now holds FOR SHARE), and the
+    follow-up job embeds them again with the new mask."""
+    from search.models import ImageMask
+
+    changed = set(ImageMask.objects.filter(image_id__in=embedded.image_ids, updated_at__gt=since)
+                  .values_list("image_id", flat=True))
+    if not changed:
+        return
+    keep = [i for i, image_id in enumerate(embedded.image_ids) if image_id not in changed]
+    embedded.image_ids = [embedded.image_ids[i] for i in keep]
+    embedded.vectors = embedded.vectors[keep]
+    if embedded.regions is not None:
+        embedded.regions = embedded.regions[keep]
+    embedded.notes = {k: v for k, v in embedded.notes.items() if k not in changed}
 
 
 # --- step 3: the switch ------------------------------------------------------------------------

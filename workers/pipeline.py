@@ -62,46 +62,79 @@ def _open(fp, draft: tuple[int, int], alpha: bool) -> Image.Image:
         return keep_alpha(image)
 
 
-def _decode_source(source: str | bytes, draft: tuple[int, int], alpha: bool = False) -> Image.Image | str:
-    """Decode a file path or raw bytes to RGB (RGBA when `alpha` and the image has one), or say why
-    not. No Django here: process-pool workers are spawned fresh and run only this."""
+@dataclass
+class WithMask:
+    """A decoded image and its uploaded foreground mask (None when the mask file is unreadable)."""
+
+    image: Image.Image
+    mask: Image.Image | None
+
+
+def _decode_mask(source: str | bytes | None) -> Image.Image | None:
+    if source is None:
+        return None
+    try:
+        with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp, Image.open(fp) as mask:
+            mask.load()
+            return mask.convert("L")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # an unreadable mask: the image's own alpha (or the mean) serves instead
+
+
+def _decode_source(
+    source: str | bytes, draft: tuple[int, int], alpha: bool = False, mask: str | bytes | None = None
+) -> Image.Image | WithMask | str:
+    """Decode a file path or raw bytes to RGB (RGBA when `alpha` and the image has one), with its
+    uploaded mask when one is given, or say why not. No Django here: process-pool workers are
+    spawned fresh and run only this."""
     try:
         with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as fp:
-            return _open(fp, draft, alpha)
+            image = _open(fp, draft, alpha)
     except FileNotFoundError:
         return MISSING
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"Could not decode the image: {exc}"
+    return image if mask is None else WithMask(image, _decode_mask(mask))
 
 
-def _decode(name: str, draft: tuple[int, int], alpha: bool = False) -> Image.Image | str:
-    """Decode a file from Django storage (any backend) in a pool thread."""
+def _read(name: str) -> bytes | None:
     from django.core.files.storage import default_storage
 
     try:
         with default_storage.open(name, "rb") as fp:
-            return _decode_source(fp.read(), draft, alpha)
+            return fp.read()
     except FileNotFoundError:
+        return None
+
+
+def _decode(name: str, draft: tuple[int, int], alpha: bool = False, mask_name: str | None = None):
+    """Decode a file from Django storage (any backend) in a pool thread."""
+    data = _read(name)
+    if data is None:
         return MISSING
+    mask = (_read(mask_name) or b"") if mask_name else None
+    return _decode_source(data, draft, alpha, mask)
 
 
-def _submit(pool: Executor, name: str, draft: tuple[int, int], alpha: bool = False) -> Future:
+def _submit(pool: Executor, name: str, draft: tuple[int, int], alpha: bool = False, mask_name: str | None = None) -> Future:
     if not isinstance(pool, ProcessPoolExecutor):
-        return pool.submit(_decode, name, draft, alpha)
+        return pool.submit(_decode, name, draft, alpha, mask_name)
     # Process workers get a path (or, for storages without one, the bytes): they know no Django.
     from django.core.files.storage import default_storage
 
-    try:
-        source: str | bytes = default_storage.path(name)
-    except NotImplementedError:
+    def source_of(stored: str) -> str | bytes | None:
         try:
-            with default_storage.open(name, "rb") as fp:
-                source = fp.read()
-        except FileNotFoundError:
-            done: Future = Future()
-            done.set_result(MISSING)
-            return done
-    return pool.submit(_decode_source, source, draft, alpha)
+            return default_storage.path(stored)
+        except NotImplementedError:
+            return _read(stored)
+
+    source = source_of(name)
+    if source is None:
+        done: Future = Future()
+        done.set_result(MISSING)
+        return done
+    mask = (source_of(mask_name) or b"") if mask_name else None
+    return pool.submit(_decode_source, source, draft, alpha, mask)
 
 
 def decode_workers() -> int:
@@ -125,16 +158,20 @@ def make_pool(kind: str | None = None, workers: int | None = None) -> Executor:
 READ_AHEAD_BATCHES = 2
 
 
-def _decode_ahead(items: Sequence[tuple[int, str]], *, pool: Executor, draft, ahead: int, alpha: bool = False):
+def _decode_ahead(
+    items: Sequence[tuple[int, str]], *, pool: Executor, draft, ahead: int, alpha: bool = False,
+    masks: dict[int, str] | None = None,
+):
     """Decoded images in the order of `items`, with at most `ahead` decodes in flight or waiting."""
+    masks = masks or {}
     pending: deque = deque()
     source = iter(items)
     for image_id, name in islice(source, ahead):
-        pending.append((image_id, _submit(pool, name, draft, alpha)))
+        pending.append((image_id, _submit(pool, name, draft, alpha, masks.get(image_id))))
     while pending:
         image_id, future = pending.popleft()
         for next_id, next_name in islice(source, 1):
-            pending.append((next_id, _submit(pool, next_name, draft, alpha)))
+            pending.append((next_id, _submit(pool, next_name, draft, alpha, masks.get(next_id))))
         yield image_id, future.result()
 
 
@@ -156,14 +193,17 @@ def embed_stored_images(
     pool: Executor,
     draft: tuple[int, int] = DEFAULT_DRAFT,
     micro_batch: int | None = None,
+    masks: dict[int, str] | None = None,
 ) -> Embedded:
-    """items: (image_id, storage name). Vectors come back in the order of the decodable items."""
+    """items: (image_id, storage name). Vectors come back in the order of the decodable items.
+    `masks`: image_id → storage name of its uploaded mask (masked pooling only)."""
     from encoders.pooled_encoder import PooledEncoder
 
     pooled = encoder if isinstance(encoder, PooledEncoder) else None
+    wants_masks = bool(pooled and pooled.needs_alpha)
     micro_batch = _round_up(micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE)
     decoded = _decode_ahead(items, pool=pool, draft=draft, ahead=READ_AHEAD_BATCHES * micro_batch,
-                            alpha=bool(pooled and pooled.needs_alpha))
+                            alpha=wants_masks, masks=masks if wants_masks else None)
     result = Embedded()
     chunks: list[Pooled] = []
     for batch in _micro_batches(decoded, micro_batch):
@@ -189,13 +229,16 @@ def _round_up(n: int) -> int:
 
 
 def _pooled_fixed_shape(encoder, images: list) -> Pooled:
-    """The encoder's pooled output with the forward batch padded to a multiple of ROW_MULTIPLE rows."""
+    """The encoder's pooled output with the forward batch padded to a multiple of ROW_MULTIPLE rows.
+    `images` may hold `WithMask` entries (decoded with their uploaded masks)."""
     from encoders.pooled_encoder import PooledEncoder
 
     padded = _round_up(len(images))
     batch = list(images) + [images[-1]] * (padded - len(images))
+    masks = [item.mask if isinstance(item, WithMask) else None for item in batch]
+    batch = [item.image if isinstance(item, WithMask) else item for item in batch]
     if isinstance(encoder, PooledEncoder):
-        out = encoder.embed(batch, batch_size=padded)
+        out = encoder.embed(batch, batch_size=padded, masks=masks if any(m is not None for m in masks) else None)
     else:
         out = Pooled(vectors=encoder.encode_images(batch, batch_size=padded), notes=[""] * padded)
     n = len(images)

@@ -4,7 +4,9 @@ import base64
 import binascii
 import io
 
+from django.http import FileResponse
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -13,10 +15,12 @@ from rest_framework.views import APIView
 
 from albums.errors import ImageNotFoundError
 from albums.imaging import ImageRejected, probe_image
+from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
-from config.errors import ApplicationError
+from config.errors import ApplicationError, NotFoundError
 from config.throttles import SearchRateThrottle
-from search import scoring, services
+from search import masks, scoring, services
+from search.models import ImageMask
 
 MAX_QUERY_TEXT = 1000
 
@@ -183,3 +187,43 @@ class AlbumDuplicatesApi(APIView):
         params.is_valid(raise_exception=True)
         groups = services.album_duplicates(album=album, threshold=params.validated_data["threshold"])
         return Response({"threshold": params.validated_data["threshold"], "groups": groups, "count": len(groups)})
+
+
+class MaskNotFoundError(NotFoundError):
+    code = "mask_not_found"
+
+
+class _MaskUpload(serializers.Serializer):
+    mask = serializers.FileField(help_text="white (or opaque) = foreground; any size, the image's upright orientation")
+
+
+class ImageMaskApi(APIView):
+    """An image's uploaded foreground mask, used by albums with `masked` pooling (it wins over the
+    image's alpha channel). Setting or removing it re-embeds the image."""
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, image_id: int):
+        image = image_get_for_user(user=request.user, image_id=image_id)
+        mask = ImageMask.objects.filter(image=image).exclude(file="").first()
+        if mask is None:
+            raise MaskNotFoundError("This image has no uploaded mask.")
+        response = FileResponse(mask.file.open("rb"), content_type="image/png")
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @extend_schema(request=_MaskUpload, responses={200: None})
+    def put(self, request, image_id: int):
+        image = image_get_for_user(user=request.user, image_id=image_id, min_role=Role.EDITOR)
+        data = _MaskUpload(data=request.data)
+        data.is_valid(raise_exception=True)
+        mask = masks.image_mask_set(image=image, data=data.validated_data["mask"].read())
+        return Response({"image_id": image.pk, "updated_at": mask.updated_at, "reindexing": image.album.pooling == "masked"})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, image_id: int):
+        image = image_get_for_user(user=request.user, image_id=image_id, min_role=Role.EDITOR)
+        masks.image_mask_delete(image=image)
+        return Response(status=204)
