@@ -54,6 +54,12 @@ class Dinov2Backbone:
         self.prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         self.pixel_mean = tuple(self.processor.image_mean)
         self.pixel_std = tuple(self.processor.image_std)
+        # The share of a square input the token grid sees: resize the short side, then crop.
+        crop, size = getattr(self.processor, "crop_size", None) or {}, getattr(self.processor, "size", None) or {}
+        if getattr(self.processor, "do_center_crop", False) and crop.get("height") and size.get("shortest_edge"):
+            self.view_fraction = min(1.0, crop["height"] / size["shortest_edge"])
+        else:
+            self.view_fraction = 1.0
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         return self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
@@ -81,6 +87,7 @@ class EfficientNetLite0Backbone:
         config = timm.data.resolve_data_config({}, model=self.model)
         self.transform = timm.data.create_transform(**config)
         self.pixel_mean, self.pixel_std = tuple(config["mean"]), tuple(config["std"])
+        self.view_fraction = float(config.get("crop_pct", 1.0)) if config.get("crop_mode", "center") == "center" else 1.0
         self.device = device
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
@@ -109,6 +116,12 @@ class DenseEncoder(Encoder):
         self.default_min_score = backend.default_min_score
         self.model_id = model_id_for(spec, weights.checksum_files)
         self.dim = int(self._embed_images([Image.new("RGB", (64, 64))]).shape[1])
+
+    @property
+    def patch_view_fraction(self) -> float:
+        """How much of a square image the patch grid covers (centre crop of the transform): vision
+        RAG pads by this much so that patch boxes match the grid exactly (search/rag/patches.py)."""
+        return float(getattr(self.backbone, "view_fraction", 1.0))
 
     def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):

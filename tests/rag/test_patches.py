@@ -105,3 +105,30 @@ def test_an_encoder_without_a_token_grid_falls_back_to_crops(settings, tiny_mode
     grid = image_patches(encoder, photo, resolution=64, patch_size=32, source=TOKENS)
     assert grid.source == CROPS and len(grid.patches) == 4
     assert grid.vectors.shape == (4, encoder.dim)
+
+
+def test_the_view_fraction_of_centre_cropping_backbones(efficientnet, settings, tiny_models_dir):
+    from encoders.registry import get_encoder
+
+    assert efficientnet.patch_view_fraction == pytest.approx(0.875)  # timm: resize 256, crop 224
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    tiny_dinov2 = get_encoder("dense:tiny-dinov2")
+    assert tiny_dinov2.patch_view_fraction == pytest.approx(32 / 40)  # its processor: short side 40, crop 32
+
+
+def _left_and_right_change(encoder):
+    board = Image.new("RGB", (224, 224), (30, 30, 30))
+    board.paste((255, 255, 255), (0, 0, 12, 224))  # a white band along the left edge only
+    grid = image_patches(encoder, board, resolution=224, patch_size=32, source=TOKENS)
+    plain = image_patches(encoder, Image.new("RGB", (224, 224), (30, 30, 30)), resolution=224, patch_size=32, source=TOKENS)
+    change = [1 - float(a.vector @ b.vector) for a, b in zip(grid.patches, plain.patches, strict=True)]
+    return np.mean([change[r * 7] for r in range(7)]), np.mean([change[r * 7 + 6] for r in range(7)])
+
+
+def test_a_patch_at_the_edge_sees_the_edge(efficientnet, monkeypatch):
+    left, right = _left_and_right_change(efficientnet)
+    assert left > 3 * right
+    # Without the padding the transform's centre crop cuts the band off: the left column barely moves.
+    monkeypatch.setattr(type(efficientnet), "patch_view_fraction", 1.0)
+    left_cropped, _ = _left_and_right_change(efficientnet)
+    assert left > 2 * left_cropped
