@@ -260,3 +260,15 @@ def test_an_example_that_cannot_be_read_is_recorded_and_the_others_still_count(t
     assert lost.status == "failed" and "missing" in lost.failure_reason
     assert body["decision"]["flag"] in ("cat", "cup")
     assert SupportImage.objects.filter(support_set_id=two_class_set["id"], status="ready").count() == 2
+
+
+def test_classification_counts_against_the_search_rate(two_class_set, alice, client_for, settings):
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "9/minute", "search": "1/minute", "upload": "9/minute"}}
+    cache.delete(f"throttle_search_{alice.pk}")
+    api = client_for(alice)
+    assert classify(api, two_class_set["id"], image_base64="eA==").status_code == 400  # counted all the same
+    limited = classify(api, two_class_set["id"], image_base64="eA==")
+    assert limited.status_code == 429 and limited.json()["code"] == "throttled"
+    cache.delete(f"throttle_search_{alice.pk}")

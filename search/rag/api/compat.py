@@ -33,6 +33,7 @@ from albums.roles import Role
 from albums.services import album_create
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
+from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import _query_image_bytes
 from search.rag import selectors, services
 from search.rag.classify import ClassifyParams, classify
@@ -82,6 +83,7 @@ def _support_set(request, raw_id, *, min_role: str, create: bool) -> SupportSet:
 
 class SupportUploadCompatApi(CompatErrorsMixin, GuardedUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [UploadRateThrottle]
 
     def post(self, request):
         try:
@@ -172,6 +174,7 @@ def _align_patch_settings(request, support_set: SupportSet, v: dict) -> SupportS
 
 class RagVisionInvocationCompatApi(CompatErrorsMixin, APIView):
     parser_classes = [JSONParser]
+    throttle_classes = [SearchRateThrottle]
 
     def post(self, request):
         started = time.perf_counter()

@@ -19,6 +19,7 @@ from albums.selectors import album_get_for_user, image_get_for_user
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
+from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import _query_image_bytes
 from search.rag import selectors, services
 from search.rag.api.serializers import (
@@ -140,6 +141,7 @@ def _image_ids(request) -> list[int]:
 
 class SupportClassImageListApi(GuardedUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    throttle_classes = [UploadRateThrottle]
 
     @extend_schema(responses=SupportImageSerializer(many=True))
     def get(self, request, class_id: int):
@@ -224,6 +226,7 @@ class SupportImageCropApi(APIView):
 
 class SupportSetClassifyApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    throttle_classes = [SearchRateThrottle]  # a query encoding and a retrieval, like a search
 
     @extend_schema(request=ClassifyRequestSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, support_set_id: int):
