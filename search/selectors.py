@@ -145,20 +145,36 @@ class RegionMatches:
 
 def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: int,
                    exclude_image_ids: tuple[int, ...] = ()) -> RegionMatches:
-    """Images ranked by their best region (max-sim of the query against each stored region token).
+    """Images ranked by their best region (max-sim of the query against each of their region tokens).
 
-    Exact: every region row of the album under the model is scored in SQL (an album of n images has
-    rows × cols × n rows; no approximate index on regions yet), the best per image kept."""
-    statement = (
-        "SELECT r.image_id, r.score, r.cell, i.original_name, i.width, i.height, i.taken_at FROM ("
-        "  SELECT DISTINCT ON (image_id) image_id, cell, -(vector <#> %s::vector) AS score"
-        "  FROM search_regionembedding WHERE album_id = %s AND model_id = %s AND NOT (image_id = ANY(%s))"
-        "  ORDER BY image_id, vector <#> %s::vector, cell"
-        ") r JOIN albums_image i ON i.id = r.image_id ORDER BY r.score DESC, r.image_id LIMIT %s"
-    )
+    As for whole-image search: the region tokens nearest the query propose candidate images through
+    the model's HNSW index on search_regionembedding (iterative scan; PostgreSQL sorts exactly for a
+    small album instead), then every region of each candidate is scored exactly and the best kept.
+    An image has 12 regions, so twice k' region rows are proposed (× the binary oversampling)."""
+    dim = int(np.asarray(query).shape[-1])
+    storage = storage_of(model_id)
+    k = candidate_count(limit)
+    n_rows = 2 * proposals_per_part(model_id, k)
+    statement = sql.SQL(
+        "WITH near AS (SELECT image_id FROM search_regionembedding WHERE album_id = %s AND model_id = {model_id} "
+        "  ORDER BY {expr} {op} {query} LIMIT %s), "
+        "best AS (SELECT DISTINCT ON (r.image_id) r.image_id, r.cell, -(r.vector <#> %s::vector) AS score "
+        "  FROM search_regionembedding r WHERE r.model_id = {model_id} "
+        "  AND r.image_id IN (SELECT image_id FROM near) AND NOT (r.image_id = ANY(%s)) "
+        "  ORDER BY r.image_id, r.vector <#> %s::vector, r.cell) "
+        "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at "
+        "FROM best b JOIN albums_image i ON i.id = b.image_id ORDER BY b.score DESC, b.image_id LIMIT %s"
+    ).format(model_id=sql.Literal(model_id), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
+             query=query_operand(dim, storage))
     q = _to_db(np.asarray(query, dtype=np.float32))
-    with connection.cursor() as cursor:
-        cursor.execute(statement, [q, album_id, model_id, list(exclude_image_ids), q, int(limit)])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+            "set_config('hnsw.max_scan_tuples', %s, true)",
+            [str(ef_search(n_rows)), str(max(20_000, 4 * n_rows))],
+        )
+        cursor.execute(statement.as_string(cursor.connection),
+                       [album_id, q, n_rows, q, list(exclude_image_ids), q, int(limit)])
         rows = cursor.fetchall()
     return RegionMatches(
         image_ids=np.array([r[0] for r in rows], dtype=np.int64),

@@ -157,13 +157,17 @@ def test_changing_pooling_or_storage_rebuilds_under_a_new_model_id(worker, alice
     assert set(Embedding.objects.filter(album=album).values_list("model_id", flat=True)) == {album.active_model_id}
     assert RegionEmbedding.objects.filter(album=album, model_id=album.active_model_id).count() == 12 * len(files)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexdef LIKE %s", [f"%{album.active_model_id}%"])
-        [definition] = [row[0] for row in cursor.fetchall()]
-    assert "binary_quantize" in definition and "bit_hamming_ops" in definition
+        cursor.execute("SELECT tablename, indexdef FROM pg_indexes WHERE indexdef LIKE %s", [f"%{album.active_model_id}%"])
+        definitions = dict(cursor.fetchall())
+    assert set(definitions) == {"search_embedding", "search_regionembedding"}  # vectors and region tokens
+    assert all("binary_quantize" in d and "bit_hamming_ops" in d for d in definitions.values())
     # Search through the binary index, re-scored in float32: an image finds itself at cosine 1.
     body = _search(client, album, image_id=ids["1.png"], image_weight=1, min_score=-1).json()
     similar = client.get(f"/api/v1/images/{ids['1.png']}/similar/?min_score=-1").json()
     assert len(similar["results"]) == len(files) - 1 and body["model_id"] == album.active_model_id
+    # Box queries go through the binary region index the same way, re-scored exactly.
+    boxed = _search(client, album, image_id=ids["1.png"], box=[0, 0, 1, 1], min_score=-1).json()
+    assert len(boxed["results"]) == len(files) and boxed["results"][0]["image_id"] == ids["1.png"]
 
 
 def test_pooling_other_than_mean_needs_a_dense_backbone(alice, client_for, db, settings, tiny_models_dir):

@@ -108,3 +108,47 @@ def test_recall_through_each_index_and_binary_oversampling(stored, monkeypatch):
     # Hamming distance over sign bits ranks coarsely; oversampling buys the recall back.
     assert binary_plain < recall["binary"]
     assert recall["binary"] >= recall["vector"] - 0.05, recall
+
+
+def test_region_matches_through_the_region_index_are_exact_max_sim_on_the_candidates(alice, transactional_db):
+    from search.selectors import region_matches
+    from search.vector_store import region_index_name, regions_insert
+
+    album = services.album_create(owner=alice, name="regions")
+    n, cells, dim = 600, 12, 64
+    space = ClusteredSpace.make(dim, n_clusters=40, seed=2)
+    regions = space.sample(n * cells, np.random.default_rng(5))[0].reshape(n, cells, dim)
+    images = Image.objects.bulk_create(
+        Image(album=album, file=f"{i}.png", original_name=f"{i}.png", sha256=f"{i:064d}", bytes=1, mime="image/png")
+        for i in range(n)
+    )
+    ids = np.array([image.pk for image in images], dtype=np.int64)
+    model_id = compose_model_id("dense:tests-synthetic@sha256:000000000064", pooling="regions")
+    regions_insert(model_id=model_id, image_ids=ids.tolist(), regions=regions)
+    hnsw_index_ensure(model_id=model_id, dim=dim)
+    queries = space.queries(20, seed=4)["image"]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE search_regionembedding")
+        cursor.execute("SET enable_sort = off")  # a small album would otherwise be sorted exactly
+    try:
+        recalls = []
+        for query in queries:
+            got = region_matches(album_id=album.pk, model_id=model_id, query=query, limit=10)
+            sims = regions @ query  # (n, cells)
+            best = sims.max(axis=1)
+            np.testing.assert_allclose(got.cosines, best[np.searchsorted(ids, got.image_ids)], atol=1e-5)
+            np.testing.assert_array_equal(got.cells, sims.argmax(axis=1)[np.searchsorted(ids, got.image_ids)])
+            truth = ids[np.lexsort((ids, -best))][:10]
+            recalls.append(len(set(got.image_ids.tolist()) & set(truth.tolist())) / 10)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "EXPLAIN SELECT image_id FROM search_regionembedding WHERE album_id = %s AND model_id = %s "
+                "ORDER BY (vector::vector(64)) <=> %s::vector(64) LIMIT 10",
+                [album.pk, model_id, str(queries[0].tolist())],
+            )
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET enable_sort")
+    assert region_index_name(model_id, dim) in plan
+    assert np.mean(recalls) >= 0.95
