@@ -5,6 +5,7 @@ from albums.roles import Role
 
 
 def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
+    from encoders.catalog import responsible_use_notice
     from encoders.registry import known_specs
 
     choices = []
@@ -12,6 +13,8 @@ def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
         label = entry["spec"]
         if not entry.get("weights_present", False):
             label += " (weights not installed)"
+        if responsible_use_notice(entry["spec"]):
+            label += " — license: no biometric or identity use"
         choices.append((entry["spec"], label))
     if current and current not in {c[0] for c in choices}:
         choices.insert(0, (current, current))
@@ -63,6 +66,12 @@ class AlbumSettingsForm(forms.ModelForm):
 
     def clean_vector_storage(self):
         return self.cleaned_data.get("vector_storage") or self.instance.vector_storage
+
+    @property
+    def responsible_use_text(self) -> str:
+        from encoders.catalog import SAPIENS2_RESPONSIBLE_USE
+
+        return SAPIENS2_RESPONSIBLE_USE
 
     @property
     def responsible_use(self) -> str | None:
