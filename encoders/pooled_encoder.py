@@ -27,6 +27,7 @@ from encoders.pooling import MASKED, MEAN, MIN_COVERAGE, REGIONS, Pooled, pool, 
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 OPAQUE_ALPHA = "the alpha channel is fully opaque: no foreground mask"
+GRID_CHUNK = 16  # images per forward pass when the raw grid is pooled on the host (a multiple of 8)
 
 
 def keep_alpha(image: Image.Image) -> Image.Image:
@@ -80,12 +81,26 @@ class PooledEncoder:
         """`masks`: per image an uploaded mask (mode L, any size: resized to the image) or None."""
         if self.pooling == MEAN:
             return Pooled(vectors=self.encoder.encode_images(images, batch_size=batch_size), notes=[""] * len(images))
+        given = list(masks) if masks is not None else [None] * len(images)
+        if len(given) != len(images):
+            raise ValueError(f"{len(given)} masks for {len(images)} images")
+        # The raw grid comes to host memory before pooling: a Sapiens2-1B grid is 64 × 48 × 1536 floats
+        # (19 MB) per image, so grids are made and pooled GRID_CHUNK images at a time. A multiple of 8
+        # rows per forward pass keeps vectors byte-identical whatever the batching (workers/pipeline.py).
+        step = min(GRID_CHUNK, batch_size or GRID_CHUNK)
+        parts = [self._pool_chunk(images[i : i + step], given[i : i + step]) for i in range(0, len(images), step)]
+        return Pooled(
+            vectors=np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.dim), dtype=np.float32),
+            regions=np.concatenate([p.regions for p in parts]) if parts and parts[0].regions is not None else None,
+            notes=[note for p in parts for note in p.notes],
+        )
+
+    def _pool_chunk(self, images: Sequence[Image.Image], masks: Sequence[Image.Image | None]) -> Pooled:
         rows, cols = self.region_grid
         if self.pooling == REGIONS:
-            return pool(self.encoder.raw_grid(images, batch_size=batch_size), pooling=REGIONS, rows=rows, cols=cols)
-        given = list(masks) if masks is not None else [None] * len(images)
+            return pool(self.encoder.raw_grid(images, batch_size=len(images)), pooling=REGIONS, rows=rows, cols=cols)
         found, reasons = [], []
-        for image, mask in zip(images, given, strict=True):
+        for image, mask in zip(images, masks, strict=True):
             if mask is not None:
                 found.append(mask.convert("L").resize(image.size, Image.Resampling.BILINEAR))
                 reasons.append("")
@@ -93,7 +108,7 @@ class PooledEncoder:
                 alpha, reason = alpha_mask(image)
                 found.append(alpha)
                 reasons.append(reason)
-        grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=batch_size)
+        grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=len(images))
         coverage = self.encoder.cell_coverage(found, grid.shape[1:3])
         pooled = pool(grid, pooling=MASKED, coverage=coverage)
         # The specific reason (opaque alpha) beats the generic "no alpha channel".

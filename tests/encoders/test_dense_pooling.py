@@ -166,3 +166,16 @@ def test_a_checkpoint_of_another_layout_fails_with_the_keys(settings, tmp_path):
     (directory / "config.json").write_text(json.dumps({"num_heads": 5}))  # 32 wide: not divisible
     with pytest.raises(EncoderWeightsInvalid, match="heads"):
         get_encoder("dense:sapiens2-7b", device="cpu")
+
+
+def test_grid_poolings_are_byte_identical_whatever_the_batching(models_dir):
+    """Grids are pooled a bounded number of images at a time; with multiples of 8 rows per forward
+    pass (what the indexer guarantees) the rows do not depend on how a batch was split."""
+    encoder = get_encoder(DINOV2_TINY, device="cpu")
+    images = [_noise(seed=20 + i) for i in range(16)]
+    for name in ("regions", "masked"):
+        pooled = PooledEncoder(encoder, pooling=name)
+        by_8, by_16 = pooled.embed(images, batch_size=8), pooled.embed(images, batch_size=16)
+        np.testing.assert_array_equal(by_8.vectors, by_16.vectors)
+        if name == "regions":
+            np.testing.assert_array_equal(by_8.regions, by_16.regions)
