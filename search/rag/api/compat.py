@@ -23,6 +23,7 @@ import uuid
 
 from django.conf import settings
 from django.db import transaction
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -85,6 +86,16 @@ class SupportUploadCompatApi(CompatErrorsMixin, GuardedUploadMixin, APIView):
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [UploadRateThrottle]
 
+    @extend_schema(
+        request={"multipart/form-data": inline_serializer("RagVisionSupportUpload", {
+            "className": serializers.CharField(), "classes": serializers.CharField(help_text="JSON list of class names"),
+            "index": serializers.IntegerField(help_text="0 starts the caller's set over"), "file": serializers.FileField(),
+            "supportSetId": serializers.IntegerField(required=False)})},
+        responses=inline_serializer("RagVisionSupportUploadResult", {
+            "success": serializers.BooleanField(), "className": serializers.CharField(), "index": serializers.IntegerField(),
+            "filename": serializers.CharField(), "supportSetId": serializers.IntegerField(),
+            "supportImageId": serializers.IntegerField(), "imageId": serializers.IntegerField()}),
+    )
     def post(self, request):
         try:
             index = int(request.data.get("index", ""))
@@ -176,6 +187,16 @@ class RagVisionInvocationCompatApi(CompatErrorsMixin, APIView):
     parser_classes = [JSONParser]
     throttle_classes = [SearchRateThrottle]
 
+    @extend_schema(
+        request=InvocationSerializer,
+        responses=inline_serializer("RagVisionInvocationResult", {
+            "success": serializers.BooleanField(), "imageId": serializers.CharField(),
+            "flagKey": serializers.CharField(allow_null=True), "flag": serializers.CharField(allow_null=True),
+            "explanation": serializers.CharField(), "classScores": serializers.DictField(child=serializers.FloatField()),
+            "rawResponse": serializers.CharField(), "elapsedTimeMs": serializers.IntegerField(),
+            "error": serializers.CharField(allow_null=True), "decisionSource": serializers.CharField(),
+            "supportSetId": serializers.IntegerField(), "evidence": serializers.ListField(child=serializers.DictField())}),
+    )
     def post(self, request):
         started = time.perf_counter()
         if int(request.META.get("CONTENT_LENGTH") or 0) > settings.LOUPE_RAG_MAX_REQUEST_BYTES:

@@ -91,7 +91,7 @@ class SupportSetWriteSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     encoder_spec = serializers.CharField(max_length=300, required=False, allow_blank=True)
-    patch_source = serializers.ChoiceField(choices=PatchSource.values, required=False)
+    patch_source = serializers.ChoiceField(choices=PatchSource.choices, required=False)
     support_resolution = serializers.IntegerField(min_value=MIN_RESOLUTION, max_value=MAX_RESOLUTION, required=False)
     patch_size = serializers.IntegerField(min_value=8, max_value=MAX_RESOLUTION, required=False)
     use_vlm = serializers.BooleanField(required=False)
