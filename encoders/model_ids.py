@@ -7,6 +7,7 @@ storage kind (a Hamming index over sign bits is not a cosine index), so both joi
     dense:dinov2-small@sha256:0123456789ab                         mean pooling, float32 index
     dense:dinov2-small@sha256:0123456789ab+pooling=masked
     dense:dinov2-small@sha256:0123456789ab+pooling=regions-4x3+storage=binary
+    dense:dinov2-small@sha256:0123456789ab+pooling=masked+segmenter=ba9876543210   (person masks from a model)
 
 The defaults add nothing, so every album made before these settings keeps its model_id. Changing
 either setting therefore changes the model_id, and the generation mechanism rebuilds the album;
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from encoders.pooling import DEFAULT_POOLING, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
+from encoders.pooling import DEFAULT_POOLING, MASKED, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
 
 DEFAULT_STORAGE = "vector"
 
@@ -28,6 +29,7 @@ class ModelIdParts:
     pooling: str = DEFAULT_POOLING
     storage: str = DEFAULT_STORAGE
     region_grid: tuple[int, int] = (REGION_ROWS, REGION_COLS)
+    segmenter: str | None = None  # checksum of the person-segmentation weights that made masks, if any
 
     @property
     def spec(self) -> str:
@@ -40,15 +42,21 @@ class ModelIdParts:
             if self.pooling == REGIONS:
                 label += f"-{self.region_grid[0]}x{self.region_grid[1]}"
             suffix += f"+pooling={label}"
+        if self.segmenter:
+            suffix += f"+segmenter={self.segmenter}"
         if self.storage != DEFAULT_STORAGE:
             suffix += f"+storage={self.storage}"
         return self.encoder_model_id + suffix
 
 
-def compose_model_id(encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE) -> str:
+def compose_model_id(
+    encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE, segmenter: str | None = None
+) -> str:
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
-    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage))
+    if segmenter and pooling != MASKED:
+        raise ValueError("a segmenter only makes masks for masked pooling")
+    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter))
 
 
 def parse_model_id(model_id: str) -> ModelIdParts:
@@ -63,4 +71,5 @@ def parse_model_id(model_id: str) -> ModelIdParts:
     if pooling.startswith(REGIONS + "-"):
         rows, _, cols = pooling[len(REGIONS) + 1 :].partition("x")
         pooling, grid = REGIONS, (int(rows), int(cols))
-    return ModelIdParts(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid)
+    return ModelIdParts(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid,
+                        segmenter=values.get("segmenter") or None)

@@ -9,8 +9,8 @@ masked pooling fell back to the mean. `mean` delegates to `encode_images` unchan
 
 Masks, first found wins: a mask given with the image (an editor's upload, `search.ImageMask`), then
 the image's alpha channel (images handed in as RGBA are composited for the model as `to_rgb` always
-did, and their alpha is the foreground; a fully opaque alpha is no mask at all). A
-person-segmentation model would plug in here as a further source (not built: no weights here).
+did, and their alpha is the foreground; a fully opaque alpha is no mask at all), then the person
+segmenter when one is configured (encoders/segmenter.py; its checksum is then part of the model_id).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def alpha_mask(image: Image.Image) -> tuple[Image.Image | None, str]:
 
 
 class PooledEncoder:
-    def __init__(self, encoder, *, pooling: str = MEAN, storage: str = DEFAULT_STORAGE):
+    def __init__(self, encoder, *, pooling: str = MEAN, storage: str = DEFAULT_STORAGE, segmenter=None):
         if pooling != MEAN and not getattr(encoder, "supports_pooling", False):
             raise EncoderSpecError(
                 f"Pooling {pooling!r} needs a dense backbone (dense:…); {encoder.spec} gives one vector per image.",
@@ -63,7 +63,10 @@ class PooledEncoder:
         self.pooling = pooling
         self.storage = storage
         self.dim = encoder.dim
-        self.model_id = compose_model_id(encoder.model_id, pooling=pooling, storage=storage)
+        # Masks from a model only matter to masked pooling; elsewhere the segmenter is not used.
+        self.segmenter = segmenter if pooling == MASKED else None
+        self.model_id = compose_model_id(encoder.model_id, pooling=pooling, storage=storage,
+                                         segmenter=self.segmenter.checksum if self.segmenter else None)
         self.parts: ModelIdParts = parse_model_id(self.model_id)
 
     @property
@@ -108,6 +111,10 @@ class PooledEncoder:
                 alpha, reason = alpha_mask(image)
                 found.append(alpha)
                 reasons.append(reason)
+        if self.segmenter is not None:
+            missing = [i for i, mask in enumerate(found) if mask is None]
+            for i, mask in zip(missing, self.segmenter.masks([images[i] for i in missing])):
+                found[i], reasons[i] = mask, ""
         grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=len(images))
         coverage = self.encoder.cell_coverage(found, grid.shape[1:3])
         pooled = pool(grid, pooling=MASKED, coverage=coverage)

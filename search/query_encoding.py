@@ -63,7 +63,18 @@ def encode_locally(
             "(the weights file changed). Re-index the album to search it again.",
             extra={"album_model_id": model_id, "loaded_model_id": base.model_id},
         )
-    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage)
+    segmenter = None
+    if ids.pooling == "masked":
+        from encoders.segmenter import get_person_segmenter
+
+        segmenter = get_person_segmenter()
+    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage, segmenter=segmenter)
+    if encoder.model_id != model_id:  # the person segmenter changed (or was set or unset) since indexing
+        raise EmbeddingModelMismatchError(
+            f"The album's vectors were made with {model_id}, but this server now makes {encoder.model_id} "
+            "(LOUPE_PERSON_SEGMENTER or its weights changed). Re-index the album to search it again.",
+            extra={"album_model_id": model_id, "loaded_model_id": encoder.model_id},
+        )
     vectors: dict[str, list[float]] = {}
     parts = [part for part in ("text", "negative") if texts.get(part)]
     if parts:

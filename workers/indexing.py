@@ -149,7 +149,13 @@ def _job_encoder(job: IndexJob):
 
     album = job.album
     try:
-        return PooledEncoder(get_encoder(album.encoder_spec), pooling=album.pooling, storage=album.vector_storage), None
+        segmenter = None
+        if album.pooling == "masked":
+            from encoders.segmenter import get_person_segmenter
+
+            segmenter = get_person_segmenter()
+        encoder = get_encoder(album.encoder_spec)
+        return PooledEncoder(encoder, pooling=album.pooling, storage=album.vector_storage, segmenter=segmenter), None
     except EncoderError as exc:
         _fail_job(job.pk, exc.message)
         return None, exc.code

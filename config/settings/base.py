@@ -130,6 +130,10 @@ LOUPE_DEFAULT_ENCODERS = env.list(
 LOUPE_ALLOWED_ENCODERS = env.list("LOUPE_ALLOWED_ENCODERS", default=[])
 LOUPE_DEVICE = env.str("LOUPE_DEVICE", default="auto")
 LOUPE_ENCODE_BATCH_SIZE = env.int("LOUPE_ENCODE_BATCH_SIZE", default=64)
+# Masked pooling's third mask source (after an uploaded mask and the alpha channel): a transformers
+# semantic-segmentation model saved under LOUPE_MODELS_DIR/segmenters/<name>/ with a "person" label.
+# Empty: none (docs/encoders.md, "Dense backbones").
+LOUPE_PERSON_SEGMENTER = env.str("LOUPE_PERSON_SEGMENTER", default="")
 # Vision-language models for vision RAG (encoders/vlm/, docs/encoders.md): specs an album or request
 # may name (empty: any; set it where users can name specs, since `openai:` specs are URLs the server
 # calls), the OpenAI-compatible endpoints' key, timeout and retries, and prompt template overrides.

@@ -179,3 +179,54 @@ def test_grid_poolings_are_byte_identical_whatever_the_batching(models_dir):
         np.testing.assert_array_equal(by_8.vectors, by_16.vectors)
         if name == "regions":
             np.testing.assert_array_equal(by_8.regions, by_16.regions)
+
+
+def _save_tiny_segmenter(directory):
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3], strides=[4, 2],
+        num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=2,
+        id2label={0: "background", 1: "person"}, label2id={"background": 0, "person": 1},
+    )
+    SegformerForSemanticSegmentation(config).save_pretrained(directory)
+    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+
+
+def test_a_configured_person_segmenter_masks_images_without_one(models_dir, settings):
+    import uuid
+
+    from encoders.segmenter import get_person_segmenter
+    from search.query_encoding import EmbeddingModelMismatchError, encode_locally
+
+    name = f"tiny-person-{uuid.uuid4().hex[:8]}"
+    _save_tiny_segmenter(models_dir / "segmenters" / name)
+    settings.LOUPE_PERSON_SEGMENTER = name
+    segmenter = get_person_segmenter(device="cpu")
+    encoder = get_encoder(DINOV2_TINY, device="cpu")
+    pooled = PooledEncoder(encoder, pooling="masked", segmenter=segmenter)
+    assert pooled.model_id == f"{encoder.model_id}+pooling=masked+segmenter={segmenter.checksum}"
+    assert PooledEncoder(encoder, pooling="regions", segmenter=segmenter).model_id == encoder.model_id + "+pooling=regions-4x3"
+
+    photo = _noise(seed=30)
+    [mask] = segmenter.masks([photo])
+    assert mask.size == photo.size and mask.mode == "L" and 0 < np.asarray(mask).mean() < 255
+    out = pooled.embed([photo])
+    assert out.notes == [""]  # masked by the model, no fallback
+    [coverage] = encoder.cell_coverage([mask], (4, 4))
+    np.testing.assert_allclose(out.vectors[0], pooling.weighted_pool(encoder.raw_grid([photo])[0],
+                                                                      np.where(coverage >= pooling.MIN_COVERAGE, coverage, 0)),
+                               atol=1e-5)
+    # An image's own alpha still wins over the model.
+    alpha = np.zeros((40, 40))
+    alpha[:, :20] = 255
+    cutout = _with_alpha(photo, alpha)
+    np.testing.assert_allclose(pooled.embed([cutout]).vectors, PooledEncoder(encoder, pooling="masked").embed([cutout]).vectors,
+                               atol=1e-6)
+
+    # Query encoding refuses vectors made under another segmenter (or none) rather than compare them.
+    settings.LOUPE_PERSON_SEGMENTER = ""
+    with pytest.raises(EmbeddingModelMismatchError, match="LOUPE_PERSON_SEGMENTER"):
+        encode_locally(model_id=pooled.model_id, texts={}, image_bytes=None, ensemble=False)

@@ -159,6 +159,8 @@ def test_pool_regions_keeps_the_global_mean_and_a_row_major_grid():
          "dense:dinov2-small@sha256:0123456789ab+pooling=masked"),
         (ModelIdParts("dense:sapiens2-1b@sha256:0123456789ab", pooling="regions", storage="binary"),
          "dense:sapiens2-1b@sha256:0123456789ab+pooling=regions-4x3+storage=binary"),
+        (ModelIdParts("dense:dinov2-small@sha256:0123456789ab", pooling="masked", segmenter="ba9876543210"),
+         "dense:dinov2-small@sha256:0123456789ab+pooling=masked+segmenter=ba9876543210"),
         (ModelIdParts("openai-clip:ViT-L/14@336px@sha256:0123456789ab", storage="halfvec"),
          "openai-clip:ViT-L/14@336px@sha256:0123456789ab+storage=halfvec"),
     ],
@@ -166,5 +168,6 @@ def test_pool_regions_keeps_the_global_mean_and_a_row_major_grid():
 def test_model_id_round_trips_and_defaults_add_nothing(parts, text):
     assert str(parts) == text
     assert parse_model_id(text) == parts
-    assert compose_model_id(parts.encoder_model_id, pooling=parts.pooling, storage=parts.storage) == text
+    assert compose_model_id(parts.encoder_model_id, pooling=parts.pooling, storage=parts.storage,
+                            segmenter=parts.segmenter) == text
     assert parse_model_id(text).spec == parts.encoder_model_id.rsplit("@", 1)[0]
