@@ -6,14 +6,18 @@ same shape here, so clients branch on `code`, never on the message text.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -97,6 +101,12 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code)
     if (encoder_status := _encoder_error_status(exc)) is not None:
         return Response(error_body(exc.message, exc.code, exc.extra), status=encoder_status)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable (restarting, failing over): a 503 the client may retry, in the
+        # one shape, rather than a bare 500; the detail goes to the log (bench/faults.py measured it).
+        logger.warning("database unavailable: %s", exc)
+        return Response(error_body("The database is unavailable; try again shortly.", "database_unavailable"),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -162,3 +162,16 @@ def test_pagination_never_500s(searchable, alice, client_for, query):
     assert response.status_code in (200, 400, 404), response.content
     if response.status_code != 200:
         assert set(response.json()) == {"message", "code", "extra"}
+
+
+def test_a_database_outage_is_a_503_in_the_error_shape():
+    """What every API view answers while PostgreSQL is down (bench/faults.py and
+    test_faults_stack.py see it end to end)."""
+    from django.db import OperationalError
+
+    from config.errors import api_exception_handler
+
+    response = api_exception_handler(OperationalError("connection refused"), {})
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.data == {"message": "The database is unavailable; try again shortly.",
+                             "code": "database_unavailable", "extra": {}}

@@ -1,0 +1,58 @@
+"""Faults on a whole Loupe of its own (bench.stack: own PostgreSQL, Redis, gunicorn, Celery worker),
+so restarting PostgreSQL and Redis never disturbs the test database other tests use. A smaller run
+of bench/faults.py: Redis restarted mid-job, PostgreSQL restarted mid-job, uploads while the worker
+is down. Each ends with exactly one vector per image, and health named the part that was down.
+SIGKILL of a worker mid-job is tests/workers/test_faults.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import faults
+from bench.stack import Stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+IMAGES, OUTAGE = 240, 4.0
+# Chunks of 4: sixty of them, so the job is still running when the fault is injected.
+WORKER_ENV = {**faults.WORKER_ENV, "LOUPE_INDEX_CHUNK": "4", "LOUPE_ENCODE_BATCH_SIZE": "4"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with Stack.started(tmp_path_factory.mktemp("stack"), worker_env=WORKER_ENV) as stack:
+        stack.start_worker("w1")
+        yield stack
+
+
+def _assert_recovered(result: dict) -> None:
+    assert result["settled"], result
+    assert result["images_with_one_vector"] == result["images"] == IMAGES + 1, result  # +1: uploaded during the fault
+    assert result["failed_images"] == 0
+    assert all(job["status"] == "succeeded" for job in result["jobs"]), result["jobs"]
+    assert result["health_after"] == 200 and result["down_after"] == [], result
+
+
+def test_redis_restart_mid_job(stack):
+    result = faults.scenario_redis_restart(stack, images=IMAGES, outage=OUTAGE)
+    during = result["during"]
+    assert set(during["health"]) == {"503"} and set(during["down"]) == {"redis,workers"}, during
+    assert set(during["album"]) == {"200"} and set(during["search"]) == {"200"}, during  # reads need no Redis
+    assert set(during["upload"]) == {"201"}, during  # stored; indexed once Redis is back
+    _assert_recovered(result)
+
+
+def test_postgres_restart_mid_job(stack):
+    result = faults.scenario_postgres_restart(stack, images=IMAGES, outage=OUTAGE)
+    during = result["during"]
+    assert set(during["health"]) == {"503"} and "database" in ",".join(during["down"]), during
+    assert set(during["album"]) == {"503"} and set(during["upload"]) == {"503"}, during
+    _assert_recovered(result)
+
+
+def test_uploads_while_the_worker_is_down_are_indexed_when_it_returns(stack):
+    result = faults.scenario_queue_while_worker_down(stack, images=IMAGES, outage=OUTAGE)
+    during = result["during"]
+    assert set(during["down"]) == {"workers"} and set(during["upload"]) == {"201"}, during
+    assert sum(result["queued_while_down"].values()) > 0
+    _assert_recovered(result)
