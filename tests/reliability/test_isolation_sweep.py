@@ -66,6 +66,29 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:image-thumbnail", "GET"): VIEWER,
     ("api:job-detail", "GET"): VIEWER,
     ("api:job-cancel", "POST"): EDITOR,
+    ("api:image-mask", "GET"): VIEWER,
+    ("api:image-mask", "PUT"): EDITOR,
+    ("api:image-mask", "DELETE"): EDITOR,
+    # Vision RAG: support sets belong to an album; its members read and classify, editors change
+    ("api:support-set-list", "GET"): SIGNED_IN,  # lists the caller's sets only
+    ("api:support-set-list", "POST"): EDITOR,  # of the album named in the body
+    ("api:support-set-detail", "GET"): VIEWER,
+    ("api:support-set-detail", "PATCH"): EDITOR,
+    ("api:support-set-detail", "DELETE"): EDITOR,
+    ("api:support-set-classes", "GET"): VIEWER,
+    ("api:support-set-classes", "POST"): EDITOR,
+    ("api:support-set-classify", "POST"): VIEWER,
+    ("api:support-class-detail", "GET"): VIEWER,
+    ("api:support-class-detail", "PATCH"): EDITOR,
+    ("api:support-class-detail", "DELETE"): EDITOR,
+    ("api:support-class-images", "GET"): VIEWER,
+    ("api:support-class-images", "POST"): EDITOR,
+    ("api:support-image-detail", "GET"): VIEWER,
+    ("api:support-image-detail", "DELETE"): EDITOR,
+    ("api:support-image-crop", "GET"): VIEWER,
+    # The RAG Vision Engine's endpoints: uploads go to the caller's own set; an invocation names a set
+    ("ragvision-support-upload", "POST"): SIGNED_IN,
+    ("ragvision-invocations", "POST"): VIEWER,
     ("schema", "GET"): PUBLIC,
     ("api-docs", "GET"): PUBLIC,
     # Pages (function views are swept with GET and POST)
@@ -98,6 +121,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("search:image", "POST"): VIEWER,
     ("search:jobs", "GET"): SIGNED_IN,
     ("search:jobs", "POST"): SIGNED_IN,
+    ("rag:list", "GET"): VIEWER,
+    ("rag:list", "POST"): EDITOR,
+    ("rag:detail", "GET"): VIEWER,
+    ("rag:detail", "POST"): EDITOR,
+    ("rag:delete", "GET"): NOT_ALLOWED,
+    ("rag:delete", "POST"): EDITOR,
+    ("rag:classify", "GET"): VIEWER,
+    ("rag:classify", "POST"): VIEWER,  # renders the page; classification itself goes through the API
 }
 
 # Bodies for writes, so that a missing check would really change something: (format, maker(world)).
@@ -112,6 +143,18 @@ BODIES = {
     ("albums:settings", "POST"): ("form", lambda w: {"name": "renamed", "max_search_results": 5}),
     ("albums:members", "POST"): ("form", lambda w: {"username": "outsider", "role": "owner"}),
     ("albums:list", "POST"): ("form", lambda w: {"name": "new"}),
+    ("api:support-set-list", "POST"): ("json", lambda w: {"album": w["album"].pk, "name": "new set"}),
+    ("api:support-set-detail", "PATCH"): ("json", lambda w: {"name": "renamed"}),
+    ("api:support-set-classes", "POST"): ("json", lambda w: {"label": "dirty"}),
+    ("api:support-set-classify", "POST"): ("json", lambda w: {"image_base64": "eA=="}),
+    ("api:support-class-detail", "PATCH"): ("json", lambda w: {"label": "renamed"}),
+    ("api:support-class-images", "POST"): ("multipart", lambda w: {"files": [io.BytesIO(image_bytes(color=(7, 8, 9)))]}),
+    ("ragvision-support-upload", "POST"): ("multipart", lambda w: {
+        "className": "clean", "classes": '["clean"]', "index": "0", "file": io.BytesIO(image_bytes(color=(3, 3, 3)))}),
+    ("ragvision-invocations", "POST"): ("json", lambda w: {"supportSetId": _support_set(w), "encodedImage": "eA=="}),
+    ("rag:list", "POST"): ("form", lambda w: {"name": "new set", "patch_source": "tokens", "support_resolution": 448,
+                                              "patch_size": 64}),
+    ("rag:detail", "POST"): ("form", lambda w: {"action": "add-class", "class-label": "dirty"}),
 }
 
 # ---- Objects named in URLs: kwarg → maker(world) returning an id in the foreign album --------------
@@ -220,7 +263,11 @@ def world(make_user, settings, import_root):
     from albums.models import Image
 
     job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX)
-    return {"album": album, "image": Image.objects.get(pk=upload.image_id), "job": job, "users": users}
+    image = Image.objects.get(pk=upload.image_id)
+    from search import masks
+
+    masks.image_mask_set(image=image, data=image_bytes(fmt="PNG", mode="L", color=255, size=(64, 48)))  # so GET …/mask/ has one
+    return {"album": album, "image": image, "job": job, "users": users}
 
 
 def _kwargs(route: str, world, *, missing: bool = False) -> dict[str, int]:
