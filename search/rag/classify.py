@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
-from config.errors import ApplicationError, ServiceUnavailableError
+from config.errors import ApplicationError, ConflictError, ServiceUnavailableError
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
@@ -78,6 +78,14 @@ def _ensure_patches(support_set: SupportSet, encoder, key: str) -> int:
     """Embed now what a queued task has not embedded yet, so a classification right after an upload
     sees every example; the rows it writes are the ones the task would have written."""
     stale = stale_support_images(support_set=support_set, key=key)
+    if len(stale) > settings.LOUPE_RAG_INLINE_PATCH_MAX:
+        # Too many to embed inside one request: the worker is on it (or will be); say how far along.
+        total = SupportImage.objects.filter(support_set=support_set).count()
+        raise ConflictError(
+            f"The support set's examples are being embedded ({total - len(stale)} of {total} ready); try again shortly.",
+            code="support_set_patching",
+            extra={"ready": total - len(stale), "total": total},
+        )
     if stale:
         support_patches_compute(
             support_set_id=support_set.pk, generation=support_set.generation, support_image_ids=stale, encoder=encoder

@@ -272,3 +272,10 @@ def test_classification_counts_against_the_search_rate(two_class_set, alice, cli
     limited = classify(api, two_class_set["id"], image_base64="eA==")
     assert limited.status_code == 429 and limited.json()["code"] == "throttled"
     cache.delete(f"throttle_search_{alice.pk}")
+
+
+def test_a_set_still_being_embedded_answers_409_with_progress(two_class_set, alice, client_for, settings):
+    settings.LOUPE_RAG_INLINE_PATCH_MAX = 1  # two examples pending, only one may be embedded in-request
+    response = classify(client_for(alice), two_class_set["id"], image_base64=b64(augmented("chelsea")))
+    assert response.status_code == 409 and response.json()["code"] == "support_set_patching"
+    assert response.json()["extra"] == {"ready": 0, "total": 2}
