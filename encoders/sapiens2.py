@@ -196,6 +196,7 @@ class Sapiens2Backbone:
         self.config = self.model.config
         self.device = device
         self.pixel_mean, self.pixel_std = self.config.mean, self.config.std
+        self.view_fraction = 1.0  # no crop: the grid covers the whole (resized, not aspect-kept) image
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         height, width = self.config.input_size
