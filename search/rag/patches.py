@@ -5,7 +5,7 @@ gives the same grid), then cut into `resolution // patch_size` patches a side. T
 patch's vector:
 
 - `tokens`: one forward pass; the encoder's own token grid (7×7 for EfficientNet-Lite0, 14×14 for a
-  ViT-B/16) is pooled, weighted by overlapped area, onto the patch grid. Backbones whose transform
+  ViT-B/16) is pooled, weighted by overlapped area, onto the patch grid (encoders/pooling.py). Backbones whose transform
   centre-crops (EfficientNet, DINOv2: 224 of 256) would see only the middle of the image, so the
   square is padded by reflection first and the grid then covers exactly the square.
 - `crops`: each patch is cropped and encoded as an image of its own: one forward pass per patch,
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from encoders.base import l2_normalize
+from encoders.pooling import pool_grid_to_regions
 
 if TYPE_CHECKING:
     from encoders.base import Encoder
@@ -62,24 +62,6 @@ def cell_boxes(n: int, width: int, height: int) -> list[tuple[int, int, tuple[in
     return [(r, c, (xs[c], ys[r], xs[c + 1], ys[r + 1])) for r in range(n) for c in range(n)]
 
 
-def _overlap_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in): the share of output cell i covered by input cell j, rows summing to 1."""
-    weights = np.zeros((n_out, n_in), dtype=np.float64)
-    for i in range(n_out):
-        lo, hi = i * n_in / n_out, (i + 1) * n_in / n_out
-        for j in range(int(np.floor(lo)), int(np.ceil(hi))):
-            weights[i, j] = min(hi, j + 1) - max(lo, j)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-def pool_grid(grid: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """(h, w, d) token grid → (rows, cols, d), each output cell the area-weighted mean of the
-    tokens under it (adaptive average pooling), L2-normalized."""
-    h, w, _ = grid.shape
-    pooled = np.einsum("ih,jw,hwd->ijd", _overlap_weights(h, rows), _overlap_weights(w, cols), grid.astype(np.float64))
-    return l2_normalize(pooled)
-
-
 def _reflect_pad(square: Image.Image, fraction: float) -> Image.Image:
     """Pad so that the centre `fraction` of the result is exactly `square`."""
     if fraction >= 1.0:
@@ -104,7 +86,7 @@ def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patc
         n_tokens = min(n, grid.shape[0], grid.shape[1])
         if n_tokens != n:
             n, boxes = n_tokens, cell_boxes(n_tokens, rgb.width, rgb.height)
-        vectors = pool_grid(grid, n, n).reshape(n * n, -1)
+        vectors = pool_grid_to_regions(grid, n, n).reshape(n * n, -1)
         used = TOKENS
     else:
         tiles = [square.crop(box) for _, _, box in cell_boxes(n, resolution, resolution)]

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tests.tiny_models import SIGLIP2_TINY
-from search.rag.patches import CROPS, TOKENS, _reflect_pad, cell_boxes, cells_per_side, image_patches, pool_grid
+from search.rag.patches import CROPS, TOKENS, _reflect_pad, cell_boxes, cells_per_side, image_patches
 
 
 def test_cell_boxes_tile_the_image_exactly():
@@ -17,25 +17,6 @@ def test_cell_boxes_tile_the_image_exactly():
     area = sum((x1 - x0) * (y1 - y0) for _, _, (x0, y0, x1, y1) in boxes)
     assert area == 100 * 50
     assert cells_per_side(448, 64) == 7 and cells_per_side(100, 200) == 1
-
-
-def test_pooling_to_the_same_grid_only_normalizes():
-    rng = np.random.default_rng(0)
-    grid = rng.normal(size=(4, 4, 8)).astype(np.float32)
-    pooled = pool_grid(grid, 4, 4)
-    np.testing.assert_allclose(pooled, grid / np.linalg.norm(grid, axis=-1, keepdims=True), rtol=1e-5, atol=1e-6)
-
-
-def test_pooling_weights_tokens_by_overlapped_area():
-    # 3 tokens → 2 cells: cell 0 covers token 0 fully and half of token 1.
-    grid = np.zeros((1, 3, 2), dtype=np.float32)
-    grid[0, 0] = [1, 0]
-    grid[0, 1] = [0, 1]
-    grid[0, 2] = [0, 1]
-    pooled = pool_grid(grid, 1, 2)
-    expected_left = np.array([1.0, 0.5]) / np.linalg.norm([1.0, 0.5])
-    np.testing.assert_allclose(pooled[0, 0], expected_left, rtol=1e-6)
-    np.testing.assert_allclose(pooled[0, 1], [0, 1], atol=1e-7)
 
 
 def test_reflect_padding_puts_the_square_in_the_centre_fraction():
