@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import struct
 
 import numpy as np
@@ -172,8 +173,7 @@ def test_vectorized_patch_math_equals_the_per_query_reference():
     support = quality.l2_normalize(rng.standard_normal((12, 16)))
     keep = rng.random((7, 5)) > 0.5
     keep[0] = False  # nothing kept: every patch counts
-    best = quality.best_cosines(support, queries, chunk=3)
-    best_kept = quality.best_cosines(support, queries, keep, chunk=3)
+    best, best_kept = quality.best_cosines(support, queries, (None, keep), chunk=3)
     for i in range(7):
         for k in (1, 4, 50):
             assert quality.top_k_means(best, k)[i] == pytest.approx(quality.patch_class_means(queries[i], {0: support}, k=k)[0], abs=1e-6)
@@ -235,3 +235,55 @@ def test_load_split_reads_a_generated_dataset(tmp_path):
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(quality.png_bytes(split.images[4])))), split.images[4])
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+
+def fake_results(*, patch_at_20: float, prototype_at_20: float, recall: float = 1.0) -> quality.Results:
+    search = {"queries": 1000, "service_p@10": 0.66, "direct_p@10": 0.66, "stored_exact_p@10": 0.66,
+              "service_recall@10_vs_direct_exact": recall, "service_recall@10_vs_stored_exact": recall,
+              "short_result_lists": 0, "max_abs_vector_diff_stored_vs_direct": 3e-7,
+              "similar_latency_ms_p50": 40.0, "similar_latency_ms_p95": 80.0}
+
+    def shot(shots: int, patch: float, prototype: float) -> dict:
+        return {"shots": shots, "service_queries": 100, "direct_queries": 1000, "service_accuracy": patch,
+                "direct_patch_accuracy_same_queries": patch, "prototype_accuracy_same_queries": prototype,
+                "service_direct_agreement": 1.0, "max_abs_raw_score_diff": 5e-7, "service_blank_evidence_share": 0.9,
+                "classify_latency_ms_p50": 1500.0, "classify_timings_ms_median": {"retrieval": 1400.0},
+                "direct_patch_accuracy": patch, "prototype_accuracy": prototype,
+                "variants": {"patch k=1": 0.4, "patch k=20": 0.5, f"patch k=5, {quality.BLANK_QUERY_OUT}": 0.5,
+                             f"patch k=5, {quality.BLANK_BOTH_OUT}": 0.58, "global 1-NN": 0.6,
+                             "prototype of patch means": 0.74},
+                "direct_blank_evidence_share": 0.9, "top2_margin_median": 0.003}
+
+    return quality.Results(
+        sizes=quality.Sizes(album_per_class=100, queries=100, search_queries=1000, shots=(1, 20), k=5, seed=0, threads=2),
+        started="2026-11-25 23:00 UTC", machine="test machine", source="commit abc", model_id="dense:x@sha256:1",
+        patch_source="tokens", temperature=0.05, wall_s={"total": 600.0}, search=search,
+        fewshot=[shot(1, 0.4, 0.45), shot(20, patch_at_20, prototype_at_20)])
+
+
+def test_render_says_why_when_the_patch_classifier_loses():
+    text = quality.render(fake_results(patch_at_20=0.54, prototype_at_20=0.735), command="python -m bench.quality")
+    assert "| class precision@10, 1000 queries | 0.660 | 0.660 |" in text
+    assert "At 20 shots the patch classifier (k = 5) does not beat the nearest-prototype baseline: 0.540 vs 0.735" in text
+    assert "90% of the top-5 evidence patches" in text
+    assert "softmax odds of 1.06:1 at T = 0.05" in text  # exp(0.003 / 0.05)
+    assert "nothing lost beyond ANN recall" in text
+
+
+def test_render_reports_a_win_and_ann_loss_without_excuses():
+    text = quality.render(fake_results(patch_at_20=0.80, prototype_at_20=0.74, recall=0.98),
+                          command="python -m bench.quality")
+    assert "beats the nearest-prototype baseline: 0.800 vs 0.740 on all 1000 album images (+0.060" in text
+    assert "Why, first" not in text
+    assert "what is lost is ANN recall (2.0% of neighbours)" in text
+
+
+def test_render_only_round_trips_through_json(tmp_path):
+    results = fake_results(patch_at_20=0.54, prototype_at_20=0.735)
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps(results.as_dict()))
+    again = quality.results_from_json(path)
+    assert quality.render(again, command="c") == quality.render(results, command="c")
