@@ -35,7 +35,7 @@ WORKER_ENV = {"LOUPE_INDEX_CHUNK": "8", "LOUPE_ENCODE_BATCH_SIZE": "8", "LOUPE_D
               "CELERY_VISIBILITY_TIMEOUT": "60"}
 
 
-def noise_images(count: int, *, seed: int, size=(32, 32)) -> list[tuple[str, bytes]]:
+def noise_images(count: int, *, seed: int, size=(64, 64)) -> list[tuple[str, bytes]]:
     from PIL import Image
 
     rng = random.Random(seed)
@@ -93,7 +93,7 @@ def _mid_job(stack: Stack, album_id: int, *, after_fraction: float = 0.0, timeou
         jobs = [j for j in stack.jobs(album_id) if j[1] == "running" and max(0, after_fraction * j[2]) < j[3] < j[2]]
         return jobs[-1] if jobs else None
 
-    return wait_until(running, timeout=timeout, what="a running job with some chunks written", interval=0.05)
+    return wait_until(running, timeout=timeout, what="a running job with some chunks written", interval=0.02)
 
 
 def _outcome(stack: Stack, album_id: int, *, fault_started: float, timeout: float) -> dict:
@@ -133,7 +133,7 @@ def _first_image(stack: Stack, album_id: int) -> int | None:
 
 def scenario_redis_restart(stack: Stack, *, images: int, outage: float) -> dict:
     album = stack.create_album("redis-restart")
-    stack.upload(album, noise_images(images, seed=1))
+    stack.upload(album, noise_images(images, seed=1), per_request=images)  # one job, many chunks
     job = _mid_job(stack, album, after_fraction=1 / 3)  # chunks dispatched; see docs for a fault mid-dispatch
     query = _first_image(stack, album)
     started = time.monotonic()
@@ -146,7 +146,7 @@ def scenario_redis_restart(stack: Stack, *, images: int, outage: float) -> dict:
 
 def scenario_postgres_restart(stack: Stack, *, images: int, outage: float) -> dict:
     album = stack.create_album("postgres-restart")
-    stack.upload(album, noise_images(images, seed=2))
+    stack.upload(album, noise_images(images, seed=2), per_request=images)  # one job, many chunks
     job = _mid_job(stack, album, after_fraction=1 / 3)
     query = _first_image(stack, album)
     started = time.monotonic()
