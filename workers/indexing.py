@@ -80,7 +80,14 @@ def index_job_start(
 
     if countdown is None:
         countdown = settings.LOUPE_INDEX_DEBOUNCE_SECONDS if kind == IndexJob.Kind.INDEX else 0
-    transaction.on_commit(lambda: encode_index_job.apply_async((job.pk,), task_id=task_id, countdown=countdown))
+    def send() -> None:
+        try:
+            encode_index_job.apply_async((job.pk,), task_id=task_id, countdown=countdown)
+        except Exception as exc:  # noqa: BLE001 — any broker failure: the job must not sit queued with no task
+            logger.warning("index job %s could not be queued: %s", job.pk, exc)
+            _fail_job(job.pk, f"Could not queue the job (broker unavailable: {exc}); the next upload or index request starts a new one.")
+
+    transaction.on_commit(send)
     return job, True
 
 
@@ -134,8 +141,14 @@ def _pending_scope(album: Album, model_id: str):
 def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
     from workers.tasks import encode_index_batch
 
-    for seq, ids in enumerate(batches):
-        encode_index_batch.delay(job_id, seq, ids)
+    try:
+        for seq, ids in enumerate(batches):
+            encode_index_batch.delay(job_id, seq, ids)
+    except Exception as exc:  # noqa: BLE001 — a broker outage mid-dispatch
+        # Chunks already sent still write their vectors; the job ends now rather than wait to go
+        # stale, so the next upload or index request plans the images that were not sent.
+        logger.warning("index job %s: dispatch stopped: %s", job_id, exc)
+        _fail_job(job_id, f"Dispatch stopped (broker unavailable: {exc}); the next upload or index request picks up the rest.")
 
 
 def _job_encoder(job: IndexJob):
@@ -178,6 +191,10 @@ def index_job_run(*, job_id: int) -> dict:
         job = IndexJob.objects.select_for_update().get(pk=job_id)
         if not job.is_active or album.generation != job.generation:
             return {"skipped": "superseded"}
+        if job.status == IndexJob.Status.RUNNING:
+            # A redelivered job task: planning twice would send every chunk twice and overrun the
+            # job's total. The chunks of the first plan are (or were) on their way.
+            return {"skipped": "already planned"}
         active_has_vectors = bool(album.active_model_id) and Embedding.objects.filter(
             album=album, model_id=album.active_model_id
         ).exists()

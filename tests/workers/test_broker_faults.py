@@ -1,0 +1,78 @@
+"""Indexing when the broker misbehaves, without a worker: a job task delivered twice, a job that
+cannot be queued, and a dispatch cut off half-way. (Real outages: bench/faults.py, docs/reliability.md.)"""
+
+import io
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from albums import services
+from tests.images import image_bytes
+from tests.tiny_models import OPEN_CLIP_TINY
+from workers import indexing
+from workers.models import IndexJob
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def album_with_images(alice, settings, tiny_models_dir, django_capture_on_commit_callbacks, monkeypatch):
+    # CREATE INDEX CONCURRENTLY cannot run in the test's transaction; the index is not under test here.
+    monkeypatch.setattr(indexing, "hnsw_index_ensure", lambda **kwargs: None)
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    settings.LOUPE_DEVICE = "cpu"
+    settings.LOUPE_INDEX_CHUNK = 2
+    album = services.album_create(owner=alice, name="faults", encoder_spec=OPEN_CLIP_TINY)
+    files = [(f"{i}.png", io.BytesIO(image_bytes("PNG", color=(i * 40, 10, 10)))) for i in range(5)]
+    with django_capture_on_commit_callbacks(execute=False):  # no broker traffic from the uploads
+        services.image_upload_many(album=album, user=alice, files=files)
+    return album
+
+
+def test_a_job_task_delivered_twice_is_planned_once(album_with_images, django_capture_on_commit_callbacks):
+    job = IndexJob.objects.create(album=album_with_images, kind=IndexJob.Kind.INDEX)
+    with django_capture_on_commit_callbacks(execute=False) as first:
+        assert indexing.index_job_run(job_id=job.pk) == {"total": 5, "batches": 3}
+    with django_capture_on_commit_callbacks(execute=False) as second:
+        assert indexing.index_job_run(job_id=job.pk) == {"skipped": "already planned"}
+    assert len(first) == 1 and second == []  # one dispatch of the chunks, not two
+    job.refresh_from_db()
+    assert (job.status, job.total) == ("running", 5)
+
+
+def test_a_job_the_broker_refuses_fails_with_the_reason_and_does_not_block_the_next(
+    album_with_images, alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    from workers.tasks import encode_index_job
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    monkeypatch.setattr(encode_index_job, "apply_async", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        job, created = indexing.index_job_start(album=album_with_images, user=alice)
+    job.refresh_from_db()
+    assert created and job.status == "failed" and "broker unavailable" in job.message
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=False):
+        again, created = indexing.index_job_start(album=album_with_images, user=alice)
+    assert created and again.pk != job.pk
+
+
+def test_a_dispatch_cut_off_half_way_ends_the_job(album_with_images, monkeypatch, django_capture_on_commit_callbacks):
+    from workers.tasks import encode_index_batch
+
+    sent = []
+
+    def flaky(*args):
+        if sent:
+            raise OperationalError("Connection closed by server.")
+        sent.append(args)
+
+    monkeypatch.setattr(encode_index_batch, "delay", flaky)
+    job = IndexJob.objects.create(album=album_with_images, kind=IndexJob.Kind.INDEX)
+    with django_capture_on_commit_callbacks(execute=True):
+        indexing.index_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert len(sent) == 1
+    assert job.status == "failed" and "Dispatch stopped" in job.message
