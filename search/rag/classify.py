@@ -1,7 +1,8 @@
 """Few-shot classification of a query image against a support set.
 
-query image → patches (same grid rules as the support images) → per-class top-k support patches
-(search/rag/retrieval.py) → normalized class scores (search/rag/scoring.py) → evidence crops,
+query image → patches (same grid rules as the support images) → every query patch matched against
+every support patch (search/rag/retrieval.py) → normalized class scores (search/rag/scoring.py) and
+per-class top-k evidence patches → evidence crops,
 labeled with their class, to a vision-language model when one is configured → decision.
 
 Runs where the model is: in this process (`classify_locally`) or on a worker of the `query` queue
@@ -25,7 +26,7 @@ from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
 from search.rag.models import SupportClass, SupportImage, SupportSet
 from search.rag.patches import image_patches
-from search.rag.retrieval import top_patches_per_class
+from search.rag.retrieval import match_patches
 from search.rag.selectors import classes_without_ready_images
 
 VLM_QUERY_MAX_SIDE = 1024
@@ -37,7 +38,7 @@ NO_VLM_EXPLANATION = (
 
 @dataclass(frozen=True)
 class ClassifyParams:
-    k: int = 5  # support patches per class behind each class score
+    k: int = 5  # evidence patches per class (shown; the first max_patches_per_class go to the VLM)
     max_patches_per_class: int = 3  # evidence crops per class shown to the VLM
     input_resolution: int | None = None  # None: the set's support resolution
     score_temperature: float | None = None  # None: LOUPE_RAG_SCORE_TEMPERATURE
@@ -184,13 +185,13 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
         source=support_set.patch_source,
     )
     t_query = time.perf_counter()
-    retrieved = top_patches_per_class(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k)
+    matches = match_patches(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k)
     t_retrieval = time.perf_counter()
     by_class: dict[int, list] = {c.pk: [] for c in classes}
-    for item in retrieved:
+    for item in matches.evidence:
         by_class[item.class_id].append(item)
     labels = {c.pk: c.label for c in classes}
-    means = scoring.class_means({labels[cid]: [item.similarity for item in items] for cid, items in by_class.items()})
+    means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()})
     temperature = options.score_temperature or settings.LOUPE_RAG_SCORE_TEMPERATURE
     scores = scoring.softmax_scores(means, temperature=temperature)
     evidence = [

@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 
 from albums import services as album_services
@@ -39,11 +40,27 @@ def test_a_viewer_classifies_and_gets_normalized_scores_and_labeled_evidence(two
     sims = [item["similarity"] for item in by_class["cat"]]
     assert sims == sorted(sims, reverse=True)
     assert [item["sent_to_vlm"] for item in by_class["cat"]] == [True, True, True, False, False]
-    # The raw scores are the mean of the evidence similarities, as documented.
+    # The raw score is the mean over query patches of each one's best cosine in the class, as documented:
+    # recomputed here from the stored patch vectors and the query's own patches.
     raw = {c["label"]: c["raw_score"] for c in body["classes"]}
-    assert raw["cat"] == pytest.approx(sum(sims) / 5, abs=1e-5)
+    assert raw == pytest.approx(_raw_scores_in_numpy(two_class_set, augmented("chelsea")), abs=1e-5)
+    assert raw["cat"] <= sims[0]
     crop = client_for(viewer_of).get(by_class["cat"][0]["crop_url"])
     assert crop.status_code == 200 and crop["Content-Type"] == "image/webp"
+
+
+def _raw_scores_in_numpy(two_class_set, query_bytes) -> dict[str, float]:
+    from encoders.images import open_rgb
+    from encoders.registry import get_encoder
+    from search.rag.patches import image_patches
+
+    encoder = get_encoder("dense:efficientnet-lite0")
+    query = image_patches(encoder, open_rgb(io.BytesIO(query_bytes)), resolution=224, patch_size=32, source="tokens").vectors
+    raw = {}
+    for label, class_id in two_class_set["classes"].items():
+        support = np.stack([np.asarray(v, dtype=np.float32) for v in PatchEmbedding.objects.filter(support_class_id=class_id).values_list("vector", flat=True)])
+        raw[label] = float((query @ support.T).max(axis=1).mean())
+    return raw
 
 
 def test_the_other_class_wins_for_the_other_photo(two_class_set, alice, client_for):
