@@ -198,6 +198,23 @@ def test_patch_class_scores_and_the_blank_variants():
     assert np.argmax(scores.means[f"k=1, {quality.BLANK_QUERY_OUT}"][0]) == 1
     assert scores.means[f"k=1, {quality.BLANK_BOTH_OUT}"][0].tolist() == pytest.approx([0.0, 0.9 / np.sqrt(0.82)])
     assert scores.blank_evidence_share == 1.0  # the k=1 evidence of both classes is background
+    # The product's score: each query patch's best cosine in the class, averaged over the query's patches.
+    # Class 0: background 1.0, shape 0.0 → 0.5; class 1: background 1.0, shape 0.9/√0.82 → higher: class 1 wins.
+    shape_cos = 0.9 / np.sqrt(0.82)
+    assert scores.means[quality.PRODUCT][0].tolist() == pytest.approx([0.5, (1.0 + shape_cos) / 2])
+    assert scores.means[f"{quality.PRODUCT}, {quality.BLANK_QUERY_OUT}"][0].tolist() == pytest.approx([0.0, shape_cos])
+
+
+def test_query_best_means_is_the_products_score():
+    from search.rag import scoring
+
+    rng = np.random.default_rng(3)
+    queries = quality.l2_normalize(rng.normal(size=(4, 6, 5))).astype(np.float32)
+    support = quality.l2_normalize(rng.normal(size=(9, 5))).astype(np.float32)
+    for i in range(4):
+        best = (queries[i] @ support.T).max(axis=1)
+        expected = scoring.class_means({"c": best})["c"]
+        assert quality.query_best_means(support, queries, chunk=3)[i] == pytest.approx(expected, abs=1e-6)
 
 
 def test_is_blank_reads_the_box_in_original_pixels():
@@ -267,7 +284,7 @@ def fake_results(*, patch_at_20: float, prototype_at_20: float, recall: float = 
 def test_render_says_why_when_the_patch_classifier_loses():
     text = quality.render(fake_results(patch_at_20=0.54, prototype_at_20=0.735), command="python -m bench.quality")
     assert "| class precision@10, 1000 queries | 0.660 | 0.660 |" in text
-    assert "At 20 shots the patch classifier (k = 5) does not beat the nearest-prototype baseline: 0.540 vs 0.735" in text
+    assert "At 20 shots the patch classifier (max-sim) does not beat the nearest-prototype baseline: 0.540 vs 0.735" in text
     assert "90% of the top-5 evidence patches" in text
     assert "softmax odds of 1.06:1 at T = 0.05" in text  # exp(0.003 / 0.05)
     assert "nothing lost beyond ANN recall" in text
