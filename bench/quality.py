@@ -825,7 +825,7 @@ def render(results: Results, *, command: str) -> str:
             f"{f['prototype_accuracy_same_queries']:.3f} | {f['service_direct_agreement']:.3f} | "
             f"{f['max_abs_raw_score_diff']:.1e} | {f['classify_latency_ms_p50'] / 1000:.2f} s ({retrieval / 1000:.2f} s) |")
     variant_names = list(f0["variants"])
-    lines += ["", (f"Direct, on all {f0['direct_queries']} album images (patch classifier k = {s.k} vs the baseline, "
+    lines += ["", (f"Direct, on all {f0['direct_queries']} album images (patch classifier = {PRODUCT}, evidence k = {s.k}, vs the baseline, "
               "and variants that explain the difference):"), "",
               "| shots | patch classifier | nearest prototype | " + " | ".join(variant_names)
               + " | top-k evidence on blank background (service / direct) | median top-2 margin of class means |",
