@@ -17,24 +17,31 @@ from albums.roles import Role, role_at_least
 from config.errors import ApplicationError, NotFoundError
 
 
-def with_album(min_role: str = Role.VIEWER):
-    """Resolve album_id for the signed-in user; missing and foreign albums are both a plain 404."""
+def resolve_for_user(select, *, kwarg: str, min_role: str, not_found: str):
+    """A view decorator: the URL's `kwarg` id becomes the object `select(user=…, <kwarg>=…, min_role=…)`
+    gives the signed-in user; missing and foreign objects are both a plain 404, a member below the
+    role a 403."""
 
     def decorator(view):
         @wraps(view)
         @login_required
-        def wrapper(request, album_id: int, *args, **kwargs):
+        def wrapper(request, *args, **kwargs):
+            object_id = kwargs.pop(kwarg)
             try:
-                album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=min_role)
+                found = select(user=request.user, min_role=min_role, **{kwarg: object_id})
             except RoleRequiredError as exc:
                 raise PermissionDenied(exc.message) from None
             except NotFoundError:
-                raise Http404("Album not found.") from None
-            return view(request, album, *args, **kwargs)
+                raise Http404(not_found) from None
+            return view(request, found, *args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def with_album(min_role: str = Role.VIEWER):
+    return resolve_for_user(selectors.album_get_for_user, kwarg="album_id", min_role=min_role, not_found="Album not found.")
 
 
 @login_required

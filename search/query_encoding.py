@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
-from config.errors import ApplicationError, ServiceUnavailableError
+from config.errors import ApplicationError
 from encoders.model_ids import parse_model_id
 
 
@@ -117,25 +117,13 @@ def encode_query(
     if _mode() == "web":
         result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
     else:
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
+        from search.query_worker import ask_query_worker
         from search.tasks import query_encode
 
         payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
-        pending = query_encode.apply_async((model_id, texts, payload, ensemble, box))
-        try:
-            result = pending.get(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS, propagate=True)
-        except CeleryTimeout:
-            raise ServiceUnavailableError(
-                f"No query worker answered within {settings.LOUPE_QUERY_TIMEOUT_SECONDS} s; is a worker consuming the "
-                "`query` queue?",
-                code="query_worker_unavailable",
-            ) from None
-        finally:
-            pending.forget()
-        if "error" in result:
-            error = result["error"]
-            raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
+        result = ask_query_worker(
+            query_encode, (model_id, texts, payload, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
+        )
     return EncodedQuery(
         model_id=result["model_id"],
         vectors={part: np.asarray(v, dtype=np.float32) for part, v in result["vectors"].items()},

@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from config.errors import ApplicationError
+from search.query_worker import error_as_data
 
 
 @shared_task(ignore_result=False, acks_late=False)
@@ -17,5 +18,4 @@ def query_encode(model_id: str, texts: dict, image_b64: str | None, ensemble: bo
         image = base64.b64decode(image_b64) if image_b64 else None
         return encode_locally(model_id=model_id, texts=texts, image_bytes=image, ensemble=ensemble, box=box)
     except (EncoderError, ApplicationError) as exc:
-        status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
-        return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
+        return error_as_data(exc)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
-from config.errors import ApplicationError, ConflictError, ServiceUnavailableError
+from config.errors import ApplicationError, ConflictError
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
@@ -248,22 +248,11 @@ def _runs_here(spec: str) -> bool:
 def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyParams) -> dict:
     if _runs_here(vlm_spec_for(support_set, params)):
         return classify_locally(support_set_id=support_set.pk, image_bytes=image_bytes, params=asdict(params))
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
+    from search.query_worker import ask_query_worker
     from search.rag.tasks import query_classify
 
-    pending = query_classify.apply_async((support_set.pk, base64.b64encode(image_bytes).decode(), asdict(params)))
-    try:
-        result = pending.get(timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS, propagate=True)
-    except CeleryTimeout:
-        raise ServiceUnavailableError(
-            f"No query worker answered within {settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS} s; is a worker consuming the "
-            "`query` queue?",
-            code="query_worker_unavailable",
-        ) from None
-    finally:
-        pending.forget()
-    if "error" in result:
-        error = result["error"]
-        raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
-    return result
+    return ask_query_worker(
+        query_classify,
+        (support_set.pk, base64.b64encode(image_bytes).decode(), asdict(params)),
+        timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS,
+    )

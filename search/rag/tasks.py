@@ -3,6 +3,7 @@
 from celery import shared_task
 
 from config.errors import ApplicationError
+from search.query_worker import error_as_data
 
 
 @shared_task(acks_late=True)
@@ -23,5 +24,4 @@ def query_classify(support_set_id: int, image_b64: str, params: dict) -> dict:
     try:
         return classify_locally(support_set_id=support_set_id, image_bytes=base64.b64decode(image_b64), params=params)
     except (EncoderError, ApplicationError) as exc:
-        status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
-        return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
+        return error_as_data(exc)

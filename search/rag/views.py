@@ -1,21 +1,17 @@
 """Support-set and classification pages. Each resolves its objects through the same selectors as
 the API, so a page answers a stranger with the same plain 404 as a missing id."""
 
-from functools import wraps
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from albums.errors import RoleRequiredError
 from albums.roles import Role, role_at_least
-from albums.views import with_album
-from config.errors import ApplicationError, NotFoundError
+from albums.views import resolve_for_user, with_album
+from config.errors import ApplicationError
 from search.rag import selectors, services
 from search.rag.models import SupportSet
 
@@ -37,21 +33,9 @@ class SupportClassForm(forms.Form):
 
 
 def with_support_set(min_role: str = Role.VIEWER):
-    def decorator(view):
-        @wraps(view)
-        @login_required
-        def wrapper(request, support_set_id: int, *args, **kwargs):
-            try:
-                found = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id, min_role=min_role)
-            except RoleRequiredError as exc:
-                raise PermissionDenied(exc.message) from None
-            except NotFoundError:
-                raise Http404("Support set not found.") from None
-            return view(request, found, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
+    return resolve_for_user(
+        selectors.support_set_get_for_user, kwarg="support_set_id", min_role=min_role, not_found="Support set not found."
+    )
 
 
 def _form_changes(form) -> dict:

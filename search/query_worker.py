@@ -1,0 +1,33 @@
+"""Asking a worker of the `query` queue and waiting for its answer (query encoding, classification).
+
+Errors travel back as data, not as pickled exceptions (results are JSON): the task returns
+`error_as_data(exc)` and the caller raises it again in the one error shape.
+"""
+
+from __future__ import annotations
+
+from config.errors import ApplicationError, ServiceUnavailableError
+
+
+def error_as_data(exc) -> dict:
+    status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
+    return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
+
+
+def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    pending = task.apply_async(args)
+    try:
+        result = pending.get(timeout=timeout, propagate=True)
+    except CeleryTimeout:
+        raise ServiceUnavailableError(
+            f"No query worker answered within {timeout} s; is a worker consuming the `query` queue?",
+            code="query_worker_unavailable",
+        ) from None
+    finally:
+        pending.forget()
+    if "error" in result:
+        error = result["error"]
+        raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
+    return result
