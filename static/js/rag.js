@@ -61,14 +61,7 @@
     preview.src = URL.createObjectURL(file);
     preview.hidden = false;
   }
-  input.addEventListener("change", () => setFile(input.files[0]));
-  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
-  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
-  drop.addEventListener("drop", (e) => setFile(e.dataTransfer.files[0]));
-  document.addEventListener("paste", (e) => {
-    const item = Array.from(e.clipboardData.items).find((i) => i.type.startsWith("image/"));
-    if (item) setFile(item.getAsFile());
-  });
+  window.loupeImageInput(input, drop, setFile);
 
   function boxOverlay(img, item) {
     const [x0, y0, x1, y1] = item.box;

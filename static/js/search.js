@@ -63,14 +63,7 @@
     queryFile = file; imageId.value = ""; label.textContent = file.name || "pasted image";
     showPicker(URL.createObjectURL(file));
   }
-  fileInput.addEventListener("change", () => setFile(fileInput.files[0]));
-  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
-  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
-  drop.addEventListener("drop", (e) => setFile(e.dataTransfer.files[0]));
-  document.addEventListener("paste", (e) => {
-    const item = Array.from(e.clipboardData.items).find((i) => i.type.startsWith("image/"));
-    if (item) setFile(item.getAsFile());
-  });
+  window.loupeImageInput(fileInput, drop, setFile);
   document.getElementById("q-image-clear").addEventListener("click", () => {
     queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = "Drop, paste or choose an image";
     showPicker(null);
