@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.doc_sections import replace_marked_section
+
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
 HEADING = "## Quality (Fashion-MNIST)"
@@ -907,14 +909,7 @@ def interpret(results: Results) -> list[str]:
 
 def write_doc(body: str, path: Path = DOC_PATH) -> None:
     """Replace only the text between the quality markers; everything else in the file is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + START + "\n" + body.strip() + "\n" + END + tail
-    else:
-        text = text.rstrip() + f"\n\n{HEADING}\n\n{START}\n{body.strip()}\n{END}\n"
-    path.write_text(text)
+    replace_marked_section(path, start=START, end=END, heading=HEADING, body=body)
 
 
 def parse_args(argv=None):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.doc_sections import replace_marked_section
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,14 +226,7 @@ def render(results: dict) -> str:
 
 def write_doc(body: str) -> None:
     """Replace only the text between the quantization markers; everything else in the file is kept."""
-    text = DOC_PATH.read_text() if DOC_PATH.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + START + "\n" + body.strip() + "\n" + END + tail
-    else:
-        text = text.rstrip() + f"\n\n## Vector storage and quantization\n\n{START}\n{body.strip()}\n{END}\n"
-    DOC_PATH.write_text(text)
+    replace_marked_section(DOC_PATH, start=START, end=END, heading="## Vector storage and quantization", body=body)
 
 
 def parse_args(argv=None):

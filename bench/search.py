@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.doc_sections import replace_marked_section
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
 
 REPO = Path(__file__).resolve().parent.parent
@@ -541,15 +542,7 @@ def render(results: dict) -> str:
 
 def write_doc(body: str) -> None:
     """Replace only the text between the search markers; everything else in the file is kept."""
-    text = DOC_PATH.read_text() if DOC_PATH.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + START + "\n" + body.strip() + "\n" + END + tail
-    else:
-        text = text.rstrip() + f"\n\n## Search\n\n{START}\n{body.strip()}\n{END}\n"
-    DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    DOC_PATH.write_text(text)
+    replace_marked_section(DOC_PATH, start=START, end=END, heading="## Search", body=body)
 
 
 # --- main ----------------------------------------------------------------------------------------
