@@ -23,7 +23,7 @@ def test_services_images_and_healthchecks():
 
 def test_app_services_share_env_and_wait_for_healthy_backends():
     services = load()["services"]
-    for name in ("web", "worker", "worker-default", "flower", "migrate"):
+    for name in ("web", "worker", "worker-query", "worker-default", "flower", "migrate"):
         env = services[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"] == "redis://redis:6379/0"
@@ -74,3 +74,9 @@ def test_production_settings_refuse_to_start_without_a_secret():
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_a_worker_consumes_the_query_queue():
+    """Classification with a vision-language model always runs on the `query` queue: someone must consume it."""
+    command = load()["services"]["worker-query"]["command"]
+    assert command[command.index("-Q") + 1] == "query" and "threads" in command
