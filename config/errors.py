@@ -84,7 +84,7 @@ def error_body(message: str, code: str, extra: dict[str, Any] | None = None) -> 
     return {"message": message, "code": code, "extra": extra or {}}
 
 
-def _encoder_error_status(exc: Exception) -> int | None:
+def encoder_error_status(exc: Exception) -> int | None:
     from encoders.errors import EncoderError, EncoderWeightsMissing
 
     if not isinstance(exc, EncoderError):
@@ -99,7 +99,7 @@ def _encoder_error_status(exc: Exception) -> int | None:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code)
-    if (encoder_status := _encoder_error_status(exc)) is not None:
+    if (encoder_status := encoder_error_status(exc)) is not None:
         return Response(error_body(exc.message, exc.code, exc.extra), status=encoder_status)
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable (restarting, failing over): a 503 the client may retry, in the

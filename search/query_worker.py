@@ -6,11 +6,12 @@ Errors travel back as data, not as pickled exceptions (results are JSON): the ta
 
 from __future__ import annotations
 
-from config.errors import ApplicationError, ServiceUnavailableError
+from config.errors import ApplicationError, ServiceUnavailableError, encoder_error_status
 
 
 def error_as_data(exc) -> dict:
-    status = getattr(exc, "status_code", 503 if exc.code == "encoder_weights_missing" else 400)
+    """An ApplicationError or EncoderError, with the status the API's exception handler gives it."""
+    status = exc.status_code if isinstance(exc, ApplicationError) else encoder_error_status(exc) or 400
     return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
-from config.errors import ApplicationError, ConflictError
+from config.errors import ConflictError
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
@@ -66,13 +66,16 @@ def _open_query(image_bytes: bytes):
         raise QueryImageError(f"The query image could not be decoded: {exc}") from None
 
 
-def _crop(image_id: int, box: tuple[int, int, int, int]):
+def _crops(evidence: list[dict]) -> list:
+    """The evidence boxes cut from their support images, each image read and decoded once."""
     from albums.models import Image as AlbumImage
     from encoders.images import open_rgb
 
-    stored = AlbumImage.objects.only("file").get(pk=image_id)
-    with stored.file.open("rb") as fp:
-        return open_rgb(fp).crop(box)
+    pictures = {}
+    for stored in AlbumImage.objects.filter(pk__in={item["image_id"] for item in evidence}).only("file"):
+        with stored.file.open("rb") as fp:
+            pictures[stored.pk] = open_rgb(fp)
+    return [pictures[item["image_id"]].crop(tuple(item["box"])) for item in evidence]
 
 
 def _ensure_patches(support_set: SupportSet, encoder, key: str) -> int:
@@ -118,8 +121,8 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
         query=shown,
         classes=tuple(c.label for c in classes),
         evidence=tuple(
-            Evidence(label=item["label"], image=_crop(item["image_id"], tuple(item["box"])), similarity=item["similarity"])
-            for item in chosen
+            Evidence(label=item["label"], image=crop, similarity=item["similarity"])
+            for item, crop in zip(chosen, _crops(chosen), strict=True)
         ),
         class_scores=dict(scores),
         system_prompt=params.system_prompt,
@@ -150,7 +153,6 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
 
 def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -> dict:
     """JSON-safe result, so a Celery task can return it."""
-    from encoders.errors import EncoderError
     from encoders.registry import get_encoder
 
     started = time.perf_counter()
@@ -164,10 +166,7 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
             "No class of the support set has example images yet.", extra={"empty_classes": [c.label for c in classes]}
         )
     query = _open_query(image_bytes)
-    try:
-        encoder = get_encoder(support_set.encoder_spec)
-    except EncoderError as exc:
-        raise ApplicationError(exc.message, code=exc.code).with_status(503 if exc.code == "encoder_weights_missing" else 400) from None
+    encoder = get_encoder(support_set.encoder_spec)  # EncoderError: the API maps it (config/errors.py)
     key = model_key(encoder, support_set)
     embedded_now = _ensure_patches(support_set, encoder, key)
     empty = classes_without_ready_images(support_set=support_set)

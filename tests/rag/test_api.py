@@ -296,3 +296,11 @@ def test_a_set_still_being_embedded_answers_409_with_progress(two_class_set, ali
     response = classify(client_for(alice), two_class_set["id"], image_base64=b64(augmented("chelsea")))
     assert response.status_code == 409 and response.json()["code"] == "support_set_patching"
     assert response.json()["extra"] == {"ready": 0, "total": 2}
+
+
+def test_a_set_whose_encoder_weights_are_missing_answers_503_naming_the_file(two_class_set, alice, client_for, settings, tmp_path):
+    settings.LOUPE_MODELS_DIR = tmp_path / "no-models"
+    SupportSet.objects.filter(pk=two_class_set["id"]).update(encoder_spec="open-clip:ViT-B-32/laion2b_s34b_b79k")
+    response = classify(client_for(alice), two_class_set["id"], image_base64=b64(augmented("chelsea")))
+    assert response.status_code == 503 and response.json()["code"] == "encoder_weights_missing"
+    assert "no-models" in response.json()["message"]
