@@ -11,8 +11,9 @@ from albums.models import Album, AlbumMembership, Image
 from albums.roles import Role, role_at_least
 
 
-def _role_subquery(user: AbstractBaseUser) -> Subquery:
-    return Subquery(AlbumMembership.objects.filter(album=OuterRef("pk"), user=user).values("role")[:1])
+def role_subquery(user: AbstractBaseUser, album_path: str = "pk") -> Subquery:
+    """The user's role on the album at `album_path` of the outer query (None for non-members)."""
+    return Subquery(AlbumMembership.objects.filter(album=OuterRef(album_path), user=user).values("role")[:1])
 
 
 def album_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Album]:
@@ -21,7 +22,7 @@ def album_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Album]:
         return Album.objects.none()
     return (
         Album.objects.filter(memberships__user=user)
-        .annotate(role=_role_subquery(user), image_count=Count("images", distinct=True))
+        .annotate(role=role_subquery(user), image_count=Count("images", distinct=True))
         .select_related("owner")
         .order_by("-created_at", "-id")  # Meta.ordering does not survive the GROUP BY
     )
@@ -33,7 +34,7 @@ def album_get_for_user(*, user: AbstractBaseUser, album_id: int, min_role: str =
         raise AlbumNotFoundError()
     album = (
         Album.objects.filter(pk=album_id, memberships__user=user)
-        .annotate(role=_role_subquery(user))
+        .annotate(role=role_subquery(user))
         .select_related("owner")
         .first()
     )
@@ -49,7 +50,7 @@ def image_get_for_user(*, user: AbstractBaseUser, image_id: int, min_role: str =
         raise ImageNotFoundError()
     image = (
         Image.objects.filter(pk=image_id, album__memberships__user=user)
-        .annotate(role=Subquery(AlbumMembership.objects.filter(album=OuterRef("album"), user=user).values("role")[:1]))
+        .annotate(role=role_subquery(user, "album"))
         .select_related("album")
         .first()
     )

@@ -4,17 +4,13 @@ albums the user is not a member of; a member below the role gets RoleRequiredErr
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Q, QuerySet
 
 from albums.errors import RoleRequiredError
-from albums.models import AlbumMembership
 from albums.roles import Role, role_at_least
+from albums.selectors import role_subquery
 from search.rag.errors import SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
 from search.rag.models import SupportClass, SupportImage, SupportSet
-
-
-def _role(user: AbstractBaseUser, album_path: str) -> Subquery:
-    return Subquery(AlbumMembership.objects.filter(album=OuterRef(album_path), user=user).values("role")[:1])
 
 
 def _checked(obj, min_role: str):
@@ -30,7 +26,7 @@ def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = 
     if album_id is not None:
         sets = sets.filter(album_id=album_id)
     return sets.annotate(
-        role=_role(user, "album"),
+        role=role_subquery(user, "album"),
         class_count=Count("classes", distinct=True),
         # Counted on the denormalized set key: one count per image, not one per class join row.
         image_count=Count("classes__images", distinct=True),
@@ -42,7 +38,7 @@ def support_set_get_for_user(*, user: AbstractBaseUser, support_set_id: int, min
         raise SupportSetNotFoundError()
     found = (
         SupportSet.objects.filter(pk=support_set_id, album__memberships__user=user)
-        .annotate(role=_role(user, "album"))
+        .annotate(role=role_subquery(user, "album"))
         .select_related("album")
         .first()
     )
@@ -56,7 +52,7 @@ def support_class_get_for_user(*, user: AbstractBaseUser, class_id: int, min_rol
         raise SupportClassNotFoundError()
     found = (
         SupportClass.objects.filter(pk=class_id, support_set__album__memberships__user=user)
-        .annotate(role=_role(user, "support_set__album"))
+        .annotate(role=role_subquery(user, "support_set__album"))
         .select_related("support_set__album")
         .first()
     )
@@ -70,7 +66,7 @@ def support_image_get_for_user(*, user: AbstractBaseUser, support_image_id: int,
         raise SupportImageNotFoundError()
     found = (
         SupportImage.objects.filter(pk=support_image_id, support_set__album__memberships__user=user)
-        .annotate(role=_role(user, "support_set__album"))
+        .annotate(role=role_subquery(user, "support_set__album"))
         .select_related("support_set__album", "support_class", "image")
         .first()
     )
