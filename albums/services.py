@@ -35,7 +35,7 @@ class EncoderSpecInvalidError(ApplicationError):
     code = "encoder_spec_invalid"
 
 
-def _validated_encoder_spec(spec: str) -> str:
+def validated_encoder_spec(spec: str) -> str:
     from encoders.errors import EncoderNotAllowed, EncoderSpecError
     from encoders.registry import validate_spec
 
@@ -80,7 +80,7 @@ def album_create(
         owner=owner,
         name=name,
         description=description,
-        encoder_spec=_validated_encoder_spec(encoder_spec or default_encoder_spec()),
+        encoder_spec=validated_encoder_spec(encoder_spec or default_encoder_spec()),
         min_search_score=min_search_score,
         max_search_results=max_search_results,
         use_query_optimization=use_query_optimization,
@@ -102,7 +102,7 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
     if unknown:
         raise ApplicationError(f"Unknown album settings: {', '.join(sorted(unknown))}.", code="unknown_field")
     if "encoder_spec" in changes:
-        changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
+        changes["encoder_spec"] = validated_encoder_spec(changes["encoder_spec"])
     # Compare with the stored row, locked: the caller's instance may already carry the new value
     # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
     stored = dict(zip(VECTOR_SETTINGS, Album.objects.select_for_update().values_list(*VECTOR_SETTINGS).get(pk=album.pk)))

@@ -92,7 +92,7 @@ class SearchResponseSerializer(serializers.Serializer):
     region_grid = serializers.DictField(child=serializers.IntegerField(), required=False)
 
 
-def _query_image_bytes(data: dict) -> bytes | None:
+def query_image_bytes(data: dict) -> bytes | None:
     if data.get("image") is not None:
         raw = data["image"].read()
     elif data.get("image_base64"):
@@ -138,7 +138,7 @@ class AlbumSearchApi(APIView):
         try:
             weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
             query = services.SearchQuery(
-                text=v["text"], negative_text=v["negative_text"], image_bytes=_query_image_bytes(v),
+                text=v["text"], negative_text=v["negative_text"], image_bytes=query_image_bytes(v),
                 image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
                 box=tuple(v["box"]) if v.get("box") is not None else None,

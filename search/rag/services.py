@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from albums.models import Album, Image
-from albums.services import EncoderSpecInvalidError, _validated_encoder_spec, image_upload_many
+from albums.services import image_upload_many, validated_encoder_spec
 from search.rag.errors import SupportSetConflictError
 from search.rag.models import SupportClass, SupportImage, SupportSet
 
@@ -53,7 +53,7 @@ def support_set_create(*, album: Album, user: AbstractBaseUser, name: str, **fie
     if unknown:
         raise TypeError(f"Unknown support-set fields: {sorted(unknown)}")
     spec = fields.pop("encoder_spec", None) or album.encoder_spec
-    support_set = SupportSet(album=album, name=name, created_by=user, encoder_spec=_validated_encoder_spec(spec), **fields)
+    support_set = SupportSet(album=album, name=name, created_by=user, encoder_spec=validated_encoder_spec(spec), **fields)
     _clean(support_set)
     _save_unique(support_set, f"This album already has a support set named {name!r}.")
     return support_set
@@ -65,7 +65,7 @@ def support_set_update(*, support_set: SupportSet, **changes) -> SupportSet:
     if unknown:
         raise TypeError(f"Unknown support-set fields: {sorted(unknown)}")
     if changes.get("encoder_spec"):
-        changes["encoder_spec"] = _validated_encoder_spec(changes["encoder_spec"])
+        changes["encoder_spec"] = validated_encoder_spec(changes["encoder_spec"])
     # Compare with the stored row, locked: the caller's instance may already carry the new values
     # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
     stored = dict(zip(PATCH_SETTINGS, SupportSet.objects.select_for_update().values_list(*PATCH_SETTINGS).get(pk=support_set.pk)))
@@ -198,16 +198,3 @@ def _enqueue(support_set: SupportSet, support_image_ids: list[int]) -> None:
 
     transaction.on_commit(send)
 
-
-__all__ = [
-    "EncoderSpecInvalidError",
-    "SupportAddResult",
-    "support_class_create",
-    "support_class_delete",
-    "support_class_update",
-    "support_image_remove",
-    "support_images_add",
-    "support_set_create",
-    "support_set_delete",
-    "support_set_update",
-]

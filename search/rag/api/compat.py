@@ -35,7 +35,7 @@ from albums.services import album_create
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.throttles import SearchRateThrottle, UploadRateThrottle
-from search.api.views import _query_image_bytes
+from search.api.views import query_image_bytes
 from search.rag import selectors, services
 from search.rag.classify import ClassifyParams, classify
 from search.rag.errors import SupportSetNotFoundError
@@ -208,7 +208,7 @@ class RagVisionInvocationCompatApi(CompatErrorsMixin, APIView):
         v = data.validated_data
         support_set = _support_set(request, v["supportSetId"], min_role=Role.VIEWER, create=False)
         support_set = _align_patch_settings(request, support_set, v)
-        image_bytes = _query_image_bytes({"image_base64": v["encodedImage"]})
+        image_bytes = query_image_bytes({"image_base64": v["encodedImage"]})
         params = ClassifyParams(
             k=v["kRetrieval"],
             max_patches_per_class=v["maxPatchesPerClass"],

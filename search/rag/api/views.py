@@ -20,7 +20,7 @@ from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
 from config.throttles import SearchRateThrottle, UploadRateThrottle
-from search.api.views import _query_image_bytes
+from search.api.views import query_image_bytes
 from search.rag import selectors, services
 from search.rag.api.serializers import (
     ClassifyRequestSerializer,
@@ -244,7 +244,7 @@ class SupportSetClassifyApi(APIView):
             with image.file.open("rb") as fp:
                 image_bytes = fp.read()
         else:
-            image_bytes = _query_image_bytes(v)
+            image_bytes = query_image_bytes(v)
         body = classify(support_set=support_set, image_bytes=image_bytes, params=request_data.params())
         return Response(_with_crop_urls(body))
 
