@@ -2,7 +2,7 @@ from django.urls import path
 
 from albums.api import views as albums
 from config.auth_api import TokenObtainApi
-from config.health import HealthApi
+from config.health import HealthApi, WebHealthApi
 from search.api import views as search
 from search.rag.api import views as rag
 from workers.api import views as jobs
@@ -12,6 +12,7 @@ app_name = "api"
 urlpatterns = [
     path("auth/token/", TokenObtainApi.as_view(), name="auth-token"),
     path("health/", HealthApi.as_view(), name="health"),
+    path("health/web/", WebHealthApi.as_view(), name="health-web"),
     path("albums/", albums.AlbumListApi.as_view(), name="album-list"),
     path("albums/<int:album_id>/", albums.AlbumDetailApi.as_view(), name="album-detail"),
     path("albums/<int:album_id>/members/", albums.AlbumMemberListApi.as_view(), name="album-members"),

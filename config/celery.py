@@ -3,6 +3,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from workers.heartbeat import Heartbeat
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("loupe")
@@ -12,3 +14,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # `query` holds search-query encoding, answered in milliseconds by a worker with the model warm.
 app.conf.task_queues = (Queue("default"), Queue("encode"), Queue("query"))
 app.autodiscover_tasks()
+
+# Health reads worker liveness from keys the workers write themselves (workers/heartbeat.py).
+app.steps["consumer"].add(Heartbeat)

@@ -14,10 +14,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
+class ComponentDown(RuntimeError):
+    """A component answered, and what it said is an outage; `details` still goes in the report."""
+
+    def __init__(self, message: str, details: dict[str, Any]):
+        super().__init__(message)
+        self.details = details
+
+
 def _timed(check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = {"ok": True, **check()}
+    except ComponentDown as exc:
+        result = {"ok": False, "error": str(exc), **exc.details}
     except Exception as exc:  # noqa: BLE001 — any failure of a component is what health reports
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -44,11 +54,17 @@ def _redis() -> dict[str, Any]:
 
 def _workers() -> dict[str, Any]:
     from config.celery import app
+    from workers.heartbeat import live_workers
 
-    replies = app.control.inspect(timeout=1.0).ping() or {}
-    if not replies:
-        raise RuntimeError("no Celery worker answered a ping within 1 s")
-    return {"workers": sorted(replies)}
+    workers = live_workers()
+    queues = {queue.name: sorted(name for name, beat in workers.items() if queue.name in beat["queues"])
+              for queue in app.conf.task_queues}
+    unserved = [name for name, consumers in queues.items() if not consumers]
+    if unserved:
+        # Work on an unserved queue waits forever: that is an outage even if other workers are up.
+        raise ComponentDown(f"no live worker consumes queue(s) {', '.join(unserved)}",
+                            {"workers": sorted(workers), "queues": queues})
+    return {"workers": sorted(workers), "queues": queues}
 
 
 def health_report() -> dict[str, Any]:
@@ -67,3 +83,17 @@ class HealthApi(APIView):
     def get(self, request):
         report = health_report()
         return Response(report, status=503 if report["down"] else 200)
+
+
+class WebHealthApi(APIView):
+    """The web process alone: it answers and reaches its database. For a load balancer, which should
+    not take every web process out of rotation because the workers or Redis are down."""
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        database = _timed(_database)
+        return Response({"status": "ok" if database["ok"] else "down", "components": {"database": database}},
+                        status=200 if database["ok"] else 503)

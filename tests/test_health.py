@@ -1,12 +1,40 @@
+import json
+import subprocess
+import sys
+
 import pytest
+import redis
 
 pytestmark = pytest.mark.django_db
 
 
-def test_health_reports_each_component(client_for, settings, monkeypatch):
-    from config import health
+@pytest.fixture
+def heartbeats(settings):
+    """Heartbeat keys written by hand, in a Redis database of their own (db 15), so the session's
+    real worker, which beats into db 0, cannot add itself to what these tests count."""
+    from workers.heartbeat import KEY_PREFIX
 
-    monkeypatch.setattr(health, "_workers", lambda: {"workers": ["w@test"]})
+    settings.REDIS_URL = _with_db(settings.REDIS_URL, 15)
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+
+    def beat(name, queues, ttl=30):
+        client.set(KEY_PREFIX + name, json.dumps({"queues": queues, "pid": 1, "at": 0}), ex=ttl)
+
+    yield beat
+    client.flushdb()
+    client.close()
+
+
+def _with_db(url: str, db: int) -> str:
+    if url.startswith("unix://"):
+        return f"{url.split('?')[0]}?db={db}"
+    return f"{url.rsplit('/', 1)[0]}/{db}" if url.count("/") > 2 else f"{url}/{db}"
+
+
+def test_health_reports_each_component(client_for, heartbeats):
+    heartbeats("encode@a", ["encode"])
+    heartbeats("all@b", ["default", "encode", "query"])
     response = client_for(None).get("/api/v1/health/")
     assert response.status_code == 200, response.json()
     body = response.json()
@@ -14,7 +42,31 @@ def test_health_reports_each_component(client_for, settings, monkeypatch):
     assert body["components"]["database"]["pgvector"].startswith("0.8")
     assert body["components"]["database"]["postgres"].startswith("18")
     assert body["components"]["redis"]["ok"] is True
-    assert body["components"]["workers"]["workers"] == ["w@test"]
+    workers = body["components"]["workers"]
+    assert workers["workers"] == ["all@b", "encode@a"]
+    assert workers["queues"] == {"default": ["all@b"], "encode": ["all@b", "encode@a"], "query": ["all@b"]}
+
+
+def test_a_queue_without_a_live_worker_is_an_outage_named_by_queue(client_for, heartbeats):
+    heartbeats("encode@a", ["encode"])
+    heartbeats("query@a", ["query"])
+    response = client_for(None).get("/api/v1/health/")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["down"] == ["workers"]
+    workers = body["components"]["workers"]
+    assert workers["error"] == "no live worker consumes queue(s) default"
+    assert workers["queues"]["default"] == [] and workers["workers"] == ["encode@a", "query@a"]
+
+
+def test_an_expired_heartbeat_is_a_worker_gone(client_for, heartbeats):
+    import time
+
+    heartbeats("all@b", ["default", "encode", "query"], ttl=1)
+    assert client_for(None).get("/api/v1/health/").status_code == 200
+    time.sleep(1.5)
+    body = client_for(None).get("/api/v1/health/").json()
+    assert body["components"]["workers"]["workers"] == [] and body["down"] == ["workers"]
 
 
 def test_health_is_degraded_and_names_the_part_that_is_down(client_for, settings, tmp_path):
@@ -25,11 +77,35 @@ def test_health_is_degraded_and_names_the_part_that_is_down(client_for, settings
     assert body["status"] == "degraded"
     assert set(body["down"]) == {"redis", "workers"}
     assert body["components"]["database"]["ok"] is True
-    assert "nothing-here.sock" in body["components"]["redis"]["error"] or body["components"]["redis"]["error"]
+    assert "nothing-here.sock" in body["components"]["redis"]["error"]
+
+
+def test_web_health_needs_only_the_database(client_for, settings, tmp_path):
+    settings.REDIS_URL = f"unix://{tmp_path}/nothing-here.sock"  # Redis and workers down
+    response = client_for(None).get("/api/v1/health/web/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json()["components"]["database"]["pgvector"].startswith("0.8")
 
 
 @pytest.mark.slow
-def test_health_sees_a_real_worker(worker, client_for):
+def test_health_sees_a_real_worker_by_its_heartbeat(worker, client_for, settings):
     body = client_for(None).get("/api/v1/health/").json()
-    assert body["components"]["workers"]["ok"] is True
-    assert body["components"]["workers"]["workers"]
+    workers = body["components"]["workers"]
+    assert workers["ok"] is True, body
+    name = workers["queues"]["encode"][0]
+    assert all(name in consumers for consumers in workers["queues"].values()), workers
+
+    # The container health check reads the same key.
+    env_check = subprocess.run([sys.executable, "-m", "workers.heartbeat", name], capture_output=True, text=True,
+                               env=_env(settings), timeout=60)
+    assert env_check.returncode == 0 and "live, queues default, encode, query" in env_check.stdout, env_check
+    missing = subprocess.run([sys.executable, "-m", "workers.heartbeat", "nobody@nowhere"], capture_output=True,
+                             text=True, env=_env(settings), timeout=60)
+    assert missing.returncode == 1 and "no live heartbeat" in missing.stdout
+
+
+def _env(settings):
+    import os
+
+    return {**os.environ, "REDIS_URL": settings.REDIS_URL, "DJANGO_SETTINGS_MODULE": "config.settings.local"}

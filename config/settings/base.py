@@ -168,6 +168,8 @@ LOUPE_DECODE_WORKERS = env.int("LOUPE_DECODE_WORKERS", default=0)  # 0: one per 
 LOUPE_DECODE_POOL = env.str("LOUPE_DECODE_POOL", default="thread")  # thread | process (see docs/benchmarks.md)
 LOUPE_INDEX_DEBOUNCE_SECONDS = env.float("LOUPE_INDEX_DEBOUNCE_SECONDS", default=2.0)
 LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=900)  # > visibility_timeout
+# Workers write a liveness key this often; health counts a worker gone after three missed beats.
+LOUPE_WORKER_HEARTBEAT_SECONDS = env.float("LOUPE_WORKER_HEARTBEAT_SECONDS", default=5.0)
 LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)
 LOUPE_HNSW_EF_CONSTRUCTION = env.int("LOUPE_HNSW_EF_CONSTRUCTION", default=128)
 LOUPE_HNSW_HALFVEC = env.bool("LOUPE_HNSW_HALFVEC", default=False)

@@ -13,7 +13,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # known to work everywhere). A plain-HTTP deployment turns both off with DJANGO_SECURE_COOKIES=false.
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)  # noqa: F405
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600 if SESSION_COOKIE_SECURE else 0)  # noqa: F405
-SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/$"]  # load balancers probe health over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/(web/)?$"]  # load balancers probe health over plain HTTP
 # Subdomains and the browsers' preload list are decisions about the whole domain, not about Loupe:
 # off unless the operator opts in, and their deploy-check warnings silenced for that reason.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)  # noqa: F405

@@ -44,6 +44,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # API
     ("api:auth-token", "POST"): PUBLIC,
     ("api:health", "GET"): PUBLIC,
+    ("api:health-web", "GET"): PUBLIC,
     ("api:album-list", "GET"): SIGNED_IN,
     ("api:album-list", "POST"): SIGNED_IN,
     ("api:album-detail", "GET"): VIEWER,
