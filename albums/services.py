@@ -242,8 +242,9 @@ def image_upload_many(
     created = [r.image_id for r in results if r.status == "created"]
     if created:
         # robust: the files are stored by now, so a broker outage is logged, not turned into a 500 the
-        # client would retry. The images stay pending; the running job's follow-up or the next upload or
-        # index request picks them up, and thumbnails are rendered on request (bench/faults.py).
+        # client would retry. The images stay pending; the running job's follow-up or the recovery sweep
+        # once the broker is back (workers/recovery.py) picks them up, and thumbnails are rendered on
+        # request meanwhile (bench/faults.py).
         transaction.on_commit(lambda: image_metadata_enqueue(image_ids=created), robust=True)
         # Debounced: a burst of uploads joins one job (see workers.indexing.index_job_start).
         transaction.on_commit(lambda: index_job_start(album=album, user=user), robust=True)

@@ -169,6 +169,19 @@ def scenario_queue_while_worker_down(stack: Stack, *, images: int, outage: float
             "during": during, **_outcome(stack, album, fault_started=started, timeout=240)}
 
 
+def scenario_uploads_while_redis_down(stack: Stack, *, images: int, outage: float) -> dict:
+    """No job running: the uploads' index jobs cannot be queued at all. Once Redis is back, the
+    workers' recovery sweep (workers/recovery.py) must index them with no further request."""
+    album = stack.create_album("uploads-while-redis-down")
+    started = time.monotonic()
+    stack.stop_redis()
+    stack.upload(album, noise_images(max(1, images // 20), seed=4), per_request=50)
+    during = _observe(stack, album, None, seconds=outage, upload_seed=4004)
+    stack.start_redis()
+    return {"fault": "uploads-while-redis-down", "outage_s": outage, "during": during,
+            **_outcome(stack, album, fault_started=started, timeout=120)}
+
+
 def stack_queue_length(stack: Stack, queue: str) -> int:
     import redis
 
@@ -183,6 +196,7 @@ SCENARIOS = {
     "redis-restart": scenario_redis_restart,
     "postgres-restart": scenario_postgres_restart,
     "queue-while-worker-down": scenario_queue_while_worker_down,
+    "uploads-while-redis-down": scenario_uploads_while_redis_down,
 }
 
 

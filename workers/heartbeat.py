@@ -1,4 +1,5 @@
-"""Worker liveness that health can read without asking the workers anything.
+"""Worker liveness that health can read without asking the workers anything, and the recovery
+sweep asked for whenever a worker's consumer (re)connects to the broker.
 
 Each worker's consumer writes a short-lived Redis key every few seconds naming its queues; health
 reads the keys. A broadcast ping (`inspect().ping()`) answers only while the worker's remote-control
@@ -52,6 +53,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self.stop(parent)  # a consumer restart after a broker outage starts the step again
         self.client = self.client or _client()
         self.beat(parent)
+        self.ask_for_recovery(parent)
         self.tref = parent.timer.call_repeatedly(interval_seconds(), self.beat, (parent,), priority=10)
 
     def stop(self, parent):
@@ -67,6 +69,16 @@ class Heartbeat(bootsteps.StartStopStep):
             except redis.RedisError:
                 pass  # the key expires by itself
             self.client.close()
+
+    def ask_for_recovery(self, parent) -> None:
+        """The consumer just (re)connected: the broker may have been down, so work it lost is looked
+        for (workers/recovery.py). Never fatal to the worker."""
+        from workers.recovery import request_sweep
+
+        try:
+            request_sweep(self.client, parent.app, parent.hostname)
+        except Exception as exc:  # noqa: BLE001 — the next reconnection or worker start asks again
+            log.warning("recovery sweep not requested: %s", exc)
 
     def beat(self, parent) -> None:
         queues = sorted(queue.name for queue in parent.task_consumer.queues) if parent.task_consumer else []

@@ -36,6 +36,7 @@ from search.vector_store import (
     regions_insert,
 )
 from workers.models import IndexJob, IndexJobBatch
+from workers.recovery import BROKER_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def index_job_start(
             encode_index_job.apply_async((job.pk,), task_id=task_id, countdown=countdown)
         except Exception as exc:  # noqa: BLE001 — any broker failure: the job must not sit queued with no task
             logger.warning("index job %s could not be queued: %s", job.pk, exc)
-            _fail_job(job.pk, f"Could not queue the job (broker unavailable: {exc}); the next upload or index request starts a new one.")
+            _fail_job(job.pk, f"Could not queue the job ({BROKER_UNAVAILABLE}: {exc}); it is started again once the broker is back.")
 
     transaction.on_commit(send)
     return job, True
@@ -146,9 +147,9 @@ def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
             encode_index_batch.delay(job_id, seq, ids)
     except Exception as exc:  # noqa: BLE001 — a broker outage mid-dispatch
         # Chunks already sent still write their vectors; the job ends now rather than wait to go
-        # stale, so the next upload or index request plans the images that were not sent.
+        # stale, and the recovery sweep (workers/recovery.py) plans the images that were not sent.
         logger.warning("index job %s: dispatch stopped: %s", job_id, exc)
-        _fail_job(job_id, f"Dispatch stopped (broker unavailable: {exc}); the next upload or index request picks up the rest.")
+        _fail_job(job_id, f"Dispatch stopped ({BROKER_UNAVAILABLE}: {exc}); the rest is indexed once the broker is back.")
 
 
 def _job_encoder(job: IndexJob):

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from workers import indexing, services
+from workers import indexing, recovery, services
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError, ConnectionError)
 RETRY_TRANSIENT = {
@@ -37,3 +37,11 @@ def encode_index_batch(job_id: int, seq: int, image_ids: list[int]) -> dict:
 @shared_task(**RETRY_TRANSIENT)
 def folder_import_run(job_id: int, path: str) -> dict:
     return services.folder_import_job_run(job_id=job_id, path=path)
+
+
+@shared_task(**RETRY_TRANSIENT)
+def resume_pending_work() -> dict:
+    try:
+        return recovery.resume_pending_work()
+    finally:
+        recovery.release_sweep_lock()

@@ -156,6 +156,8 @@ LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_00
 LOUPE_VLM = env.str("LOUPE_VLM", default="")
 LOUPE_CLASSIFY_TIMEOUT_SECONDS = env.float("LOUPE_CLASSIFY_TIMEOUT_SECONDS", default=300.0)
 LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0.05)  # softmax over class means
+# Support matrices (patch vectors) each process keeps for classification, in MB (search/rag/retrieval.py).
+LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself
 LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # JSON bodies: base64 query images
 

@@ -3,13 +3,13 @@ classifies a query image and sees normalized score bars and class-labeled eviden
 
 import pytest
 
-from tests.browser.test_ui_flow import browser, new_page, shot, sign_in  # noqa: F401 — browser is a fixture
+from tests.browser.test_ui_flow import browser, new_page, shot, sign_in  # noqa: F401,F811 — browser is a fixture
 from tests.rag.conftest import ENCODER, augmented, jpeg, photo
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_editor_builds_a_support_set_and_a_viewer_classifies(worker, live_server, browser, make_user, tmp_path):
+def test_editor_builds_a_support_set_and_a_viewer_classifies(worker, live_server, browser, make_user, tmp_path):  # noqa: F811 — the fixture, by name
     from albums import services
 
     erin, vic = make_user("erin"), make_user("vic")

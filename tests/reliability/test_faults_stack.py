@@ -70,3 +70,17 @@ def test_uploads_while_the_worker_is_down_are_indexed_when_it_returns(stack):
     assert set(during["down"]) == {"workers"} and set(during["upload"]) == {"201"}, during
     assert sum(result["queued_while_down"].values()) > 0
     _assert_recovered(result, images=IMAGES + 1)
+
+
+def test_uploads_while_redis_is_down_are_indexed_once_it_is_back_with_no_request(stack):
+    result = faults.scenario_uploads_while_redis_down(stack, images=IMAGES, outage=OUTAGE)
+    during = result["during"]
+    assert set(during["down"]) == {"redis,workers"} and set(during["upload"]) == {"201"}, during
+    # Each upload's job failed at once, planning nothing (the broker refused it); the sweep started the
+    # one that indexed them.
+    *refused, last = result["jobs"]
+    assert refused and all(job["status"] == "failed" and job["total"] == 0 for job in refused), result["jobs"]
+    assert last["status"] == "succeeded" and last["total"] == IMAGES // 20 + 1, result["jobs"]
+    assert result["settled"] and result["failed_images"] == 0, result
+    assert result["images_with_one_vector"] == result["images"] == IMAGES // 20 + 1, result
+    assert result["health_after"] == 200 and result["down_after"] == [], result

@@ -177,7 +177,7 @@ def test_search_is_throttled_per_user(alice, bob, album, member_of, low_rates, c
     statuses = [client.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x"}, format="json").status_code for _ in range(3)]
     assert statuses == [409, 409, 409]  # album_not_indexed; every call counts
     _assert_throttled(client.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x"}, format="json"))
-    _assert_throttled(client.get(f"/api/v1/images/1/similar/"))  # same scope
+    _assert_throttled(client.get("/api/v1/images/1/similar/"))  # same scope
     # Another user has their own allowance.
     assert client_for(bob).post(f"/api/v1/albums/{album.pk}/search/", {"text": "x"}, format="json").status_code == 409
 

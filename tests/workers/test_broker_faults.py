@@ -76,3 +76,93 @@ def test_a_dispatch_cut_off_half_way_ends_the_job(album_with_images, monkeypatch
     job.refresh_from_db()
     assert len(sent) == 1
     assert job.status == "failed" and "Dispatch stopped" in job.message
+
+
+# --- the recovery sweep once the broker is back (workers/recovery.py) ----------------------------
+
+
+def _refused_job(album, alice, monkeypatch, django_capture_on_commit_callbacks) -> IndexJob:
+    from workers.tasks import encode_index_job
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(encode_index_job, "apply_async", refuse)
+        with django_capture_on_commit_callbacks(execute=True):
+            job, _ = indexing.index_job_start(album=album, user=alice)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    return job
+
+
+@pytest.fixture
+def sent_jobs(monkeypatch):
+    """What the sweep queues, recorded instead of sent (no worker in these tests)."""
+    from workers.tasks import encode_index_job, image_process_metadata
+
+    sent = {"jobs": [], "metadata": []}
+    monkeypatch.setattr(encode_index_job, "apply_async", lambda args, **kw: sent["jobs"].append(args[0]))
+    monkeypatch.setattr(image_process_metadata, "delay", lambda ids: sent["metadata"].append(ids))
+    return sent
+
+
+def test_the_sweep_restarts_a_job_the_broker_refused_and_requeues_lost_metadata(
+    album_with_images, alice, monkeypatch, django_capture_on_commit_callbacks, sent_jobs
+):
+    from workers import recovery
+
+    refused = _refused_job(album_with_images, alice, monkeypatch, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = recovery.resume_pending_work()
+    assert result["albums"] == [album_with_images.pk]
+    new = IndexJob.objects.exclude(pk=refused.pk).get(album=album_with_images)
+    assert new.status == "queued" and sent_jobs["jobs"] == [new.pk]
+    # The uploads' metadata tasks were never sent (captured, not run): all five images go again.
+    assert sorted(sum(sent_jobs["metadata"], [])) == sorted(album_with_images.images.values_list("pk", flat=True))
+    assert sorted(result["metadata"]) == sorted(album_with_images.images.values_list("pk", flat=True))
+
+    # A second sweep finds the job running and starts nothing.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["albums"] == []
+
+
+def test_the_sweep_leaves_albums_whose_last_job_failed_for_another_reason_or_was_cancelled(
+    album_with_images, alice, django_capture_on_commit_callbacks, sent_jobs
+):
+    from workers import recovery
+
+    other = services.album_create(owner=alice, name="cancelled", encoder_spec=OPEN_CLIP_TINY)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.image_upload_many(album=other, user=alice, files=[("x.png", io.BytesIO(image_bytes("PNG")))])
+    IndexJob.objects.create(album=album_with_images, kind=IndexJob.Kind.INDEX, status="failed",
+                            message="Weights missing: put them at /models/x.safetensors")
+    IndexJob.objects.create(album=other, kind=IndexJob.Kind.INDEX, status="cancelled", message="Cancelled.")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["albums"] == []
+    assert sent_jobs["jobs"] == []
+
+
+def test_one_sweep_however_many_workers_reconnect_at_once(settings):
+    import redis
+
+    from workers import recovery
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(recovery.SWEEP_LOCK_KEY)
+
+    class App:
+        sent = []
+
+        def send_task(self, name):
+            self.sent.append(name)
+
+    try:
+        app = App()
+        assert recovery.request_sweep(client, app, "encode@a") is True
+        assert recovery.request_sweep(client, app, "default@a") is False
+        assert app.sent == ["workers.tasks.resume_pending_work"]
+        assert 0 < client.ttl(recovery.SWEEP_LOCK_KEY) <= recovery.SWEEP_LOCK_SECONDS
+    finally:
+        client.delete(recovery.SWEEP_LOCK_KEY)
+        client.close()
