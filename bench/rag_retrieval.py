@@ -12,7 +12,11 @@ query patches. In the same run, on the same rows and queries:
 - Loupe warm: the same with the matrix held (only the patch-id list is read).
 
 Reports p50/p95 per method, the ratio to the baseline, and the agreement of the two answers (the
-largest difference of any per-class best cosine; identical evidence patches). It starts its own
+largest difference of any per-class best cosine; identical evidence patches).
+
+Also the evidence crops the classify page shows (`GET /api/v1/support-images/{id}/crop`): on a 12 MP
+JPEG, a 7×7-grid patch box shown at 256 px, the full decode + crop used before against
+search/rag/crops.py (JPEG decoded at a reduced DCT scale), with the pixel difference of the two. It starts its own
 embedded PostgreSQL in a temporary directory. Results go between the rag-retrieval markers of
 docs/benchmarks.md unless --quick/--no-doc.
 """
@@ -168,7 +172,45 @@ def run(args) -> list[dict]:
     return results
 
 
-def render(results: list[dict], repeats: int) -> str:
+def crop_timings(repeats: int) -> dict:
+    import io
+
+    from PIL import Image
+
+    from encoders.images import open_rgb
+    from search.rag.api.views import _parse_box
+    from search.rag.crops import crop_patch
+
+    rng = np.random.default_rng(1)
+    # A smooth picture with texture, like a photo: JPEG's cost depends on content, not only size.
+    small = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    picture = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=90)
+    data = out.getvalue()
+    box = (1714, 1286, 2285, 1714)  # the middle cell of a 7×7 grid
+    size = 256
+
+    def before():
+        crop = open_rgb(io.BytesIO(data)).crop(box)
+        crop.thumbnail((size, size), Image.Resampling.LANCZOS)
+        return crop
+
+    def after():
+        return crop_patch(io.BytesIO(data), ",".join(map(str, box)), size=size, parse_box=_parse_box)
+
+    times = {"before": [], "after": []}
+    for _ in range(repeats):
+        for name, fn in (("before", before), ("after", after)):
+            started = time.perf_counter()
+            result = fn()
+            times[name].append((time.perf_counter() - started) * 1000)
+    a, b = np.asarray(before(), dtype=np.int16), np.asarray(after().resize(before().size), dtype=np.int16)
+    return {"bytes": len(data), "before_p50": float(np.median(times["before"])), "after_p50": float(np.median(times["after"])),
+            "size": result.size, "mean_abs_diff": float(np.abs(a - b).mean())}
+
+
+def render(results: list[dict], repeats: int, crops: dict | None = None) -> str:
     load = os.getloadavg()[0]
     lines = [
         f"Measured {datetime.date.today():%Y-%m-%d} by `python -m bench.rag_retrieval` on this 2-core box (load avg "
@@ -188,6 +230,14 @@ def render(results: list[dict], repeats: int) -> str:
             f"| {r['baseline_p50'] / r['cold_p50']:.1f}× | {r['baseline_p50'] / r['warm_p50']:.0f}× "
             f"| {r['max_diff']:.1e} | {'yes' if r['same_evidence'] else 'no'} |"
         )
+    if crops:
+        lines += [
+            "",
+            f"Evidence crop of a 4000×3000 JPEG ({crops['bytes'] / 1e6:.1f} MB), a 571×428 patch box shown at 256 px "
+            f"({crops['size'][0]}×{crops['size'][1]}), p50 of {repeats}: full decode + crop {crops['before_p50']:.0f} ms, "
+            f"`search/rag/crops.py` {crops['after_p50']:.0f} ms ({crops['before_p50'] / crops['after_p50']:.1f}× faster); "
+            f"mean absolute pixel difference of the two crops {crops['mean_abs_diff']:.2f} (of 255).",
+        ]
     return "\n".join(lines)
 
 
@@ -212,7 +262,9 @@ def main(argv=None) -> int:
         connections.close_all()
         pg.stop()
         shutil.rmtree(temp, ignore_errors=True)
-    body = render(results, args.repeats)
+    crops = crop_timings(args.repeats)
+    log(f"crops: before {crops['before_p50']:.0f} ms, after {crops['after_p50']:.0f} ms")
+    body = render(results, args.repeats, crops)
     print("\n" + body + "\n", flush=True)
     if not (args.quick or args.no_doc):
         replace_marked_section(DOC_PATH, start=START, end=END, heading="## Vision RAG: patch matching", body=body)

@@ -204,20 +204,35 @@ def _parse_box(text: str, width: int, height: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
+CROP_SIZE_DEFAULT, CROP_SIZE_MAX = 256, 1024
+
+
 class SupportImageCropApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("box", str, required=True)], responses={(200, "image/webp"): OpenApiTypes.BINARY})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("box", str, required=True, description="x0,y0,x1,y1 in the original image's upright pixels"),
+            OpenApiParameter("size", int, description=f"longest side of the crop returned (16–{CROP_SIZE_MAX}, "
+                                                      f"default {CROP_SIZE_DEFAULT}); never upscaled"),
+        ],
+        responses={(200, "image/webp"): OpenApiTypes.BINARY},
+    )
     def get(self, request, support_image_id: int):
-        """A patch of a support image (evidence), as WebP."""
+        """A patch of a support image (evidence), as WebP, at most `size` pixels a side."""
         from django.http import HttpResponse
 
-        from encoders.images import open_rgb
+        from search.rag.crops import crop_patch
 
         found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
+        try:
+            size = int(request.query_params.get("size", CROP_SIZE_DEFAULT))
+        except ValueError:
+            raise ApplicationError("size must be an integer.", code="invalid_size") from None
+        if not 16 <= size <= CROP_SIZE_MAX:
+            raise ApplicationError(f"size must be between 16 and {CROP_SIZE_MAX}.", code="invalid_size")
         with found.image.file.open("rb") as fp:
-            picture = open_rgb(fp)
-        box = _parse_box(request.query_params.get("box", ""), picture.width, picture.height)
+            picture = crop_patch(fp, request.query_params.get("box", ""), size=size, parse_box=_parse_box)
         out = BytesIO()
-        picture.crop(box).save(out, format="WEBP", quality=90)
+        picture.save(out, format="WEBP", quality=90)
         response = HttpResponse(out.getvalue(), content_type="image/webp")
         response["Cache-Control"] = "private, max-age=3600"
         response["X-Content-Type-Options"] = "nosniff"
