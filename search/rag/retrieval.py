@@ -9,9 +9,9 @@ Returns:
 
 The vectors live in PostgreSQL (pgvector); the all-pairs product runs in NumPy on a per-process
 copy of the set's support matrix. The first version ran it as one SQL statement: at 20 shots ×
-10 classes (9,800 patches of 1,280 dims against 49 query patches) that took 1–3 s per classify,
-most of it fetching each vector from TOAST again per pair and sorting 480k pair rows; one matrix
-product is milliseconds (bench/rag_retrieval.py, docs/benchmarks.md). Patch rows are immutable
+10 classes (9,800 patches of 1,280 dims against 49 query patches) that took 3.8 s (p50), most of it
+fetching each vector from TOAST again per pair and sorting 480k pair rows; the held matrix answers in
+51 ms, 0.6 s when it must be fetched first (bench/rag_retrieval.py, docs/benchmarks.md). Patch rows are immutable
 (re-patching deletes and inserts), so the copy stays right as long as its patch ids are those the
 database lists now; that list is read on every call, and only vectors not yet held are fetched.
 """
