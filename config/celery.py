@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Queue
 
 from workers.heartbeat import Heartbeat
@@ -17,3 +18,11 @@ app.autodiscover_tasks()
 
 # Health reads worker liveness from keys the workers write themselves (workers/heartbeat.py).
 app.steps["consumer"].add(Heartbeat)
+
+
+@worker_init.connect
+def _note_concurrency(sender, **kwargs):
+    """Torch's intra-op threads follow the worker's concurrency (encoders/threads.py)."""
+    from encoders.threads import note_concurrency
+
+    note_concurrency(sender.concurrency)

@@ -76,9 +76,9 @@ class Launcher:
     def manage(self, *args: str) -> None:
         subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=self.env, check=True)
 
-    def spawn(self, name: str, argv: list[str]) -> None:
+    def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> None:
         # Own session: Ctrl-C reaches only the launcher, which stops children in order.
-        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, start_new_session=True)
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env={**self.env, **(env or {})}, start_new_session=True)
         self.children.append((name, process))
         _log(f"started {name} (pid {process.pid})")
 
@@ -102,11 +102,18 @@ class Launcher:
              "-n", "default@%h", "--loglevel", "INFO"],
         )
         self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
+        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 4
+        # When the web encodes queries itself, every gunicorn thread may run a forward pass at once.
+        from encoders.threads import cores
+
+        configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
+        torch_threads = str(configured or max(1, cores() // (web_workers * web_threads)))
         self.spawn(
             "web",
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{self.host}:{self.port}",
-             "--workers", os.environ.get("LOUPE_WEB_WORKERS", "2"), "--threads", "4", "--timeout", "120",
+             "--workers", str(web_workers), "--threads", str(web_threads), "--timeout", "120",
              "--access-logfile", "-"],
+            env={"LOUPE_TORCH_THREADS": torch_threads},
         )
 
     def stop(self) -> None:

@@ -131,6 +131,9 @@ def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encode
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # one load per key; other specs load in parallel
         if key not in _encoders:
+            from encoders.threads import apply_once
+
+            apply_once()
             _encoders[key] = _import_encoder_factory(get_backend(parsed.backend))(parsed, device=resolved_device)
         return _encoders[key]
 

@@ -76,7 +76,11 @@ def test_production_settings_refuse_to_start_without_a_secret():
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
-def test_a_worker_consumes_the_query_queue():
-    """Classification with a vision-language model always runs on the `query` queue: someone must consume it."""
-    command = load()["services"]["worker-query"]["command"]
+def test_a_worker_consumes_the_query_queue_and_the_web_sends_queries_there():
+    """Classification with a vision-language model always runs on the `query` queue: someone must consume it.
+    The web sends its query encoding there too, rather than load the model in every gunicorn process."""
+    services = load()["services"]
+    command = services["worker-query"]["command"]
     assert command[command.index("-Q") + 1] == "query" and "threads" in command
+    assert services["web"]["environment"]["LOUPE_QUERY_ENCODING"] == "worker"
+    assert "LOUPE_QUERY_ENCODING" not in services["worker-query"]["environment"]  # it encodes, it does not forward

@@ -82,8 +82,10 @@ class Heartbeat(bootsteps.StartStopStep):
 
     def beat(self, parent) -> None:
         queues = sorted(queue.name for queue in parent.task_consumer.queues) if parent.task_consumer else []
+        from encoders.threads import applied
+
         payload = {"queues": queues, "pid": os.getpid(), "concurrency": getattr(parent.pool, "limit", None),
-                   "at": time.time()}
+                   "torch_threads": applied(), "at": time.time()}
         try:
             self.client.set(KEY_PREFIX + parent.hostname, json.dumps(payload), ex=ttl_seconds())
         except redis.RedisError as exc:

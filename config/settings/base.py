@@ -170,6 +170,8 @@ LOUPE_DECODE_WORKERS = env.int("LOUPE_DECODE_WORKERS", default=0)  # 0: one per 
 LOUPE_DECODE_POOL = env.str("LOUPE_DECODE_POOL", default="thread")  # thread | process (see docs/benchmarks.md)
 LOUPE_INDEX_DEBOUNCE_SECONDS = env.float("LOUPE_INDEX_DEBOUNCE_SECONDS", default=2.0)
 LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=900)  # > visibility_timeout
+# Torch intra-op threads per process; 0: cores ÷ the requests it serves at once (encoders/threads.py).
+LOUPE_TORCH_THREADS = env.int("LOUPE_TORCH_THREADS", default=0)
 # Workers write a liveness key this often; health counts a worker gone after three missed beats.
 LOUPE_WORKER_HEARTBEAT_SECONDS = env.float("LOUPE_WORKER_HEARTBEAT_SECONDS", default=5.0)
 LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)
