@@ -52,6 +52,19 @@ def _redis() -> dict[str, Any]:
         client.close()
 
 
+def required_queues() -> set[str]:
+    """Queues this configuration sends work to. `query` only when something is sent there: query
+    encoding on a worker, or classification with a vision-language model (which never runs in the
+    web unless LOUPE_QUERY_ENCODING is `web`)."""
+    from search.query_encoding import query_encoding_mode
+
+    required = {"default", "encode"}
+    vlm_on_worker = bool(settings.LOUPE_VLM) and settings.LOUPE_QUERY_ENCODING != "web"
+    if query_encoding_mode() == "worker" or vlm_on_worker:
+        required.add("query")
+    return required
+
+
 def _workers() -> dict[str, Any]:
     from config.celery import app
     from workers.heartbeat import live_workers
@@ -59,7 +72,7 @@ def _workers() -> dict[str, Any]:
     workers = live_workers()
     queues = {queue.name: sorted(name for name, beat in workers.items() if queue.name in beat["queues"])
               for queue in app.conf.task_queues}
-    unserved = [name for name, consumers in queues.items() if not consumers]
+    unserved = [name for name, consumers in queues.items() if not consumers and name in required_queues()]
     if unserved:
         # Work on an unserved queue waits forever: that is an outage even if other workers are up.
         raise ComponentDown(f"no live worker consumes queue(s) {', '.join(unserved)}",

@@ -104,7 +104,8 @@ def encode_locally(
     return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
 
 
-def _mode() -> str:
+def query_encoding_mode() -> str:
+    """`web` or `worker`: where this server encodes search queries."""
     mode = settings.LOUPE_QUERY_ENCODING
     if mode == "auto":
         return "web" if importlib.util.find_spec("torch") is not None else "worker"
@@ -114,7 +115,7 @@ def _mode() -> str:
 def encode_query(
     *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> EncodedQuery:
-    if _mode() == "web":
+    if query_encoding_mode() == "web":
         result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
     else:
         from search.query_worker import ask_query_worker

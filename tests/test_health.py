@@ -59,6 +59,21 @@ def test_a_queue_without_a_live_worker_is_an_outage_named_by_queue(client_for, h
     assert workers["queues"]["default"] == [] and workers["workers"] == ["encode@a", "query@a"]
 
 
+@pytest.mark.parametrize(
+    ("encoding", "vlm", "query_required"),
+    [("web", "", False), ("web", "openai:http://x/v1/m", False), ("worker", "", True), ("auto", "openai:http://x/v1/m", True)],
+)
+def test_the_query_queue_counts_only_when_work_is_sent_there(client_for, heartbeats, settings, encoding, vlm, query_required):
+    settings.LOUPE_QUERY_ENCODING, settings.LOUPE_VLM = encoding, vlm
+    heartbeats("encode@a", ["encode"])
+    heartbeats("default@a", ["default"])
+    body = client_for(None).get("/api/v1/health/").json()
+    assert body["components"]["workers"]["queues"]["query"] == []  # always shown
+    assert (body["down"] == ["workers"]) is query_required, body
+    if query_required:
+        assert body["components"]["workers"]["error"] == "no live worker consumes queue(s) query"
+
+
 def test_an_expired_heartbeat_is_a_worker_gone(client_for, heartbeats):
     import time
 

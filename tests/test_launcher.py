@@ -53,6 +53,17 @@ def wait_healthy(process, port, log_path, timeout=180):
     raise AssertionError(f"not healthy in {timeout}s: {report}\n{log_path.read_text()[-5000:]}")
 
 
+def wait_workers(port, names, timeout=120):
+    deadline = time.monotonic() + timeout
+    report = None
+    while time.monotonic() < deadline:
+        report = health(port)
+        if report and {w.split("@")[0] for w in report["components"]["workers"].get("workers", [])} == names:
+            return report
+        time.sleep(1)
+    raise AssertionError(f"workers {names} not all live in {timeout}s: {report}")
+
+
 def stop(process, log_path):
     children = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGINT)
@@ -75,7 +86,14 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
         try:
             report = wait_healthy(process, port, log_path)
             assert report["components"]["database"]["pgvector"].startswith("0.8")
-            assert {w.split("@")[0] for w in report["components"]["workers"]["workers"]} == {"encode", "default", "query"}
+            # Health is ok once every queue this configuration uses has a worker; the launcher starts
+            # all three, each on its own queue (the query worker may still be loading).
+            report = wait_workers(port, {"encode", "default", "query"})
+            assert report["components"]["workers"]["queues"] == {
+                "default": [w for w in report["components"]["workers"]["workers"] if w.startswith("default@")],
+                "encode": [w for w in report["components"]["workers"]["workers"] if w.startswith("encode@")],
+                "query": [w for w in report["components"]["workers"]["workers"] if w.startswith("query@")],
+            }
 
             # The admin account works, and the UI answers.
             token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]
