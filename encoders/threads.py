@@ -28,8 +28,20 @@ _applied: int | None = None
 _lock = threading.Lock()
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (`docker --cpus`)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open(CGROUP_CPU_MAX) as fp:
+            quota, period = fp.read().split()[:2]
+    except (OSError, ValueError):
+        return count
+    if quota == "max":
+        return count
+    return max(1, min(count, int(quota) // int(period)))
 
 
 def note_concurrency(concurrency) -> None:

@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 
@@ -12,14 +11,14 @@ pytestmark = pytest.mark.django_db
 def heartbeats(settings):
     """Heartbeat keys written by hand, in a Redis database of their own (db 15), so the session's
     real worker, which beats into db 0, cannot add itself to what these tests count."""
-    from workers.heartbeat import KEY_PREFIX
+    from workers.heartbeat import write_beat
 
     settings.REDIS_URL = _with_db(settings.REDIS_URL, 15)
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
 
     def beat(name, queues, ttl=30):
-        client.set(KEY_PREFIX + name, json.dumps({"queues": queues, "pid": 1, "at": 0}), ex=ttl)
+        write_beat(client, name, {"queues": queues, "pid": 1, "at": 0}, ttl=ttl)
 
     yield beat
     client.flushdb()
@@ -74,7 +73,7 @@ def test_the_query_queue_counts_only_when_work_is_sent_there(client_for, heartbe
         assert body["components"]["workers"]["error"] == "no live worker consumes queue(s) query"
 
 
-def test_an_expired_heartbeat_is_a_worker_gone(client_for, heartbeats):
+def test_an_expired_heartbeat_is_a_worker_gone(client_for, heartbeats, settings):
     import time
 
     heartbeats("all@b", ["default", "encode", "query"], ttl=1)
@@ -82,6 +81,10 @@ def test_an_expired_heartbeat_is_a_worker_gone(client_for, heartbeats):
     time.sleep(1.5)
     body = client_for(None).get("/api/v1/health/").json()
     assert body["components"]["workers"]["workers"] == [] and body["down"] == ["workers"]
+    # The name of a worker that died without saying so is dropped from the list health reads.
+    from workers.heartbeat import NAMES_KEY
+
+    assert redis.Redis.from_url(settings.REDIS_URL).smembers(NAMES_KEY) == set()
 
 
 def test_health_is_degraded_and_names_the_part_that_is_down(client_for, settings, tmp_path):

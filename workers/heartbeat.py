@@ -23,6 +23,7 @@ from django.conf import settings
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "loupe:worker:"
+NAMES_KEY = "loupe:workers"  # the names that have beaten: health reads these keys, never scans Redis
 
 
 def interval_seconds() -> float:
@@ -38,6 +39,20 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
+def write_beat(client: redis.Redis, name: str, payload: dict[str, Any], *, ttl: int) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(KEY_PREFIX + name, json.dumps(payload), ex=ttl)
+        pipe.sadd(NAMES_KEY, name)
+        pipe.execute()
+
+
+def remove_beat(client: redis.Redis, name: str) -> None:
+    with client.pipeline(transaction=False) as pipe:
+        pipe.delete(KEY_PREFIX + name)
+        pipe.srem(NAMES_KEY, name)
+        pipe.execute()
+
+
 class Heartbeat(bootsteps.StartStopStep):
     """A consumer step: it starts once the worker consumes its queues and restarts with the
     consumer after a broker reconnection, so a beat always means "connected and consuming"."""
@@ -48,12 +63,13 @@ class Heartbeat(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.tref = None
         self.client: redis.Redis | None = None
+        self.last_sweep_request = 0.0
 
     def start(self, parent):
         self.stop(parent)  # a consumer restart after a broker outage starts the step again
         self.client = self.client or _client()
+        self.ask_for_recovery(parent)  # the broker may have been down: look for work it lost
         self.beat(parent)
-        self.ask_for_recovery(parent)
         self.tref = parent.timer.call_repeatedly(interval_seconds(), self.beat, (parent,), priority=10)
 
     def stop(self, parent):
@@ -65,16 +81,18 @@ class Heartbeat(bootsteps.StartStopStep):
         self.stop(parent)
         if self.client is not None:
             try:
-                self.client.delete(KEY_PREFIX + parent.hostname)
+                remove_beat(self.client, parent.hostname)
             except redis.RedisError:
                 pass  # the key expires by itself
             self.client.close()
 
     def ask_for_recovery(self, parent) -> None:
-        """The consumer just (re)connected: the broker may have been down, so work it lost is looked
-        for (workers/recovery.py). Never fatal to the worker."""
+        """On every (re)connection, and every LOUPE_RECOVERY_SWEEP_SECONDS: work a broker outage lost is
+        looked for (workers/recovery.py; the web can fail to publish while the workers stay connected).
+        Never fatal to the worker."""
         from workers.recovery import request_sweep
 
+        self.last_sweep_request = time.monotonic()
         try:
             request_sweep(self.client, parent.app, parent.hostname)
         except Exception as exc:  # noqa: BLE001 — the next reconnection or worker start asks again
@@ -87,10 +105,13 @@ class Heartbeat(bootsteps.StartStopStep):
         payload = {"queues": queues, "pid": os.getpid(), "concurrency": getattr(parent.pool, "limit", None),
                    "torch_threads": applied(), "at": time.time()}
         try:
-            self.client.set(KEY_PREFIX + parent.hostname, json.dumps(payload), ex=ttl_seconds())
+            write_beat(self.client, parent.hostname, payload, ttl=ttl_seconds())
         except redis.RedisError as exc:
             # The broker is the same Redis: the consumer is reconnecting and will restart this step.
             log.debug("heartbeat not written: %s", exc)
+            return
+        if time.monotonic() - self.last_sweep_request >= settings.LOUPE_RECOVERY_SWEEP_SECONDS:
+            self.ask_for_recovery(parent)
 
 
 def live_workers(client: redis.Redis | None = None) -> dict[str, dict[str, Any]]:
@@ -98,17 +119,15 @@ def live_workers(client: redis.Redis | None = None) -> dict[str, dict[str, Any]]
     own = client is None
     client = client or _client()
     try:
-        keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
-        values = client.mget(keys) if keys else []
+        names = sorted(name.decode() for name in client.smembers(NAMES_KEY))
+        values = client.mget([KEY_PREFIX + name for name in names]) if names else []
+        gone = [name for name, value in zip(names, values) if value is None]
+        if gone:
+            client.srem(NAMES_KEY, *gone)  # expired: a worker that died without saying so
     finally:
         if own:
             client.close()
-    workers = {}
-    for key, value in zip(keys, values):
-        if value is None:  # expired between SCAN and MGET
-            continue
-        workers[key.decode().removeprefix(KEY_PREFIX)] = json.loads(value)
-    return workers
+    return {name: json.loads(value) for name, value in zip(names, values) if value is not None}
 
 
 def main(argv: list[str]) -> int:

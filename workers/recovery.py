@@ -1,19 +1,28 @@
 """Work a broker outage left undone, picked up once the broker is back, with no request needed.
 
 While Redis is down, uploads are stored but their index job cannot be queued (it fails at once
-with BROKER_UNAVAILABLE in its message), a dispatch cut off half-way ends its job the same way, and
-metadata tasks are lost. When a worker's consumer (re)connects, workers/heartbeat.py asks for one
-sweep (one at a time across workers); the sweep, on the `default` queue, starts an
-index job for every album that has images waiting for vectors and no job running, unless the
-album's last job failed for another reason (missing weights, say: a new job would only fail
-again) or was cancelled, and re-queues metadata for images that have no thumbnail yet.
+with BROKER_UNAVAILABLE in its message), a dispatch cut off half-way ends its job the same way, an
+encoder change's rebuild can be refused the same way, and metadata tasks are lost; a job whose
+messages Redis lost in a crash stays active without a sign of life. workers/heartbeat.py asks for
+one sweep whenever a worker's consumer (re)connects and every LOUPE_RECOVERY_SWEEP_SECONDS; the
+sweep, on the `default` queue:
+
+- restarts, with the same kind, an album's last indexing job when it failed for the broker (an
+  INDEX or a REBUILD: a refused rebuild leaves every image `indexed` under the old model);
+- replaces an active job that went stale (index_job_start does that);
+- starts an index job for an album with images waiting and no job, unless its last job failed for
+  another reason (missing weights, say: a new job would only fail again) or was cancelled;
+- re-queues metadata for images that still have no thumbnail a while after upload.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
-from django.db.models import Exists, OuterRef
+from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from albums.models import Album, Image
 from workers.models import IndexJob
@@ -22,33 +31,64 @@ logger = logging.getLogger(__name__)
 
 BROKER_UNAVAILABLE = "broker unavailable"
 SWEEP_LOCK_KEY = "loupe:recovery-sweep"
-SWEEP_LOCK_SECONDS = 60  # only if the sweep task is lost: it releases the lock when it ends
+# Held from the request until the sweep ends (it releases its own token); the expiry only matters
+# when the sweep task is lost. A sweep queued behind a long backlog may let a second one in: harmless.
+SWEEP_LOCK_SECONDS = 300
+# Their metadata task was queued with the upload; only after this long is a missing thumbnail lost work.
+METADATA_GRACE = timedelta(minutes=5)
+
+# Delete the lock only if it still holds this sweep's token (another sweep may own it by now).
+_RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 
 
-def _last_job_allows_resume(album: Album) -> bool:
+def _last_indexing_job(album: Album) -> IndexJob | None:
     from workers.indexing import INDEXING_KINDS
 
-    last = IndexJob.objects.filter(album=album, kind__in=INDEXING_KINDS).order_by("-created_at", "-pk").first()
-    if last is None or last.status == IndexJob.Status.SUCCEEDED:
-        return True
-    return last.status == IndexJob.Status.FAILED and BROKER_UNAVAILABLE in last.message
+    return IndexJob.objects.filter(album=album, kind__in=INDEXING_KINDS).order_by("-created_at", "-pk").first()
+
+
+def _refused_by_broker(job: IndexJob | None) -> bool:
+    return job is not None and job.status == IndexJob.Status.FAILED and BROKER_UNAVAILABLE in job.message
+
+
+def _resume_kind(album: Album) -> str | None:
+    """The kind of job to start for the album, or None to leave it alone."""
+    from workers.indexing import _active_index_jobs, _pending_scope
+
+    active = _active_index_jobs(album).first()
+    if active is not None:
+        return active.kind if active.is_stale else None
+    last = _last_indexing_job(album)
+    if _refused_by_broker(last):
+        return last.kind
+    if last is not None and last.status != IndexJob.Status.SUCCEEDED:
+        return None  # failed for another reason, or cancelled
+    has_pending = _pending_scope(album, album.active_model_id or "").exists()
+    return IndexJob.Kind.INDEX if has_pending else None
 
 
 def resume_pending_work() -> dict[str, list[int]]:
-    from workers.indexing import INDEXING_KINDS, _pending_scope, index_job_start
+    from workers.indexing import INDEXING_KINDS, index_job_start
     from workers.services import image_metadata_enqueue
 
-    active = IndexJob.objects.filter(album=OuterRef("pk"), kind__in=INDEXING_KINDS, status__in=IndexJob.ACTIVE_STATUSES)
-    waiting = Image.objects.filter(album=OuterRef("pk")).exclude(status=Image.Status.FAILED).exclude(status=Image.Status.INDEXED)
+    jobs = IndexJob.objects.filter(album=OuterRef("pk"), kind__in=INDEXING_KINDS)
+    waiting = Image.objects.filter(album=OuterRef("pk"), status=Image.Status.PENDING)
+    candidates = Album.objects.filter(
+        Exists(waiting)
+        | Exists(jobs.filter(status__in=IndexJob.ACTIVE_STATUSES))
+        | Exists(jobs.filter(status=IndexJob.Status.FAILED, message__contains=BROKER_UNAVAILABLE))
+    ).order_by("pk")
     resumed = []
-    for album in Album.objects.filter(Exists(waiting)).exclude(Exists(active)).order_by("pk"):
-        if not _pending_scope(album, album.active_model_id or "").exists() or not _last_job_allows_resume(album):
+    for album in candidates:
+        kind = _resume_kind(album)
+        if kind is None:
             continue
-        job, created = index_job_start(album=album, countdown=0)
+        _, created = index_job_start(album=album, kind=kind, countdown=0)
         if created:
             resumed.append(album.pk)
-    no_thumbnail = list(Image.objects.filter(thumbnail="").exclude(status=Image.Status.FAILED).order_by("pk")
-                        .values_list("pk", flat=True))
+    cutoff = timezone.now() - METADATA_GRACE
+    no_thumbnail = list(Image.objects.filter(thumbnail="", created_at__lt=cutoff).filter(~Q(status=Image.Status.FAILED))
+                        .order_by("pk").values_list("pk", flat=True))
     if no_thumbnail:
         image_metadata_enqueue(image_ids=no_thumbnail)
     if resumed or no_thumbnail:
@@ -60,20 +100,28 @@ def resume_pending_work() -> dict[str, list[int]]:
 def request_sweep(client, app, hostname: str) -> bool:
     """Send the sweep task unless one is already queued or running. True if sent. Workers that
     reconnect together send one; a reconnection after that sweep ended sends another."""
-    if not client.set(SWEEP_LOCK_KEY, hostname, nx=True, ex=SWEEP_LOCK_SECONDS):
+    import uuid
+
+    token = f"{hostname}/{uuid.uuid4()}"
+    if not client.set(SWEEP_LOCK_KEY, token, nx=True, ex=SWEEP_LOCK_SECONDS):
         return False
-    app.send_task("workers.tasks.resume_pending_work")
+    try:
+        app.send_task("workers.tasks.resume_pending_work", args=[token])
+    except Exception:
+        release_sweep_lock(token, client=client)  # not sent: the next reconnection must be able to ask again
+        raise
     return True
 
 
-def release_sweep_lock() -> None:
+def release_sweep_lock(token: str, *, client=None) -> None:
     import redis
-    from django.conf import settings
 
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    own = client is None
+    client = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:
-        client.delete(SWEEP_LOCK_KEY)
+        client.eval(_RELEASE_SCRIPT, 1, SWEEP_LOCK_KEY, token)
     except redis.RedisError:
         pass  # it expires by itself
     finally:
-        client.close()
+        if own:
+            client.close()

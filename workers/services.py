@@ -6,6 +6,7 @@ import logging
 from typing import Sequence
 
 from django.conf import settings
+from PIL import Image as PILImage
 
 from albums.imaging import make_thumbnail, read_metadata
 from albums.models import Image
@@ -37,7 +38,7 @@ def image_process_metadata(*, image_ids: Sequence[int]) -> dict[str, int]:
             image_mark_failed(image_id=image.pk, reason="The stored file is missing.")
             failed += 1
             continue
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as exc:
             image_mark_failed(image_id=image.pk, reason=f"Could not read the image: {exc}")
             failed += 1
             continue

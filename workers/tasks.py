@@ -40,8 +40,9 @@ def folder_import_run(job_id: int, path: str) -> dict:
 
 
 @shared_task(**RETRY_TRANSIENT)
-def resume_pending_work() -> dict:
+def resume_pending_work(lock_token: str | None = None) -> dict:
     try:
         return recovery.resume_pending_work()
     finally:
-        recovery.release_sweep_lock()
+        if lock_token:
+            recovery.release_sweep_lock(lock_token)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 from encoders.images import to_rgb
 
@@ -26,13 +27,16 @@ def crop_patch(fp, box_text: str, *, size: int, parse_box: Callable) -> Image.Im
         upright_w, upright_h = (stored_h, stored_w) if orientation in _QUARTER_TURNS else (stored_w, stored_h)
         x0, y0, x1, y1 = parse_box(box_text, upright_w, upright_h)
         scale = min(1.0, size / max(x1 - x0, y1 - y0))
-        if image.format == "JPEG" and scale < 1.0:
+        if isinstance(image, JpegImageFile) and scale < 1.0:  # MPO (phones' JPEGs) included
             image.draft("RGB", (math.ceil(stored_w * scale), math.ceil(stored_h * scale)))
         image.load()
         picture = to_rgb(image)
     fx, fy = picture.width / upright_w, picture.height / upright_h
-    box = (math.floor(x0 * fx), math.floor(y0 * fy), max(math.floor(x0 * fx) + 1, math.ceil(x1 * fx)),
-           max(math.floor(y0 * fy) + 1, math.ceil(y1 * fy)))
+    # Clamped: a reduced scale rounds the picture's size down, so x1 * fx can land one pixel past it
+    # (PIL would pad that column with black).
+    left, top = min(math.floor(x0 * fx), picture.width - 1), min(math.floor(y0 * fy), picture.height - 1)
+    box = (left, top, min(picture.width, max(left + 1, math.ceil(x1 * fx))),
+           min(picture.height, max(top + 1, math.ceil(y1 * fy))))
     crop = picture.crop(box)
     crop.thumbnail((size, size), Image.Resampling.LANCZOS)
     return crop

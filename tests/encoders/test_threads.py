@@ -29,6 +29,17 @@ def test_cores_divided_by_concurrency_at_least_one(monkeypatch):
     assert threads.intra_op_threads() is None
 
 
+@pytest.mark.parametrize(("cpu_max", "expected"), [("max 100000", 8), ("150000 100000", 1), ("400000 100000", 4),
+                                                    ("2000000 100000", 8), ("garbage", 8), (None, 8)])
+def test_cores_follow_a_cgroup_cpu_quota(monkeypatch, tmp_path, cpu_max, expected):
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max + "\n")
+    monkeypatch.setattr(threads, "CGROUP_CPU_MAX", str(path))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert threads.cores() == expected
+
+
 def test_the_setting_wins(settings, monkeypatch):
     monkeypatch.setattr(threads, "cores", lambda: 16)
     threads.note_concurrency(4)

@@ -54,6 +54,17 @@ def test_a_box_smaller_than_the_size_is_cropped_at_full_scale_and_never_upscaled
     assert mean_abs_diff(got, full_decode_crop(data, box, 256)) == 0.0
 
 
+@pytest.mark.parametrize("size", [40, 100])
+def test_a_box_at_the_far_edge_of_an_odd_sized_photo_has_no_padded_edge(size):
+    """1519 px is no multiple of the DCT scales: the scaled box must not run past the decoded picture."""
+    out = io.BytesIO()
+    Image.new("RGB", (1519, 1519), (200, 200, 200)).save(out, format="JPEG", quality=95)
+    got = np.asarray(crop_patch(io.BytesIO(out.getvalue()), "1302,1302,1519,1519", size=size, parse_box=_parse_box),
+                     dtype=np.int16)
+    assert got.shape[:2] == (size, size)
+    assert np.abs(got - 200).max() <= 3  # every edge row and column included
+
+
 def test_png_decodes_in_full_and_matches():
     out = io.BytesIO()
     photo("coffee").save(out, format="PNG")

@@ -113,6 +113,14 @@ def test_the_sweep_restarts_a_job_the_broker_refused_and_requeues_lost_metadata(
     from workers import recovery
 
     refused = _refused_job(album_with_images, alice, monkeypatch, django_capture_on_commit_callbacks)
+    # Metadata tasks get a grace period after upload before a missing thumbnail counts as lost.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["metadata"] == []
+    IndexJob.objects.exclude(pk=refused.pk).delete()  # the job that first sweep started
+    from django.utils import timezone
+
+    album_with_images.images.update(created_at=timezone.now() - recovery.METADATA_GRACE * 2)
+    sent_jobs["jobs"].clear()
     with django_capture_on_commit_callbacks(execute=True):
         result = recovery.resume_pending_work()
     assert result["albums"] == [album_with_images.pk]
@@ -154,15 +162,60 @@ def test_one_sweep_however_many_workers_reconnect_at_once(settings):
     class App:
         sent = []
 
-        def send_task(self, name):
-            self.sent.append(name)
+        def send_task(self, name, args):
+            self.sent.append((name, args))
+
+    class Refusing:
+        def send_task(self, name, args):
+            raise OperationalError("Connection closed by server.")
 
     try:
+        with pytest.raises(OperationalError):
+            recovery.request_sweep(client, Refusing(), "query@a")
+        assert client.get(recovery.SWEEP_LOCK_KEY) is None  # a sweep never sent holds no lock
         app = App()
         assert recovery.request_sweep(client, app, "encode@a") is True
         assert recovery.request_sweep(client, app, "default@a") is False
-        assert app.sent == ["workers.tasks.resume_pending_work"]
+        [(name, [token])] = app.sent
+        assert name == "workers.tasks.resume_pending_work" and token.startswith("encode@a/")
         assert 0 < client.ttl(recovery.SWEEP_LOCK_KEY) <= recovery.SWEEP_LOCK_SECONDS
+        recovery.release_sweep_lock("someone-else")  # only the sweep that holds the lock releases it
+        assert client.get(recovery.SWEEP_LOCK_KEY).decode() == token
+        recovery.release_sweep_lock(token)  # what the sweep task does when it ends
+        assert recovery.request_sweep(client, app, "default@a") is True
     finally:
         client.delete(recovery.SWEEP_LOCK_KEY)
         client.close()
+
+
+def test_the_sweep_restarts_a_refused_rebuild_and_replaces_a_stale_job(
+    album_with_images, alice, monkeypatch, django_capture_on_commit_callbacks, sent_jobs, settings
+):
+    """A rebuild refused by the broker leaves every image `indexed` under the old model: nothing
+    waits, yet the new encoder's vectors were never made. A job whose messages Redis lost stays
+    active with no sign of life."""
+    from django.utils import timezone
+
+    from albums.models import Album
+    from workers import recovery
+
+    album_with_images.images.update(status="indexed")
+    Album.objects.filter(pk=album_with_images.pk).update(active_model_id="open-clip:old@sha256:000000000000")
+    IndexJob.objects.create(album=album_with_images, kind=IndexJob.Kind.REBUILD, status="failed",
+                            message="Could not queue the job (broker unavailable: refused)")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["albums"] == [album_with_images.pk]
+    rebuild = IndexJob.objects.filter(album=album_with_images).latest("pk")
+    assert rebuild.kind == "rebuild" and rebuild.status == "queued" and sent_jobs["jobs"] == [rebuild.pk]
+
+    # That job's message is lost (Redis crashed before writing it): once stale, the next sweep replaces it.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["albums"] == []  # alive: left alone
+    old = timezone.now() - timezone.timedelta(seconds=settings.LOUPE_JOB_STALE_SECONDS + 60)
+    IndexJob.objects.filter(pk=rebuild.pk).update(created_at=old)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recovery.resume_pending_work()["albums"] == [album_with_images.pk]
+    rebuild.refresh_from_db()
+    replacement = IndexJob.objects.filter(album=album_with_images).latest("pk")
+    assert rebuild.status == "failed" and "Stalled" in rebuild.message
+    assert replacement.kind == "rebuild" and replacement.status == "queued"
