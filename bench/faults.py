@@ -131,30 +131,28 @@ def _first_image(stack: Stack, album_id: int) -> int | None:
     return rows[0][0] if rows else None
 
 
-def scenario_redis_restart(stack: Stack, *, images: int, outage: float) -> dict:
-    album = stack.create_album("redis-restart")
-    stack.upload(album, noise_images(images, seed=1), per_request=images)  # one job, many chunks
+def _restart_mid_job(stack: Stack, fault: str, *, stop, start, seed: int, images: int, outage: float, timeout: float) -> dict:
+    """One job of many chunks; the server stopped once a third of them are written, started after `outage`."""
+    album = stack.create_album(fault)
+    stack.upload(album, noise_images(images, seed=seed), per_request=images)  # one job, many chunks
     job = _mid_job(stack, album, after_fraction=1 / 3)  # chunks dispatched; see docs for a fault mid-dispatch
     query = _first_image(stack, album)
     started = time.monotonic()
-    stack.stop_redis()
-    during = _observe(stack, album, query, seconds=outage, upload_seed=1001)
-    stack.start_redis()
-    return {"fault": "redis-restart", "outage_s": outage, "job_at_fault": {"done": job[3], "total": job[2]},
-            "during": during, **_outcome(stack, album, fault_started=started, timeout=240)}
+    stop()
+    during = _observe(stack, album, query, seconds=outage, upload_seed=seed * 1001)
+    start()
+    return {"fault": fault, "outage_s": outage, "job_at_fault": {"done": job[3], "total": job[2]},
+            "during": during, **_outcome(stack, album, fault_started=started, timeout=timeout)}
+
+
+def scenario_redis_restart(stack: Stack, *, images: int, outage: float) -> dict:
+    return _restart_mid_job(stack, "redis-restart", stop=stack.stop_redis, start=stack.start_redis, seed=1,
+                            images=images, outage=outage, timeout=240)
 
 
 def scenario_postgres_restart(stack: Stack, *, images: int, outage: float) -> dict:
-    album = stack.create_album("postgres-restart")
-    stack.upload(album, noise_images(images, seed=2), per_request=images)  # one job, many chunks
-    job = _mid_job(stack, album, after_fraction=1 / 3)
-    query = _first_image(stack, album)
-    started = time.monotonic()
-    stack.stop_postgres()
-    during = _observe(stack, album, query, seconds=outage, upload_seed=2002)
-    stack.start_postgres()
-    return {"fault": "postgres-restart", "outage_s": outage, "job_at_fault": {"done": job[3], "total": job[2]},
-            "during": during, **_outcome(stack, album, fault_started=started, timeout=300)}
+    return _restart_mid_job(stack, "postgres-restart", stop=stack.stop_postgres, start=stack.start_postgres, seed=2,
+                            images=images, outage=outage, timeout=300)
 
 
 def scenario_queue_while_worker_down(stack: Stack, *, images: int, outage: float) -> dict:

