@@ -72,7 +72,8 @@ def _workers() -> dict[str, Any]:
     workers = live_workers()
     queues = {queue.name: sorted(name for name, beat in workers.items() if queue.name in beat["queues"])
               for queue in app.conf.task_queues}
-    unserved = [name for name, consumers in queues.items() if not consumers and name in required_queues()]
+    required = required_queues()
+    unserved = [name for name, consumers in queues.items() if not consumers and name in required]
     if unserved:
         # Work on an unserved queue waits forever: that is an outage even if other workers are up.
         raise ComponentDown(f"no live worker consumes queue(s) {', '.join(unserved)}",

@@ -20,6 +20,8 @@ import redis
 from celery import bootsteps
 from django.conf import settings
 
+from encoders.threads import applied
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "loupe:worker:"
@@ -100,8 +102,6 @@ class Heartbeat(bootsteps.StartStopStep):
 
     def beat(self, parent) -> None:
         queues = sorted(queue.name for queue in parent.task_consumer.queues) if parent.task_consumer else []
-        from encoders.threads import applied
-
         payload = {"queues": queues, "pid": os.getpid(), "concurrency": getattr(parent.pool, "limit", None),
                    "torch_threads": applied(), "at": time.time()}
         try:

@@ -9,18 +9,28 @@ is scaled to match. Other formats decode in full.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
+from config.errors import ApplicationError
 from encoders.images import to_rgb
 
 # EXIF orientations 5–8 turn the image a quarter: the stored width is the upright height.
 _QUARTER_TURNS = {5, 6, 7, 8}
 
 
-def crop_patch(fp, box_text: str, *, size: int, parse_box: Callable) -> Image.Image:
+def parse_box(text: str, width: int, height: int) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ApplicationError("box must be four integers: x0,y0,x1,y1.", code="invalid_box") from None
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ApplicationError(f"box must lie inside the {width}×{height} image.", code="invalid_box")
+    return x0, y0, x1, y1
+
+
+def crop_patch(fp, box_text: str, *, size: int) -> Image.Image:
     with Image.open(fp) as image:
         orientation = image.getexif().get(0x0112, 1)
         stored_w, stored_h = image.size

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from encoders.images import open_rgb
-from search.rag.api.views import _parse_box
 from search.rag.crops import crop_patch
 from tests.rag.conftest import photo
 
@@ -40,7 +39,7 @@ def test_a_reduced_scale_crop_is_the_same_picture_as_a_full_decode(orientation):
     data = big_jpeg(orientation=orientation)
     upright = open_rgb(io.BytesIO(data)).size
     box = (upright[0] // 4, upright[1] // 3, upright[0] // 4 + 600, upright[1] // 3 + 450)
-    got = crop_patch(io.BytesIO(data), ",".join(map(str, box)), size=128, parse_box=_parse_box)
+    got = crop_patch(io.BytesIO(data), ",".join(map(str, box)), size=128)
     expected = full_decode_crop(data, box, 128)
     assert max(got.size) == 128 and abs(got.size[0] - expected.size[0]) <= 1 and abs(got.size[1] - expected.size[1]) <= 1
     assert mean_abs_diff(got.resize(expected.size), expected) < 4.0
@@ -49,7 +48,7 @@ def test_a_reduced_scale_crop_is_the_same_picture_as_a_full_decode(orientation):
 def test_a_box_smaller_than_the_size_is_cropped_at_full_scale_and_never_upscaled():
     data = big_jpeg()
     box = (100, 200, 180, 260)
-    got = crop_patch(io.BytesIO(data), "100,200,180,260", size=256, parse_box=_parse_box)
+    got = crop_patch(io.BytesIO(data), "100,200,180,260", size=256)
     assert got.size == (80, 60)
     assert mean_abs_diff(got, full_decode_crop(data, box, 256)) == 0.0
 
@@ -59,7 +58,7 @@ def test_a_box_at_the_far_edge_of_an_odd_sized_photo_has_no_padded_edge(size):
     """1519 px is no multiple of the DCT scales: the scaled box must not run past the decoded picture."""
     out = io.BytesIO()
     Image.new("RGB", (1519, 1519), (200, 200, 200)).save(out, format="JPEG", quality=95)
-    got = np.asarray(crop_patch(io.BytesIO(out.getvalue()), "1302,1302,1519,1519", size=size, parse_box=_parse_box),
+    got = np.asarray(crop_patch(io.BytesIO(out.getvalue()), "1302,1302,1519,1519", size=size),
                      dtype=np.int16)
     assert got.shape[:2] == (size, size)
     assert np.abs(got - 200).max() <= 3  # every edge row and column included
@@ -68,7 +67,7 @@ def test_a_box_at_the_far_edge_of_an_odd_sized_photo_has_no_padded_edge(size):
 def test_png_decodes_in_full_and_matches():
     out = io.BytesIO()
     photo("coffee").save(out, format="PNG")
-    got = crop_patch(io.BytesIO(out.getvalue()), "0,0,400,300", size=100, parse_box=_parse_box)
+    got = crop_patch(io.BytesIO(out.getvalue()), "0,0,400,300", size=100)
     assert mean_abs_diff(got, full_decode_crop(out.getvalue(), (0, 0, 400, 300), 100)) == 0.0
 
 
@@ -77,7 +76,7 @@ def test_a_box_outside_the_upright_image_is_refused():
 
     data = big_jpeg(orientation=6)  # stored 2048×1536, upright 1536×2048
     with pytest.raises(ApplicationError, match="1536×2048"):
-        crop_patch(io.BytesIO(data), "0,0,2000,100", size=128, parse_box=_parse_box)
+        crop_patch(io.BytesIO(data), "0,0,2000,100", size=128)
 
 
 def test_shifted_boxes_would_be_caught():
