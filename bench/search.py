@@ -391,7 +391,7 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
             def run_one(i, kind=kind):
                 timer.reset()
                 with connection.execute_wrapper(timer):
-                    result = _rank(album=album_obj, model_id=model_id, model_spec=album_obj.encoder_spec,
+                    result, _ = _rank(album=album_obj, model_id=model_id, model_spec=album_obj.encoder_spec,
                                    vectors=parts[kind](i), query=query, calibrate=None, exclude=(),
                                    linear_text=True)
                 sql_s.append(timer.knn_s + timer.fetch_s)

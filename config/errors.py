@@ -98,7 +98,9 @@ def encoder_error_status(exc: Exception) -> int | None:
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code)
+        retry_after = exc.extra.get("retry_after_seconds") if isinstance(exc.extra, dict) else None
+        headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+        return Response(error_body(exc.message, exc.code, exc.extra), status=exc.status_code, headers=headers)
     if (encoder_status := encoder_error_status(exc)) is not None:
         return Response(error_body(exc.message, exc.code, exc.extra), status=encoder_status)
     if isinstance(exc, (OperationalError, InterfaceError)):

@@ -92,9 +92,15 @@ class Launcher:
             [*celery, "worker", "-Q", "encode", "-P", "threads", "-c", os.environ.get("LOUPE_ENCODE_CONCURRENCY", "1"),
              "-n", "encode@%h", "--loglevel", "INFO"],
         )
+        # Query encodes share forward passes through one batching queue per process
+        # (search/query_batcher.py): 16 task threads mostly wait on it, and each pass has every core.
+        from encoders.threads import cores
+
+        configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
         self.spawn(
             "worker-query",
-            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "4", "-n", "query@%h", "--loglevel", "INFO"],
+            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "16", "-n", "query@%h", "--loglevel", "INFO"],
+            env={"LOUPE_TORCH_THREADS": str(configured or cores())},
         )
         self.spawn(
             "worker-default",
@@ -103,11 +109,8 @@ class Launcher:
         )
         self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
         web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 4
-        # When the web encodes queries itself, every gunicorn thread may run a forward pass at once.
-        from encoders.threads import cores
-
-        configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
-        torch_threads = str(configured or max(1, cores() // (web_workers * web_threads)))
+        # When the web encodes queries itself, each gunicorn process runs one batched pass at a time.
+        torch_threads = str(configured or max(1, cores() // web_workers))
         self.spawn(
             "web",
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{self.host}:{self.port}",

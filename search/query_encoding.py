@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,7 @@ from django.conf import settings
 
 from config.errors import ApplicationError
 from encoders.model_ids import parse_model_id
+from search.query_batcher import LruCache, QueryBatcher
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -77,9 +80,8 @@ def encode_locally(
         )
     vectors: dict[str, list[float]] = {}
     parts = [part for part in ("text", "negative") if texts.get(part)]
-    if parts:
-        encoded = base.encode_texts([texts[part] for part in parts], ensemble=ensemble)
-        vectors.update({part: encoded[i].tolist() for i, part in enumerate(parts)})
+    # Submitted before the image is decoded, so the decode overlaps the queue's wait.
+    pending = {part: _text_vector_future(base, texts[part], ensemble) for part in parts}
     if image_bytes is not None:
         from PIL import Image
 
@@ -97,11 +99,57 @@ def encode_locally(
             except ValueError as exc:
                 raise ApplicationError(str(exc), code="invalid_box") from None
         else:
-            vectors["image"] = encoder.encode_images([image])[0].tolist()
+            vectors["image"] = query_batcher().run(
+                ("image", encoder.model_id), image, encoder.encode_images, timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
+            ).tolist()
+    for part, future in pending.items():
+        vectors[part] = future.result(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS).tolist()
     logits = None
     if hasattr(base, "logit_scale") and hasattr(base, "logit_bias"):
         logits = [float(base.logit_scale), float(base.logit_bias)]
     return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
+
+
+_batcher: QueryBatcher | None = None
+_text_cache: LruCache | None = None
+_singletons_lock = threading.Lock()
+
+
+def query_batcher() -> QueryBatcher:
+    """This process's one batching queue for query encodes (created on first use)."""
+    global _batcher
+    with _singletons_lock:
+        if _batcher is None:
+            _batcher = QueryBatcher(max_batch=settings.LOUPE_QUERY_BATCH_MAX,
+                                    max_wait=settings.LOUPE_QUERY_BATCH_WAIT_MS / 1000,
+                                    max_queue_seconds=settings.LOUPE_QUERY_QUEUE_SECONDS)
+        return _batcher
+
+
+def text_cache() -> LruCache:
+    global _text_cache
+    with _singletons_lock:
+        if _text_cache is None:
+            _text_cache = LruCache(settings.LOUPE_QUERY_TEXT_CACHE)
+        return _text_cache
+
+
+def _text_vector_future(base, text: str, ensemble: bool) -> Future:
+    """The text's unit vector: from the cache (keyed by the weights' model_id), else one slot in the
+    next batched forward pass of this model's text tower."""
+    key = (base.model_id, bool(ensemble), text)
+    if (cached := text_cache().get(key)) is not None:
+        done: Future = Future()
+        done.set_result(cached)
+        return done
+
+    def run(batch: list[str]):
+        vectors = base.encode_texts(batch, ensemble=ensemble)
+        for one_text, vector in zip(batch, vectors, strict=True):
+            text_cache().put((base.model_id, bool(ensemble), one_text), vector)
+        return vectors
+
+    return query_batcher().submit(("text", base.model_id, bool(ensemble)), text, run)
 
 
 def query_encoding_mode() -> str:

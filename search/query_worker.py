@@ -18,7 +18,8 @@ def error_as_data(exc) -> dict:
 def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    pending = task.apply_async(args)
+    # Once the caller has given up, a worker that reaches the task late drops it unrun.
+    pending = task.apply_async(args, expires=timeout)
     try:
         result = pending.get(timeout=timeout, propagate=True)
     except CeleryTimeout:

@@ -74,8 +74,24 @@ def _rebuilding(album: Album, model_id: str) -> bool:
 
 
 def album_search(*, album: Album, query: SearchQuery) -> dict:
-    if query.box is not None:
-        return album_region_search(album=album, query=query)
+    once = _region_search_once if query.box is not None else _album_search_once
+    result, had_candidates = once(album=album, query=query)
+    if not had_candidates and (switched_to := _model_switched_since(album, result["model_id"])):
+        # A rebuild switched the album between our read of its model and the candidate statement,
+        # and deleted the old vectors in the same commit: ask again, once, under the new model.
+        album.active_model_id = switched_to
+        result, _ = once(album=album, query=query)
+    return result
+
+
+def _model_switched_since(album: Album, model_id: str) -> str | None:
+    """The album's active model now, when it is no longer `model_id` (a rebuild switched it)."""
+    current = Album.objects.filter(pk=album.pk).values_list("active_model_id", flat=True).first()
+    return current if current and current != model_id else None
+
+
+def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]:
+    """One search under the album's model as read; also whether any vector was a candidate."""
     started = time.perf_counter()
     model_id = _album_model(album)
     model_spec = spec_of_model_id(model_id)
@@ -103,15 +119,15 @@ def album_search(*, album: Album, query: SearchQuery) -> dict:
         vectors["image"] = stored_image_vector
     encoded_at = time.perf_counter()
     exclude = (query.image_id,) if query.image_id is not None and query.image_bytes is None and not texts else ()
-    result = _rank(album=album, model_id=model_id, model_spec=model_spec, vectors=vectors, query=query,
-                   calibrate=encoded.calibrate, exclude=exclude, linear_text=encoded.siglip_logits is None)
+    result, n_candidates = _rank(album=album, model_id=model_id, model_spec=model_spec, vectors=vectors, query=query,
+                                 calibrate=encoded.calibrate, exclude=exclude, linear_text=encoded.siglip_logits is None)
     finished = time.perf_counter()
     result["timings_ms"] = {
         "encode": round((encoded_at - started) * 1000, 1),
         "search": round((finished - encoded_at) * 1000, 1),
         "total": round((finished - started) * 1000, 1),
     }
-    return result
+    return result, n_candidates > 0
 
 
 def image_similar(*, image: Image, min_score: float | None, max_results: int | None, page: int, page_size: int) -> dict:
@@ -124,7 +140,9 @@ def image_similar(*, image: Image, min_score: float | None, max_results: int | N
     )
 
 
-def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude, linear_text: bool) -> dict:
+def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude,
+          linear_text: bool) -> tuple[dict, int]:
+    """The page of results, and how many candidates the album's vectors gave."""
     min_score = query.min_score
     if min_score is None:
         min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
@@ -163,12 +181,13 @@ def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate
         "page": query.page,
         "page_size": query.page_size,
         "results": results,
-    }
+    }, len(candidates.image_ids)
 
 
-def album_region_search(*, album: Album, query: SearchQuery) -> dict:
+def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]:
     """A box on the query image against every stored region token of the album: images ranked by
-    their best-matching region (max-sim), each result naming the cell that matched."""
+    their best-matching region (max-sim), each result naming the cell that matched; also whether
+    any region was a candidate."""
     started = time.perf_counter()
     model_id = _album_model(album)
     ids = parse_model_id(model_id)
@@ -219,7 +238,7 @@ def album_region_search(*, album: Album, query: SearchQuery) -> dict:
             "search": round((finished - encoded_at) * 1000, 1),
             "total": round((finished - started) * 1000, 1),
         },
-    }
+    }, len(matches.image_ids) > 0
 
 
 def album_duplicates(*, album: Album, threshold: float) -> list[list[dict]]:

@@ -148,6 +148,13 @@ LOUPE_VLM_PROMPTS_DIR = env.str("LOUPE_VLM_PROMPTS_DIR", default="")  # empty: e
 LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per query part, re-ranked exactly
 LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | worker | auto
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
+# Concurrent query encodes share forward passes (search/query_batcher.py): at most this many per
+# pass, gathered for at most this many ms; a query that would wait longer than the bound in the
+# queue is refused at once (503 + Retry-After). Repeated texts come from an LRU of this many entries.
+LOUPE_QUERY_BATCH_MAX = env.int("LOUPE_QUERY_BATCH_MAX", default=16)
+LOUPE_QUERY_BATCH_WAIT_MS = env.float("LOUPE_QUERY_BATCH_WAIT_MS", default=3.0)
+LOUPE_QUERY_QUEUE_SECONDS = env.float("LOUPE_QUERY_QUEUE_SECONDS", default=2.0)
+LOUPE_QUERY_TEXT_CACHE = env.int("LOUPE_QUERY_TEXT_CACHE", default=4096)
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 
 # --- Vision RAG (few-shot classification from support sets)

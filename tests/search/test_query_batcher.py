@@ -1,0 +1,171 @@
+"""The query batching queue (search/query_batcher.py): first in, first out; refusal past its bound;
+and a batched forward pass of a real (tiny) encoder equal to one pass per query."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from search import query_encoding
+from search.query_batcher import LruCache, QueryBatcher, QueryQueueFullError
+from tests.images import noise_png
+from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY
+
+
+class Recorder:
+    """A batch function that records each batch it ran; the first batch waits for `release`."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self.release = threading.Event()
+
+    def __call__(self, payloads: list) -> list:
+        if not self.batches:
+            assert self.release.wait(10)
+        self.batches.append(list(payloads))
+        return [f"done:{p}" for p in payloads]
+
+
+def _wait_until_serving(batcher: QueryBatcher, recorder: Recorder) -> None:
+    deadline = time.monotonic() + 5
+    while batcher._in_service == 0:  # the blocker has been taken into service
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+def test_batches_start_with_the_oldest_item_and_keep_arrival_order_within_a_kind():
+    batcher = QueryBatcher(max_batch=3, max_wait=0.0, max_queue_seconds=60)
+    run = Recorder()
+    blocker = batcher.submit("a", "blocker", run)
+    _wait_until_serving(batcher, run)
+    arrivals = [("a", "a1"), ("b", "b1"), ("a", "a2"), ("b", "b2"), ("a", "a3"), ("a", "a4"), ("b", "b3")]
+    futures = [batcher.submit(key, name, run) for key, name in arrivals]
+    run.release.set()
+    assert [f.result(5) for f in futures] == [f"done:{name}" for _, name in arrivals]
+    assert blocker.result(5) == "done:blocker"
+    # Each batch starts with the oldest item still waiting and takes later items of its kind, in
+    # order, up to max_batch; nobody waits for more than the batches of the kinds ahead of them.
+    assert run.batches == [["blocker"], ["a1", "a2", "a3"], ["b1", "b2", "b3"], ["a4"]]
+    assert batcher.stats["largest_batch"] == 3 and batcher.stats["items"] == 8
+
+
+def test_waits_briefly_to_fill_a_batch():
+    batcher = QueryBatcher(max_batch=8, max_wait=0.5, max_queue_seconds=60)
+    sizes = []
+    first = batcher.submit("k", 1, lambda p: sizes.append(len(p)) or p)
+    time.sleep(0.05)
+    second = batcher.submit("k", 2, lambda p: sizes.append(len(p)) or p)
+    assert (first.result(5), second.result(5)) == (1, 2)
+    assert sizes == [2]
+
+
+def test_refuses_at_once_when_the_queue_holds_more_than_its_bound():
+    batcher = QueryBatcher(max_batch=1, max_wait=0.0, max_queue_seconds=0.25)
+    batcher._seconds_per_item = 0.1  # as measured on a slow model
+    run = Recorder()
+    accepted = [batcher.submit("k", 0, run)]
+    _wait_until_serving(batcher, run)
+    accepted.append(batcher.submit("k", 1, run))  # 2 x 0.1 s of work: within the bound
+    started = time.monotonic()
+    with pytest.raises(QueryQueueFullError) as refused:
+        batcher.submit("k", 2, run)  # 3 x 0.1 s > 0.25 s
+    assert time.monotonic() - started < 0.05
+    error = refused.value
+    assert error.status_code == 503 and error.code == "query_queue_full"
+    assert error.extra["retry_after_seconds"] >= 1 and error.extra["pending"] == 2
+    run.release.set()
+    assert [f.result(5) for f in accepted] == ["done:0", "done:1"]
+    assert batcher.stats["refused"] == 1
+    # Once drained, it accepts again.
+    assert batcher.submit("k", 3, run).result(5) == "done:3"
+
+
+def test_a_failing_batch_fails_its_items_and_the_queue_lives_on():
+    batcher = QueryBatcher(max_batch=4, max_wait=0.0, max_queue_seconds=60)
+
+    def broken(payloads):
+        raise ValueError("model exploded")
+
+    with pytest.raises(ValueError, match="model exploded"):
+        batcher.run("k", 1, broken, timeout=5)
+    assert batcher.run("k", 2, lambda p: [x * 10 for x in p], timeout=5) == 20
+
+
+def test_lru_cache_keeps_the_most_recently_used():
+    cache = LruCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (1, None, 3, 2)
+
+
+@pytest.fixture
+def fresh_batcher(settings, tiny_models_dir, monkeypatch):
+    """A process batcher that waits long enough for concurrent queries to share one pass, over the
+    tiny real models loaded through the product's loading code."""
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    settings.LOUPE_ALLOW_DOWNLOADS = False
+    settings.LOUPE_ALLOWED_ENCODERS = []
+    settings.LOUPE_DEVICE = "cpu"
+    settings.LOUPE_QUERY_BATCH_WAIT_MS = 300
+    settings.LOUPE_QUERY_BATCH_MAX = 8
+    monkeypatch.setattr(query_encoding, "_batcher", None)
+    monkeypatch.setattr(query_encoding, "_text_cache", None)
+    yield
+    query_encoding._batcher = None
+
+
+@pytest.mark.parametrize("spec", [DINOV2_TINY, OPEN_CLIP_TINY])
+def test_a_batched_query_pass_equals_one_pass_per_query(fresh_batcher, spec):
+    from PIL import Image
+
+    from encoders.pooled_encoder import PooledEncoder
+    from encoders.registry import get_encoder
+
+    base = get_encoder(spec)
+    model_id = PooledEncoder(base).model_id
+    images = [noise_png(size=(48, 40), seed=seed) for seed in range(6)]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        batched = list(pool.map(
+            lambda data: query_encoding.encode_locally(model_id=model_id, texts={}, image_bytes=data, ensemble=False),
+            images,
+        ))
+    assert query_encoding.query_batcher().stats["largest_batch"] > 1
+    for data, result in zip(images, batched, strict=True):
+        single = PooledEncoder(base).encode_images([Image.open(io.BytesIO(data)).convert("RGB")])[0]
+        np.testing.assert_allclose(np.asarray(result["vectors"]["image"]), single, atol=1e-5)
+
+
+def test_batched_texts_equal_single_texts_and_repeats_come_from_the_cache(fresh_batcher):
+    from encoders.registry import get_encoder
+
+    base = get_encoder(OPEN_CLIP_TINY)
+    texts = ["red sled", "a dog", "kids on the sled", "cat"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        batched = list(pool.map(
+            lambda t: query_encoding.encode_locally(model_id=base.model_id, texts={"text": t}, image_bytes=None,
+                                                    ensemble=False),
+            texts,
+        ))
+    batcher = query_encoding.query_batcher()
+    assert batcher.stats["largest_batch"] > 1
+    for text, result in zip(texts, batched, strict=True):
+        np.testing.assert_allclose(result["vectors"]["text"], base.encode_texts([text])[0], atol=1e-5)
+
+    items_before = batcher.stats["items"]
+    again = query_encoding.encode_locally(model_id=base.model_id, texts={"text": "a dog", "negative": "cat"},
+                                          image_bytes=None, ensemble=False)
+    assert batcher.stats["items"] == items_before  # no forward pass: both from the cache
+    np.testing.assert_array_equal(again["vectors"]["text"], batched[1]["vectors"]["text"])
+    # The ensembled vector of the same words is another entry, not the plain one.
+    ensembled = query_encoding.encode_locally(model_id=base.model_id, texts={"text": "a dog"}, image_bytes=None,
+                                              ensemble=True)
+    assert batcher.stats["items"] == items_before + 1
+    assert not np.allclose(ensembled["vectors"]["text"], batched[1]["vectors"]["text"])
