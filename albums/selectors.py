@@ -61,6 +61,15 @@ def image_get_for_user(*, user: AbstractBaseUser, image_id: int, min_role: str =
     return image
 
 
+def image_visible_to(*, user: AbstractBaseUser, image_id: int) -> bool:
+    """Whether the user is a member of the image's album: one indexed EXISTS, no row loaded (a search
+    by `image_id` needs only this)."""
+    if not user.is_authenticated:
+        return False
+    albums = AlbumMembership.objects.filter(user=user).values("album_id")
+    return Image.objects.filter(pk=image_id, album_id__in=albums).exists()
+
+
 def image_list(*, album: Album, status: str | None = None) -> QuerySet[Image]:
     images = Image.objects.filter(album=album)
     if status:

@@ -60,6 +60,8 @@ class Stack:
     worker_env: dict[str, str] = field(default_factory=dict)  # extra settings for workers (chunk sizes…)
     web_env: dict[str, str] = field(default_factory=dict)
     web_workers: int = 2
+    # The checkout whose code runs (a worktree of an older commit, for a baseline in the same run).
+    repo: Path = REPO
     port: int = field(default_factory=free_port)
     token: str = ""
     _postgres: object = None
@@ -138,7 +140,7 @@ class Stack:
         runtime.stop_postgres(self.var_dir)
 
     def manage(self, *args: str, timeout: float = 180) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(), capture_output=True,
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=self.repo, env=self.env(), capture_output=True,
                                 text=True, timeout=timeout)
         if result.returncode:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr[-3000:]}")
@@ -148,7 +150,7 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
-        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(argv, cwd=self.repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_web(self) -> None:
         self._web = self._spawn("web", [

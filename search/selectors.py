@@ -10,6 +10,7 @@ candidates; for an album of at most k' images that is the exact order, full stop
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,18 +47,46 @@ def ef_search(k: int) -> int:
     return min(1000, max(100, 2 * k))
 
 
+@contextmanager
+def hnsw_settings(*, ef_search: int, max_scan_tuples: int):
+    """A cursor on which pgvector's HNSW scan settings hold for the next statements.
+
+    Every search uses the same few values, so on a persistent connection (CONN_MAX_AGE) outside a
+    transaction they are set for the session, and only when they change: no BEGIN, set_config and
+    COMMIT round trips per search. Inside a transaction a session-level SET would be undone by a
+    rollback, so there they are set local to the transaction, as before. They matter only to HNSW
+    scans; every other statement ignores them."""
+    wanted = (str(int(ef_search)), "relaxed_order", str(int(max_scan_tuples)))
+    statement = ("SELECT set_config('hnsw.ef_search', %s, {local}), set_config('hnsw.iterative_scan', %s, {local}), "
+                 "set_config('hnsw.max_scan_tuples', %s, {local})")
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement.format(local="true"), list(wanted))
+            yield cursor
+        return
+    with connection.cursor() as cursor:
+        raw = connection.connection
+        if getattr(raw, "_loupe_hnsw_settings", None) != wanted:
+            cursor.execute(statement.format(local="false"), list(wanted))
+            raw._loupe_hnsw_settings = wanted
+        yield cursor
+
+
 def candidate_count(max_results: int) -> int:
     return max(settings.LOUPE_SEARCH_CANDIDATES, int(max_results))
 
 
-def _nearest_sql(*, model_id: str, dim: int) -> sql.Composable:
+def _nearest_sql(*, album_id: int, model_id: str, dim: int) -> sql.Composable:
+    """The album's k nearest rows under the model. Album and model are literals, so the planner can
+    prove a partial index's predicate: the album's own graph (vector_store.album_graph_ensure), else
+    the model's graph, else the (album, model) btree and an exact sort."""
     storage = storage_of(model_id)
     return sql.SQL(
-        "(SELECT id FROM search_embedding WHERE album_id = %s AND model_id = {model_id} "
+        "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id} "
         "ORDER BY {expr} {op} {query} LIMIT %s)"
     ).format(
-        model_id=sql.Literal(model_id), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
-        query=query_operand(dim, storage),
+        album_id=sql.Literal(int(album_id)), model_id=sql.Literal(model_id), expr=index_expression(dim, storage),
+        op=distance_operator(dim, storage), query=query_operand(dim, storage),
     )
 
 
@@ -85,7 +114,7 @@ def search_candidates(
     if proposers is None:
         proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
-    nearest = _nearest_sql(model_id=model_id, dim=dim)
+    nearest = _nearest_sql(album_id=album_id, model_id=model_id, dim=dim)
     k_fetch = proposals_per_part(model_id, k + len(exclude_image_ids))
     statement = sql.SQL(
         "WITH candidates AS ({union}) "
@@ -96,18 +125,19 @@ def search_candidates(
         union=sql.SQL(" UNION ").join([nearest] * len(proposers)),
         cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
     )
+    texts: dict[int, str] = {}  # the same vector (an image part that also proposes) is formatted once
+
+    def as_text(vector: np.ndarray) -> str:
+        if id(vector) not in texts:
+            texts[id(vector)] = _to_db(vector)
+        return texts[id(vector)]
+
     params: list = []
     for vector in proposers:
-        params += [album_id, _to_db(vector), k_fetch]
-    params += [_to_db(queries[part]) for part in parts]
+        params += [as_text(vector), k_fetch]
+    params += [as_text(queries[part]) for part in parts]
     params.append(list(exclude_image_ids))
-    with transaction.atomic(), connection.cursor() as cursor:
-        # Local to this transaction: other queries on the connection keep the server's settings.
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-            "set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(ef_search(k_fetch)), str(max(20_000, 4 * k_fetch))],
-        )
+    with hnsw_settings(ef_search=ef_search(k_fetch), max_scan_tuples=max(20_000, 4 * k_fetch)) as cursor:
         cursor.execute(statement.as_string(cursor.connection), params)
         rows = cursor.fetchall()
     n_parts = len(parts)
@@ -167,12 +197,7 @@ def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: in
     ).format(model_id=sql.Literal(model_id), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
              query=query_operand(dim, storage))
     q = _to_db(np.asarray(query, dtype=np.float32))
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-            "set_config('hnsw.max_scan_tuples', %s, true)",
-            [str(ef_search(n_rows)), str(max(20_000, 4 * n_rows))],
-        )
+    with hnsw_settings(ef_search=ef_search(n_rows), max_scan_tuples=max(20_000, 4 * n_rows)) as cursor:
         cursor.execute(statement.as_string(cursor.connection),
                        [album_id, q, n_rows, q, list(exclude_image_ids), q, int(limit)])
         rows = cursor.fetchall()

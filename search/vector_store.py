@@ -109,10 +109,13 @@ def region_index_name(model_id: str, dim: int) -> str:
     return f"reg_hnsw_{hashlib.sha256(model_id.encode()).hexdigest()[:16]}_{dim}"
 
 
-def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str) -> None:
+def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str, album_id: int | None = None) -> None:
+    predicate = sql.SQL("model_id = {}").format(sql.Literal(model_id))
+    if album_id is not None:
+        predicate = sql.SQL("album_id = {} AND ").format(sql.Literal(int(album_id))) + predicate
     statement = sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} USING hnsw ({expr} {opclass}) "
-        "WITH (m = {m}, ef_construction = {efc}) WHERE model_id = {model_id}"
+        "WITH (m = {m}, ef_construction = {efc}) WHERE {predicate}"
     ).format(
         name=sql.Identifier(name),
         table=sql.Identifier(table),
@@ -120,7 +123,7 @@ def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str
         opclass=sql.SQL(_OPCLASS[index_kind(dim, storage)]),
         m=sql.Literal(settings.LOUPE_HNSW_M),
         efc=sql.Literal(settings.LOUPE_HNSW_EF_CONSTRUCTION),
-        model_id=sql.Literal(model_id),
+        predicate=predicate,
     )
     with connection.cursor() as cursor:
         # An interrupted concurrent build leaves an INVALID index that IF NOT EXISTS would keep.
@@ -131,6 +134,68 @@ def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str
         if row is not None and not row[0]:
             cursor.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)).as_string(cursor.connection))
         cursor.execute(statement.as_string(cursor.connection))
+
+
+ALBUM_GRAPH_PREFIX = "emb_album_"
+
+
+def album_index_name(album_id: int, model_id: str, dim: int) -> str:
+    return f"{ALBUM_GRAPH_PREFIX}{int(album_id)}_{hashlib.sha256(model_id.encode()).hexdigest()[:12]}_{dim}"
+
+
+def album_graph_ensure(*, album_id: int, model_id: str, dim: int) -> str | None:
+    """An HNSW graph of the album's own vectors under the model, once it holds at least
+    `LOUPE_ALBUM_GRAPH_MIN_ROWS` of them; None (an exact scan serves it) below that or over
+    pgvector's dimension limit.
+
+    In a table shared with other albums the model's graph holds everyone's rows: a filtered scan of
+    it wades through other albums' neighbours (iterative scan) and an exact scan reads one heap page
+    per row (~13 ms at 10,000 x 1280-d). A partial index `WHERE album_id = … AND model_id = …` is a
+    graph of this album alone; search names both as literals so the planner can use it.
+    Must run outside a transaction (CREATE INDEX CONCURRENTLY)."""
+    if dim > MAX_HALFVEC_INDEX_DIM and storage_of(model_id) != BINARY:
+        return None
+    rows = _album_rows(album_id=album_id, model_id=model_id)
+    if rows < settings.LOUPE_ALBUM_GRAPH_MIN_ROWS:
+        return None
+    name = album_index_name(album_id, model_id, dim)
+    _create_hnsw(name=name, table="search_embedding", model_id=model_id, dim=dim, storage=storage_of(model_id),
+                 album_id=album_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("ANALYZE search_embedding").as_string(cursor.connection))
+    return name
+
+
+def _album_rows(*, album_id: int, model_id: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM search_embedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
+        return int(cursor.fetchone()[0])
+
+
+def album_graphs_prune(*, album_id: int | None = None) -> list[str]:
+    """Drop album graphs that serve nothing: their album is gone, or searches another model now (a
+    rebuild switched it). For one album, or every album (the recovery sweep). Outside a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'search_embedding'::regclass AND c.relname LIKE %s",
+            [f"{ALBUM_GRAPH_PREFIX}{'' if album_id is None else f'{int(album_id)}_'}%"],
+        )
+        names = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT id, active_model_id FROM albums_album WHERE id = ANY(%s)",
+                       [sorted({int(name[len(ALBUM_GRAPH_PREFIX):].split("_", 1)[0]) for name in names})])
+        active = dict(cursor.fetchall())
+    dropped = []
+    for name in names:
+        owner = int(name[len(ALBUM_GRAPH_PREFIX):].split("_", 1)[0])
+        model_id = active.get(owner)
+        dim = int(name.rsplit("_", 1)[1])
+        if model_id and album_index_name(owner, model_id, dim) == name:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)).as_string(cursor.connection))
+        dropped.append(name)
+    return dropped
 
 
 def embeddings_insert(

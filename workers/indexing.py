@@ -22,13 +22,15 @@ import uuid
 from collections.abc import Sequence
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from albums.models import Album, Image
 from search.models import Embedding
 from search.vector_store import (
+    album_graph_ensure,
+    album_graphs_prune,
     embeddings_delete_model,
     embeddings_delete_other_models,
     embeddings_insert,
@@ -324,7 +326,25 @@ def _drop_remasked(embedded, *, since) -> None:
 # --- step 3: the switch ------------------------------------------------------------------------
 
 
+def _album_graph_before_switch(job_id: int) -> None:
+    """Give a large album its own HNSW graph of the job's vectors before search switches to them
+    (search/vector_store.py: album_graph_ensure). Outside any transaction; a failure to build it
+    leaves search on the model's graph or an exact scan, never the job failed."""
+    job = IndexJob.objects.filter(pk=job_id, status=IndexJob.Status.RUNNING).first()
+    if job is None or not job.model_id:
+        return
+    dim = Embedding.objects.filter(album_id=job.album_id, model_id=job.model_id).values_list("dim", flat=True).first()
+    if dim is None:
+        return
+    try:
+        album_graph_ensure(album_id=job.album_id, model_id=job.model_id, dim=dim)
+    except DatabaseError:
+        logger.warning("album %s: its own HNSW graph could not be built; search uses the model's", job.album_id,
+                       exc_info=True)
+
+
 def index_job_finish(*, job_id: int) -> None:
+    _album_graph_before_switch(job_id)
     with transaction.atomic():
         album = Album.objects.select_for_update().get(pk=IndexJob.objects.values_list("album_id", flat=True).get(pk=job_id))
         job = IndexJob.objects.select_for_update().get(pk=job_id)
@@ -355,7 +375,12 @@ def index_job_finish(*, job_id: int) -> None:
 
 
 def _follow_up(album_id: int) -> None:
-    """Images uploaded while the job ran joined it without being in its scope: index them now."""
+    """Images uploaded while the job ran joined it without being in its scope: index them now. The
+    album's graph of a model it no longer searches goes."""
+    try:
+        album_graphs_prune(album_id=album_id)
+    except DatabaseError:
+        logger.warning("album %s: could not drop its graphs of older models", album_id, exc_info=True)
     album = Album.objects.get(pk=album_id)
     if album.active_model_id and _pending_scope(album, album.active_model_id).exists():
         index_job_start(album=album, kind=IndexJob.Kind.INDEX, countdown=0)

@@ -12,7 +12,8 @@ sweep, on the `default` queue:
 - replaces an active job that went stale (index_job_start does that);
 - starts an index job for an album with images waiting and no job, unless its last job failed for
   another reason (missing weights, say: a new job would only fail again) or was cancelled;
-- re-queues metadata for images that still have no thumbnail a while after upload.
+- re-queues metadata for images that still have no thumbnail a while after upload;
+- drops album HNSW graphs whose album is gone or searches another model now.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from albums.models import Album, Image
+from search.vector_store import album_graphs_prune
 from workers.models import IndexJob
 
 logger = logging.getLogger(__name__)
@@ -91,10 +93,11 @@ def resume_pending_work() -> dict[str, list[int]]:
                         .order_by("pk").values_list("pk", flat=True))
     if no_thumbnail:
         image_metadata_enqueue(image_ids=no_thumbnail)
-    if resumed or no_thumbnail:
-        logger.info("recovery sweep: index jobs started for albums %s; metadata re-queued for %d image(s)",
-                    resumed, len(no_thumbnail))
-    return {"albums": resumed, "metadata": no_thumbnail}
+    dropped = album_graphs_prune()
+    if resumed or no_thumbnail or dropped:
+        logger.info("recovery sweep: index jobs started for albums %s; metadata re-queued for %d image(s); "
+                    "album graphs dropped: %s", resumed, len(no_thumbnail), dropped)
+    return {"albums": resumed, "metadata": no_thumbnail, "album_graphs_dropped": dropped}
 
 
 def request_sweep(client, app, hostname: str) -> bool:

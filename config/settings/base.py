@@ -71,7 +71,9 @@ TEMPLATES = [
 # --- Database: DATABASE_URL, or the embedded PostgreSQL + pgvector the launcher / test run started.
 DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_database_url(VAR_DIR)
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
+# Persistent connections: a new PostgreSQL backend per request (0) costs a fork, authentication and
+# cold catalog caches on every search (docs/benchmarks.md, "Under load").
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -147,6 +149,9 @@ LOUPE_VLM_PROMPTS_DIR = env.str("LOUPE_VLM_PROMPTS_DIR", default="")  # empty: e
 # --- Search
 LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per query part, re-ranked exactly
 LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | worker | auto
+# An album with at least this many vectors under its model gets an HNSW graph of its own, built by
+# the indexing job (search/vector_store.py: album_graph_ensure); smaller albums scan exactly.
+LOUPE_ALBUM_GRAPH_MIN_ROWS = env.int("LOUPE_ALBUM_GRAPH_MIN_ROWS", default=5000)
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
 # Concurrent query encodes share forward passes (search/query_batcher.py): at most this many per
 # pass, gathered for at most this many ms; a query that would wait longer than the bound in the

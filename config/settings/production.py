@@ -19,4 +19,3 @@ SECURE_REDIRECT_EXEMPT = [r"^api/v1/health/(web/)?$"]  # load balancers probe he
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)  # noqa: F405
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)  # noqa: F405
 SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)  # noqa: F405

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from albums.errors import ImageNotFoundError
 from albums.imaging import ImageRejected, probe_image
 from albums.roles import Role
-from albums.selectors import album_get_for_user, image_get_for_user
+from albums.selectors import album_get_for_user, image_get_for_user, image_visible_to
 from config.errors import ApplicationError, NotFoundError
 from config.throttles import SearchRateThrottle
 from search import masks, scoring, services
@@ -112,10 +112,19 @@ def query_image_bytes(data: dict) -> bytes | None:
     return raw
 
 
+_ID_PLACEHOLDER = 987654321
+
+
+def _url_template(name: str) -> str:
+    """The URL of `name` for any image id, reversed once: reversing 100 URLs per page cost ~2 ms."""
+    return reverse(name, args=[_ID_PLACEHOLDER]).replace(str(_ID_PLACEHOLDER), "{}")
+
+
 def _with_urls(body: dict) -> dict:
+    thumbnail, file = _url_template("api:image-thumbnail"), _url_template("api:image-file")
     for row in body["results"]:
-        row["thumbnail_url"] = reverse("api:image-thumbnail", args=[row["image_id"]])
-        row["file_url"] = reverse("api:image-file", args=[row["image_id"]])
+        row["thumbnail_url"] = thumbnail.format(row["image_id"])
+        row["file_url"] = file.format(row["image_id"])
     return body
 
 
@@ -130,11 +139,8 @@ class AlbumSearchApi(APIView):
         data = SearchRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        if v.get("image_id") is not None:
-            try:
-                image_get_for_user(user=request.user, image_id=v["image_id"])
-            except ImageNotFoundError:
-                raise ImageNotFoundError() from None
+        if v.get("image_id") is not None and not image_visible_to(user=request.user, image_id=v["image_id"]):
+            raise ImageNotFoundError()
         try:
             weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
             query = services.SearchQuery(

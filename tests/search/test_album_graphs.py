@@ -1,0 +1,115 @@
+"""Albums past a size get an HNSW graph of their own (search/vector_store.py: album_graph_ensure),
+built by the indexing job before the switch, used by search, and dropped when it serves nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from albums import services as album_services
+from albums.models import Album, Image
+from bench.search_data import ClusteredSpace
+from search.selectors import _nearest_sql, search_candidates
+from search.vector_store import album_graph_ensure, album_graphs_prune, album_index_name, embeddings_insert
+from workers.indexing import index_job_finish
+from workers.models import IndexJob
+from workers.recovery import resume_pending_work
+
+MODEL = "dense:tests-graph@sha256:0000000000000096"
+OTHER = "dense:tests-graph-2@sha256:0000000000000096"
+DIM, N = 96, 600
+
+
+@pytest.fixture
+def big_album(alice, transactional_db, settings):
+    settings.LOUPE_ALBUM_GRAPH_MIN_ROWS = 500
+
+    def make(name: str, n: int = N, model_id: str = MODEL):
+        album = album_services.album_create(owner=alice, name=name)
+        images = Image.objects.bulk_create(
+            Image(album=album, file=f"{i}.png", original_name=f"{i}.png", sha256=f"{album.pk:08d}{i:056d}", bytes=1,
+                  mime="image/png", status="indexed")
+            for i in range(n)
+        )
+        ids = np.array([image.pk for image in images])
+        vectors, _ = ClusteredSpace.make(DIM, n_clusters=40, seed=2).sample(n, np.random.default_rng(album.pk))
+        embeddings_insert(model_id=model_id, image_ids=ids.tolist(), vectors=vectors)
+        Album.objects.filter(pk=album.pk).update(active_model_id=model_id)
+        return Album.objects.get(pk=album.pk), ids, vectors
+
+    # Indexes are DDL: the flush between tests leaves them. Start and end with none left over.
+    album_graphs_prune()
+    yield make
+    Album.objects.all().delete()
+    album_graphs_prune()
+
+
+def _index_names() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'search_embedding'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _plan(album: Album, query: np.ndarray, k: int = 50) -> str:
+    statement = _nearest_sql(album_id=album.pk, model_id=album.active_model_id, dim=DIM)
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")  # a small table: make the planner show it can use the graph
+        cursor.execute("EXPLAIN " + statement.as_string(cursor.connection)[1:-1],
+                       ["[" + ",".join(map(str, query.tolist())) + "]", k])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_sort")
+    return plan
+
+
+def test_small_albums_keep_an_exact_scan_and_large_ones_get_their_own_graph(big_album):
+    small, _, _ = big_album("small", n=100)
+    large, ids, vectors = big_album("large")
+    assert album_graph_ensure(album_id=small.pk, model_id=MODEL, dim=DIM) is None
+    name = album_graph_ensure(album_id=large.pk, model_id=MODEL, dim=DIM)
+    assert name == album_index_name(large.pk, MODEL, DIM) and name in _index_names()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_indexdef(%s::regclass)", [name])
+        definition = cursor.fetchone()[0]
+    assert f"album_id = {large.pk}" in definition and MODEL in definition and "hnsw" in definition
+
+    assert name in _plan(large, vectors[0])
+    assert name not in _plan(small, vectors[0])
+    # Through the graph, the album's own nearest rows, and none of another album's.
+    candidates = search_candidates(album_id=large.pk, model_id=MODEL, queries={"image": vectors[7]}, k=50)
+    exact = ids[np.argsort(-(vectors @ vectors[7]), kind="stable")[:10]]
+    found = candidates.image_ids[np.argsort(-candidates.cosines["image"], kind="stable")[:10]]
+    assert set(found) == set(exact)
+    assert set(candidates.image_ids) <= set(ids)
+
+
+def test_the_indexing_job_builds_the_graph_before_the_switch_and_drops_the_old_models(big_album):
+    album, ids, vectors = big_album("rebuilt")
+    album_graph_ensure(album_id=album.pk, model_id=MODEL, dim=DIM)
+    embeddings_insert(model_id=OTHER, image_ids=ids.tolist(), vectors=vectors[::-1].copy())
+    job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.REBUILD, status=IndexJob.Status.RUNNING,
+                                  generation=album.generation, model_id=OTHER, total=len(ids), done=len(ids))
+
+    index_job_finish(job_id=job.pk)
+
+    job.refresh_from_db()
+    album.refresh_from_db()
+    assert job.status == IndexJob.Status.SUCCEEDED and album.active_model_id == OTHER
+    names = _index_names()
+    assert album_index_name(album.pk, OTHER, DIM) in names
+    assert album_index_name(album.pk, MODEL, DIM) not in names  # dropped after the switch
+
+
+def test_the_recovery_sweep_drops_graphs_of_deleted_albums(big_album):
+    kept, _, _ = big_album("kept")
+    gone, _, _ = big_album("gone")
+    for album in (kept, gone):
+        album_graph_ensure(album_id=album.pk, model_id=MODEL, dim=DIM)
+    gone_name = album_index_name(gone.pk, MODEL, DIM)
+    gone.delete()
+    assert gone_name in _index_names()
+
+    assert resume_pending_work()["album_graphs_dropped"] == [gone_name]
+    names = _index_names()
+    assert gone_name not in names and album_index_name(kept.pk, MODEL, DIM) in names
+    assert album_graphs_prune() == []
