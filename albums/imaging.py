@@ -106,8 +106,12 @@ def sha256_of(fp: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def probe_image(fp: IO[bytes]) -> ProbedImage:
-    """Identify, bound and fully decode an image (at reduced JPEG scale) or raise ImageRejected."""
+def probe_image(fp: IO[bytes], *, decode: bool = True) -> ProbedImage:
+    """Identify, bound and fully decode an image (at reduced JPEG scale) or raise ImageRejected.
+
+    `decode=False` stops after the header checks (format, size, aspect ratio, pixel count): for a
+    query image that is decoded right after anyway by a path that turns damaged data into the same
+    clear error, a second full decode only doubled the CPU of an image search."""
     sha256, size = sha256_of(fp)
     if size == 0:
         raise ImageRejected("The file is empty (0 bytes).", code="empty_file")
@@ -148,6 +152,8 @@ def probe_image(fp: IO[bytes]) -> ProbedImage:
             code="too_many_pixels",
         )
     fp.seek(0)
+    if not decode:
+        return ProbedImage(mime=FORMAT_MIME[fmt], format=fmt, width=width, height=height, sha256=sha256, bytes=size)
     try:
         # Decoding everything finds truncation and broken data now rather than in the indexer;
         # JPEG draft mode still reads every byte but skips most of the arithmetic.

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.doc_sections import replace_marked_section
@@ -78,6 +79,9 @@ vectors, _ = space.sample(N, np.random.default_rng(album.pk))
 for start in range(0, N, 1000):
     embeddings_insert(model_id=model_id, image_ids=ids[start:start + 1000], vectors=vectors[start:start + 1000])
 hnsw_index_ensure(model_id=model_id, dim=encoder.dim)
+from search import vector_store
+if hasattr(vector_store, "album_graph_ensure"):  # what the indexing job does, where the checkout has it
+    vector_store.album_graph_ensure(album_id=album.pk, model_id=model_id, dim=encoder.dim)
 Album.objects.filter(pk=album.pk).update(active_model_id=model_id)
 with connection.cursor() as cursor:
     cursor.execute("ANALYZE search_embedding")
@@ -249,21 +253,39 @@ def web_rss_mb(stack: Stack) -> float:
     return process_rss_mb(stack.web_pid)
 
 
-def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes) -> dict:
+@dataclass(frozen=True)
+class Serving:
+    """How a checkout's `make run` serves queries: where they are encoded, gunicorn's threads, and the
+    torch threads its launcher gives the process that encodes."""
+
+    encoding: str
+    web_threads: int
+    torch_threads: int
+    query_concurrency: int = 32
+
+
+# What `make run` ran before this work (launcher at 14dee30): every gunicorn process encoded
+# (`auto` with torch installed), 2 workers x 4 threads, torch threads cores // 8 = 1.
+BASELINE_SERVING = Serving(encoding="web", web_threads=4, torch_threads=1)
+CURRENT_SERVING = Serving(encoding="worker", web_threads=16, torch_threads=2)
+
+
+def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serving: Serving) -> dict:
     """Every mix at every level against one checkout's server."""
     workdir.mkdir(parents=True, exist_ok=True)
     models = workdir / "models"
     # The settings `make run` serves with (config.settings.local), as its launcher sets up gunicorn.
-    stack = Stack(workdir=workdir, repo=repo, web_env={
-        "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOUPE_QUERY_ENCODING": args.encoding,
-        "LOUPE_TORCH_THREADS": str(args.web_torch_threads),
-    }, worker_env={"LOUPE_TORCH_THREADS": "2"})
-    out: dict = {"label": label, "repo": str(repo), "mixes": {}, "rss_mb": {}}
+    web_torch = serving.torch_threads if serving.encoding == "web" else 1
+    stack = Stack(workdir=workdir, repo=repo, web_threads=serving.web_threads, web_env={
+        "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOUPE_QUERY_ENCODING": serving.encoding,
+        "LOUPE_TORCH_THREADS": str(web_torch),
+    }, worker_env={"LOUPE_TORCH_THREADS": str(serving.torch_threads)})
+    out: dict = {"label": label, "repo": str(repo), "serving": serving.__dict__, "mixes": {}, "rss_mb": {}}
     stack.start()
     try:
         place_models(models)
-        if args.encoding == "worker":
-            stack.start_worker("query", queues="query", concurrency=16)
+        if serving.encoding == "worker":
+            stack.start_worker("query", queues="query", concurrency=serving.query_concurrency)
         sizes = {"eff-2k": (EFF, 2000), "eff-10k": (EFF, args.album_size), "vit-10k": (VIT, args.album_size)}
         albums = {name: load_album(stack, spec=spec, n=n, name=name) for name, (spec, n) in sizes.items()}
         out_users = stack.manage("shell", "-c", USERS.format(n=args.users), timeout=300)
@@ -275,6 +297,8 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes) -> d
             ("upload", "eff-10k"), ("text", "vit-10k"), ("combo", "vit-10k"),
         ]
         for mix, album_name in plan:
+            if args.mixes and f"{mix}@{album_name}" not in args.mixes and mix not in args.mixes:
+                continue
             album = albums[album_name]
             path = {"similar": "/api/v1/images/ID/similar/?page_size=50&min_score=-1",
                     "album": f"/api/v1/albums/{album['album']}/"}.get(mix, f"/api/v1/albums/{album['album']}/search/")
@@ -293,7 +317,7 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes) -> d
                       f"empty {level['empty']}", flush=True)
             out["rss_mb"][f"after {key}"] = web_rss_mb(stack)
         out["rss_mb"]["after all"] = web_rss_mb(stack)
-        if args.encoding == "worker":
+        if serving.encoding == "worker":
             out["rss_mb"]["query worker"] = process_rss_mb(stack.worker_pid("query"))
             stack.stop_worker("query")
         if not args.skip_rebuild:
@@ -356,7 +380,7 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
     lines = [
         f"Run {datetime.date.today().isoformat()} on {machine()}; load average before {load[0]:.2f}, after "
         f"{load[1]:.2f}. Command: `python -m bench.search_load {' '.join(args.argv)}` ({elapsed / 60:.1f} min). "
-        f"Load from `wrk` (Lua, {args.duration:.0f} s per level, closed loop); query encoding `{args.encoding}`; "
+        f"Load from `wrk` (Lua, {args.duration:.0f} s per level, closed loop). "
         f"requests rotate through {args.users} users' tokens (the per-user throttle as shipped). Albums hold synthetic vectors under the real "
         "encoders' model ids (see the module docstring).",
         "",
@@ -376,6 +400,11 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
                 row += (f" {old['rps']:.1f} | {old['p50_ms']:.1f} / {old['p99_ms']:.1f} | {_ratio(lv['rps'], old['rps'])} |"
                         if old else " — | — | — |")
             lines.append(row)
+    lines += ["", "How each checkout served (as its `make run` does):", ""]
+    for result in results:
+        sv = result["serving"]
+        lines.append(f"- {result['label']}: query encoding `{sv['encoding']}`, gunicorn 2 workers x {sv['web_threads']} "
+                     f"threads, torch threads {sv['torch_threads']} where queries are encoded")
     lines += ["", "Web tier resident memory (gunicorn master + workers, MiB):", ""]
     for result in results:
         rss = result["rss_mb"]
@@ -397,8 +426,9 @@ def parse_args(argv):
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per level (at most 60)")
     parser.add_argument("--max-requests", type=int, default=20000, help="per level")
     parser.add_argument("--album-size", type=int, default=10000)
-    parser.add_argument("--encoding", choices=("web", "worker"), default="web")
-    parser.add_argument("--web-torch-threads", type=int, default=1, help="as the launcher sets it (cores / web workers)")
+    parser.add_argument("--encoding", choices=("web", "worker"), default="worker",
+                        help="where this tree encodes queries (make run: worker)")
+    parser.add_argument("--mixes", default="", help="only these, comma-separated (stored, upload, text@vit-10k, ...)")
     parser.add_argument("--users", type=int, default=64, help="signed-in users the requests rotate through")
     parser.add_argument("--rebuild-seconds", type=float, default=30.0)
     parser.add_argument("--skip-rebuild", action="store_true")
@@ -407,6 +437,7 @@ def parse_args(argv):
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.mixes = [m for m in args.mixes.split(",") if m]
     args.duration = min(60.0, args.duration)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     return args
@@ -425,8 +456,9 @@ def main(argv=None) -> int:
     results = []
     if args.baseline_ref:
         results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
-                                     workdir / "baseline", args, jpeg))
-    results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg))
+                                     workdir / "baseline", args, jpeg, BASELINE_SERVING))
+    serving = CURRENT_SERVING if args.encoding == "worker" else Serving("web", CURRENT_SERVING.web_threads, 1)
+    results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
     section = render(results, args=args, encoder_ips=encoder_ips, load=(load_before, os.getloadavg()[0]),
                      elapsed=time.monotonic() - started)
     print(section)

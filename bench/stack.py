@@ -60,6 +60,7 @@ class Stack:
     worker_env: dict[str, str] = field(default_factory=dict)  # extra settings for workers (chunk sizes…)
     web_env: dict[str, str] = field(default_factory=dict)
     web_workers: int = 2
+    web_threads: int = 4
     # The checkout whose code runs (a worktree of an older commit, for a baseline in the same run).
     repo: Path = REPO
     port: int = field(default_factory=free_port)
@@ -155,7 +156,7 @@ class Stack:
     def start_web(self) -> None:
         self._web = self._spawn("web", [
             sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-            "--workers", str(self.web_workers), "--threads", "4", "--timeout", "120",
+            "--workers", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "120",
         ], self.env(**self.web_env))
         wait_until(lambda: self._answers(), timeout=120, what="gunicorn to answer")
 

@@ -56,6 +56,9 @@ class Launcher:
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
         self.env["LOUPE_VAR_DIR"] = str(self.var_dir)
         self.env.setdefault("LOUPE_FLOWER_URL", f"http://{self.host}:{self.flower_port}/")
+        # One process holds the models and batches every query (worker-query); gunicorn's processes
+        # stay small (docs/benchmarks.md, "Under load": ~200 MB against ~3.7 GB when each encodes).
+        self.env.setdefault("LOUPE_QUERY_ENCODING", "worker")
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.postgres: runtime.EmbeddedPostgres | None = None
         self.redis: runtime.EmbeddedRedis | None = None
@@ -99,7 +102,7 @@ class Launcher:
         configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
         self.spawn(
             "worker-query",
-            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "16", "-n", "query@%h", "--loglevel", "INFO"],
+            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "32", "-n", "query@%h", "--loglevel", "INFO"],
             env={"LOUPE_TORCH_THREADS": str(configured or cores())},
         )
         self.spawn(
@@ -108,7 +111,9 @@ class Launcher:
              "-n", "default@%h", "--loglevel", "INFO"],
         )
         self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
-        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 4
+        # Many threads: a request waiting for its query encode holds one, and a request that finds the
+        # encode queue full must reach Django to be told so (503) instead of waiting in gunicorn's queue.
+        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 16
         # When the web encodes queries itself, each gunicorn process runs one batched pass at a time.
         torch_threads = str(configured or max(1, cores() // web_workers))
         self.spawn(

@@ -53,6 +53,8 @@ class OpenClipEncoder(Encoder):
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts).to(self.device)
         with inference(self.device):
+            if _trims_padding(self.model):
+                return to_numpy(_encode_text_trimmed(self.model, tokens))
             return to_numpy(self.model.encode_text(tokens))
 
     def _patch_grid(self, images: list[Image.Image]) -> np.ndarray:
@@ -65,6 +67,35 @@ class OpenClipEncoder(Encoder):
             )
             grid = out["image_intermediates"][-1].permute(0, 2, 3, 1)  # (n, h, w, width), ln_post applied
             return to_numpy(grid @ visual.proj)
+
+
+def _trims_padding(model) -> bool:
+    """Whether the text tower can skip the padding after the longest text: a CLIP-style tower with a
+    causal mask that reads its output at the end-of-text token. Position i then depends only on
+    positions <= i, so the tokens after every text's end change nothing that is read, and a search
+    query of 6 tokens need not pay for 77 (tests/encoders/test_encoders.py checks the equality)."""
+    return (
+        isinstance(model, open_clip.CLIP)
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+    )
+
+
+def _encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's CLIP.encode_text on the tokens up to the longest text's end (3.3.0's own steps,
+    with the positional embedding and causal mask cut to that length)."""
+    used = (tokens != getattr(model, "pad_id", 0)).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if len(used) else 1
+    text = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = open_clip.transformer.text_global_pool(x, text, model.text_pool_type,
+                                               eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return x
 
 
 def _tag_kwargs(spec: EncoderSpec) -> dict:

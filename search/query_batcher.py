@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from config.errors import ServiceUnavailableError
@@ -136,6 +137,40 @@ class QueryBatcher:
                 self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
                 per_item = elapsed / len(batch)
                 self._seconds_per_item += _EMA_WEIGHT * (per_item - self._seconds_per_item)
+
+
+class QueryAdmission:
+    """How many query encodes one web process lets wait at once; past that, a 503 at once.
+
+    With encoding on the `query` worker the web cannot see the worker's queue, and a request that
+    waited for a gunicorn thread and then for the worker would only learn of an overload at its
+    timeout. Each web process admits at most `limit` encodes in flight; Retry-After is the recent
+    mean time one took."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._seconds = _INITIAL_SECONDS_PER_ITEM
+
+    @contextmanager
+    def slot(self):
+        with self._lock:
+            if self._in_flight >= self.limit:
+                raise QueryQueueFullError(retry_after=max(1, math.ceil(self._seconds)), pending=self._in_flight)
+            self._in_flight += 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self._in_flight -= 1
+                self._seconds += _EMA_WEIGHT * (elapsed - self._seconds)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
 
 class LruCache:

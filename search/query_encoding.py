@@ -21,7 +21,7 @@ from django.conf import settings
 
 from config.errors import ApplicationError
 from encoders.model_ids import parse_model_id
-from search.query_batcher import LruCache, QueryBatcher
+from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -83,16 +83,7 @@ def encode_locally(
     # Submitted before the image is decoded, so the decode overlaps the queue's wait.
     pending = {part: _text_vector_future(base, texts[part], ensemble) for part in parts}
     if image_bytes is not None:
-        from PIL import Image
-
-        from encoders.pooled_encoder import keep_alpha
-
-        # Decoded as the indexer decodes (workers/pipeline.py), alpha kept for masked pooling.
-        with Image.open(io.BytesIO(image_bytes)) as opened:
-            if opened.format == "JPEG":
-                opened.draft("RGB", (448, 448))
-            opened.load()
-            image = keep_alpha(opened)
+        image = _decode_query_image(image_bytes)
         if box is not None:
             try:
                 vectors["region"] = encoder.box_vector(image, box).tolist()
@@ -110,8 +101,27 @@ def encode_locally(
     return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
 
 
+def _decode_query_image(image_bytes: bytes):
+    """Decoded as the indexer decodes (workers/pipeline.py), alpha kept for masked pooling. The web
+    checked only the header (search/api/views.py), so damaged data is reported here, as a 400."""
+    from PIL import Image
+
+    from encoders.pooled_encoder import keep_alpha
+
+    try:
+        with Image.open(io.BytesIO(image_bytes)) as opened:
+            if opened.format == "JPEG":
+                opened.draft("RGB", (448, 448))
+            opened.load()
+            return keep_alpha(opened)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ApplicationError(f"The query image cannot be used: its data is damaged or truncated ({exc}).",
+                               code="corrupt_image") from None
+
+
 _batcher: QueryBatcher | None = None
 _text_cache: LruCache | None = None
+_admission: QueryAdmission | None = None
 _singletons_lock = threading.Lock()
 
 
@@ -124,6 +134,15 @@ def query_batcher() -> QueryBatcher:
                                     max_wait=settings.LOUPE_QUERY_BATCH_WAIT_MS / 1000,
                                     max_queue_seconds=settings.LOUPE_QUERY_QUEUE_SECONDS)
         return _batcher
+
+
+def query_admission() -> QueryAdmission:
+    """This process's bound on query encodes in flight (LOUPE_QUERY_MAX_IN_FLIGHT)."""
+    global _admission
+    with _singletons_lock:
+        if _admission is None:
+            _admission = QueryAdmission(settings.LOUPE_QUERY_MAX_IN_FLIGHT)
+        return _admission
 
 
 def text_cache() -> LruCache:
@@ -163,16 +182,17 @@ def query_encoding_mode() -> str:
 def encode_query(
     *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> EncodedQuery:
-    if query_encoding_mode() == "web":
-        result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
-    else:
-        from search.query_worker import ask_query_worker
-        from search.tasks import query_encode
+    with query_admission().slot():
+        if query_encoding_mode() == "web":
+            result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
+        else:
+            from search.query_worker import ask_query_worker
+            from search.tasks import query_encode
 
-        payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
-        result = ask_query_worker(
-            query_encode, (model_id, texts, payload, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
-        )
+            payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
+            result = ask_query_worker(
+                query_encode, (model_id, texts, payload, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
+            )
     return EncodedQuery(
         model_id=result["model_id"],
         vectors={part: np.asarray(v, dtype=np.float32) for part, v in result["vectors"].items()},

@@ -75,3 +75,21 @@ def test_vectors_of_other_weights_are_refused_not_compared(worker, alice, client
     album.save(update_fields=["active_model_id"])
     response = client_for(alice).post(f"/api/v1/albums/{album.pk}/search/", {"text": "x"}, format="json")
     assert response.status_code == 409 and response.json()["code"] == "embedding_model_mismatch"
+
+
+@pytest.mark.parametrize("mode", ["web", "worker"])
+def test_a_truncated_query_image_is_a_clear_400_in_either_encoding_place(worker, alice, client_for, settings, mode):
+    """The web checks a query image's header only; the decode that encoding does anyway reports
+    damaged data, with the same code an upload gets, wherever it runs."""
+    from PIL import Image as PILImage
+
+    settings.LOUPE_QUERY_ENCODING = mode
+    album, _, _ = _indexed_album(alice, count=1)
+    out = io.BytesIO()
+    PILImage.effect_noise((320, 240), 64).convert("RGB").save(out, "JPEG", quality=90)
+    truncated = out.getvalue()[: len(out.getvalue()) // 2]
+    response = client_for(alice).post(
+        f"/api/v1/albums/{album.pk}/search/", {"image_base64": base64.b64encode(truncated).decode()}, format="json"
+    )
+    assert response.status_code == 400, response.json()
+    assert response.json()["code"] == "corrupt_image" and "truncated" in response.json()["message"]

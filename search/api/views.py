@@ -18,6 +18,7 @@ from albums.imaging import ImageRejected, probe_image
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user, image_visible_to
 from config.errors import ApplicationError, NotFoundError
+from config.serializer_fields import Base64Field
 from config.throttles import SearchRateThrottle
 from search import masks, scoring, services
 from search.models import ImageMask
@@ -29,7 +30,7 @@ class SearchRequestSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
     negative_text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
     image = serializers.FileField(required=False, help_text="a query image (multipart)")
-    image_base64 = serializers.CharField(required=False, help_text="a query image, base64-encoded")
+    image_base64 = Base64Field(required=False, help_text="a query image, base64-encoded")
     image_id = serializers.IntegerField(required=False, min_value=1, help_text="an image you can see, as the query image")
     image_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
     text_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
@@ -92,7 +93,9 @@ class SearchResponseSerializer(serializers.Serializer):
     region_grid = serializers.DictField(child=serializers.IntegerField(), required=False)
 
 
-def query_image_bytes(data: dict) -> bytes | None:
+def query_image_bytes(data: dict, *, verify_data: bool = True) -> bytes | None:
+    """The query image's bytes, checked as uploads are. `verify_data=False` checks the header only,
+    for callers whose next step decodes the image and reports damaged data itself (search)."""
     if data.get("image") is not None:
         raw = data["image"].read()
     elif data.get("image_base64"):
@@ -106,7 +109,7 @@ def query_image_bytes(data: dict) -> bytes | None:
     else:
         return None
     try:
-        probe_image(io.BytesIO(raw))
+        probe_image(io.BytesIO(raw), decode=verify_data)
     except ImageRejected as exc:
         raise ApplicationError(f"The query image cannot be used: {exc.reason}", code=exc.code) from None
     return raw
@@ -144,7 +147,7 @@ class AlbumSearchApi(APIView):
         try:
             weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
             query = services.SearchQuery(
-                text=v["text"], negative_text=v["negative_text"], image_bytes=query_image_bytes(v),
+                text=v["text"], negative_text=v["negative_text"], image_bytes=query_image_bytes(v, verify_data=False),
                 image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
                 box=tuple(v["box"]) if v.get("box") is not None else None,

@@ -157,3 +157,28 @@ def test_dense_pooling_is_the_mean_of_the_patch_grid(models_dir):
     images = [to_rgb(image) for image in make_images()[:2]]
     raw_grid = encoder._patch_grid(images)
     np.testing.assert_allclose(encoder._embed_images(images), raw_grid.mean(axis=(1, 2)), atol=1e-5)
+
+
+def test_open_clip_text_skips_padding_after_the_longest_text_with_the_same_vectors(models_dir):
+    """CLIP's causal text tower reads the end-of-text token, so the padding after the longest text
+    changes nothing read: the trimmed pass equals open_clip's own encode_text over the full context."""
+    from encoders import open_clip_encoder
+
+    encoder = get_encoder(OPEN_CLIP_TINY)
+    assert open_clip_encoder._trims_padding(encoder.model)
+    texts = ["red sled", "a dog on the red sled", "cat"]
+    tokens = encoder.tokenizer(texts)
+    assert tokens.shape[1] == 16  # the tiny tower's whole context, mostly padding here
+    with torch.inference_mode():
+        full = encoder.model.encode_text(tokens).numpy()
+    seen = []
+    hook = encoder.model.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[0].shape[1]),
+                                                               with_kwargs=True)
+    try:
+        np.testing.assert_allclose(encoder._embed_texts(texts), full, atol=1e-5)
+    finally:
+        hook.remove()
+    longest = int((tokens != 0).sum(dim=1).max())
+    assert seen == [longest] and longest < 16  # the transformer ran on the used positions only
+    # One text alone is trimmed to its own length and still equals its row of the batch.
+    np.testing.assert_allclose(encoder._embed_texts(["cat"])[0], full[2], atol=1e-5)

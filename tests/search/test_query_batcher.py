@@ -169,3 +169,39 @@ def test_batched_texts_equal_single_texts_and_repeats_come_from_the_cache(fresh_
                                               ensemble=True)
     assert batcher.stats["items"] == items_before + 1
     assert not np.allclose(ensembled["vectors"]["text"], batched[1]["vectors"]["text"])
+
+
+def test_admission_refuses_past_its_limit_at_once_and_admits_again_when_a_slot_frees():
+    from search.query_batcher import QueryAdmission
+
+    admission = QueryAdmission(limit=2)
+    with admission.slot(), admission.slot():
+        assert admission.in_flight == 2
+        started = time.monotonic()
+        with pytest.raises(QueryQueueFullError) as refused:
+            with admission.slot():
+                pass
+        assert time.monotonic() - started < 0.05
+        assert refused.value.extra["retry_after_seconds"] >= 1 and refused.value.extra["pending"] == 2
+    assert admission.in_flight == 0
+    with admission.slot():
+        assert admission.in_flight == 1
+
+
+def test_a_full_encode_queue_is_a_503_with_retry_after_through_the_api(fresh_batcher, alice, client_for, monkeypatch):
+    """An encode the process cannot admit is answered at once: 503, Retry-After, the one error shape."""
+    from albums import services as album_services
+    from albums.models import Album
+    from encoders.registry import get_encoder
+    from search.query_batcher import QueryAdmission
+
+    base = get_encoder(OPEN_CLIP_TINY)
+    album = album_services.album_create(owner=alice, name="busy", encoder_spec=OPEN_CLIP_TINY)
+    Album.objects.filter(pk=album.pk).update(active_model_id=base.model_id)
+    full = QueryAdmission(limit=1)
+    monkeypatch.setattr(query_encoding, "_admission", full)
+    with full.slot():
+        response = client_for(alice).post(f"/api/v1/albums/{album.pk}/search/", {"text": "red sled"}, format="json")
+    assert response.status_code == 503
+    assert response.json()["code"] == "query_queue_full"
+    assert int(response["Retry-After"]) == response.json()["extra"]["retry_after_seconds"] >= 1

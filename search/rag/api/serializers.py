@@ -2,6 +2,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from config.serializer_fields import Base64Field
 from search.rag.classify import ClassifyParams
 from search.rag.models import MAX_RESOLUTION, MIN_RESOLUTION, PatchSource, SupportClass, SupportImage, SupportSet
 
@@ -122,7 +123,7 @@ _defaults = ClassifyParams()
 
 class ClassifyRequestSerializer(StrictSerializer):
     image = serializers.FileField(required=False, help_text="the query image (multipart)")
-    image_base64 = serializers.CharField(required=False, help_text="the query image, base64 (a data URL is fine)")
+    image_base64 = Base64Field(required=False, help_text="the query image, base64 (a data URL is fine)")
     image_id = serializers.IntegerField(required=False, min_value=1, help_text="an album image you can see")
     k = serializers.IntegerField(required=False, min_value=1, max_value=200, default=_defaults.k,
                                  help_text="support patches per class behind each class score")
