@@ -8,10 +8,12 @@ storage kind (a Hamming index over sign bits is not a cosine index), so both joi
     dense:dinov2-small@sha256:0123456789ab+pooling=masked
     dense:dinov2-small@sha256:0123456789ab+pooling=regions-4x3+storage=binary
     dense:dinov2-small@sha256:0123456789ab+pooling=masked+segmenter=ba9876543210   (person masks from a model)
+    dense:efficientnet-lite0@sha256:0123456789ab+dtype=bf16                        (image tower run in bf16)
 
 The defaults add nothing, so every album made before these settings keeps its model_id. Changing
 either setting therefore changes the model_id, and the generation mechanism rebuilds the album;
-a vector is never compared with one pooled or indexed another way. No torch, no Django.
+a vector is never compared with one pooled or indexed another way, or made in another precision
+(`dtype`: the image tower's autocast dtype; none is float32). No torch, no Django.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 from encoders.pooling import DEFAULT_POOLING, MASKED, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
 
 DEFAULT_STORAGE = "vector"
+FLOAT32 = "fp32"
+PRECISIONS = (FLOAT32, "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class ModelIdParts:
     storage: str = DEFAULT_STORAGE
     region_grid: tuple[int, int] = (REGION_ROWS, REGION_COLS)
     segmenter: str | None = None  # checksum of the person-segmentation weights that made masks, if any
+    precision: str = FLOAT32  # the dtype the image tower ran in
 
     @property
     def spec(self) -> str:
@@ -46,17 +51,22 @@ class ModelIdParts:
             suffix += f"+segmenter={self.segmenter}"
         if self.storage != DEFAULT_STORAGE:
             suffix += f"+storage={self.storage}"
+        if self.precision != FLOAT32:
+            suffix += f"+dtype={self.precision}"
         return self.encoder_model_id + suffix
 
 
 def compose_model_id(
-    encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE, segmenter: str | None = None
+    encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE, segmenter: str | None = None,
+    precision: str = FLOAT32,
 ) -> str:
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
     if segmenter and pooling != MASKED:
         raise ValueError("a segmenter only makes masks for masked pooling")
-    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter))
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter, precision=precision))
 
 
 def parse_model_id(model_id: str) -> ModelIdParts:
@@ -72,4 +82,4 @@ def parse_model_id(model_id: str) -> ModelIdParts:
         rows, _, cols = pooling[len(REGIONS) + 1 :].partition("x")
         pooling, grid = REGIONS, (int(rows), int(cols))
     return ModelIdParts(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid,
-                        segmenter=values.get("segmenter") or None)
+                        segmenter=values.get("segmenter") or None, precision=values.get("dtype", FLOAT32))

@@ -53,7 +53,10 @@ def alpha_mask(image: Image.Image) -> tuple[Image.Image | None, str]:
 
 
 class PooledEncoder:
-    def __init__(self, encoder, *, pooling: str = MEAN, storage: str = DEFAULT_STORAGE, segmenter=None):
+    def __init__(self, encoder, *, pooling: str = MEAN, storage: str = DEFAULT_STORAGE, segmenter=None,
+                 precision: str | None = None):
+        """`precision`: the dtype the image tower runs in (fp32, bf16, fp16); None is this device's
+        default for new vectors (encoders/torch_runtime.py: default_image_precision)."""
         if pooling != MEAN and not getattr(encoder, "supports_pooling", False):
             raise EncoderSpecError(
                 f"Pooling {pooling!r} needs a dense backbone (dense:…); {encoder.spec} gives one vector per image.",
@@ -65,8 +68,14 @@ class PooledEncoder:
         self.dim = encoder.dim
         # Masks from a model only matter to masked pooling; elsewhere the segmenter is not used.
         self.segmenter = segmenter if pooling == MASKED else None
+        if precision is None:
+            from encoders.torch_runtime import default_image_precision
+
+            precision = default_image_precision(getattr(encoder, "device", "cpu"))
+        self.precision = precision
         self.model_id = compose_model_id(encoder.model_id, pooling=pooling, storage=storage,
-                                         segmenter=self.segmenter.checksum if self.segmenter else None)
+                                         segmenter=self.segmenter.checksum if self.segmenter else None,
+                                         precision=precision)
         self.parts: ModelIdParts = parse_model_id(self.model_id)
 
     @property
@@ -82,6 +91,12 @@ class PooledEncoder:
         masks: Sequence[Image.Image | None] | None = None,
     ) -> Pooled:
         """`masks`: per image an uploaded mask (mode L, any size: resized to the image) or None."""
+        from encoders.torch_runtime import image_precision
+
+        with image_precision(self.precision):
+            return self._embed(images, batch_size=batch_size, masks=masks)
+
+    def _embed(self, images, *, batch_size, masks) -> Pooled:
         if self.pooling == MEAN:
             return Pooled(vectors=self.encoder.encode_images(images, batch_size=batch_size), notes=[""] * len(images))
         given = list(masks) if masks is not None else [None] * len(images)
@@ -137,7 +152,10 @@ class PooledEncoder:
         mask = Image.new("L", rgb.size, 0)
         mask.paste(255, (round(x0 * width), round(y0 * height), max(round(x1 * width), round(x0 * width) + 1),
                          max(round(y1 * height), round(y0 * height) + 1)))
-        grid = self.encoder.raw_grid([rgb])
+        from encoders.torch_runtime import image_precision
+
+        with image_precision(self.precision):
+            grid = self.encoder.raw_grid([rgb])
         [coverage] = self.encoder.cell_coverage([mask], grid.shape[1:3])
         weights = np.where(coverage >= MIN_COVERAGE, coverage, 0.0)
         if weights.sum() <= 0:

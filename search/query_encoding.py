@@ -71,7 +71,8 @@ def encode_locally(
         from encoders.segmenter import get_person_segmenter
 
         segmenter = get_person_segmenter()
-    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage, segmenter=segmenter)
+    # The precision the album's vectors were made in, whatever this machine would pick for new ones.
+    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage, segmenter=segmenter, precision=ids.precision)
     if encoder.model_id != model_id:  # the person segmenter changed (or was set or unset) since indexing
         raise EmbeddingModelMismatchError(
             f"The album's vectors were made with {model_id}, but this server now makes {encoder.model_id} "

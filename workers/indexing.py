@@ -27,6 +27,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from albums.models import Album, Image
+from encoders.model_ids import parse_model_id
 from search.models import Embedding
 from search.vector_store import (
     album_graph_ensure,
@@ -154,6 +155,18 @@ def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
         _fail_job(job_id, f"Dispatch stopped ({BROKER_UNAVAILABLE}: {exc}); the rest is indexed once the broker is back.")
 
 
+def _kept_precision(album: Album) -> str | None:
+    """The precision of the album's searchable vectors when this job adds to them (same encoder,
+    pooling and storage), so that a new image joins them instead of re-embedding the album; None
+    (this device's default) for a new album or a rebuild."""
+    if not album.active_model_id:
+        return None
+    active = parse_model_id(album.active_model_id)
+    if (active.spec, active.pooling, active.storage) != (album.encoder_spec, album.pooling, album.vector_storage):
+        return None
+    return active.precision
+
+
 def _job_encoder(job: IndexJob):
     """(encoder, None), or (None, error code) after failing the job: missing weights or a bad
     spec will not fix themselves, so the job fails once, with the message, and is not retried.
@@ -171,7 +184,8 @@ def _job_encoder(job: IndexJob):
 
             segmenter = get_person_segmenter()
         encoder = get_encoder(album.encoder_spec)
-        return PooledEncoder(encoder, pooling=album.pooling, storage=album.vector_storage, segmenter=segmenter), None
+        return PooledEncoder(encoder, pooling=album.pooling, storage=album.vector_storage, segmenter=segmenter,
+                             precision=_kept_precision(album)), None
     except EncoderError as exc:
         _fail_job(job.pk, exc.message)
         return None, exc.code

@@ -152,6 +152,9 @@ LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | 
 # An album with at least this many vectors under its model gets an HNSW graph of its own, built by
 # the indexing job (search/vector_store.py: album_graph_ensure); smaller albums scan exactly.
 LOUPE_ALBUM_GRAPH_MIN_ROWS = env.int("LOUPE_ALBUM_GRAPH_MIN_ROWS", default=5000)
+# Image towers in bf16 on CPUs with AMX-BF16 / AVX512-BF16 (auto), always (true) or never (false);
+# new albums' vectors record it in their model_id (+dtype=bf16). GPUs use bf16, else fp16, as before.
+LOUPE_CPU_BF16 = env.str("LOUPE_CPU_BF16", default="auto")
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
 # Concurrent query encodes share forward passes (search/query_batcher.py): at most this many per
 # pass, gathered for at most this many ms; a query that would wait longer than the bound in the

@@ -5,6 +5,9 @@ from config import runtime
 from .base import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests run the image towers in float32 wherever CI lands, so byte-level assertions do not depend on
+# the CPU; tests/encoders/test_precision.py runs bf16 on purpose.
+LOUPE_CPU_BF16 = env.str("LOUPE_CPU_BF16", default="false")  # noqa: F405
 TEST_VAR_DIR = VAR_DIR / "test"  # noqa: F405 — apart from `make run`'s data, so both can run at once
 MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(TEST_VAR_DIR / "media")))  # noqa: F405
 STATIC_ROOT = TEST_VAR_DIR / "static"
