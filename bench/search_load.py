@@ -261,12 +261,13 @@ class Serving:
     encoding: str
     web_threads: int
     torch_threads: int
+    debug: bool = False
     query_concurrency: int = 32
 
 
 # What `make run` ran before this work (launcher at 14dee30): every gunicorn process encoded
-# (`auto` with torch installed), 2 workers x 4 threads, torch threads cores // 8 = 1.
-BASELINE_SERVING = Serving(encoding="web", web_threads=4, torch_threads=1)
+# (`auto` with torch installed), 2 workers x 4 threads, torch threads cores // 8 = 1, DEBUG on.
+BASELINE_SERVING = Serving(encoding="web", web_threads=4, torch_threads=1, debug=True)
 CURRENT_SERVING = Serving(encoding="worker", web_threads=16, torch_threads=2)
 
 
@@ -278,7 +279,7 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serv
     web_torch = serving.torch_threads if serving.encoding == "web" else 1
     stack = Stack(workdir=workdir, repo=repo, web_threads=serving.web_threads, web_env={
         "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOUPE_QUERY_ENCODING": serving.encoding,
-        "LOUPE_TORCH_THREADS": str(web_torch),
+        "LOUPE_TORCH_THREADS": str(web_torch), "DJANGO_DEBUG": "true" if serving.debug else "false",
     }, worker_env={"LOUPE_TORCH_THREADS": str(serving.torch_threads)})
     out: dict = {"label": label, "repo": str(repo), "serving": serving.__dict__, "mixes": {}, "rss_mb": {}}
     stack.start()
@@ -404,7 +405,7 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
     for result in results:
         sv = result["serving"]
         lines.append(f"- {result['label']}: query encoding `{sv['encoding']}`, gunicorn 2 workers x {sv['web_threads']} "
-                     f"threads, torch threads {sv['torch_threads']} where queries are encoded")
+                     f"threads, torch threads {sv['torch_threads']} where queries are encoded, DEBUG {sv['debug']}")
     lines += ["", "Web tier resident memory (gunicorn master + workers, MiB):", ""]
     for result in results:
         rss = result["rss_mb"]

@@ -59,6 +59,9 @@ class Launcher:
         # One process holds the models and batches every query (worker-query); gunicorn's processes
         # stay small (docs/benchmarks.md, "Under load": ~200 MB against ~3.7 GB when each encodes).
         self.env.setdefault("LOUPE_QUERY_ENCODING", "worker")
+        # The service, not a development server: no debug pages, and no CursorDebugWrapper formatting
+        # every statement (a search's 25 KB vector literals included) into a query log.
+        self.env.setdefault("DJANGO_DEBUG", "false")
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.postgres: runtime.EmbeddedPostgres | None = None
         self.redis: runtime.EmbeddedRedis | None = None

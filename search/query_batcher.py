@@ -34,10 +34,10 @@ _EMA_WEIGHT = 0.2
 class QueryQueueFullError(ServiceUnavailableError):
     code = "query_queue_full"
 
-    def __init__(self, *, retry_after: int, pending: int) -> None:
+    def __init__(self, *, retry_after: int, pending: int, where: str) -> None:
         super().__init__(
             f"The server is encoding {pending} queries already; try again in {retry_after} s.",
-            extra={"retry_after_seconds": retry_after, "pending": pending},
+            extra={"retry_after_seconds": retry_after, "pending": pending, "where": where},
         )
 
 
@@ -73,7 +73,8 @@ class QueryBatcher:
             wait = (pending + 1) * self._seconds_per_item
             if pending and wait > self.max_queue_seconds:
                 self.stats["refused"] += 1
-                raise QueryQueueFullError(retry_after=max(1, math.ceil(wait - self.max_queue_seconds)), pending=pending)
+                raise QueryQueueFullError(retry_after=max(1, math.ceil(wait - self.max_queue_seconds)), pending=pending,
+                                          where="encoder queue")
             self._queue.append(item)
             self._cond.notify()
         return item.future
@@ -157,7 +158,8 @@ class QueryAdmission:
     def slot(self):
         with self._lock:
             if self._in_flight >= self.limit:
-                raise QueryQueueFullError(retry_after=max(1, math.ceil(self._seconds)), pending=self._in_flight)
+                raise QueryQueueFullError(retry_after=max(1, math.ceil(self._seconds)), pending=self._in_flight,
+                                          where="web process")
             self._in_flight += 1
         started = time.perf_counter()
         try:

@@ -9,7 +9,6 @@ concurrent requests with different settings cannot interfere.
 
 from __future__ import annotations
 
-import base64
 import importlib.util
 import io
 import threading
@@ -190,9 +189,9 @@ def encode_query(
             from search.query_worker import ask_query_worker
             from search.tasks import query_encode
 
-            payload = base64.b64encode(image_bytes).decode() if image_bytes is not None else None
             result = ask_query_worker(
-                query_encode, (model_id, texts, payload, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
+                query_encode, (model_id, texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
+                serializer="msgpack",
             )
     return EncodedQuery(
         model_id=result["model_id"],

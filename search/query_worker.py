@@ -15,11 +15,12 @@ def error_as_data(exc) -> dict:
     return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
 
 
-def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
+def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "json") -> dict:
+    """`serializer="msgpack"` when an argument is raw bytes (a query image)."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     # Once the caller has given up, a worker that reaches the task late drops it unrun.
-    pending = task.apply_async(args, expires=timeout)
+    pending = task.apply_async(args, expires=timeout, serializer=serializer)
     try:
         result = pending.get(timeout=timeout, propagate=True)
     except CeleryTimeout:

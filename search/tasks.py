@@ -7,15 +7,17 @@ from search.query_worker import error_as_data
 
 
 @shared_task(ignore_result=False, acks_late=False)
-def query_encode(model_id: str, texts: dict, image_b64: str | None, ensemble: bool, box: list | None = None) -> dict:
-    """Errors come back as data: the caller turns them into its one error shape."""
+def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None) -> dict:
+    """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
+    (sent with msgpack), or base64 text from a JSON caller."""
     import base64
 
     from encoders.errors import EncoderError
     from search.query_encoding import encode_locally
 
     try:
-        image = base64.b64decode(image_b64) if image_b64 else None
-        return encode_locally(model_id=model_id, texts=texts, image_bytes=image, ensemble=ensemble, box=box)
+        if isinstance(image, str):
+            image = base64.b64decode(image)
+        return encode_locally(model_id=model_id, texts=texts, image_bytes=image or None, ensemble=ensemble, box=box)
     except (EncoderError, ApplicationError) as exc:
         return error_as_data(exc)

@@ -164,7 +164,7 @@ LOUPE_QUERY_BATCH_WAIT_MS = env.float("LOUPE_QUERY_BATCH_WAIT_MS", default=3.0)
 LOUPE_QUERY_QUEUE_SECONDS = env.float("LOUPE_QUERY_QUEUE_SECONDS", default=2.0)
 LOUPE_QUERY_TEXT_CACHE = env.int("LOUPE_QUERY_TEXT_CACHE", default=4096)
 # Query encodes one web process lets wait at once (here or on the query worker); more get a 503.
-LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=12)
+LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=14)
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 
 # --- Vision RAG (few-shot classification from support sets)
@@ -205,7 +205,9 @@ CELERY_RESULT_EXPIRES = 300
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
+# msgpack for query tasks only (search/query_worker.py): an image travels as raw bytes; base64 in
+# JSON cost a third more bytes through Redis and the encode and decode on both sides.
+CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

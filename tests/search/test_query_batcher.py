@@ -78,6 +78,7 @@ def test_refuses_at_once_when_the_queue_holds_more_than_its_bound():
     error = refused.value
     assert error.status_code == 503 and error.code == "query_queue_full"
     assert error.extra["retry_after_seconds"] >= 1 and error.extra["pending"] == 2
+    assert error.extra["where"] == "encoder queue"
     run.release.set()
     assert [f.result(5) for f in accepted] == ["done:0", "done:1"]
     assert batcher.stats["refused"] == 1
@@ -183,6 +184,7 @@ def test_admission_refuses_past_its_limit_at_once_and_admits_again_when_a_slot_f
                 pass
         assert time.monotonic() - started < 0.05
         assert refused.value.extra["retry_after_seconds"] >= 1 and refused.value.extra["pending"] == 2
+        assert refused.value.extra["where"] == "web process"
     assert admission.in_flight == 0
     with admission.slot():
         assert admission.in_flight == 1
