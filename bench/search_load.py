@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import io
 import json
@@ -180,8 +181,54 @@ def query_jpeg(width: int = 1600, height: int = 1200) -> bytes:
     return out.getvalue()
 
 
+class Probe:
+    """A few requests on the side of a wrk level (one every `interval` s, its own connection), each
+    timed with its status: wrk's latency histogram mixes 200s and 503s; this tells how fast a refusal
+    came. Light enough (5 req/s) not to change the level it watches."""
+
+    def __init__(self, stack: Stack, *, path: str, body: dict, interval: float = 0.2):
+        import threading
+
+        self.stack, self.path, self.body, self.interval = stack, path, json.dumps(body), interval
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=30)
+        headers = {"Authorization": f"Token {self.stack.load_tokens[0]}", "Content-Type": "application/json"}
+        while not self._stop.wait(self.interval):
+            started = time.perf_counter()
+            try:
+                conn.request("POST", self.path, body=self.body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                self.samples.append((response.status, time.perf_counter() - started))
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=30)
+        conn.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=35)
+
+    def summary(self) -> dict:
+        out = {}
+        for status in sorted({s for s, _ in self.samples}):
+            ms = sorted(1000 * t for s, t in self.samples if s == status)
+            out[str(status)] = {"n": len(ms), "p50_ms": ms[len(ms) // 2], "max_ms": ms[-1]}
+        return out
+
+
 def run_wrk(stack: Stack, workdir: Path, *, mix: str, path: str, ids: list[int], clients: int, duration: float,
-            max_requests: int, image_b64: str = "") -> dict:
+            max_requests: int, image_b64: str = "", probe_body: dict | None = None) -> dict:
     threads = 1 if clients == 1 else 2
     script = workdir / f"{mix}.lua"
     script.write_text(LUA.format(
@@ -190,17 +237,20 @@ def run_wrk(stack: Stack, workdir: Path, *, mix: str, path: str, ids: list[int],
         ids=",".join(map(str, ids)), words=",".join(f'"{w}"' for w in WORDS), body_kind=mix, image_b64=image_b64,
         max_requests=max(1, max_requests // threads),
     ))
-    result = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:.0f}s", "--timeout", "30s", "-s", str(script),
-         stack.url("")],
-        capture_output=True, text=True, timeout=duration + 60,
-    )
+    probe = Probe(stack, path=path, body=probe_body) if probe_body is not None else contextlib.nullcontext()
+    with probe:
+        result = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{duration:.0f}s", "--timeout", "30s", "-s",
+             str(script), stack.url("")],
+            capture_output=True, text=True, timeout=duration + 60,
+        )
     match = re.search(r"^RESULT (\{.*\})$", result.stdout, re.M)
     if not match:
         raise RuntimeError(f"wrk gave no result:\n{result.stdout}\n{result.stderr}")
     raw = json.loads(match.group(1))
     seconds = raw["duration_us"] / 1e6
     return {
+        "probe": probe.summary() if isinstance(probe, Probe) else None,
         "clients": clients, "requests": raw["requests"], "ok": raw["ok"], "empty": raw["empty"], "s429": raw["s429"],
         "s503": raw["s503"], "errors": raw["other"] + raw["socket_errors"] + raw["timeouts"],
         "rps": raw["ok"] / seconds if seconds else 0.0, "all_rps": raw["requests"] / seconds if seconds else 0.0,
@@ -304,18 +354,28 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serv
             path = {"similar": "/api/v1/images/ID/similar/?page_size=50&min_score=-1",
                     "album": f"/api/v1/albums/{album['album']}/"}.get(mix, f"/api/v1/albums/{album['album']}/search/")
             key = f"{mix}@{album_name}"
-            # Warm every web process (models loaded, connections open) before measuring.
-            run_wrk(stack, workdir, mix=mix, path=path, ids=album["image_ids"], clients=4, duration=3,
-                    max_requests=40, image_b64=image_b64)
+            # Warm every web process (models loaded, connections open) before measuring; a mix that
+            # encodes loads its model first (seconds, in each process that encodes).
+            encodes = mix in ("upload", "text", "combo")
+            run_wrk(stack, workdir, mix=mix, path=path, ids=album["image_ids"], clients=8, duration=8 if encodes else 3,
+                    max_requests=400, image_b64=image_b64)
             out["mixes"][key] = []
             for clients in args.levels:
+                probe_body = None
+                if encodes and clients == max(args.levels):
+                    probe_body = ({"image_base64": image_b64, "page_size": 50, "min_score": -1} if mix == "upload"
+                                  else {"text": "probe query", "page_size": 50, "min_score": -1,
+                                        "use_query_optimization": False})
                 level = run_wrk(stack, workdir, mix=mix, path=path, ids=album["image_ids"], clients=clients,
-                                duration=args.duration, max_requests=args.max_requests, image_b64=image_b64)
+                                duration=args.duration, max_requests=args.max_requests, image_b64=image_b64,
+                                probe_body=probe_body)
                 out["mixes"][key].append(level)
                 print(f"[{label}] {key:>18} {clients:>3} clients: {level['rps']:7.1f} req/s, p50 {level['p50_ms']:7.1f}, "
                       f"p95 {level['p95_ms']:7.1f}, p99 {level['p99_ms']:7.1f}, max {level['max_ms']:7.1f} ms; "
                       f"ok {level['ok']}, 503 {level['s503']}, 429 {level['s429']}, errors {level['errors']}, "
                       f"empty {level['empty']}", flush=True)
+                if level["probe"]:
+                    print(f"[{label}] {key:>18} {clients:>3} clients, side probe: {level['probe']}", flush=True)
             out["rss_mb"][f"after {key}"] = web_rss_mb(stack)
         out["rss_mb"]["after all"] = web_rss_mb(stack)
         if serving.encoding == "worker":
@@ -401,6 +461,15 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
                 row += (f" {old['rps']:.1f} | {old['p50_ms']:.1f} / {old['p99_ms']:.1f} | {_ratio(lv['rps'], old['rps'])} |"
                         if old else " — | — | — |")
             lines.append(row)
+    probes = [(result["label"], key, lv) for result in results for key, levels in result["mixes"].items()
+              for lv in levels if lv.get("probe")]
+    if probes:
+        lines += ["", "Side probe at the highest level (one request every 0.2 s on its own connection, timed by "
+                  "status; wrk's histogram mixes 200s and 503s):", ""]
+        for label, key, lv in probes:
+            parts = [f"{status}: {p['n']} answers, p50 {p['p50_ms']:.0f} ms, max {p['max_ms']:.0f} ms"
+                     for status, p in lv["probe"].items()]
+            lines.append(f"- {label}, {key} at {lv['clients']} clients: " + "; ".join(parts))
     lines += ["", "How each checkout served (as its `make run` does):", ""]
     for result in results:
         sv = result["serving"]

@@ -154,12 +154,21 @@ class QueryAdmission:
         self._lock = threading.Lock()
         self._seconds = _INITIAL_SECONDS_PER_ITEM
 
+    def refuse_if_full(self) -> None:
+        """Raise the 503 now if no slot is free (a request may still lose the race for the last one)."""
+        with self._lock:
+            if self._in_flight >= self.limit:
+                raise self._refusal()
+
+    def _refusal(self) -> QueryQueueFullError:
+        return QueryQueueFullError(retry_after=max(1, math.ceil(self._seconds)), pending=self._in_flight,
+                                   where="web process")
+
     @contextmanager
     def slot(self):
         with self._lock:
             if self._in_flight >= self.limit:
-                raise QueryQueueFullError(retry_after=max(1, math.ceil(self._seconds)), pending=self._in_flight,
-                                          where="web process")
+                raise self._refusal()
             self._in_flight += 1
         started = time.perf_counter()
         try:

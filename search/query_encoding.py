@@ -119,38 +119,32 @@ def _decode_query_image(image_bytes: bytes):
                                code="corrupt_image") from None
 
 
-_batcher: QueryBatcher | None = None
-_text_cache: LruCache | None = None
-_admission: QueryAdmission | None = None
+# One of each per process, made on first use from the settings then in force.
+_singletons: dict[str, object] = {}
 _singletons_lock = threading.Lock()
 
 
-def query_batcher() -> QueryBatcher:
-    """This process's one batching queue for query encodes (created on first use)."""
-    global _batcher
+def _per_process(name: str, make):
     with _singletons_lock:
-        if _batcher is None:
-            _batcher = QueryBatcher(max_batch=settings.LOUPE_QUERY_BATCH_MAX,
-                                    max_wait=settings.LOUPE_QUERY_BATCH_WAIT_MS / 1000,
-                                    max_queue_seconds=settings.LOUPE_QUERY_QUEUE_SECONDS)
-        return _batcher
+        if name not in _singletons:
+            _singletons[name] = make()
+        return _singletons[name]
+
+
+def query_batcher() -> QueryBatcher:
+    """This process's one batching queue for query encodes."""
+    return _per_process("batcher", lambda: QueryBatcher(
+        max_batch=settings.LOUPE_QUERY_BATCH_MAX, max_wait=settings.LOUPE_QUERY_BATCH_WAIT_MS / 1000,
+        max_queue_seconds=settings.LOUPE_QUERY_QUEUE_SECONDS))
 
 
 def query_admission() -> QueryAdmission:
     """This process's bound on query encodes in flight (LOUPE_QUERY_MAX_IN_FLIGHT)."""
-    global _admission
-    with _singletons_lock:
-        if _admission is None:
-            _admission = QueryAdmission(settings.LOUPE_QUERY_MAX_IN_FLIGHT)
-        return _admission
+    return _per_process("admission", lambda: QueryAdmission(settings.LOUPE_QUERY_MAX_IN_FLIGHT))
 
 
 def text_cache() -> LruCache:
-    global _text_cache
-    with _singletons_lock:
-        if _text_cache is None:
-            _text_cache = LruCache(settings.LOUPE_QUERY_TEXT_CACHE)
-        return _text_cache
+    return _per_process("text_cache", lambda: LruCache(settings.LOUPE_QUERY_TEXT_CACHE))
 
 
 def _text_vector_future(base, text: str, ensemble: bool) -> Future:

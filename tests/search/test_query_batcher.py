@@ -116,10 +116,8 @@ def fresh_batcher(settings, tiny_models_dir, monkeypatch):
     settings.LOUPE_DEVICE = "cpu"
     settings.LOUPE_QUERY_BATCH_WAIT_MS = 300
     settings.LOUPE_QUERY_BATCH_MAX = 8
-    monkeypatch.setattr(query_encoding, "_batcher", None)
-    monkeypatch.setattr(query_encoding, "_text_cache", None)
+    monkeypatch.setattr(query_encoding, "_singletons", {})
     yield
-    query_encoding._batcher = None
 
 
 @pytest.mark.parametrize("spec", [DINOV2_TINY, OPEN_CLIP_TINY])
@@ -201,9 +199,38 @@ def test_a_full_encode_queue_is_a_503_with_retry_after_through_the_api(fresh_bat
     album = album_services.album_create(owner=alice, name="busy", encoder_spec=OPEN_CLIP_TINY)
     Album.objects.filter(pk=album.pk).update(active_model_id=base.model_id)
     full = QueryAdmission(limit=1)
-    monkeypatch.setattr(query_encoding, "_admission", full)
+    monkeypatch.setitem(query_encoding._singletons, "admission", full)
     with full.slot():
         response = client_for(alice).post(f"/api/v1/albums/{album.pk}/search/", {"text": "red sled"}, format="json")
     assert response.status_code == 503
     assert response.json()["code"] == "query_queue_full"
     assert int(response["Retry-After"]) == response.json()["extra"]["retry_after_seconds"] >= 1
+
+
+def test_a_search_carrying_an_image_is_refused_before_its_body_is_parsed(fresh_batcher, alice, bob, client_for,
+                                                                         monkeypatch):
+    """With every encode slot taken, a search whose body carries an image gets its 503 before the body
+    is parsed; the album check still comes first (a stranger still gets the same 404), and a small
+    text query still reaches the encoder's own admission."""
+    from albums import services as album_services
+    from albums.models import Album
+    from encoders.registry import get_encoder
+    from rest_framework.request import Request
+    from search.query_batcher import QueryAdmission
+
+    base = get_encoder(OPEN_CLIP_TINY)
+    album = album_services.album_create(owner=alice, name="busy", encoder_spec=OPEN_CLIP_TINY)
+    Album.objects.filter(pk=album.pk).update(active_model_id=base.model_id)
+    full = QueryAdmission(limit=1)
+    monkeypatch.setitem(query_encoding._singletons, "admission", full)
+    parsed = []
+    real_data = Request.data.fget
+    monkeypatch.setattr(Request, "data", property(lambda request: parsed.append(1) or real_data(request)))
+    big = {"image_base64": "A" * (64 * 1024)}
+    with full.slot():
+        refused = client_for(alice).post(f"/api/v1/albums/{album.pk}/search/", big, format="json")
+        stranger = client_for(bob).post(f"/api/v1/albums/{album.pk}/search/", big, format="json")
+    assert refused.status_code == 503 and refused.json()["extra"]["where"] == "web process"
+    assert "Retry-After" in refused
+    assert stranger.status_code == 404
+    assert parsed == []  # neither body was parsed

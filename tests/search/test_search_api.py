@@ -254,3 +254,22 @@ def test_combined_query_vector_math():
     expected = np.array([0.25, 0.75, -0.5, 0])
     assert np.allclose(q, expected / np.linalg.norm(expected))
     assert combined_query({"image": unit([1, 0, 0, 0]), "negative": unit([1, 0, 0, 0])}, Weights(negative=1)) is None
+
+
+def test_search_query_count_as_served(transactional_db, indexed, alice, client_for, django_assert_num_queries):
+    """As gunicorn serves it (autocommit, a persistent connection): the album, the image access
+    check, the stored vector, and the candidates scored in SQL. The HNSW scan settings are set once
+    per connection, not in a transaction per search (search.selectors.hnsw_settings)."""
+    album, ids = indexed
+    client = client_for(alice)
+    from django.db import connection
+
+    connection.ensure_connection()
+    if hasattr(connection.connection, "_loupe_hnsw_settings"):
+        del connection.connection._loupe_hnsw_settings
+    with django_assert_num_queries(5) as first:
+        assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
+    assert any("set_config('hnsw.ef_search'" in q["sql"] for q in first.captured_queries)
+    with django_assert_num_queries(4) as later:
+        assert search(client, album, image_id=ids["b"], min_score=-1).status_code == 200
+    assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT")) for q in later.captured_queries)
