@@ -505,6 +505,7 @@ def parse_args(argv):
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the doc section (conclusions)")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in args.levels.split(",")]
     args.mixes = [m for m in args.mixes.split(",") if m]
@@ -531,6 +532,8 @@ def main(argv=None) -> int:
     results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
     section = render(results, args=args, encoder_ips=encoder_ips, load=(load_before, os.getloadavg()[0]),
                      elapsed=time.monotonic() - started)
+    if args.notes:
+        section += "\n\n" + args.notes.read_text().strip()
     print(section)
     if args.json:
         args.json.write_text(json.dumps({"encoder_images_per_s": encoder_ips, "results": results}, indent=1))
