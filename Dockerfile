@@ -26,4 +26,4 @@ RUN DJANGO_SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/build R
 
 USER loupe
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "16", "--timeout", "120"]
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "32", "--timeout", "120"]

@@ -318,7 +318,7 @@ class Serving:
 # What `make run` ran before this work (launcher at 14dee30): every gunicorn process encoded
 # (`auto` with torch installed), 2 workers x 4 threads, torch threads cores // 8 = 1, DEBUG on.
 BASELINE_SERVING = Serving(encoding="web", web_threads=4, torch_threads=1, debug=True)
-CURRENT_SERVING = Serving(encoding="worker", web_threads=16, torch_threads=2)
+CURRENT_SERVING = Serving(encoding="worker", web_threads=32, torch_threads=2)
 
 
 def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serving: Serving) -> dict:

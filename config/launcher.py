@@ -116,7 +116,7 @@ class Launcher:
         self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
         # Many threads: a request waiting for its query encode holds one, and a request that finds the
         # encode queue full must reach Django to be told so (503) instead of waiting in gunicorn's queue.
-        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 16
+        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 32
         # When the web encodes queries itself, each gunicorn process runs one batched pass at a time.
         torch_threads = str(configured or max(1, cores() // web_workers))
         self.spawn(

@@ -69,15 +69,20 @@ class QueryBatcher:
         Raises QueryQueueFullError when the work ahead would take longer than the bound."""
         item = _Item(key=key, payload=payload, run=run)
         with self._cond:
+            self.refuse_if_full()
+            self._queue.append(item)
+            self._cond.notify()
+        return item.future
+
+    def refuse_if_full(self) -> None:
+        """Raise now what `submit` would raise, before the caller spends work (a decode) on an item."""
+        with self._cond:
             pending = len(self._queue) + self._in_service
             wait = (pending + 1) * self._seconds_per_item
             if pending and wait > self.max_queue_seconds:
                 self.stats["refused"] += 1
                 raise QueryQueueFullError(retry_after=max(1, math.ceil(wait - self.max_queue_seconds)), pending=pending,
                                           where="encoder queue")
-            self._queue.append(item)
-            self._cond.notify()
-        return item.future
 
     def run(self, key: Hashable, payload: object, run: Callable[[list], Sequence], *, timeout: float | None = None):
         return self.submit(key, payload, run).result(timeout=timeout)

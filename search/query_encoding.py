@@ -83,6 +83,8 @@ def encode_locally(
     # Submitted before the image is decoded, so the decode overlaps the queue's wait.
     pending = {part: _text_vector_future(base, texts[part], ensemble) for part in parts}
     if image_bytes is not None:
+        if box is None:
+            query_batcher().refuse_if_full()  # before the decode, not after
         image = _decode_query_image(image_bytes)
         if box is not None:
             try:

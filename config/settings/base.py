@@ -164,7 +164,7 @@ LOUPE_QUERY_BATCH_WAIT_MS = env.float("LOUPE_QUERY_BATCH_WAIT_MS", default=3.0)
 LOUPE_QUERY_QUEUE_SECONDS = env.float("LOUPE_QUERY_QUEUE_SECONDS", default=2.0)
 LOUPE_QUERY_TEXT_CACHE = env.int("LOUPE_QUERY_TEXT_CACHE", default=4096)
 # Query encodes one web process lets wait at once (here or on the query worker); more get a 503.
-LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=14)
+LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=24)
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 
 # --- Vision RAG (few-shot classification from support sets)

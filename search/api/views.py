@@ -143,6 +143,14 @@ def _carries_query_image(request) -> bool:
         return False
 
 
+def _discard_body(request) -> None:
+    """Read the unread body and drop it, so the refusal does not reset a keep-alive connection that
+    is still sending (measured: 633 socket errors in 8 s at 64 clients without this)."""
+    stream = request._request
+    while stream.read(256 * 1024):
+        pass
+
+
 class AlbumSearchApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]
@@ -154,7 +162,11 @@ class AlbumSearchApi(APIView):
         if _carries_query_image(request):
             # Refused before the body is parsed: under a burst, refusals must cost next to nothing
             # (parsing a 600 KB base64 photo to then refuse it halved the throughput of the rest).
-            query_admission().refuse_if_full()
+            try:
+                query_admission().refuse_if_full()
+            except ApplicationError:
+                _discard_body(request)
+                raise
         data = SearchRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data

@@ -234,3 +234,6 @@ def test_a_search_carrying_an_image_is_refused_before_its_body_is_parsed(fresh_b
     assert "Retry-After" in refused
     assert stranger.status_code == 404
     assert parsed == []  # neither body was parsed
+    # ... but the refused body was read off the connection, so keep-alive goes on (gunicorn would
+    # otherwise find the rest of the upload where it expects the next request).
+    assert refused.wsgi_request._stream.read() == b""
