@@ -401,8 +401,13 @@ def bench_encoder(
     from search.vector_store import hnsw_index_ensure
     from workers.pipeline import _decode, make_pool
 
+    from encoders.pooled_encoder import PooledEncoder
+
     started = time.perf_counter()
-    encoder = get_encoder(ENCODERS[key])
+    base = get_encoder(ENCODERS[key])
+    # Loupe's rows run the encoder as the indexing job does (PooledEncoder: this device's default
+    # precision, bf16 on CPUs with AMX); the PhotoMapAI-style row runs it as PhotoMapAI does, float32.
+    encoder = PooledEncoder(base)
     log(f"[{key}] loaded {encoder.model_id} (dim {encoder.dim}) in {time.perf_counter() - started:.1f} s")
     hnsw_index_ensure(model_id=encoder.model_id, dim=encoder.dim)  # inserts pay index upkeep, as in a job
 
@@ -428,6 +433,7 @@ def bench_encoder(
             shapes |= {min(batch, len(items)), len(items) % batch}
     for size in sorted(shapes - {0}):
         encoder.encode_images([warm_image] * size)
+        base.encode_images([warm_image] * size)  # the PhotoMapAI-style row's float32 path, warmed alike
     from django.db import transaction
 
     from search.vector_store import embeddings_insert
@@ -475,7 +481,7 @@ def bench_encoder(
             predecoded.clear()
             naive = time_naive(encoder, items, repeat)
             log(f"[{key} {size_label}] naive per-image loop {naive:.1f}/s")
-            photomap = time_photomap(encoder, items, photomap_pool, repeat)
+            photomap = time_photomap(base, items, photomap_pool, repeat)
             log(f"[{key} {size_label}] PhotoMapAI-style (4 threads, batches of 8) {photomap:.1f}/s")
             results.append(
                 SizeResult(
