@@ -13,12 +13,13 @@ import importlib.util
 import io
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 
-from config.errors import ApplicationError
+from config.errors import ApplicationError, ServiceUnavailableError
 from encoders.model_ids import parse_model_id
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
 
@@ -92,15 +93,25 @@ def encode_locally(
             except ValueError as exc:
                 raise ApplicationError(str(exc), code="invalid_box") from None
         else:
-            vectors["image"] = query_batcher().run(
-                ("image", encoder.model_id), image, encoder.encode_images, timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS
-            ).tolist()
+            vectors["image"] = _result(query_batcher().submit(("image", encoder.model_id), image,
+                                                               encoder.encode_images)).tolist()
     for part, future in pending.items():
-        vectors[part] = future.result(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS).tolist()
+        vectors[part] = _result(future).tolist()
     logits = None
     if hasattr(base, "logit_scale") and hasattr(base, "logit_bias"):
         logits = [float(base.logit_scale), float(base.logit_bias)]
     return {"model_id": encoder.model_id, "vectors": vectors, "siglip_logits": logits}
+
+
+def _result(future: Future):
+    """The batch's answer for this item; past LOUPE_QUERY_TIMEOUT_SECONDS a 503, not a 500."""
+    try:
+        return future.result(timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS)
+    except FutureTimeoutError:
+        raise ServiceUnavailableError(
+            f"The query encoder did not answer within {settings.LOUPE_QUERY_TIMEOUT_SECONDS} s; try again shortly.",
+            code="query_encoder_timeout", extra={"retry_after_seconds": 5},
+        ) from None
 
 
 def _decode_query_image(image_bytes: bytes):

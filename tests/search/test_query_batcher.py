@@ -237,3 +237,23 @@ def test_a_search_carrying_an_image_is_refused_before_its_body_is_parsed(fresh_b
     # ... but the refused body was read off the connection, so keep-alive goes on (gunicorn would
     # otherwise find the rest of the upload where it expects the next request).
     assert refused.wsgi_request._stream.read() == b""
+
+
+def test_an_encoder_that_does_not_answer_in_time_is_a_503_not_a_500(fresh_batcher, settings, monkeypatch):
+    from config.errors import ServiceUnavailableError
+    from encoders.registry import get_encoder
+
+    settings.LOUPE_QUERY_TIMEOUT_SECONDS = 0.2
+    base = get_encoder(OPEN_CLIP_TINY)
+    stuck = QueryBatcher(max_batch=4, max_wait=0.0, max_queue_seconds=60)
+    blocker = Recorder()
+    stuck.submit("busy", "blocker", blocker)
+    monkeypatch.setitem(query_encoding._singletons, "batcher", stuck)
+    try:
+        with pytest.raises(ServiceUnavailableError) as failed:
+            query_encoding.encode_locally(model_id=base.model_id, texts={"text": "red sled"}, image_bytes=None,
+                                          ensemble=False)
+        assert failed.value.status_code == 503 and failed.value.code == "query_encoder_timeout"
+        assert failed.value.extra["retry_after_seconds"] == 5
+    finally:
+        blocker.release.set()
