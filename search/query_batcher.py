@@ -84,13 +84,6 @@ class QueryBatcher:
                 raise QueryQueueFullError(retry_after=max(1, math.ceil(wait - self.max_queue_seconds)), pending=pending,
                                           where="encoder queue")
 
-    def run(self, key: Hashable, payload: object, run: Callable[[list], Sequence], *, timeout: float | None = None):
-        return self.submit(key, payload, run).result(timeout=timeout)
-
-    @property
-    def seconds_per_item(self) -> float:
-        return self._seconds_per_item
-
     # --- the serving thread -------------------------------------------------------------------
     def _next_batch(self) -> list[_Item]:
         with self._cond:

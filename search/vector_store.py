@@ -143,6 +143,11 @@ def album_index_name(album_id: int, model_id: str, dim: int) -> str:
     return f"{ALBUM_GRAPH_PREFIX}{int(album_id)}_{hashlib.sha256(model_id.encode()).hexdigest()[:12]}_{dim}"
 
 
+def _graph_album(index_name: str) -> int:
+    """The album an `album_index_name` belongs to."""
+    return int(index_name[len(ALBUM_GRAPH_PREFIX):].split("_", 1)[0])
+
+
 def album_graph_ensure(*, album_id: int, model_id: str, dim: int) -> str | None:
     """An HNSW graph of the album's own vectors under the model, once it holds at least
     `LOUPE_ALBUM_GRAPH_MIN_ROWS` of them; None (an exact scan serves it) below that or over
@@ -183,11 +188,11 @@ def album_graphs_prune(*, album_id: int | None = None) -> list[str]:
         )
         names = [row[0] for row in cursor.fetchall()]
         cursor.execute("SELECT id, active_model_id FROM albums_album WHERE id = ANY(%s)",
-                       [sorted({int(name[len(ALBUM_GRAPH_PREFIX):].split("_", 1)[0]) for name in names})])
+                       [sorted({_graph_album(name) for name in names})])
         active = dict(cursor.fetchall())
     dropped = []
     for name in names:
-        owner = int(name[len(ALBUM_GRAPH_PREFIX):].split("_", 1)[0])
+        owner = _graph_album(name)
         model_id = active.get(owner)
         dim = int(name.rsplit("_", 1)[1])
         if model_id and album_index_name(owner, model_id, dim) == name:

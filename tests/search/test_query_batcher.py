@@ -93,8 +93,8 @@ def test_a_failing_batch_fails_its_items_and_the_queue_lives_on():
         raise ValueError("model exploded")
 
     with pytest.raises(ValueError, match="model exploded"):
-        batcher.run("k", 1, broken, timeout=5)
-    assert batcher.run("k", 2, lambda p: [x * 10 for x in p], timeout=5) == 20
+        batcher.submit("k", 1, broken).result(timeout=5)
+    assert batcher.submit("k", 2, lambda p: [x * 10 for x in p]).result(timeout=5) == 20
 
 
 def test_lru_cache_keeps_the_most_recently_used():
