@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.login import ThrottledLoginView
 from search.rag.api import compat as ragvision_compat
 
 urlpatterns = [
@@ -13,7 +14,7 @@ urlpatterns = [
     path("api/ragvision/invocations", ragvision_compat.RagVisionInvocationCompatApi.as_view(), name="ragvision-invocations"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", auth_views.PasswordChangeView.as_view(success_url="/"), name="password_change"),
     path("", include("search.urls")),

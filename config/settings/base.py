@@ -247,6 +247,10 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    # Throttles key anonymous callers by address. With NUM_PROXIES unset DRF believes any
+    # X-Forwarded-For, so a client could rotate it past every limit: trust only as many hops as
+    # there are proxies in front of the web (0 for `make run`, 1 behind compose's reverse proxy).
+    "NUM_PROXIES": env.int("LOUPE_TRUSTED_PROXIES", default=0),
     # Per user (auth: per address); counted in the Redis cache every web process shares (config/throttles.py).
     "DEFAULT_THROTTLE_RATES": {
         "auth": env.str("LOUPE_AUTH_THROTTLE", default="20/minute"),
