@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything parses a body (CSRF reads request.POST): refuse oversized declared bodies unread.
+    "config.request_limits.RequestBodyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -110,6 +112,10 @@ STORAGES = {
 
 # --- Uploads
 LOUPE_MAX_UPLOAD_BYTES = env.int("LOUPE_MAX_UPLOAD_BYTES", default=100 * 1024 * 1024)
+LOUPE_MAX_QUERY_BYTES = env.int("LOUPE_MAX_QUERY_BYTES", default=20 * 1024 * 1024)  # a query image or a mask
+# A body a response went out before reading is read off the connection up to this, so keep-alive
+# survives the refusal; past it the server closes the connection (config/request_limits.py).
+LOUPE_DRAIN_MAX_BYTES = env.int("LOUPE_DRAIN_MAX_BYTES", default=4 * 1024 * 1024)
 LOUPE_MAX_FILES_PER_REQUEST = env.int("LOUPE_MAX_FILES_PER_REQUEST", default=500)
 LOUPE_MAX_IMAGE_PIXELS = env.int("LOUPE_MAX_IMAGE_PIXELS", default=200_000_000)
 LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=384)
@@ -176,7 +182,7 @@ LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0
 # Support matrices (patch vectors) each process keeps for classification, in MB (search/rag/retrieval.py).
 LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself
-LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # JSON bodies: base64 query images
+LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # the RAG Vision Engine invocation body
 
 # Server folders staff may import from (empty: folder import is off).
 LOUPE_IMPORT_ROOTS = env.list("LOUPE_IMPORT_ROOTS", default=[])

@@ -226,9 +226,14 @@ def test_bad_classify_requests(two_class_set, alice, client_for, body, status, c
     assert response.json()["code"] == code
 
 
-def test_an_oversized_request_is_413(two_class_set, alice, client_for, settings):
-    settings.LOUPE_RAG_MAX_REQUEST_BYTES = 1000
-    response = classify(client_for(alice), two_class_set["id"], image_base64=b64(jpeg(photo("chelsea"))))
+def test_an_oversized_query_image_is_413(two_class_set, alice, client_for, settings):
+    settings.LOUPE_MAX_QUERY_BYTES = 1000
+    picture = jpeg(photo("chelsea"))
+    response = classify(client_for(alice), two_class_set["id"], image_base64=b64(picture))
+    assert response.status_code == 413 and response.json()["code"] == "query_image_too_large"
+    assert response.json()["extra"]["max_bytes"] == 1000
+    # A body declared past the limit for any query image is refused before it is parsed.
+    response = classify(client_for(alice), two_class_set["id"], image_base64=b64(picture * 8))
     assert response.status_code == 413 and response.json()["code"] == "request_too_large"
 
 

@@ -61,3 +61,157 @@ def test_the_sign_in_page_is_throttled_and_shares_the_token_endpoints_allowance(
     _fresh_addresses("127.0.0.1")
     response = page.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
     assert response.status_code == 302 and page.session["_auth_user_id"] == str(alice.pk)
+
+
+# --- Refused uploads on a kept-alive connection --------------------------------------------------
+
+
+@pytest.fixture
+def gunicorn_url(transactional_db, tmp_path):
+    """The web as `make run` serves it (gunicorn, threads, keep-alive) on the test database."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    from tests.conftest import BASE_DIR, worker_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "web.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--threads", "4", "--keep-alive", "5"],
+        cwd=BASE_DIR, env=worker_env(media_root=tmp_path / "media", models_dir=tmp_path / "models"),
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"{url}/api/v1/health/web/", timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"gunicorn did not start:\n{(tmp_path / 'web.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    from config.celery import app
+
+    app.control.purge()  # the uploads' metadata tasks: their rows are gone with this test
+
+
+def test_refused_uploads_do_not_reset_a_kept_alive_connection(gunicorn_url, alice, album):
+    """One connection, as a browser or SDK keeps it: uploads refused before their body was read
+    (anonymous: 401) alternate with accepted ones, and none of the 200 meets a connection error."""
+    import random
+
+    import requests
+
+    from albums.tokens import api_token_create
+    from tests.images import image_bytes
+
+    _, key = api_token_create(user=alice, name="keep-alive")
+    rng = random.Random(7)
+    payload = image_bytes("PNG", size=(64, 64)) + bytes(rng.getrandbits(8) for _ in range(300 * 1024))
+    session = requests.Session()
+    outcomes = []
+    for i in range(200):
+        headers = {"Authorization": f"Token {key}"} if i % 2 else {}
+        try:
+            response = session.post(f"{gunicorn_url}/api/v1/albums/{album.pk}/images/", headers=headers,
+                                    files={"files": (f"{i}.png", payload, "image/png")}, timeout=30)
+            outcomes.append(response.status_code)
+        except requests.ConnectionError as exc:
+            outcomes.append(type(exc).__name__)
+    errors = [o for o in outcomes if not isinstance(o, int)]
+    assert errors == [], f"{len(errors)} connection errors"
+    assert set(outcomes[0::2]) == {401} and set(outcomes[1::2]) <= {200, 201}
+
+
+# --- Query and mask uploads: sized before they are read ------------------------------------------
+
+
+def _declared_only(url: str, path: str, *, length: int, token: str, content_type: str) -> bytes:
+    """Send the headers of a body of `length` bytes, and 1 KB of it; return what the server says."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as conn:
+        conn.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Token {token}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode() + b"x" * 1024
+        )
+        return conn.recv(4096)  # socket.timeout (a failure) if the server waits for the body
+
+
+def test_a_body_declared_past_the_limit_is_refused_at_once(gunicorn_url, alice, album):
+    from albums.tokens import api_token_create
+
+    _, key = api_token_create(user=alice, name="declared")
+    for path, content_type in ((f"/api/v1/albums/{album.pk}/search/", "application/json"),
+                               ("/api/v1/images/1/mask/", "multipart/form-data; boundary=x")):
+        head = _declared_only(gunicorn_url, path, length=2**31, token=key, content_type=content_type)
+        assert head.startswith(b"HTTP/1.1 413"), head[:200]
+        assert b'"code":"request_too_large"' in head.replace(b" ", b"")
+
+
+@pytest.fixture
+def small_query_limit(settings):
+    settings.LOUPE_MAX_QUERY_BYTES = 2000
+    from config.request_limits import query_image_body_limit
+
+    return query_image_body_limit()
+
+
+def test_query_images_past_the_limit_are_413_whichever_way_they_come(alice, album, client_for, small_query_limit,
+                                                                       monkeypatch):
+    import base64
+    import io
+
+    from rest_framework.request import Request
+
+    from tests.images import image_bytes
+
+    picture = image_bytes("PNG", size=(200, 200))
+    assert 2000 < len(picture) < small_query_limit
+    client, url = client_for(alice), f"/api/v1/albums/{album.pk}/search/"
+    for response in (client.post(url, {"image": io.BytesIO(picture)}, format="multipart"),
+                     client.post(url, {"image_base64": base64.b64encode(picture).decode()}, format="json")):
+        assert response.status_code == 413 and response.json()["code"] == "query_image_too_large", response.content
+        assert response.json()["extra"]["max_bytes"] == 2000
+    parsed = []
+    real_data = Request.data.fget
+    monkeypatch.setattr(Request, "data", property(lambda request: parsed.append(1) or real_data(request)))
+    huge = {"image_base64": "A" * small_query_limit}
+    for caller in (client, client_for(None)):  # refused unread, for anyone: the answer says nothing of the album
+        response = caller.post(url, huge, format="json")
+        assert response.status_code == 413 and response.json()["code"] == "request_too_large"
+        assert response.json()["extra"]["max_bytes"] == small_query_limit
+    assert parsed == []
+
+
+def test_masks_past_the_limit_are_413(alice, album, client_for, small_query_limit):
+    import io
+
+    from albums import services
+    from tests.images import image_bytes
+
+    from search.models import ImageMask
+
+    image_id = services.image_upload_many(album=album, user=alice, files=[("a.png", io.BytesIO(image_bytes("PNG")))])[0].image_id
+    client = client_for(alice)
+    mask = image_bytes("PNG", size=(200, 200))
+    response = client.put(f"/api/v1/images/{image_id}/mask/", {"mask": io.BytesIO(mask)}, format="multipart")
+    assert response.status_code == 413 and response.json()["code"] == "mask_too_large"
+    response = client.put(f"/api/v1/images/{image_id}/mask/", {"mask": io.BytesIO(b"\0" * small_query_limit)},
+                          format="multipart")
+    assert response.status_code == 413 and response.json()["code"] == "request_too_large"
+    assert not ImageMask.objects.filter(image_id=image_id).exists()

@@ -19,6 +19,7 @@ from albums.selectors import album_get_for_user, image_get_for_user
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
+from config.request_limits import query_image_body_limit
 from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
 from search.rag import selectors, services
@@ -232,15 +233,12 @@ class SupportImageCropApi(APIView):
 class SupportSetClassifyApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]  # a query encoding and a retrieval, like a search
+    max_body_bytes = staticmethod(query_image_body_limit)
 
     @extend_schema(request=ClassifyRequestSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request, support_set_id: int):
         """Classify a query image: normalized class scores, labeled evidence, and the decision."""
         support_set = selectors.support_set_get_for_user(user=request.user, support_set_id=support_set_id)
-        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.LOUPE_RAG_MAX_REQUEST_BYTES:
-            raise PayloadTooLargeError(
-                f"The request is larger than {settings.LOUPE_RAG_MAX_REQUEST_BYTES} bytes.", code="request_too_large"
-            )
         request_data = ClassifyRequestSerializer(data=request.data)
         request_data.is_valid(raise_exception=True)
         v = request_data.validated_data
