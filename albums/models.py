@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -49,6 +50,11 @@ class Album(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["owner", "created_at"])]
+
+    def clean(self) -> None:
+        # A setting, not a field validator: read per check, and every result is a candidate fetched and scored.
+        if self.max_search_results and self.max_search_results > settings.LOUPE_MAX_SEARCH_RESULTS:
+            raise ValidationError({"max_search_results": f"At most {settings.LOUPE_MAX_SEARCH_RESULTS} results per search."})
 
     def __str__(self) -> str:
         return self.name

@@ -1,6 +1,7 @@
 """Rate limits: per user for the expensive endpoints, search (an encoder call and a vector query) and
 upload (decoding every file), and per address for password → token exchanges. Rates come from
-settings (`LOUPE_AUTH_THROTTLE`, `LOUPE_SEARCH_THROTTLE`, `LOUPE_UPLOAD_THROTTLE`); counts live in the default cache, which is Redis, so every gunicorn worker
+settings (`LOUPE_AUTH_THROTTLE`, `LOUPE_SEARCH_THROTTLE`, `LOUPE_UPLOAD_THROTTLE`,
+`LOUPE_RENDER_THROTTLE`); counts live in the default cache, which is Redis, so every gunicorn worker
 and host shares them.
 
 A throttle that cannot reach its cache lets the request through and logs it: while Redis restarts,
@@ -40,6 +41,13 @@ class AuthRateThrottle(_LoupeRateThrottle):
 
 class SearchRateThrottle(_LoupeRateThrottle):
     scope = "search"
+
+
+class RenderRateThrottle(_LoupeRateThrottle):
+    """Pictures made per request: thumbnails, support-image crops, masks. A grid asks for a page
+    of thumbnails at once, so the allowance is larger than search's."""
+
+    scope = "render"
 
 
 class UploadRateThrottle(_LoupeRateThrottle):

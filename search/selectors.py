@@ -155,6 +155,10 @@ def image_vector(*, image_id: int, model_id: str) -> np.ndarray | None:
     return None if vector is None else np.asarray(vector, dtype=np.float32)
 
 
+def album_vector_count(*, album_id: int, model_id: str) -> int:
+    return Embedding.objects.filter(album_id=album_id, model_id=model_id).count()
+
+
 def album_vectors(*, album_id: int, model_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Every vector of the album under the model, ordered by image id (for exact all-pairs work)."""
     rows = list(

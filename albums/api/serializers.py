@@ -49,7 +49,7 @@ class AlbumWriteSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     encoder_spec = serializers.CharField(max_length=300, required=False)
     min_search_score = serializers.FloatField(required=False, allow_null=True, min_value=-1.0, max_value=1.0)
-    max_search_results = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    max_search_results = serializers.IntegerField(required=False, min_value=1, help_text="at most LOUPE_MAX_SEARCH_RESULTS")
     use_query_optimization = serializers.BooleanField(required=False)
     pooling = serializers.ChoiceField(choices=POOLING_CHOICES, required=False,
                                       help_text="dense backbones only: mean, masked (alpha-channel foreground) or regions")

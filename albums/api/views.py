@@ -3,6 +3,7 @@
 from io import BytesIO
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -26,7 +27,7 @@ from albums.models import Image
 from albums.roles import Role
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
-from config.throttles import UploadRateThrottle
+from config.throttles import RenderRateThrottle, UploadRateThrottle
 from config.pagination import paginate
 
 
@@ -162,15 +163,28 @@ class ImageFileApi(APIView):
         return _private_file_response(image.file.open("rb"), content_type=image.mime, filename=image.original_name)
 
 
+def pending_thumbnail_key(image) -> str:
+    """By content: the same photo makes the same thumbnail, whichever album holds it."""
+    return f"thumbnail:{image.sha256}:{settings.LOUPE_THUMBNAIL_SIZE}"
+
+
 class ImageThumbnailApi(APIView):
+    throttle_classes = [RenderRateThrottle]
+
     @extend_schema(responses={(200, "image/webp"): OpenApiTypes.BINARY})
     def get(self, request, image_id: int):
         image = selectors.image_get_for_user(user=request.user, image_id=image_id)
         if image.thumbnail:
             return _private_file_response(image.thumbnail.open("rb"), content_type="image/webp")
-        # Not made yet (the worker is behind): render one now rather than show a broken image.
-        with image.file.open("rb") as fp:
-            data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
+        # Not made yet (the worker is behind): render one now rather than show a broken image, and
+        # keep it in the shared cache, so a grid that asks again does not decode the photo again.
+        # Not stored on the image: an empty thumbnail is how the recovery sweep finds metadata to redo.
+        key = pending_thumbnail_key(image)
+        data = cache.get(key)
+        if data is None:
+            with image.file.open("rb") as fp:
+                data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
+            cache.set(key, data, timeout=settings.LOUPE_PENDING_THUMBNAIL_SECONDS)
         response = _private_file_response(BytesIO(data), content_type="image/webp")
         response["Cache-Control"] = "private, no-store"
         return response

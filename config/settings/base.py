@@ -171,7 +171,10 @@ LOUPE_QUERY_QUEUE_SECONDS = env.float("LOUPE_QUERY_QUEUE_SECONDS", default=2.0)
 LOUPE_QUERY_TEXT_CACHE = env.int("LOUPE_QUERY_TEXT_CACHE", default=4096)
 # Query encodes one web process lets wait at once (here or on the query worker); more get a 503.
 LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=24)
-LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
+# Duplicates run in the web request: bounded so one stays within seconds on 2 cores (10k x 10k x 1280).
+LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=10_000)
+LOUPE_DUPLICATES_MAX_PAIRS = env.int("LOUPE_DUPLICATES_MAX_PAIRS", default=200_000)
+LOUPE_DUPLICATES_MAX_GROUPS = env.int("LOUPE_DUPLICATES_MAX_GROUPS", default=500)
 
 # --- Vision RAG (few-shot classification from support sets)
 # A vision-language model spec (`transformers:<dir or id>`, `openai:<base_url>/<model>`); empty: the
@@ -182,6 +185,9 @@ LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0
 # Support matrices (patch vectors) each process keeps for classification, in MB (search/rag/retrieval.py).
 LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself
+LOUPE_PENDING_THUMBNAIL_SECONDS = 3600  # a thumbnail rendered before the worker's is cached this long
+LOUPE_MAX_SEARCH_RESULTS = env.int("LOUPE_MAX_SEARCH_RESULTS", default=2000)  # results one search may rank
+LOUPE_RAG_MAX_PATCHES = env.int("LOUPE_RAG_MAX_PATCHES", default=1024)  # per image: (resolution // patch size)²
 LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # the RAG Vision Engine invocation body
 
 # Server folders staff may import from (empty: folder import is off).
@@ -262,6 +268,7 @@ REST_FRAMEWORK = {
         "auth": env.str("LOUPE_AUTH_THROTTLE", default="20/minute"),
         "search": env.str("LOUPE_SEARCH_THROTTLE", default="600/minute"),
         "upload": env.str("LOUPE_UPLOAD_THROTTLE", default="120/minute"),
+        "render": env.str("LOUPE_RENDER_THROTTLE", default="3000/minute"),
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -21,12 +21,18 @@ from albums.selectors import album_get_for_user, image_get_for_user, image_visib
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from config.request_limits import query_image_body_limit
 from config.serializer_fields import Base64Field
-from config.throttles import SearchRateThrottle
+from config.throttles import RenderRateThrottle, SearchRateThrottle
 from search import masks, scoring, services
 from search.query_encoding import query_admission
 from search.models import ImageMask
 
 MAX_QUERY_TEXT = 1000
+
+
+def within_search_depth(value: int | None) -> None:
+    """How many results one search may rank: every one is a candidate fetched and scored."""
+    if value is not None and value > settings.LOUPE_MAX_SEARCH_RESULTS:
+        raise serializers.ValidationError(f"At most {settings.LOUPE_MAX_SEARCH_RESULTS} results per search.")
 
 
 class SearchRequestSerializer(serializers.Serializer):
@@ -39,7 +45,8 @@ class SearchRequestSerializer(serializers.Serializer):
     text_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
     negative_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
     min_score = serializers.FloatField(required=False, allow_null=True, min_value=-100, max_value=100, default=None)
-    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100_000, default=None)
+    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None,
+                                           validators=[within_search_depth])
     use_query_optimization = serializers.BooleanField(required=False, allow_null=True, default=None)
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
@@ -208,26 +215,36 @@ class ImageSimilarApi(APIView):
 
 class _SimilarParams(serializers.Serializer):
     min_score = serializers.FloatField(required=False, allow_null=True, min_value=-100, max_value=100, default=None)
-    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=100_000, default=None)
+    max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None,
+                                           validators=[within_search_depth])
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
 
 
 class _DuplicateParams(serializers.Serializer):
-    threshold = serializers.FloatField(required=False, default=0.95, min_value=0.0, max_value=1.0)
+    threshold = serializers.FloatField(required=False, default=0.95, min_value=services.DUPLICATE_THRESHOLD_MIN,
+                                       max_value=1.0)
 
 
 class AlbumDuplicatesApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, default 0.95")],
+    throttle_classes = [SearchRateThrottle]  # all pairs of the album's vectors: costlier than a search
+
+    @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, 0.8 to 1, default 0.95")],
                    responses=inline_serializer("DuplicateGroups", {
-                       "threshold": serializers.FloatField(), "count": serializers.IntegerField(),
+                       "threshold": serializers.FloatField(),
+                       "count": serializers.IntegerField(help_text="groups in this answer"),
+                       "total": serializers.IntegerField(help_text="groups found; the largest come back first"),
+                       "truncated": serializers.BooleanField(),
+                       "pairs": serializers.IntegerField(help_text="image pairs at or above the threshold"),
                        "groups": serializers.ListField(child=serializers.JSONField())}))
     def get(self, request, album_id: int):
         album = album_get_for_user(user=request.user, album_id=album_id)
         params = _DuplicateParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        groups = services.album_duplicates(album=album, threshold=params.validated_data["threshold"])
-        return Response({"threshold": params.validated_data["threshold"], "groups": groups, "count": len(groups)})
+        found = services.album_duplicates(album=album, threshold=params.validated_data["threshold"])
+        return Response({"threshold": params.validated_data["threshold"], "groups": found.groups,
+                         "count": len(found.groups), "total": found.total_groups,
+                         "truncated": found.total_groups > len(found.groups), "pairs": found.pairs})
 
 
 class MaskNotFoundError(NotFoundError):
@@ -244,6 +261,7 @@ class ImageMaskApi(APIView):
 
     parser_classes = [MultiPartParser, FormParser]
     max_body_bytes = staticmethod(query_image_body_limit)
+    throttle_classes = [RenderRateThrottle]
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request, image_id: int):

@@ -245,6 +245,9 @@ def _runs_here(spec: str) -> bool:
 
 
 def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyParams) -> dict:
+    from search.rag.services import check_patch_count
+
+    check_patch_count(params.input_resolution or support_set.support_resolution, support_set.patch_size)
     if _runs_here(vlm_spec_for(support_set, params)):
         return classify_locally(support_set_id=support_set.pk, image_bytes=image_bytes, params=asdict(params))
     from search.query_worker import ask_query_worker

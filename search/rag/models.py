@@ -7,6 +7,7 @@ from django.db import models
 from pgvector.django import VectorField
 
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
+MIN_PATCH_SIZE = 32  # smaller patches only multiply crops and vectors past what a cell can show
 
 
 class PatchSource(models.TextChoices):
@@ -26,7 +27,7 @@ class SupportSet(models.Model):
         default=448, validators=[MinValueValidator(MIN_RESOLUTION), MaxValueValidator(MAX_RESOLUTION)]
     )
     patch_size = models.PositiveIntegerField(
-        default=64, validators=[MinValueValidator(8), MaxValueValidator(MAX_RESOLUTION)]
+        default=64, validators=[MinValueValidator(MIN_PATCH_SIZE), MaxValueValidator(MAX_RESOLUTION)]
     )
     use_vlm = models.BooleanField(default=True)
     # Bumped by every change of encoder or patch settings; patch writes of an older one are dropped.

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -17,10 +18,24 @@ from django.db.models import Max
 
 from albums.models import Album, Image
 from albums.services import image_upload_many, validated_encoder_spec
+from config.errors import ApplicationError
 from search.rag.errors import SupportSetConflictError
 from search.rag.models import SupportClass, SupportImage, SupportSet
+from search.rag.patches import cells_per_side
 
 # Changing any of these changes every patch vector of the set.
+def check_patch_count(resolution: int, patch_size: int) -> None:
+    """Every patch of an image is a crop to embed (or a token to pool) and a vector to store and
+    match: the grid is bounded, so one request cannot ask for 65,536 crops of one image."""
+    count = cells_per_side(resolution, patch_size) ** 2
+    if count > settings.LOUPE_RAG_MAX_PATCHES:
+        raise ApplicationError(
+            f"{resolution} px in patches of {patch_size} px is {count} patches per image; at most "
+            f"{settings.LOUPE_RAG_MAX_PATCHES}: use larger patches or a lower resolution.",
+            code="too_many_patches", extra={"patches": count, "max_patches": settings.LOUPE_RAG_MAX_PATCHES},
+        )
+
+
 PATCH_SETTINGS = ("encoder_spec", "patch_source", "support_resolution", "patch_size")
 EDITABLE = ("name", "description", "use_vlm", *PATCH_SETTINGS)
 
@@ -38,6 +53,8 @@ def _clean(obj) -> None:
             f"The patch size ({obj.patch_size}) must not exceed the support resolution ({obj.support_resolution}).",
             code="invalid",
         ).with_status(400)
+    if hasattr(obj, "patch_size"):
+        check_patch_count(obj.support_resolution, obj.patch_size)
 
 
 def _save_unique(obj, message: str) -> None:

@@ -92,9 +92,9 @@ def gunicorn_url(transactional_db, tmp_path):
     deadline = time.monotonic() + 60
     while True:
         try:
-            requests.get(f"{url}/api/v1/health/web/", timeout=1)
+            requests.get(f"{url}/api/v1/health/web/", timeout=10)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"gunicorn did not start:\n{(tmp_path / 'web.log').read_text()[-3000:]}")
@@ -215,3 +215,123 @@ def test_masks_past_the_limit_are_413(alice, album, client_for, small_query_limi
                           format="multipart")
     assert response.status_code == 413 and response.json()["code"] == "request_too_large"
     assert not ImageMask.objects.filter(image_id=image_id).exists()
+
+
+# --- Bounds on what one request may ask for --------------------------------------------------------
+
+
+def _vector_album(owner, vectors: list[list[float]]):
+    """An album searchable under a tiny model, with the given 4-d vectors stored (no encoder needed
+    for requests that never encode a query)."""
+    from albums import services
+    from albums.models import Album, Image
+    from search.models import Embedding
+    from tests.search.test_search_api import MODEL, unit
+
+    album = services.album_create(owner=owner, name=f"vectors-{len(vectors)}")
+    Album.objects.filter(pk=album.pk).update(active_model_id=MODEL, encoder_spec="open-clip:tiny-vit/random")
+    album.refresh_from_db()
+    for i, vector in enumerate(vectors):
+        image = Image.objects.create(album=album, file=f"{i}.png", original_name=f"{i}.png", sha256=f"{i:064d}", bytes=1,
+                                     mime="image/png", width=1, height=1, status="indexed")
+        Embedding.objects.create(image=image, album=album, model_id=MODEL, dim=4, vector=unit(vector))
+    return album
+
+
+def test_result_depth_is_bounded_on_search_similar_and_the_album(alice, client_for, settings):
+    settings.LOUPE_MAX_SEARCH_RESULTS = 300
+    album = _vector_album(alice, [[1, 0, 0, 0]])
+    image_id = album.images.get().pk
+    client = client_for(alice)
+    for response in (client.post(f"/api/v1/albums/{album.pk}/search/", {"image_id": image_id, "max_results": 301},
+                                 format="json"),
+                     client.get(f"/api/v1/images/{image_id}/similar/?max_results=301")):
+        assert response.status_code == 400 and "300" in response.json()["extra"]["fields"]["max_results"][0]
+    response = client.patch(f"/api/v1/albums/{album.pk}/", {"max_search_results": 301}, format="json")
+    assert response.status_code == 400 and "max_search_results" in response.content.decode()
+    album.refresh_from_db()
+    assert album.max_search_results == 100
+    assert client.patch(f"/api/v1/albums/{album.pk}/", {"max_search_results": 300}, format="json").status_code == 200
+
+
+def test_patch_grids_are_bounded_when_a_set_is_made_changed_or_classified(alice, album, client_for, settings):
+    import base64
+
+    from tests.images import image_bytes
+
+    settings.LOUPE_RAG_MAX_PATCHES = 64
+    client = client_for(alice)
+    body = {"album": album.pk, "name": "fine", "support_resolution": 448, "patch_size": 16}
+    response = client.post("/api/v1/support-sets/", body, format="json")
+    assert response.status_code == 400 and "patch_size" in response.json()["extra"]["fields"]
+    response = client.post("/api/v1/support-sets/", {**body, "patch_size": 32}, format="json")  # 14 x 14 = 196 > 64
+    assert response.status_code == 400 and response.json()["code"] == "too_many_patches"
+    assert response.json()["extra"] == {"patches": 196, "max_patches": 64}
+    created = client.post("/api/v1/support-sets/", {**body, "patch_size": 64}, format="json")  # 7 x 7
+    assert created.status_code == 201, created.content
+    set_id = created.json()["id"]
+    response = client.patch(f"/api/v1/support-sets/{set_id}/", {"support_resolution": 1024}, format="json")  # 16 x 16
+    assert response.status_code == 400 and response.json()["code"] == "too_many_patches"
+    picture = base64.b64encode(image_bytes()).decode()
+    response = client.post(f"/api/v1/support-sets/{set_id}/classify/", {"image_base64": picture, "input_resolution": 2048},
+                           format="json")
+    assert response.status_code == 400 and response.json()["code"] == "too_many_patches"
+
+
+def test_duplicates_are_bounded_before_any_vector_is_loaded(alice, client_for, settings, monkeypatch):
+    from search import selectors, services
+
+    album = _vector_album(alice, [[1, 0, 0, 0], [1, 0.01, 0, 0], [0, 1, 0, 0], [0, 1, 0.01, 0], [0, 0, 1, 0]])
+    client, url = client_for(alice), f"/api/v1/albums/{album.pk}/duplicates/"
+    response = client.get(f"{url}?threshold=0.5")
+    assert response.status_code == 400 and "0.8" in str(response.json()["extra"])
+    loaded = []
+    monkeypatch.setattr(services, "album_vectors", lambda **kw: loaded.append(kw) or selectors.album_vectors(**kw))
+    settings.LOUPE_DUPLICATES_EXACT_MAX = 4
+    response = client.get(url)
+    assert response.status_code == 409 and response.json()["code"] == "album_too_large" and loaded == []
+    settings.LOUPE_DUPLICATES_EXACT_MAX = 5
+    settings.LOUPE_DUPLICATES_MAX_PAIRS = 1
+    response = client.get(f"{url}?threshold=0.99")
+    assert response.status_code == 409 and response.json()["code"] == "too_many_pairs"
+    settings.LOUPE_DUPLICATES_MAX_PAIRS, settings.LOUPE_DUPLICATES_MAX_GROUPS = 100, 1
+    body = client.get(f"{url}?threshold=0.99").json()
+    assert (body["count"], body["total"], body["truncated"], body["pairs"]) == (1, 2, True, 2)
+
+
+def test_a_thumbnail_asked_for_before_the_worker_made_it_is_rendered_once(alice, album, client_for, monkeypatch):
+    import io
+
+    from albums import services
+    from albums.api import views
+    from tests.images import image_bytes
+
+    image_id = services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])[0].image_id
+    from albums.models import Image
+
+    cache.delete(views.pending_thumbnail_key(Image.objects.get(pk=image_id)))  # left by an earlier run
+    rendered = []
+    real = views.make_thumbnail
+    monkeypatch.setattr(views, "make_thumbnail", lambda fp, size: rendered.append(size) or real(fp, size=size))
+    client = client_for(alice)
+    bodies = [b"".join(client.get(f"/api/v1/images/{image_id}/thumbnail").streaming_content) for _ in range(3)]
+    assert len(rendered) == 1 and bodies[0] == bodies[1] == bodies[2] and bodies[0][8:12] == b"WEBP"
+
+
+def test_thumbnails_crops_masks_and_duplicates_are_throttled(alice, album, client_for, settings):
+    from django.core.cache import cache
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+                                                          "render": "2/minute", "search": "2/minute"}}
+    for scope in ("render", "search"):
+        cache.delete(f"throttle_{scope}_{alice.pk}")
+    client = client_for(alice)
+    for _ in range(2):
+        assert client.get("/api/v1/images/999999/thumbnail").status_code == 404
+    _assert_throttled(client.get("/api/v1/images/999999/thumbnail"))
+    _assert_throttled(client.get("/api/v1/images/999999/mask/"))
+    _assert_throttled(client.get("/api/v1/support-images/999999/crop?box=0,0,1,1"))
+    for _ in range(2):
+        assert client.get(f"/api/v1/albums/{album.pk}/duplicates/").status_code in (409,)  # album not indexed
+    _assert_throttled(client.get(f"/api/v1/albums/{album.pk}/duplicates/"))

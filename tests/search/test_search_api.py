@@ -200,7 +200,7 @@ def test_similar_and_duplicates(indexed, alice, client_for):
     client = client_for(alice)
     body = client.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1").json()
     assert [r["image_id"] for r in body["results"]] == [ids["a"], ids["c"], ids["d"]]
-    groups = client.get(f"/api/v1/albums/{album.pk}/duplicates/?threshold=0.75").json()
+    groups = client.get(f"/api/v1/albums/{album.pk}/duplicates/?threshold=0.8").json()
     assert groups["count"] == 1
     assert {m["image_id"] for m in groups["groups"][0]} == {ids["a"], ids["b"]}
     assert client.get(f"/api/v1/albums/{album.pk}/duplicates/?threshold=0.99").json()["count"] == 0

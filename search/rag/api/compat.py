@@ -39,7 +39,7 @@ from search.api.views import query_image_bytes
 from search.rag import selectors, services
 from search.rag.classify import ClassifyParams, classify
 from search.rag.errors import SupportSetNotFoundError
-from search.rag.models import MAX_RESOLUTION, MIN_RESOLUTION, SupportClass, SupportSet
+from search.rag.models import MAX_RESOLUTION, MIN_PATCH_SIZE, MIN_RESOLUTION, SupportClass, SupportSet
 
 COMPAT_ALBUM_NAME = "RAG Vision"
 COMPAT_SET_NAME = "RAG Vision (compatible API)"
@@ -154,7 +154,7 @@ class InvocationSerializer(serializers.Serializer):
     maxNewTokens = serializers.IntegerField(min_value=1, max_value=4096, required=False, default=200)
     inputResolution = serializers.IntegerField(min_value=MIN_RESOLUTION, max_value=MAX_RESOLUTION, required=False, allow_null=True, default=None)
     supportRes = serializers.IntegerField(min_value=MIN_RESOLUTION, max_value=MAX_RESOLUTION, required=False, allow_null=True, default=None)
-    supportPatchSize = serializers.IntegerField(min_value=8, max_value=MAX_RESOLUTION, required=False, allow_null=True, default=None)
+    supportPatchSize = serializers.IntegerField(min_value=MIN_PATCH_SIZE, max_value=MAX_RESOLUTION, required=False, allow_null=True, default=None)
     temperature = serializers.FloatField(min_value=0, max_value=2, required=False, default=0.2)
     topP = serializers.FloatField(min_value=0.01, max_value=1, required=False, default=0.9)
     flagKey = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=200, default=None)

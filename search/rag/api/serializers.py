@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from config.serializer_fields import Base64Field
 from search.rag.classify import ClassifyParams
-from search.rag.models import MAX_RESOLUTION, MIN_RESOLUTION, PatchSource, SupportClass, SupportImage, SupportSet
+from search.rag.models import MAX_RESOLUTION, MIN_PATCH_SIZE, MIN_RESOLUTION, PatchSource, SupportClass, SupportImage, SupportSet
 
 MAX_PROMPT = 8000
 
@@ -94,7 +94,7 @@ class SupportSetWriteSerializer(StrictSerializer):
     encoder_spec = serializers.CharField(max_length=300, required=False, allow_blank=True)
     patch_source = serializers.ChoiceField(choices=PatchSource.choices, required=False)
     support_resolution = serializers.IntegerField(min_value=MIN_RESOLUTION, max_value=MAX_RESOLUTION, required=False)
-    patch_size = serializers.IntegerField(min_value=8, max_value=MAX_RESOLUTION, required=False)
+    patch_size = serializers.IntegerField(min_value=MIN_PATCH_SIZE, max_value=MAX_RESOLUTION, required=False)
     use_vlm = serializers.BooleanField(required=False)
 
 

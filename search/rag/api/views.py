@@ -20,7 +20,7 @@ from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
 from config.request_limits import query_image_body_limit
-from config.throttles import SearchRateThrottle, UploadRateThrottle
+from config.throttles import RenderRateThrottle, SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
 from search.rag import selectors, services
 from search.rag.api.serializers import (
@@ -199,6 +199,8 @@ CROP_SIZE_DEFAULT, CROP_SIZE_MAX = 256, 1024
 
 
 class SupportImageCropApi(APIView):
+    throttle_classes = [RenderRateThrottle]  # each crop decodes the support photo
+
     @extend_schema(
         parameters=[
             OpenApiParameter("box", str, required=True, description="x0,y0,x1,y1 in the original image's upright pixels"),
