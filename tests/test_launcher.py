@@ -2,6 +2,7 @@
 gunicorn come up; health reports every component; Ctrl-C stops them all; data survives a restart;
 a second launcher on the same data refuses to start."""
 
+import base64
 import json
 import os
 import signal
@@ -103,6 +104,16 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
                 assert b"Sign in" in page.read()
             with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=5) as page:
                 assert page.read().strip() == b"OK"
+            # Flower's API asks for the password the launcher generated into var/ (readable by this user only).
+            secret_file = tmp_path / "var" / "flower-basic-auth"
+            assert secret_file.stat().st_mode & 0o077 == 0
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10)
+            assert refused.value.code == 401
+            signed = urllib.request.Request(f"http://127.0.0.1:{flower_port}/api/workers")
+            signed.add_header("Authorization", "Basic " + base64.b64encode(secret_file.read_text().strip().encode()).decode())
+            with urllib.request.urlopen(signed, timeout=10) as page:
+                assert page.status == 200
 
             # A second launcher on the same data says so and leaves the first alone.
             second = subprocess.run([sys.executable, "-m", "config.launcher"], cwd=ROOT, env=env,
