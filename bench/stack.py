@@ -98,6 +98,7 @@ class Stack:
             **keep,
             "DJANGO_SETTINGS_MODULE": "config.settings.production",
             "DJANGO_SECRET_KEY": self._secret,
+            "LOUPE_HEALTH_TOKEN": self._health_token,  # health's details, also while PostgreSQL is down
             "DJANGO_SECURE_COOKIES": "false",  # plain HTTP on loopback
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DATABASE_URL": embedded_database_url(self.var_dir),
@@ -116,6 +117,7 @@ class Stack:
         from tests.tiny_models import build_tiny_models
 
         self._secret = secrets.token_urlsafe(50)
+        self._health_token = secrets.token_urlsafe(24)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not (self.workdir / "models").exists():
             build_tiny_models(self.workdir / "models")
@@ -235,7 +237,7 @@ class Stack:
                             timeout=kwargs.pop("timeout", 60), **kwargs)
 
     def health(self) -> tuple[int, dict]:
-        response = httpx.get(self.url("/api/v1/health/"), timeout=10)
+        response = httpx.get(self.url("/api/v1/health/"), headers={"X-Health-Token": self._health_token}, timeout=10)
         return response.status_code, response.json()
 
     def create_album(self, name: str, encoder_spec: str = ENCODER) -> int:

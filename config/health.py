@@ -1,14 +1,22 @@
-"""Health: each component answers for itself, so "degraded" says which part is down."""
+"""Health: each component answers for itself, so "degraded" says which part is down.
+
+Anyone (a load balancer, a stranger) gets the status and the HTTP code only. The details (versions,
+worker host names, error text) go to staff users and to a monitor sending LOUPE_HEALTH_TOKEN as
+X-Health-Token; recognising a user needs the database, the token does not.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError, connection
 from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import APIException
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -89,25 +97,41 @@ def health_report() -> dict[str, Any]:
     return {"status": "degraded" if down else "ok", "down": down, "components": components}
 
 
-class HealthApi(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
+class _HealthView(APIView):
+    """Answers everyone; who the caller is only decides how much the answer says."""
 
+    permission_classes = [AllowAny]
+
+    def perform_authentication(self, request):
+        pass  # lazily, in sees_details: health must answer while the user table cannot
+
+    def sees_details(self, request) -> bool:
+        token = settings.LOUPE_HEALTH_TOKEN
+        if token and hmac.compare_digest(request.headers.get("X-Health-Token", "").encode(), token.encode()):
+            return True
+        try:
+            return bool(request.user and request.user.is_staff)
+        except (APIException, DatabaseError):
+            # A bad token, or the database down: an anonymous caller, who still gets the status.
+            request.user = AnonymousUser()
+            return False
+
+
+class HealthApi(_HealthView):
     @extend_schema(responses=dict)
     def get(self, request):
         report = health_report()
-        return Response(report, status=503 if report["down"] else 200)
+        code = 503 if report["down"] else 200
+        return Response(report if self.sees_details(request) else {"status": report["status"]}, status=code)
 
 
-class WebHealthApi(APIView):
+class WebHealthApi(_HealthView):
     """The web process alone: it answers and reaches its database. For a load balancer, which should
     not take every web process out of rotation because the workers or Redis are down."""
-
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
 
     @extend_schema(responses=dict)
     def get(self, request):
         database = _timed(_database)
-        return Response({"status": "ok" if database["ok"] else "down", "components": {"database": database}},
-                        status=200 if database["ok"] else 503)
+        report = {"status": "ok" if database["ok"] else "down", "components": {"database": database}}
+        body = report if self.sees_details(request) else {"status": report["status"]}
+        return Response(body, status=200 if database["ok"] else 503)

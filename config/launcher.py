@@ -1,5 +1,8 @@
 """`make run`: database, broker, migrations, admin account, workers, Flower and the web server.
 
+Flower asks for a password: FLOWER_BASIC_AUTH if set, else one generated on the first run and kept in
+var/flower-basic-auth (0600); the launcher says where when everything is up.
+
 Embedded PostgreSQL + pgvector and Redis start under var/ unless DATABASE_URL / REDIS_URL are set.
 Ctrl-C (or SIGTERM) stops the children in reverse order: web, Flower, workers, then Redis and
 PostgreSQL, so no worker loses its database mid-task. A second launcher on the same var/ says so
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from config import runtime
+from config.flower import FlowerAuthError, basic_auth_from_file, basic_auth_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -66,6 +70,7 @@ class Launcher:
         self.postgres: runtime.EmbeddedPostgres | None = None
         self.redis: runtime.EmbeddedRedis | None = None
         self.stopping = False
+        self.flower_credentials_note = "credentials from FLOWER_BASIC_AUTH"
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -113,7 +118,9 @@ class Launcher:
             [*celery, "worker", "-Q", "default", "-c", os.environ.get("LOUPE_DEFAULT_CONCURRENCY", "2"),
              "-n", "default@%h", "--loglevel", "INFO"],
         )
-        self.spawn("flower", [*celery, "flower", f"--address={self.host}", f"--port={self.flower_port}"])
+        # Behind basic auth (its API can stop workers and send tasks); the password travels in the environment.
+        self.spawn("flower", [sys.executable, "-m", "config.flower", f"--address={self.host}", f"--port={self.flower_port}"],
+                   env={"FLOWER_BASIC_AUTH": self.flower_credentials()})
         # Many threads: a request waiting for its query encode holds one, and a request that finds the
         # encode queue full must reach Django to be told so (503) instead of waiting in gunicorn's queue.
         web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 32
@@ -126,6 +133,16 @@ class Launcher:
              "--access-logfile", "-"],
             env={"LOUPE_TORCH_THREADS": torch_threads},
         )
+
+    def flower_credentials(self) -> str:
+        """The operator's FLOWER_BASIC_AUTH if set (refused when a placeholder), else the generated one."""
+        if self.env.get("FLOWER_BASIC_AUTH"):
+            if problem := basic_auth_problem(self.env["FLOWER_BASIC_AUTH"]):
+                raise FlowerAuthError(problem)
+            return self.env["FLOWER_BASIC_AUTH"]
+        value, path = basic_auth_from_file(self.var_dir)
+        self.flower_credentials_note = f"user {value.split(':', 1)[0]}, password in {path}"
+        return value
 
     def stop(self) -> None:
         self.stopping = True
@@ -149,6 +166,11 @@ class Launcher:
             self.postgres.stop()
 
     def run(self) -> int:
+        try:
+            self.flower_credentials()  # a refused password stops the launch before anything starts
+        except FlowerAuthError as exc:
+            _log(f"refusing to start Flower: {exc}")
+            return 1
         stop_requested: list[int] = []
         for sig in STOP_SIGNALS:
             signal.signal(sig, lambda signum, frame: stop_requested.append(signum))
@@ -158,7 +180,8 @@ class Launcher:
             self.manage("collectstatic", "--noinput", "--verbosity", "0")
             self.manage("ensure_admin")
             self.start_children()
-            _log(f"Loupe is up: http://{self.host}:{self.port}/  (Flower: http://{self.host}:{self.flower_port}/)")
+            _log(f"Loupe is up: http://{self.host}:{self.port}/  (Flower: http://{self.host}:{self.flower_port}/, "
+                 f"{self.flower_credentials_note})")
             _log("press Ctrl-C to stop")
             while not stop_requested:
                 for name, process in self.children:

@@ -84,3 +84,40 @@ def test_a_worker_consumes_the_query_queue_and_the_web_sends_queries_there():
     assert command[command.index("-Q") + 1] == "query" and "threads" in command
     assert services["web"]["environment"]["LOUPE_QUERY_ENCODING"] == "worker"
     assert "LOUPE_QUERY_ENCODING" not in services["worker-query"]["environment"]  # it encodes, it does not forward
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` and `${NAME}`, enough for the files here."""
+    import re
+
+    return re.sub(r"\$\{([A-Z_]+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def test_flower_is_published_on_loopback_unless_the_operator_opts_in():
+    ports = load()["services"]["flower"]["ports"]
+    assert [_interpolate(p, {}) for p in ports] == ["127.0.0.1:5555:5555"]
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    assert [_interpolate(p, example) for p in ports] == ["127.0.0.1:5555:5555"]
+    assert [_interpolate(p, {"LOUPE_FLOWER_BIND": "0.0.0.0"}) for p in ports] == ["0.0.0.0:5555:5555"]
+    # No other service publishes a port on every interface but the web.
+    for name, service in load()["services"].items():
+        for port in service.get("ports", []):
+            assert name == "web" or _interpolate(port, {}).startswith("127.0.0.1:"), (name, port)
+
+
+def test_flower_starts_through_the_password_check_and_not_with_the_example_password():
+    import os
+    import subprocess
+    import sys
+
+    command = load()["services"]["flower"]["command"]
+    assert command[:3] == ["python", "-m", "config.flower"]
+    assert not any("basic-auth" in part or "FLOWER_BASIC_AUTH" in part for part in command)  # not in `ps`
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if "=" in line and not line.startswith("#"))
+    for shipped in (example.get("FLOWER_BASIC_AUTH", ""), "admin:change-me"):  # today's, and the one shipped before
+        result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "FLOWER_BASIC_AUTH": shipped})
+        assert result.returncode == 2, result
+        assert "Refusing to start Flower" in result.stderr

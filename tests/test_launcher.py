@@ -2,6 +2,7 @@
 gunicorn come up; health reports every component; Ctrl-C stops them all; data survives a restart;
 a second launcher on the same data refuses to start."""
 
+import base64
 import json
 import os
 import signal
@@ -26,9 +27,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def health(port: int) -> dict | None:
+def health(port: int, token: str | None = None) -> dict | None:
+    """Anyone gets the status; the admin's token (staff) gets the components."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/health/")
+    if token:
+        request.add_header("Authorization", f"Token {token}")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health/", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.load(response)
     except urllib.error.HTTPError as exc:
         return json.load(exc)
@@ -53,11 +58,11 @@ def wait_healthy(process, port, log_path, timeout=180):
     raise AssertionError(f"not healthy in {timeout}s: {report}\n{log_path.read_text()[-5000:]}")
 
 
-def wait_workers(port, names, timeout=120):
+def wait_workers(port, names, token, timeout=120):
     deadline = time.monotonic() + timeout
     report = None
     while time.monotonic() < deadline:
-        report = health(port)
+        report = health(port, token)
         if report and {w.split("@")[0] for w in report["components"]["workers"].get("workers", [])} == names:
             return report
         time.sleep(1)
@@ -84,11 +89,13 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
     with open(log_path, "wb") as log:
         process = start(env, log)
         try:
-            report = wait_healthy(process, port, log_path)
+            assert wait_healthy(process, port, log_path) == {"status": "ok"}  # what a stranger sees
+            admin_token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]
+            report = health(port, admin_token)
             assert report["components"]["database"]["pgvector"].startswith("0.8")
             # Health is ok once every queue this configuration uses has a worker; the launcher starts
             # all three, each on its own queue (the query worker may still be loading).
-            report = wait_workers(port, {"encode", "default", "query"})
+            report = wait_workers(port, {"encode", "default", "query"}, admin_token)
             assert report["components"]["workers"]["queues"] == {
                 "default": [w for w in report["components"]["workers"]["workers"] if w.startswith("default@")],
                 "encode": [w for w in report["components"]["workers"]["workers"] if w.startswith("encode@")],
@@ -103,6 +110,16 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
                 assert b"Sign in" in page.read()
             with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/healthcheck", timeout=5) as page:
                 assert page.read().strip() == b"OK"
+            # Flower's API asks for the password the launcher generated into var/ (readable by this user only).
+            secret_file = tmp_path / "var" / "flower-basic-auth"
+            assert secret_file.stat().st_mode & 0o077 == 0
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10)
+            assert refused.value.code == 401
+            signed = urllib.request.Request(f"http://127.0.0.1:{flower_port}/api/workers")
+            signed.add_header("Authorization", "Basic " + base64.b64encode(secret_file.read_text().strip().encode()).decode())
+            with urllib.request.urlopen(signed, timeout=10) as page:
+                assert page.status == 200
 
             # A second launcher on the same data says so and leaves the first alone.
             second = subprocess.run([sys.executable, "-m", "config.launcher"], cwd=ROOT, env=env,

@@ -203,6 +203,9 @@ LOUPE_JOB_STALE_SECONDS = env.int("LOUPE_JOB_STALE_SECONDS", default=900)  # > v
 LOUPE_TORCH_THREADS = env.int("LOUPE_TORCH_THREADS", default=0)
 # Workers write a liveness key this often; health counts a worker gone after three missed beats.
 LOUPE_WORKER_HEARTBEAT_SECONDS = env.float("LOUPE_WORKER_HEARTBEAT_SECONDS", default=5.0)
+# Health's details (versions, worker names, errors) go to staff users, and to a monitor that sends this
+# value as X-Health-Token, which works while the database, where users live, is down. Empty: staff only.
+LOUPE_HEALTH_TOKEN = env.str("LOUPE_HEALTH_TOKEN", default="")
 # Besides each broker (re)connection, workers ask this often for the recovery sweep (workers/recovery.py).
 LOUPE_RECOVERY_SWEEP_SECONDS = env.float("LOUPE_RECOVERY_SWEEP_SECONDS", default=300.0)
 LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)

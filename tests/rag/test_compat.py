@@ -153,3 +153,65 @@ def test_a_viewer_cannot_repatch_a_set_by_asking_for_other_settings(uploaded, ma
     other = client.post("/api/ragvision/invocations", invocation(supportSetId=support_set.pk, supportPatchSize=112), format="json")
     assert other.status_code == 409 and other.json()["code"] == "support_settings_mismatch"
     assert SupportSet.objects.get(pk=support_set.pk).patch_size == 32
+
+
+def _shared_compat_set(owner_client, make_user, *, role: str | None):
+    """Alice's compatible-API set (cat, cup; three images), and a client for a user with `role` on its album
+    (None: no membership at all)."""
+    from albums import services as album_services
+
+    support_set = SupportSet.objects.get(name=COMPAT_SET_NAME)
+    user = make_user("vera")
+    if role is not None:
+        album_services.album_member_add(album=support_set.album, username="vera", role=role)
+    return support_set, reference_client(user)
+
+
+def _start_over(client, support_set):
+    return client.post(
+        "/api/support/upload/image",
+        {"className": "dog", "classes": json.dumps(["dog"]), "index": "0", "file": io.BytesIO(jpeg(photo("rocket"))),
+         "supportSetId": str(support_set.pk)},
+        format="multipart",
+    )
+
+
+def _labels(support_set):
+    return sorted(SupportClass.objects.filter(support_set=support_set).values_list("label", flat=True))
+
+
+def test_a_viewer_of_a_shared_set_cannot_start_it_over(uploaded, make_user):
+    support_set, viewer = _shared_compat_set(uploaded, make_user, role="viewer")
+    response = _start_over(viewer, support_set)
+    # As every write endpoint refuses a viewer: 403 role_required, in the reference's body.
+    assert response.status_code == 403, response.content
+    assert response.json()["success"] is False and response.json()["code"] == "role_required"
+    assert _labels(support_set) == ["cat", "cup"]
+    assert SupportImage.objects.filter(support_set=support_set).count() == 3
+
+
+def test_a_stranger_cannot_start_a_set_over_nor_learn_that_it_exists(uploaded, make_user):
+    support_set, stranger = _shared_compat_set(uploaded, make_user, role=None)
+    response = _start_over(stranger, support_set)
+    missing = _start_over(stranger, SupportSet(pk=support_set.pk + 1000))
+    assert response.status_code == missing.status_code == 404
+    assert response.json() == missing.json()
+    assert _labels(support_set) == ["cat", "cup"]
+    assert SupportImage.objects.filter(support_set=support_set).count() == 3
+
+
+def test_an_editor_of_a_shared_set_may_start_it_over(uploaded, make_user):
+    support_set, editor = _shared_compat_set(uploaded, make_user, role="editor")
+    response = _start_over(editor, support_set)
+    assert response.status_code == 200, response.content
+    assert response.json()["supportSetId"] == support_set.pk
+    assert _labels(support_set) == ["dog"]
+    assert SupportImage.objects.filter(support_set=support_set).count() == 1
+
+
+def test_a_rejected_image_at_index_zero_leaves_the_set_as_it_was(uploaded):
+    support_set = SupportSet.objects.get(name=COMPAT_SET_NAME)
+    response = upload(uploaded, "dog", 0, b"\x89PNG\r\n\x1a\nbroken", classes=json.dumps(["dog"]))
+    assert response.status_code == 400 and response.json()["code"] == "corrupt_image"
+    assert _labels(support_set) == ["cat", "cup"]
+    assert SupportImage.objects.filter(support_set=support_set).count() == 3

@@ -118,6 +118,60 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert result.returncode != 0 and "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
+
+def _env_example() -> dict[str, str]:
+    """`.env.example` as compose's env_file reads it: KEY=VALUE lines, comments skipped."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
+
+
+def _check_deploy(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=180)
+
+
+def test_check_deploy_refuses_the_shipped_example_secret(tmp_path):
+    """`.env.example` copied to `.env` unchanged: production does not start, and says why."""
+    example = _env_example()
+    env = {**_production_env(LOUPE_VAR_DIR=str(tmp_path)), **example}
+    assert env["DJANGO_SECRET_KEY"] == example["DJANGO_SECRET_KEY"]
+    result = _check_deploy(env)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "ImproperlyConfigured" in result.stderr and "DJANGO_SECRET_KEY is a placeholder" in result.stderr
+
+
+@pytest.mark.parametrize("secret", [
+    "loupe-insecure-development-key-change-me",  # base settings' key for `make run`
+    "change-me",
+    "django-insecure-" + "x7" * 25,  # what `startproject` writes
+])
+def test_production_refuses_other_known_placeholder_secrets(tmp_path, secret):
+    result = _check_deploy(_production_env(LOUPE_VAR_DIR=str(tmp_path), DJANGO_SECRET_KEY=secret))
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY is a placeholder" in result.stderr
+
+
+def test_the_example_with_a_real_secret_passes_check_deploy_without_warnings(tmp_path):
+    """Only the secret needs filling in: HTTPS redirect, HSTS and secure cookies are on by default."""
+    env = {**_production_env(LOUPE_VAR_DIR=str(tmp_path)), **_env_example(),
+           "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    result = _check_deploy(env, "--fail-level", "WARNING")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    code = "from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE)"
+    shown = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert shown.stdout.strip().splitlines()[-1].split() == ["True", "31536000", "True"], shown.stderr[-2000:]
+
+
+def test_the_documented_plain_http_opt_out_turns_redirect_hsts_and_secure_cookies_off(tmp_path):
+    env = {**_production_env(LOUPE_VAR_DIR=str(tmp_path)), **_env_example(),
+           "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "DJANGO_SECURE_COOKIES": "false"}
+    assert "# DJANGO_SECURE_COOKIES=false" in (ROOT / ".env.example").read_text()  # the opt-out is documented there
+    result = _check_deploy(env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Django still says what plain HTTP gives up; nothing else.
+    assert {"security.W004", "security.W008", "security.W012", "security.W016"} == set(re.findall(r"security\.W\d+", result.stdout + result.stderr))
+
+
 # --- No secrets in the repository ------------------------------------------------------------------
 
 SECRET_PATTERNS = {

@@ -7,8 +7,12 @@ What differs from the reference, on purpose:
 - Authentication (a Loupe API token or a session) and real HTTP status codes; the body keeps the
   reference's shape (`success`, `error`, …) on errors too.
 - Each caller has a support set of their own (`supportSetId` picks one; otherwise the caller's
-  "RAG Vision" set, created by the first upload). `index == 0` resets that set only — never a
-  folder shared by everyone.
+  "RAG Vision" set, created by the first upload). `index == 0` starts the chosen set over: every
+  class and example image of it is deleted (the album's images stay), then `classes` are created
+  and the file is added — in one transaction, so a rejected file leaves the set as it was. A set
+  named by `supportSetId` may be shared: writing to it, a reset included, needs the editor role on
+  its album (a viewer gets 403 `role_required`, as from every write endpoint), and a set the caller
+  cannot see is a 404 like a missing one. Never a folder shared by everyone, as in the reference.
 - `flag` is the chosen class label (the reference returns a True/False for its one flag key), or
   null when the model's answer names no class; `classScores` are normalized (search/rag/scoring.py).
 - Patch vectors are kept: `supportRes`/`supportPatchSize` that differ from the set's re-patch the set
@@ -89,7 +93,7 @@ class SupportUploadCompatApi(CompatErrorsMixin, GuardedUploadMixin, APIView):
     @extend_schema(
         request={"multipart/form-data": inline_serializer("RagVisionSupportUpload", {
             "className": serializers.CharField(), "classes": serializers.CharField(help_text="JSON list of class names"),
-            "index": serializers.IntegerField(help_text="0 starts the caller's set over"), "file": serializers.FileField(),
+            "index": serializers.IntegerField(help_text="0 starts the set over: its classes and examples are deleted first (editor role)"), "file": serializers.FileField(),
             "supportSetId": serializers.IntegerField(required=False)})},
         responses=inline_serializer("RagVisionSupportUploadResult", {
             "success": serializers.BooleanField(), "className": serializers.CharField(), "index": serializers.IntegerField(),
@@ -121,7 +125,7 @@ class SupportUploadCompatApi(CompatErrorsMixin, GuardedUploadMixin, APIView):
         support_set = _support_set(request, request.data.get("supportSetId") or request.query_params.get("supportSetId"),
                                    min_role=Role.EDITOR, create=True)
         with transaction.atomic():
-            if index == 0:  # the reference's "start over": this caller's set only
+            if index == 0:  # the reference's "start over", of the set chosen above (editors only)
                 SupportClass.objects.filter(support_set=support_set).delete()
             existing = {c.label: c for c in SupportClass.objects.filter(support_set=support_set)}
             for label in classes:
@@ -130,8 +134,8 @@ class SupportUploadCompatApi(CompatErrorsMixin, GuardedUploadMixin, APIView):
             [result] = services.support_images_add(
                 support_class=existing[class_name], user=request.user, files=[(uploads[0].name, uploads[0])]
             )
-        if result.status == "rejected":
-            raise ApplicationError(result.reason, code=result.code or "rejected")
+            if result.status == "rejected":  # inside the transaction: a reset with a bad file is undone
+                raise ApplicationError(result.reason, code=result.code or "rejected")
         return Response(
             {
                 "success": True,
