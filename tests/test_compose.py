@@ -121,3 +121,14 @@ def test_flower_starts_through_the_password_check_and_not_with_the_example_passw
                                 env={**os.environ, "FLOWER_BASIC_AUTH": shipped})
         assert result.returncode == 2, result
         assert "Refusing to start Flower" in result.stderr
+
+
+def test_the_web_trusts_one_proxy_hop_and_make_run_none():
+    """Behind compose's HTTPS proxy the throttles key by the address the proxy appended; `make run`
+    serves clients directly, so no X-Forwarded-For entry is believed there (config/settings/base.py)."""
+    from django.conf import settings
+
+    web = load()["services"]["web"]["environment"]
+    assert _interpolate(web["LOUPE_TRUSTED_PROXIES"], {}) == "1"
+    assert "LOUPE_TRUSTED_PROXIES" not in (ROOT / "config" / "launcher.py").read_text()
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
