@@ -19,6 +19,7 @@ from albums.selectors import album_get_for_user, image_get_for_user
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
+from config.params import parse_id, parse_int
 from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
 from search.rag import selectors, services
@@ -54,10 +55,9 @@ class SupportSetListApi(APIView):
     def get(self, request):
         album_id = request.query_params.get("album")
         if album_id is not None:
-            if not album_id.isdigit():
-                raise ApplicationError("album must be an album id.", code="invalid_filter")
-            album_get_for_user(user=request.user, album_id=int(album_id))  # 404 for albums you cannot see
-        sets = selectors.support_set_list_for_user(user=request.user, album_id=int(album_id) if album_id else None)
+            album_id = parse_id(album_id, name="album", code="invalid_filter")
+            album_get_for_user(user=request.user, album_id=album_id)  # 404 for albums you cannot see
+        sets = selectors.support_set_list_for_user(user=request.user, album_id=album_id)
         return paginate(request, sets, SupportSetSerializer, view=self)
 
     @extend_schema(request=SupportSetWriteSerializer, responses={201: SupportSetDetailSerializer})
@@ -127,16 +127,18 @@ class SupportClassDetailApi(APIView):
 
 
 def _image_ids(request) -> list[int]:
-    raw = request.data.getlist("image_ids") if hasattr(request.data, "getlist") else request.data.get("image_ids", [])
-    if isinstance(raw, str | int):
+    """Ids from repeated form fields or a JSON list, each item an id or a string of ids split on commas
+    and spaces ("3, 4 5"); null, objects, booleans and non-ASCII digits are a 400."""
+    if hasattr(request.data, "getlist"):
+        raw = request.data.getlist("image_ids")
+    elif isinstance(request.data, dict):
+        raw = request.data.get("image_ids", [])
+    else:
+        raise ApplicationError("The body must be a JSON object with 'image_ids', or a multipart form.", code="invalid")
+    if not isinstance(raw, list):
         raw = [raw]
-    ids: list[int] = []
-    for value in raw:
-        for part in str(value).replace(",", " ").split():
-            if not part.isdigit():
-                raise ApplicationError(f"image_ids must be image ids; got {part!r}.", code="invalid")
-            ids.append(int(part))
-    return ids
+    parts = [part for value in raw for part in (value.replace(",", " ").split() if isinstance(value, str) else [value])]
+    return [parse_id(part, name="image_ids") for part in parts]
 
 
 class SupportClassImageListApi(GuardedUploadMixin, APIView):
@@ -213,12 +215,8 @@ class SupportImageCropApi(APIView):
         from search.rag.crops import crop_patch
 
         found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
-        try:
-            size = int(request.query_params.get("size", CROP_SIZE_DEFAULT))
-        except ValueError:
-            raise ApplicationError("size must be an integer.", code="invalid_size") from None
-        if not 16 <= size <= CROP_SIZE_MAX:
-            raise ApplicationError(f"size must be between 16 and {CROP_SIZE_MAX}.", code="invalid_size")
+        size = parse_int(request.query_params.get("size", CROP_SIZE_DEFAULT), name="size", minimum=16,
+                         maximum=CROP_SIZE_MAX, code="invalid_size")
         with found.image.file.open("rb") as fp:
             picture = crop_patch(fp, request.query_params.get("box", ""), size=size)
         out = BytesIO()
