@@ -22,8 +22,10 @@ from albums.api.serializers import (
     MemberWriteSerializer,
     UploadResponseSerializer,
 )
+from albums.errors import ImageFileMissingError
 from albums.models import Image
 from albums.roles import Role
+from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
 from config.throttles import UploadRateThrottle
@@ -159,7 +161,7 @@ class ImageFileApi(APIView):
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
     def get(self, request, image_id: int):
         image = selectors.image_get_for_user(user=request.user, image_id=image_id)
-        return _private_file_response(image.file.open("rb"), content_type=image.mime, filename=image.original_name)
+        return _private_file_response(image_file_open(image=image), content_type=image.mime, filename=image.original_name)
 
 
 class ImageThumbnailApi(APIView):
@@ -167,9 +169,12 @@ class ImageThumbnailApi(APIView):
     def get(self, request, image_id: int):
         image = selectors.image_get_for_user(user=request.user, image_id=image_id)
         if image.thumbnail:
-            return _private_file_response(image.thumbnail.open("rb"), content_type="image/webp")
-        # Not made yet (the worker is behind): render one now rather than show a broken image.
-        with image.file.open("rb") as fp:
+            try:
+                return _private_file_response(image_file_open(image=image, field="thumbnail"), content_type="image/webp")
+            except ImageFileMissingError:
+                pass  # rendered again from the original below
+        # Not made yet (the worker is behind) or lost: render one now rather than show a broken image.
+        with image_file_open(image=image) as fp:
             data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
         response = _private_file_response(BytesIO(data), content_type="image/webp")
         response["Cache-Control"] = "private, no-store"

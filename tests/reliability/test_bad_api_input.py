@@ -234,3 +234,30 @@ def test_support_image_add_still_takes_ids_as_a_list_or_a_string(support_class, 
         assert response.status_code in (200, 201), response.content
     assert support_class.images.count() == 1
 
+
+def test_a_file_missing_from_storage_is_a_404_not_a_500(alice, client_for):
+    """The row outlived its file (a restore without the media volume, a hand-deleted file)."""
+    import io
+
+    from django.core.files.storage import default_storage
+
+    from albums import services
+    from search import masks
+    from tests.images import image_bytes
+
+    album = services.album_create(owner=alice, name="lost")
+    services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
+    image = Image.objects.get(album=album)
+    mask = masks.image_mask_set(image=image, data=image_bytes())
+    for name in (image.file.name, mask.file.name):
+        default_storage.delete(name)
+    if image.thumbnail:
+        default_storage.delete(image.thumbnail.name)
+    client = client_for(alice)
+    for path in (f"/api/v1/images/{image.pk}/file", f"/api/v1/images/{image.pk}/thumbnail"):
+        response = client.get(path)
+        _assert_error(response, 404, "image_file_missing")
+        assert "missing from storage" in response.json()["message"], response.json()
+    response = client.get(f"/api/v1/images/{image.pk}/mask/")
+    _assert_error(response, 404, "mask_not_found")
+    assert "missing from storage" in response.json()["message"], response.json()

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
+from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.pagination import paginate
@@ -217,7 +218,7 @@ class SupportImageCropApi(APIView):
         found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
         size = parse_int(request.query_params.get("size", CROP_SIZE_DEFAULT), name="size", minimum=16,
                          maximum=CROP_SIZE_MAX, code="invalid_size")
-        with found.image.file.open("rb") as fp:
+        with image_file_open(image=found.image) as fp:
             picture = crop_patch(fp, request.query_params.get("box", ""), size=size)
         out = BytesIO()
         picture.save(out, format="WEBP", quality=90)
@@ -244,7 +245,7 @@ class SupportSetClassifyApi(APIView):
         v = request_data.validated_data
         if v.get("image_id") is not None:
             image = image_get_for_user(user=request.user, image_id=v["image_id"])
-            with image.file.open("rb") as fp:
+            with image_file_open(image=image) as fp:
                 image_bytes = fp.read()
         else:
             image_bytes = query_image_bytes(v)
