@@ -15,6 +15,7 @@ from albums import selectors, services
 from albums.imaging import make_thumbnail
 from albums.api.serializers import (
     AlbumDetailSerializer,
+    AlbumListItemSerializer,
     AlbumSerializer,
     AlbumWriteSerializer,
     ImageSerializer,
@@ -29,13 +30,15 @@ from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
 from config.throttles import UploadRateThrottle
-from config.pagination import paginate
+from config.pagination import LoupePagination, paginate
 
 
 class AlbumListApi(APIView):
-    @extend_schema(responses=AlbumSerializer(many=True))
+    pagination_class = LoupePagination
+
+    @extend_schema(responses=AlbumListItemSerializer(many=True))
     def get(self, request):
-        return paginate(request, selectors.album_list_for_user(user=request.user), AlbumSerializer, view=self)
+        return paginate(request, selectors.album_list_for_user(user=request.user), AlbumListItemSerializer, view=self)
 
     @extend_schema(request=AlbumWriteSerializer, responses={201: AlbumSerializer})
     def post(self, request):
@@ -94,6 +97,7 @@ class AlbumMemberDetailApi(APIView):
 
 
 class AlbumImageListApi(GuardedUploadMixin, APIView):
+    pagination_class = LoupePagination
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [UploadRateThrottle]
 

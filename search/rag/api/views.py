@@ -19,7 +19,7 @@ from albums.selectors import album_get_for_user, image_get_for_user
 from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
-from config.pagination import paginate
+from config.pagination import LoupePagination, paginate
 from config.params import parse_id, parse_int
 from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
@@ -31,7 +31,7 @@ from search.rag.api.serializers import (
     SupportClassWriteSerializer,
     SupportImageSerializer,
     SupportSetDetailSerializer,
-    SupportSetSerializer,
+    SupportSetListItemSerializer,
     SupportSetWriteSerializer,
 )
 from search.rag.classify import classify
@@ -52,14 +52,16 @@ def _valid(serializer_class, data, **kwargs):
 
 
 class SupportSetListApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("album", int)], responses=SupportSetSerializer(many=True))
+    pagination_class = LoupePagination
+
+    @extend_schema(parameters=[OpenApiParameter("album", int)], responses=SupportSetListItemSerializer(many=True))
     def get(self, request):
         album_id = request.query_params.get("album")
         if album_id is not None:
             album_id = parse_id(album_id, name="album", code="invalid_filter")
             album_get_for_user(user=request.user, album_id=album_id)  # 404 for albums you cannot see
         sets = selectors.support_set_list_for_user(user=request.user, album_id=album_id)
-        return paginate(request, sets, SupportSetSerializer, view=self)
+        return paginate(request, sets, SupportSetListItemSerializer, view=self)
 
     @extend_schema(request=SupportSetWriteSerializer, responses={201: SupportSetDetailSerializer})
     def post(self, request):
@@ -143,6 +145,7 @@ def _image_ids(request) -> list[int]:
 
 
 class SupportClassImageListApi(GuardedUploadMixin, APIView):
+    pagination_class = LoupePagination
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     throttle_classes = [UploadRateThrottle]
 
