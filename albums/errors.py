@@ -32,3 +32,15 @@ class MembershipError(ConflictError):
 
 class UserNotFoundError(ApplicationError):
     code = "user_not_found"
+
+
+class ImageFileMissingError(NotFoundError):
+    """The row outlived its file: a restore without the media volume, a file deleted by hand."""
+
+    code = "image_file_missing"
+
+    def __init__(self, *, image_id: int, name: str) -> None:
+        super().__init__(
+            f"The stored file of image {image_id} is missing from storage; restore the media folder or upload the image again.",
+            extra={"image_id": image_id, "file": name},
+        )

@@ -15,6 +15,7 @@ from albums.errors import RoleRequiredError
 from albums.forms import AlbumCreateForm, AlbumSettingsForm, MemberAddForm
 from albums.roles import Role, role_at_least
 from config.errors import ApplicationError, NotFoundError
+from config.params import parse_id
 
 
 def resolve_for_user(select, *, kwarg: str, min_role: str, not_found: str):
@@ -139,12 +140,19 @@ def api_tokens(request):
     from albums.models import ApiToken
     from albums.tokens import api_token_create, api_token_revoke
 
-    new_key = None
+    new_key, status = None, 200
     if request.method == "POST":
         if "revoke" in request.POST:
-            if api_token_revoke(user=request.user, token_id=int(request.POST["revoke"])):
-                messages.success(request, "Token revoked.")
-            return redirect("albums:tokens")
-        token, new_key = api_token_create(user=request.user, name=request.POST.get("name", ""))
+            try:
+                token_id = parse_id(request.POST["revoke"], name="revoke")
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+                status = 400
+            else:
+                if api_token_revoke(user=request.user, token_id=token_id):
+                    messages.success(request, "Token revoked.")
+                return redirect("albums:tokens")
+        else:
+            token, new_key = api_token_create(user=request.user, name=request.POST.get("name", ""))
     tokens = ApiToken.objects.filter(user=request.user)
-    return render(request, "albums/tokens.html", {"tokens": tokens, "new_key": new_key})
+    return render(request, "albums/tokens.html", {"tokens": tokens, "new_key": new_key}, status=status)

@@ -7,6 +7,9 @@ class LoupePagination(PageNumberPagination):
 
 
 def paginate(request, queryset, serializer_class, *, view=None):
-    paginator = LoupePagination()
+    """A page of `queryset` in the shape {count, next, previous, results}. A view that paginates sets
+    `pagination_class = LoupePagination`: that is also what tells drf-spectacular to document the page
+    shape (and the `page`/`page_size` parameters) rather than a bare array."""
+    paginator = (getattr(view, "pagination_class", None) or LoupePagination)()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)

@@ -9,6 +9,7 @@ import numpy as np
 from django.conf import settings
 
 from albums.models import Album, Image
+from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
 from encoders.model_ids import parse_model_id
 from encoders.pooling import REGIONS
@@ -104,7 +105,7 @@ def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]
     if "image" in active and query.image_id is not None:
         stored_image_vector = image_vector(image_id=query.image_id, model_id=model_id)
         if stored_image_vector is None:  # not indexed under this model yet: encode its file
-            with Image.objects.get(pk=query.image_id).file.open("rb") as fp:
+            with image_file_open(image=Image.objects.get(pk=query.image_id)) as fp:
                 image_bytes = fp.read()
     texts = {"text": query.text.strip(), "negative": query.negative_text.strip()}
     texts = {part: value for part, value in texts.items() if part in active}
@@ -205,7 +206,7 @@ def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool
         )
     image_bytes = query.image_bytes
     if image_bytes is None:
-        with Image.objects.get(pk=query.image_id).file.open("rb") as fp:
+        with image_file_open(image=Image.objects.get(pk=query.image_id)) as fp:
             image_bytes = fp.read()
     encoded = encode_query(model_id=model_id, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
     encoded_at = time.perf_counter()

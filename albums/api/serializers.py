@@ -7,14 +7,13 @@ from albums.roles import Role
 
 class AlbumSerializer(serializers.ModelSerializer):
     role = serializers.CharField(read_only=True)
-    image_count = serializers.IntegerField(read_only=True, required=False)
     owner = serializers.CharField(source="owner.username", read_only=True)
     responsible_use = serializers.SerializerMethodField(help_text="the backbone's use restrictions, when it has any")
 
     class Meta:
         model = Album
         fields = [
-            "id", "name", "description", "owner", "role", "image_count", "encoder_spec", "min_search_score",
+            "id", "name", "description", "owner", "role", "encoder_spec", "min_search_score",
             "max_search_results", "use_query_optimization", "pooling", "vector_storage", "responsible_use", "generation",
             "active_model_id", "created_at", "updated_at",
         ]
@@ -24,6 +23,16 @@ class AlbumSerializer(serializers.ModelSerializer):
         from encoders.catalog import responsible_use_notice
 
         return responsible_use_notice(album.encoder_spec)
+
+
+class AlbumListItemSerializer(AlbumSerializer):
+    """A row of the album list: the list counts images (one query for the page); one album's own
+    responses carry `index` counts instead, so the count is in the schema only where it is sent."""
+
+    image_count = serializers.IntegerField(read_only=True)
+
+    class Meta(AlbumSerializer.Meta):
+        fields = [*AlbumSerializer.Meta.fields, "image_count"]
 
 
 class AlbumDetailSerializer(AlbumSerializer):

@@ -16,6 +16,7 @@ from albums import selectors, services
 from albums.imaging import make_thumbnail
 from albums.api.serializers import (
     AlbumDetailSerializer,
+    AlbumListItemSerializer,
     AlbumSerializer,
     AlbumWriteSerializer,
     ImageSerializer,
@@ -23,18 +24,22 @@ from albums.api.serializers import (
     MemberWriteSerializer,
     UploadResponseSerializer,
 )
+from albums.errors import ImageFileMissingError
 from albums.models import Image
 from albums.roles import Role
+from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
 from config.throttles import RenderRateThrottle, UploadRateThrottle
-from config.pagination import paginate
+from config.pagination import LoupePagination, paginate
 
 
 class AlbumListApi(APIView):
-    @extend_schema(responses=AlbumSerializer(many=True))
+    pagination_class = LoupePagination
+
+    @extend_schema(responses=AlbumListItemSerializer(many=True))
     def get(self, request):
-        return paginate(request, selectors.album_list_for_user(user=request.user), AlbumSerializer, view=self)
+        return paginate(request, selectors.album_list_for_user(user=request.user), AlbumListItemSerializer, view=self)
 
     @extend_schema(request=AlbumWriteSerializer, responses={201: AlbumSerializer})
     def post(self, request):
@@ -93,6 +98,7 @@ class AlbumMemberDetailApi(APIView):
 
 
 class AlbumImageListApi(GuardedUploadMixin, APIView):
+    pagination_class = LoupePagination
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [UploadRateThrottle]
 
@@ -160,7 +166,7 @@ class ImageFileApi(APIView):
     @extend_schema(responses={(200, "image/*"): OpenApiTypes.BINARY})
     def get(self, request, image_id: int):
         image = selectors.image_get_for_user(user=request.user, image_id=image_id)
-        return _private_file_response(image.file.open("rb"), content_type=image.mime, filename=image.original_name)
+        return _private_file_response(image_file_open(image=image), content_type=image.mime, filename=image.original_name)
 
 
 def pending_thumbnail_key(image) -> str:
@@ -175,14 +181,17 @@ class ImageThumbnailApi(APIView):
     def get(self, request, image_id: int):
         image = selectors.image_get_for_user(user=request.user, image_id=image_id)
         if image.thumbnail:
-            return _private_file_response(image.thumbnail.open("rb"), content_type="image/webp")
-        # Not made yet (the worker is behind): render one now rather than show a broken image, and
-        # keep it in the shared cache, so a grid that asks again does not decode the photo again.
+            try:
+                return _private_file_response(image_file_open(image=image, field="thumbnail"), content_type="image/webp")
+            except ImageFileMissingError:
+                pass  # rendered again from the original below
+        # Not made yet (the worker is behind) or lost: render one now rather than show a broken image,
+        # and keep it in the shared cache, so a grid that asks again does not decode the photo again.
         # Not stored on the image: an empty thumbnail is how the recovery sweep finds metadata to redo.
         key = pending_thumbnail_key(image)
         data = cache.get(key)
         if data is None:
-            with image.file.open("rb") as fp:
+            with image_file_open(image=image) as fp:
                 data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
             cache.set(key, data, timeout=settings.LOUPE_PENDING_THUMBNAIL_SECONDS)
         response = _private_file_response(BytesIO(data), content_type="image/webp")

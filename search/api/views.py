@@ -269,7 +269,11 @@ class ImageMaskApi(APIView):
         mask = ImageMask.objects.filter(image=image).exclude(file="").first()
         if mask is None:
             raise MaskNotFoundError("This image has no uploaded mask.")
-        response = FileResponse(mask.file.open("rb"), content_type="image/png")
+        try:
+            fp = mask.file.open("rb")
+        except FileNotFoundError:
+            raise MaskNotFoundError("This image's mask file is missing from storage; upload the mask again.") from None
+        response = FileResponse(fp, content_type="image/png")
         response["Cache-Control"] = "private, no-store"
         response["X-Content-Type-Options"] = "nosniff"
         return response

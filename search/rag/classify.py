@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 from django.conf import settings
 
+from albums.storage import image_file_open
 from config.errors import ConflictError
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
@@ -73,7 +74,7 @@ def _crops(evidence: list[dict]) -> list:
 
     pictures = {}
     for stored in AlbumImage.objects.filter(pk__in={item["image_id"] for item in evidence}).only("file"):
-        with stored.file.open("rb") as fp:
+        with image_file_open(image=stored) as fp:
             pictures[stored.pk] = open_rgb(fp)
     return [pictures[item["image_id"]].crop(tuple(item["box"])) for item in evidence]
 

@@ -102,13 +102,6 @@ def test_members_below_owner_cannot_open_settings_delete_or_share(bob, album, me
     assert ('id="upload"' in page) == (role == Role.EDITOR)
 
 
-def test_admin_lists_every_model(make_user):
-    admin = make_user("root", is_staff=True, is_superuser=True)
-    client = signed_in(admin)
-    for path in ["albums/album", "albums/albummembership", "albums/image", "albums/apitoken", "search/embedding", "workers/indexjob"]:
-        assert client.get(f"/admin/{path}/").status_code == 200, path
-
-
 def test_openapi_schema_and_docs(alice):
     client = signed_in(alice)
     schema = client.get("/api/schema/")

@@ -43,3 +43,14 @@ def test_users_cannot_revoke_or_see_each_others_tokens(alice, bob):
 
 def test_tokens_page_needs_sign_in():
     assert Client().get("/account/tokens/").status_code == 302
+
+
+@pytest.mark.parametrize("value", ["²", "abc", "", "-1", "9" * 30, "1.5"], ids=repr)
+def test_revoking_something_that_is_not_a_token_id_is_a_400_and_revokes_nothing(alice, value):
+    from albums.tokens import api_token_create
+
+    api_token_create(user=alice, name="laptop")
+    response = signed_in(alice).post("/account/tokens/", {"revoke": value})
+    assert response.status_code == 400
+    assert "revoke must be" in response.content.decode()
+    assert ApiToken.objects.filter(user=alice).count() == 1

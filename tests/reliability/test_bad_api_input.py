@@ -175,3 +175,89 @@ def test_a_database_outage_is_a_503_in_the_error_shape():
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response.data == {"message": "The database is unavailable; try again shortly.",
                              "code": "database_unavailable", "extra": {}}
+
+
+# --- Integers that int() and str.isdigit() disagree on ------------------------------------------------
+# "²".isdigit() is True and int("²") raises; int(" 7"), int("1_0") and int("٣") succeed. Ids and integer
+# parameters accept ASCII digits only (config/params.py), and anything else is a 400 in the one shape.
+
+NOT_AN_ID = ["²", "1²", "٣", "1_0", " 1", "-1", "0", "1.5", "abc", "", "9" * 30, "9" * 5000]
+
+
+@pytest.mark.parametrize("value", NOT_AN_ID, ids=[ascii(v)[:12] for v in NOT_AN_ID])
+def test_support_set_filter_rejects_what_is_not_an_album_id(searchable, alice, client_for, value):
+    response = client_for(alice).get("/api/v1/support-sets/", {"album": value})
+    _assert_error(response, 400, "invalid_filter")
+
+
+@pytest.fixture
+def support_class(searchable, alice):
+    from search.rag import services as rag_services
+
+    support_set = rag_services.support_set_create(album=searchable, user=alice, name="kinds")
+    return rag_services.support_class_create(support_set=support_set, label="cat")
+
+
+IMAGE_IDS = [
+    ("superscript-two", {"image_ids": "²"}, "json"),
+    ("superscript-in-a-list", {"image_ids": ["1", "²"]}, "json"),
+    ("null", {"image_ids": None}, "json"),
+    ("object", {"image_ids": {"a": 1}}, "json"),
+    ("boolean", {"image_ids": [True]}, "json"),
+    ("enormous", {"image_ids": [10**30]}, "json"),
+    ("negative", {"image_ids": [-3]}, "json"),
+    ("form-superscript", {"image_ids": "²"}, "multipart"),
+    ("form-enormous", {"image_ids": "9" * 40}, "multipart"),
+]
+
+
+@pytest.mark.parametrize("body,fmt", [c[1:] for c in IMAGE_IDS], ids=[c[0] for c in IMAGE_IDS])
+def test_support_image_add_rejects_what_is_not_a_list_of_image_ids(support_class, alice, client_for, body, fmt):
+    response = client_for(alice).post(f"/api/v1/support-classes/{support_class.pk}/images/", body, format=fmt)
+    _assert_error(response, 400, "invalid")
+    assert not support_class.images.exists()
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"1"', b"null", b"7"], ids=repr)
+def test_support_image_add_rejects_a_body_that_is_not_an_object(support_class, alice, client_for, raw):
+    response = client_for(alice).generic(
+        "POST", f"/api/v1/support-classes/{support_class.pk}/images/", raw, content_type="application/json"
+    )
+    _assert_error(response, 400, "invalid")
+
+
+def test_support_image_add_still_takes_ids_as_a_list_or_a_string(support_class, searchable, alice, client_for):
+    image = Image.objects.get(album=searchable)
+    client = client_for(alice)
+    for body, fmt in (({"image_ids": [image.pk]}, "json"), ({"image_ids": f"{image.pk}, {image.pk}"}, "multipart")):
+        response = client.post(f"/api/v1/support-classes/{support_class.pk}/images/", body, format=fmt)
+        assert response.status_code in (200, 201), response.content
+    assert support_class.images.count() == 1
+
+
+def test_a_file_missing_from_storage_is_a_404_not_a_500(alice, client_for):
+    """The row outlived its file (a restore without the media volume, a hand-deleted file)."""
+    import io
+
+    from django.core.files.storage import default_storage
+
+    from albums import services
+    from search import masks
+    from tests.images import image_bytes
+
+    album = services.album_create(owner=alice, name="lost")
+    services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
+    image = Image.objects.get(album=album)
+    mask = masks.image_mask_set(image=image, data=image_bytes())
+    for name in (image.file.name, mask.file.name):
+        default_storage.delete(name)
+    if image.thumbnail:
+        default_storage.delete(image.thumbnail.name)
+    client = client_for(alice)
+    for path in (f"/api/v1/images/{image.pk}/file", f"/api/v1/images/{image.pk}/thumbnail"):
+        response = client.get(path)
+        _assert_error(response, 404, "image_file_missing")
+        assert "missing from storage" in response.json()["message"], response.json()
+    response = client.get(f"/api/v1/images/{image.pk}/mask/")
+    _assert_error(response, 404, "mask_not_found")
+    assert "missing from storage" in response.json()["message"], response.json()

@@ -7,7 +7,7 @@ from albums.errors import RoleRequiredError
 from albums.roles import Role, role_at_least
 from albums.selectors import album_get_for_user
 from config.errors import PermissionDeniedError
-from config.pagination import paginate
+from config.pagination import LoupePagination, paginate
 from workers import indexing
 from workers.models import IndexJob
 from workers.selectors import job_get_for_user, job_list_for_album
@@ -47,6 +47,8 @@ class JobCancelApi(APIView):
 
 
 class AlbumJobListApi(APIView):
+    pagination_class = LoupePagination
+
     @extend_schema(responses=JobSerializer(many=True))
     def get(self, request, album_id: int):
         album = album_get_for_user(user=request.user, album_id=album_id)

@@ -38,6 +38,7 @@ from albums.roles import Role
 from albums.services import album_create
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
+from config.params import parse_id
 from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
 from search.rag import selectors, services
@@ -79,10 +80,7 @@ def _support_set(request, raw_id, *, min_role: str, create: bool) -> SupportSet:
     if raw_id in (None, ""):
         own = _own_compat_set(request.user, create=create)
         return selectors.support_set_get_for_user(user=request.user, support_set_id=own.pk, min_role=min_role)
-    try:
-        set_id = int(raw_id)
-    except (TypeError, ValueError):
-        raise ApplicationError("supportSetId must be a support set id.", code="invalid") from None
+    set_id = parse_id(raw_id, name="supportSetId")
     return selectors.support_set_get_for_user(user=request.user, support_set_id=set_id, min_role=min_role)
 
 

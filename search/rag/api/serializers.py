@@ -57,15 +57,23 @@ class SupportClassSerializer(serializers.ModelSerializer):
 
 class SupportSetSerializer(serializers.ModelSerializer):
     role = serializers.CharField(read_only=True)
-    class_count = serializers.IntegerField(read_only=True, required=False)
-    image_count = serializers.IntegerField(read_only=True, required=False)
 
     class Meta:
         model = SupportSet
         fields = [
             "id", "album", "name", "description", "encoder_spec", "patch_source", "support_resolution", "patch_size",
-            "use_vlm", "generation", "role", "class_count", "image_count", "created_at", "updated_at",
+            "use_vlm", "generation", "role", "created_at", "updated_at",
         ]
+
+
+class SupportSetListItemSerializer(SupportSetSerializer):
+    """A row of the support-set list, with its counts; one set's own responses list its classes."""
+
+    class_count = serializers.IntegerField(read_only=True)
+    image_count = serializers.IntegerField(read_only=True)
+
+    class Meta(SupportSetSerializer.Meta):
+        fields = [*SupportSetSerializer.Meta.fields, "class_count", "image_count"]
 
 
 class SupportSetDetailSerializer(SupportSetSerializer):

@@ -16,9 +16,11 @@ from rest_framework.views import APIView
 
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
+from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
-from config.pagination import paginate
+from config.pagination import LoupePagination, paginate
+from config.params import parse_id, parse_int
 from config.request_limits import query_image_body_limit
 from config.throttles import RenderRateThrottle, SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
@@ -30,7 +32,7 @@ from search.rag.api.serializers import (
     SupportClassWriteSerializer,
     SupportImageSerializer,
     SupportSetDetailSerializer,
-    SupportSetSerializer,
+    SupportSetListItemSerializer,
     SupportSetWriteSerializer,
 )
 from search.rag.classify import classify
@@ -51,15 +53,16 @@ def _valid(serializer_class, data, **kwargs):
 
 
 class SupportSetListApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("album", int)], responses=SupportSetSerializer(many=True))
+    pagination_class = LoupePagination
+
+    @extend_schema(parameters=[OpenApiParameter("album", int)], responses=SupportSetListItemSerializer(many=True))
     def get(self, request):
         album_id = request.query_params.get("album")
         if album_id is not None:
-            if not album_id.isdigit():
-                raise ApplicationError("album must be an album id.", code="invalid_filter")
-            album_get_for_user(user=request.user, album_id=int(album_id))  # 404 for albums you cannot see
-        sets = selectors.support_set_list_for_user(user=request.user, album_id=int(album_id) if album_id else None)
-        return paginate(request, sets, SupportSetSerializer, view=self)
+            album_id = parse_id(album_id, name="album", code="invalid_filter")
+            album_get_for_user(user=request.user, album_id=album_id)  # 404 for albums you cannot see
+        sets = selectors.support_set_list_for_user(user=request.user, album_id=album_id)
+        return paginate(request, sets, SupportSetListItemSerializer, view=self)
 
     @extend_schema(request=SupportSetWriteSerializer, responses={201: SupportSetDetailSerializer})
     def post(self, request):
@@ -128,19 +131,22 @@ class SupportClassDetailApi(APIView):
 
 
 def _image_ids(request) -> list[int]:
-    raw = request.data.getlist("image_ids") if hasattr(request.data, "getlist") else request.data.get("image_ids", [])
-    if isinstance(raw, str | int):
+    """Ids from repeated form fields or a JSON list, each item an id or a string of ids split on commas
+    and spaces ("3, 4 5"); null, objects, booleans and non-ASCII digits are a 400."""
+    if hasattr(request.data, "getlist"):
+        raw = request.data.getlist("image_ids")
+    elif isinstance(request.data, dict):
+        raw = request.data.get("image_ids", [])
+    else:
+        raise ApplicationError("The body must be a JSON object with 'image_ids', or a multipart form.", code="invalid")
+    if not isinstance(raw, list):
         raw = [raw]
-    ids: list[int] = []
-    for value in raw:
-        for part in str(value).replace(",", " ").split():
-            if not part.isdigit():
-                raise ApplicationError(f"image_ids must be image ids; got {part!r}.", code="invalid")
-            ids.append(int(part))
-    return ids
+    parts = [part for value in raw for part in (value.replace(",", " ").split() if isinstance(value, str) else [value])]
+    return [parse_id(part, name="image_ids") for part in parts]
 
 
 class SupportClassImageListApi(GuardedUploadMixin, APIView):
+    pagination_class = LoupePagination
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     throttle_classes = [UploadRateThrottle]
 
@@ -216,13 +222,9 @@ class SupportImageCropApi(APIView):
         from search.rag.crops import crop_patch
 
         found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
-        try:
-            size = int(request.query_params.get("size", CROP_SIZE_DEFAULT))
-        except ValueError:
-            raise ApplicationError("size must be an integer.", code="invalid_size") from None
-        if not 16 <= size <= CROP_SIZE_MAX:
-            raise ApplicationError(f"size must be between 16 and {CROP_SIZE_MAX}.", code="invalid_size")
-        with found.image.file.open("rb") as fp:
+        size = parse_int(request.query_params.get("size", CROP_SIZE_DEFAULT), name="size", minimum=16,
+                         maximum=CROP_SIZE_MAX, code="invalid_size")
+        with image_file_open(image=found.image) as fp:
             picture = crop_patch(fp, request.query_params.get("box", ""), size=size)
         out = BytesIO()
         picture.save(out, format="WEBP", quality=90)
@@ -246,7 +248,7 @@ class SupportSetClassifyApi(APIView):
         v = request_data.validated_data
         if v.get("image_id") is not None:
             image = image_get_for_user(user=request.user, image_id=v["image_id"])
-            with image.file.open("rb") as fp:
+            with image_file_open(image=image) as fp:
                 image_bytes = fp.read()
         else:
             image_bytes = query_image_bytes(v)
