@@ -20,10 +20,11 @@ def queue_paused(worker, queue: str):
     out, whatever happened inside, so later tests find the worker as they expect."""
     from config.celery import app
 
-    full_name = wait_for(
-        lambda: next((n for n in (app.control.inspect(timeout=2).ping() or {}) if n.startswith(worker["name"] + "@")), None),
-        what="the session worker to answer a ping",
-    )
+    def session_worker():
+        names = app.control.inspect(timeout=2).ping() or {}
+        return next((n for n in names if n.startswith(worker["name"] + "@")), None)
+
+    full_name = wait_for(session_worker, what="the session worker to answer a ping")
 
     def consuming() -> bool:
         queues = (app.control.inspect(destination=[full_name], timeout=2).active_queues() or {}).get(full_name, [])

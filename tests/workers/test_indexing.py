@@ -227,7 +227,8 @@ def test_cancelling_a_running_job_stops_its_remaining_chunks_and_leaves_whole_im
         started = client.post(f"/api/v1/albums/{album.pk}/index/")
         assert started.status_code == 202
         job_id = started.json()["id"]
-        wait_for(lambda: IndexJob.objects.filter(pk=job_id, status="running", done=3).exists(), what="chunk 0 to commit")
+        wait_for(lambda: IndexJob.objects.filter(pk=job_id, status="running", done=3).exists(),
+                 what="chunk 0 to commit")
         wait_for(lambda: _batch_tasks(job_id) == [("active", 1), ("active", 2)], what="chunks 1 and 2 to be mid-flight")
 
         # A second request joins the running job: 200, the same job (202 is only for a new one).
