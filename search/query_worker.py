@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from config.errors import ApplicationError, ServiceUnavailableError, encoder_error_status
 
+# What a 503 for no answer tells the client to wait (Retry-After), as for the web's own encoder.
+RETRY_AFTER_SECONDS = 5
+
 
 def error_as_data(exc) -> dict:
     """An ApplicationError or EncoderError, with the status the API's exception handler gives it."""
@@ -26,7 +29,7 @@ def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "js
     except CeleryTimeout:
         raise ServiceUnavailableError(
             f"No query worker answered within {timeout} s; is a worker consuming the `query` queue?",
-            code="query_worker_unavailable",
+            code="query_worker_unavailable", extra={"retry_after_seconds": RETRY_AFTER_SECONDS},
         ) from None
     finally:
         pending.forget()

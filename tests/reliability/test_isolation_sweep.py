@@ -5,18 +5,24 @@ answers is requested as anonymous, as a signed-in outsider, as a viewer, an edit
 a foreign album, and as a staff editor, against that album's objects. The expected status comes from
 RULES alone; an endpoint or method found in the URLconf without a rule fails, naming itself.
 
-To cover a new endpoint: add its `(url name, METHOD)` rows to RULES (and a body in BODIES if it
-writes); for a new kind of object id in its URL, add a maker to OBJECT_MAKERS.
+An allowed request must answer exactly the status in EFFECTS (200 when it has no row) and either
+have made the write EFFECTS names, read back from the database, or have changed nothing; a denied
+one must have changed nothing.
+
+To cover a new endpoint: add its `(url name, METHOD)` rows to RULES (and, if it writes, a body in
+BODIES and the write in EFFECTS); for a new kind of object id in its URL, add a maker to OBJECT_MAKERS.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 from django.apps import apps
+from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -138,10 +144,14 @@ BODIES = {
     ("api:album-detail", "PATCH"): ("json", lambda w: {"name": "renamed"}),
     ("api:album-members", "POST"): ("json", lambda w: {"username": "outsider", "role": "owner"}),
     ("api:album-images", "POST"): ("multipart", lambda w: {"files": [io.BytesIO(image_bytes(color=(1, 2, 3)))]}),
-    ("api:album-import", "POST"): ("json", lambda w: {"path": "/tmp"}),  # outside the roots: a 400 once allowed
+    ("api:album-import", "POST"): ("json", lambda w: {"path": str(w["import_root"])}),
     ("api:album-search", "POST"): ("json", lambda w: {"text": "dog"}),
-    ("api:auth-token", "POST"): ("json", lambda w: {"username": "owner", "password": "wrong"}),
-    ("albums:settings", "POST"): ("form", lambda w: {"name": "renamed", "max_search_results": 5}),
+    ("api:auth-token", "POST"): ("json", lambda w: {"username": "owner", "password": "pw-owner"}),
+    ("api:image-mask", "PUT"): ("multipart", lambda w: {"mask": io.BytesIO(image_bytes(fmt="PNG", mode="L", color=200,
+                                                                                        size=(64, 48)))}),
+    ("albums:settings", "POST"): ("form", lambda w: _settings_form(w["album"], name="renamed", max_search_results=5)),
+    ("password_change", "POST"): ("form", lambda w: {"old_password": f"pw-{w['actor']}", "new_password1": NEW_PASSWORD,
+                                                     "new_password2": NEW_PASSWORD}),
     ("albums:members", "POST"): ("form", lambda w: {"username": "outsider", "role": "owner"}),
     ("albums:list", "POST"): ("form", lambda w: {"name": "new"}),
     ("api:support-set-list", "POST"): ("json", lambda w: {"album": w["album"].pk, "name": "new set"}),
@@ -156,6 +166,151 @@ BODIES = {
     ("rag:list", "POST"): ("form", lambda w: {"name": "new set", "patch_source": "tokens", "support_resolution": 448,
                                               "patch_size": 64}),
     ("rag:detail", "POST"): ("form", lambda w: {"action": "add-class", "class-label": "dirty"}),
+}
+
+NEW_PASSWORD = "a-Fresh-passphrase-92"
+
+
+def _settings_form(album, **changes) -> dict:
+    """The settings page's whole form as it stands, with `changes`: a partial form is invalid."""
+    from albums.forms import AlbumSettingsForm
+
+    form = AlbumSettingsForm(instance=album)
+    data = {name: form[name].value() for name in form.fields}
+    data = {k: v for k, v in data.items() if v is not None and v is not False}  # an unticked box is not sent
+    return {**data, **changes}
+
+
+# ---- What an allowed request must do: its status, and the write it makes (or that it writes nothing) ----
+
+
+@dataclass(frozen=True)
+class Effect:
+    """`status`: the one status an allowed request gets. `wrote(world, actor, response)`: the write it
+    must have made, read back from the database; None: it must leave the database unchanged (a read,
+    or a write the endpoint refuses by design, as named)."""
+
+    status: int
+    wrote: Callable[[dict, str, HttpResponse], bool] | None = None
+
+
+def _exists(model_path: str, **filters):
+    """A row of the model matches `filters`; a callable value is called with (world, actor)."""
+
+    def check(w, actor, response) -> bool:
+        model = apps.get_model(model_path)
+        return model.objects.filter(**{k: v(w, actor) if callable(v) else v for k, v in filters.items()}).exists()
+
+    return check
+
+
+def _gone(model_path: str, key: str):
+    """The object the URL named (`key`) is no longer there."""
+    return lambda w, actor, response: not apps.get_model(model_path).objects.filter(pk=w["url_kwargs"][key]).exists()
+
+
+def _the_actor(w, actor):
+    return w["users"][actor]
+
+
+def _the_owner(w, actor):
+    return w["users"]["owner"]
+
+
+def _the_album(w, actor):
+    return w["album"]
+
+
+def _the_image(w, actor):
+    return w["image"]
+
+
+def _the_album_id(w, actor):
+    return w["album"].pk
+
+
+def _the_job_id(w, actor):
+    return w["job"].pk
+
+
+def _the_set(w, actor):
+    return _support_set(w)
+
+
+def _the_class(w, actor):
+    return _support_class(w)
+
+
+def _own_album_named(name: str):
+    return _exists("albums.Album", name=name, owner=_the_actor)
+
+
+def _outsider_made_owner(w, actor, response) -> bool:
+    return w["album"].memberships.filter(user=w["users"]["outsider"], role=Role.OWNER).exists()
+
+
+def _is_owner_membership_gone(w, actor, response) -> bool:
+    return not w["album"].memberships.filter(user=w["users"]["owner"]).exists()
+
+
+def _password_changed(w, actor, response) -> bool:
+    user = w["users"][actor]
+    user.refresh_from_db()
+    return user.check_password(NEW_PASSWORD)
+
+
+def _ragvision_upload_landed(w, actor, response) -> bool:
+    from search.rag.models import SupportImage
+
+    set_id = response.json()["supportSetId"]
+    return SupportImage.objects.filter(support_set_id=set_id, support_set__album__owner=w["users"][actor],
+                                       support_class__label="clean").exists()
+
+
+# Allowed requests with no row here must answer 200 and write nothing (reads, pages rendered).
+EFFECTS: dict[tuple[str, str], Effect] = {
+    ("api:health", "GET"): Effect(200),  # or 503 "degraded" with only the workers down: see the sweep
+    ("api:auth-token", "POST"): Effect(200, _exists("authtoken.Token", user=_the_owner)),
+    ("api:album-list", "POST"): Effect(201, _own_album_named("new")),
+    ("api:album-detail", "PATCH"): Effect(200, _exists("albums.Album", id=_the_album_id, name="renamed")),
+    ("api:album-detail", "DELETE"): Effect(204, _gone("albums.Album", "album_id")),
+    ("api:album-members", "POST"): Effect(201, _outsider_made_owner),
+    ("api:album-member", "DELETE"): Effect(204, _is_owner_membership_gone),  # a co-owner stays
+    ("api:album-images", "POST"): Effect(201, lambda w, a, r: w["album"].images.count() == 2),
+    ("api:album-index", "POST"): Effect(200),  # joins the album's queued job: a new one would be a 202
+    ("api:album-import", "POST"): Effect(202, _exists("workers.IndexJob", kind="import", album=_the_album)),
+    ("api:album-search", "POST"): Effect(409),  # album_not_indexed: the album has no vectors
+    ("api:album-duplicates", "GET"): Effect(409),
+    ("api:image-similar", "GET"): Effect(409),
+    ("api:image-detail", "DELETE"): Effect(204, _gone("albums.Image", "image_id")),
+    ("api:job-cancel", "POST"): Effect(200, _exists("workers.IndexJob", id=_the_job_id, status="cancelled")),
+    ("api:image-mask", "PUT"): Effect(200, lambda w, a, r: apps.get_model("search.ImageMask").objects.get(
+        image=w["image"]).updated_at > w["mask_updated_at"]),
+    ("api:image-mask", "DELETE"): Effect(204, _exists("search.ImageMask", image=_the_image, file="")),
+    ("api:support-set-list", "POST"): Effect(201, _exists("rag.SupportSet", album=_the_album, name="new set")),
+    ("api:support-set-detail", "PATCH"): Effect(200, _exists("rag.SupportSet", pk=_the_set, name="renamed")),
+    ("api:support-set-detail", "DELETE"): Effect(204, _gone("rag.SupportSet", "support_set_id")),
+    ("api:support-set-classes", "POST"): Effect(201, _exists("rag.SupportClass", support_set=_the_set, label="dirty")),
+    ("api:support-set-classify", "POST"): Effect(400),  # "eA==" is no image; classifying writes nothing
+    ("api:support-class-detail", "PATCH"): Effect(200, _exists("rag.SupportClass", pk=_the_class, label="renamed")),
+    ("api:support-class-detail", "DELETE"): Effect(204, _gone("rag.SupportClass", "class_id")),
+    ("api:support-class-images", "POST"): Effect(201, _exists("rag.SupportImage", support_class=_the_class)),
+    ("api:support-image-detail", "DELETE"): Effect(204, _gone("rag.SupportImage", "support_image_id")),
+    ("api:support-image-crop", "GET"): Effect(400),  # no box given: invalid_box
+    ("ragvision-support-upload", "POST"): Effect(200, _ragvision_upload_landed),
+    ("ragvision-invocations", "POST"): Effect(400),
+    ("logout", "POST"): Effect(302),
+    ("password_change", "POST"): Effect(302, _password_changed),
+    ("albums:list", "POST"): Effect(302, _own_album_named("new")),
+    ("albums:settings", "POST"): Effect(302, _exists("albums.Album", id=_the_album_id, name="renamed",
+                                                     max_search_results=5)),
+    ("albums:members", "POST"): Effect(302, _outsider_made_owner),
+    ("albums:member-remove", "POST"): Effect(302, _is_owner_membership_gone),
+    ("albums:delete", "POST"): Effect(302, _gone("albums.Album", "album_id")),
+    ("albums:tokens", "POST"): Effect(200, _exists("albums.ApiToken", user=_the_actor)),
+    ("rag:list", "POST"): Effect(302, _exists("rag.SupportSet", album=_the_album, name="new set")),
+    ("rag:detail", "POST"): Effect(302, _exists("rag.SupportClass", support_set=_the_set, label="dirty")),
+    ("rag:delete", "POST"): Effect(302, _gone("rag.SupportSet", "support_set_id")),
 }
 
 # ---- Objects named in URLs: kwarg → maker(world) returning an id in the foreign album --------------
@@ -246,6 +401,7 @@ def test_every_endpoint_in_the_urlconf_has_a_rule():
     assert not missing, "No isolation rule in tests/reliability/test_isolation_sweep.py RULES for:\n  " + "\n  ".join(missing)
     stale = sorted(set(RULES) - {(name, method) for _, method, name in ENDPOINTS})
     assert not stale, f"Rules for endpoints the URLconf no longer has: {stale}"
+    assert not set(EFFECTS) - set(RULES), f"EFFECTS rows with no rule: {sorted(set(EFFECTS) - set(RULES))}"
 
 
 # ---- The sweep ------------------------------------------------------------------------------------------
@@ -254,11 +410,13 @@ def test_every_endpoint_in_the_urlconf_has_a_rule():
 @pytest.fixture
 def world(make_user, settings, import_root):
     settings.LOUPE_IMPORT_ROOTS = [str(import_root)]
-    users = {name: make_user(name) for name in ("owner", "viewer", "editor", "outsider")}
+    users = {name: make_user(name) for name in ("owner", "viewer", "editor", "outsider", "co_owner")}
     users["staff_editor"] = make_user("staff_editor", is_staff=True)
     album = services.album_create(owner=users["owner"], name="foreign")
     for actor in ("viewer", "editor", "staff_editor"):
         services.album_member_add(album=album, username=actor, role=ACTOR_ROLE[actor])
+    # A second owner, so that the owner may really leave (album-member DELETE, member-remove).
+    services.album_member_add(album=album, username="co_owner", role=Role.OWNER)
     services.album_create(owner=users["outsider"], name="the outsider's own")  # a member elsewhere
     [upload] = services.image_upload_many(album=album, user=users["owner"], files=[("a.jpg", io.BytesIO(image_bytes()))])
     from albums.models import Image
@@ -267,8 +425,10 @@ def world(make_user, settings, import_root):
     image = Image.objects.get(pk=upload.image_id)
     from search import masks
 
-    masks.image_mask_set(image=image, data=image_bytes(fmt="PNG", mode="L", color=255, size=(64, 48)))  # so GET …/mask/ has one
-    return {"album": album, "image": image, "job": job, "users": users}
+    # So that GET …/mask/ has one, and PUT …/mask/ replaces it.
+    mask = masks.image_mask_set(image=image, data=image_bytes(fmt="PNG", mode="L", color=255, size=(64, 48)))
+    return {"album": album, "image": image, "job": job, "users": users, "import_root": import_root,
+            "mask_updated_at": mask.updated_at}
 
 
 def _kwargs(route: str, world, *, missing: bool = False) -> dict[str, int]:
@@ -288,9 +448,11 @@ def _request(client: Client, method: str, path: str, body):
     fmt, data = body
     if fmt == "json":
         return client.generic(method, path, json.dumps(data), content_type="application/json")
-    if fmt == "multipart":
-        return client.post(path, data)  # the test client encodes files as multipart
-    return client.post(path, data)  # form
+    if fmt == "multipart" and method != "POST":
+        from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+        return client.generic(method, path, encode_multipart(BOUNDARY, data), content_type=MULTIPART_CONTENT)
+    return client.post(path, data)  # multipart (the test client encodes files) or a form
 
 
 def _snapshot() -> str:
@@ -333,8 +495,10 @@ def test_isolation_sweep(world, route, method, name, actor):
     if actor != "anonymous":
         client.force_login(world["users"][actor])
     body_spec = BODIES.get((name, method))
+    world["actor"] = actor
     body = (body_spec[0], body_spec[1](world)) if body_spec else None
-    path = reverse(name, kwargs=_kwargs(route, world))
+    world["url_kwargs"] = _kwargs(route, world)
+    path = reverse(name, kwargs=world["url_kwargs"])
     api = path.startswith("/api/")
     before = _snapshot()
     response = _request(client, method, path, body)
@@ -343,9 +507,17 @@ def test_isolation_sweep(world, route, method, name, actor):
     what = f"{method} {path} as {actor}: expected {expected}, got {response.status_code} {content!r}"
 
     if expected == "allowed":
-        # Health answers 503 "degraded" here: no worker runs in this test.
-        degraded = name == "api:health" and response.json()["status"] == "degraded"
-        assert (response.status_code < 500 or degraded) and response.status_code not in (401, 403, 404, 405), what
+        effect = EFFECTS.get((name, method), Effect(200))
+        status = effect.status
+        if name == "api:health":  # 503 "degraded" when no worker runs (none does, unless an earlier test started one)
+            report = response.json()
+            assert report["down"] in ([], ["workers"]), what
+            status = 503 if report["down"] else 200
+        assert response.status_code == status, what
+        if effect.wrote is None:
+            assert _snapshot() == before, f"{what} — and the database changed"
+        else:
+            assert effect.wrote(world, actor, response), f"{what} — but its write is not in the database"
         return
     # Denied: nothing written, nothing streamed.
     assert not getattr(response, "streaming", False), what

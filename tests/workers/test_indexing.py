@@ -1,17 +1,21 @@
 """Indexing through a real Celery worker with tiny real encoders loaded from a models directory."""
 
+import errno
 import io
+import os
+import time
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from albums import services
 from albums.models import Image
-from search.models import Embedding
+from search.models import Embedding, RegionEmbedding
 from tests.conftest import wait_for
-from tests.images import image_bytes
-from tests.tiny_models import OPEN_CLIP_TINY, OPENAI_CLIP_TINY
-from workers.models import IndexJob
+from tests.images import image_bytes, noise_png
+from tests.tiny_models import OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SAPIENS2_TINY
+from workers.models import IndexJob, IndexJobBatch
 
 pytestmark = pytest.mark.slow
 
@@ -146,19 +150,120 @@ def test_hnsw_index_exists_for_the_model(worker, alice):
     assert "ef_construction='128'" in definition.replace(" ", "") or "ef_construction=128" in definition.replace(" ", "")
 
 
-def test_jobs_join_and_cancel(worker, alice, bob, client_for):
-    album = services.album_create(owner=alice, name="join", encoder_spec=OPEN_CLIP_TINY)
+class HeldFiles:
+    """Image files swapped for named pipes: a chunk that reads one waits, mid-flight, until the
+    test feeds it the real bytes. Always released (the session worker is shared)."""
+
+    def __init__(self, images):
+        self.held = {}
+        for image in images:
+            path = image.file.path
+            with open(path, "rb") as fp:
+                self.held[path] = fp.read()
+            os.remove(path)
+            os.mkfifo(path)
+
+    def release(self) -> None:
+        for path, data in self.held.items():
+            hold = path + ".fifo"
+            os.link(path, hold)  # keeps the pipe reachable for a reader already blocked in open()
+            with open(path + ".tmp", "wb") as fp:
+                fp.write(data)
+            os.replace(path + ".tmp", path)  # later readers open the real file
+            try:
+                fd = os.open(hold, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            else:  # a chunk is waiting on the pipe: it gets the real bytes
+                os.set_blocking(fd, True)
+                os.write(fd, data)
+                os.close(fd)
+            os.remove(hold)
+        self.held = {}
+
+
+def _batch_tasks(job_id: int) -> list[tuple[str, int]]:
+    """(state, seq) of the job's chunks the worker is running or holds, not yet acknowledged."""
+    from config.celery import app
+
+    inspect = app.control.inspect(timeout=1)
+    found = []
+    for state, by_worker in (("active", inspect.active()), ("reserved", inspect.reserved())):
+        for task in [t for tasks in (by_worker or {}).values() for t in tasks]:
+            if task["name"] == "workers.tasks.encode_index_batch" and list(task["args"])[0] == job_id:
+                found.append((state, list(task["args"])[1]))
+    return sorted(found)
+
+
+def _queued(queue: str) -> int:
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.REDIS_URL).llen(queue)
+
+
+def test_cancelling_a_running_job_stops_its_remaining_chunks_and_leaves_whole_images(
+    worker, alice, bob, client_for, monkeypatch
+):
+    """12 images in chunks of 3 (seq 0: images 0-2, 1: 3-5, 2: 6-8, 3: 9-11) on the session worker's
+    two threads. Images 3 and 6 are pipes, so chunks 1 and 2 wait mid-decode while chunk 0 commits
+    and chunk 3 waits in the queue: the cancel lands on a job that is deterministically running.
+    Region pooling writes 1 + 12 rows per image, so "all or nothing per image" can be checked."""
+    import workers.indexing
+    import workers.services
+
+    album = services.album_create(owner=alice, name="cancel", encoder_spec=SAPIENS2_TINY, pooling="regions")
+    # No automatic job or metadata task: nothing but the indexer reads the files before they are held.
+    monkeypatch.setattr(workers.indexing, "index_job_start", lambda **kw: (None, False))
+    monkeypatch.setattr(workers.services, "image_metadata_enqueue", lambda **kw: None)
+    files = [(f"{i}.png", io.BytesIO(noise_png(size=(48, 64), seed=300 + i))) for i in range(12)]
+    ids = [r.image_id for r in services.image_upload_many(album=album, user=alice, files=files)]
+    monkeypatch.undo()
+    assert ids == sorted(ids)  # the job's scope is ordered by pk: the chunks are as drawn above
+    held = HeldFiles(Image.objects.filter(pk__in=[ids[3], ids[6]]))
     client = client_for(alice)
-    first = client.post(f"/api/v1/albums/{album.pk}/index/")
-    second = client.post(f"/api/v1/albums/{album.pk}/index/")
-    assert first.status_code == 202
-    assert second.status_code in (200, 202)
-    if second.status_code == 200:
-        assert second.json()["id"] == first.json()["id"]
-    job_id = second.json()["id"]
-    services.album_member_add(album=album, username="bob", role="viewer")
-    assert client_for(bob).post(f"/api/v1/jobs/{job_id}/cancel/").status_code == 403
-    body = client.post(f"/api/v1/jobs/{job_id}/cancel/").json()
-    assert body["status"] in ("cancelled", "succeeded")
+    try:
+        started = client.post(f"/api/v1/albums/{album.pk}/index/")
+        assert started.status_code == 202
+        job_id = started.json()["id"]
+        wait_for(lambda: IndexJob.objects.filter(pk=job_id, status="running", done=3).exists(),
+                 what="chunk 0 to commit")
+        wait_for(lambda: _batch_tasks(job_id) == [("active", 1), ("active", 2)], what="chunks 1 and 2 to be mid-flight")
+
+        # A second request joins the running job: 200, the same job (202 is only for a new one).
+        joined = client.post(f"/api/v1/albums/{album.pk}/index/")
+        assert joined.status_code == 200 and joined.json()["id"] == job_id
+        services.album_member_add(album=album, username="bob", role="viewer")
+        denied = client_for(bob).post(f"/api/v1/jobs/{job_id}/cancel/")
+        assert denied.status_code == 403 and denied.json()["code"] == "role_required"
+        assert IndexJob.objects.get(pk=job_id).status == "running"
+
+        response = client.post(f"/api/v1/jobs/{job_id}/cancel/")
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["status"] == "cancelled" and (body["done"], body["total"]) == (3, 12)
+        assert body["message"] == "Cancelled by alice."
+    finally:
+        held.release()
+
+    # The two chunks in flight finish decoding and encoding, then write nothing; chunk 3 starts and
+    # stops at once. Wait until the worker has acknowledged all of them, then a little longer.
+    wait_for(lambda: not _batch_tasks(job_id) and not _queued("encode"), what="the job's chunks to be done with")
+    time.sleep(1.0)
+    job = IndexJob.objects.get(pk=job_id)
+    assert (job.status, job.done, job.total, job.failed) == ("cancelled", 3, 12, 0)
+    assert list(IndexJobBatch.objects.filter(job=job).values_list("seq", flat=True)) == [0]
+    # Whole images only: chunk 0's three have their vector and all 12 region rows; no other image has any.
+    vectors = Counter(Embedding.objects.filter(album=album).values_list("image_id", flat=True))
+    regions = Counter(RegionEmbedding.objects.filter(album=album).values_list("image_id", flat=True))
+    assert vectors == dict.fromkeys(ids[:3], 1)
+    assert regions == dict.fromkeys(ids[:3], 12)
+    assert set(Embedding.objects.filter(album=album).values_list("model_id", flat=True)) == {job.model_id}
+    statuses = dict(Image.objects.filter(album=album).values_list("pk", "status"))
+    assert [statuses[i] for i in ids] == ["indexed"] * 3 + ["pending"] * 9
     album_body = client.get(f"/api/v1/albums/{album.pk}/").json()
     assert album_body["index"]["active_job"] is None
+    # Cancelling again is not an error and changes nothing.
+    again = client.post(f"/api/v1/jobs/{job_id}/cancel/")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"

@@ -1,0 +1,64 @@
+"""Query encoding on the `query` queue (search/query_worker.py), through the real stack: a real
+Celery worker, the real broker, the API's exception handler."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.test_upload_index_search import _indexed_album
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def queue_paused(worker, queue: str):
+    """The session worker stops consuming `queue` (and only that), and consumes it again on the way
+    out, whatever happened inside, so later tests find the worker as they expect."""
+    from config.celery import app
+
+    def session_worker():
+        names = app.control.inspect(timeout=2).ping() or {}
+        return next((n for n in names if n.startswith(worker["name"] + "@")), None)
+
+    full_name = wait_for(session_worker, what="the session worker to answer a ping")
+
+    def consuming() -> bool:
+        queues = (app.control.inspect(destination=[full_name], timeout=2).active_queues() or {}).get(full_name, [])
+        return queue in {q["name"] for q in queues}
+
+    app.control.cancel_consumer(queue, destination=[full_name], reply=True, timeout=5)
+    try:
+        assert not consuming()
+        yield
+    finally:
+        app.control.add_consumer(queue, destination=[full_name], reply=True, timeout=5)
+        wait_for(consuming, what=f"the session worker to consume `{queue}` again")
+
+
+def test_no_query_worker_answering_is_a_503_with_retry_after_and_search_recovers(worker, alice, client_for, settings):
+    album, _, _ = _indexed_album(alice, count=2)
+    settings.LOUPE_QUERY_ENCODING = "worker"
+    settings.LOUPE_QUERY_TIMEOUT_SECONDS = 1.5
+    client = client_for(alice)
+
+    def search():
+        return client.post(f"/api/v1/albums/{album.pk}/search/", {"text": "red sled", "min_score": -1}, format="json")
+
+    with queue_paused(worker, "query"):
+        started = time.monotonic()
+        response = search()
+        waited = time.monotonic() - started
+    assert response.status_code == 503, response.content
+    body = response.json()
+    assert body["code"] == "query_worker_unavailable" and "`query` queue" in body["message"]
+    assert response["Retry-After"] == "5" and body["extra"] == {"retry_after_seconds": 5}
+    assert 1.5 <= waited < 5, "the request waits out LOUPE_QUERY_TIMEOUT_SECONDS, no longer"
+
+    # The consumer is back: the same search is answered (the expired task is dropped, not run late).
+    response = search()
+    assert response.status_code == 200, response.content
+    assert len(response.json()["results"]) == 2
