@@ -189,11 +189,11 @@ class ImageThumbnailApi(APIView):
         # and keep it in the shared cache, so a grid that asks again does not decode the photo again.
         # Not stored on the image: an empty thumbnail is how the recovery sweep finds metadata to redo.
         key = pending_thumbnail_key(image)
-        data = cache.get(key)
-        if data is None:
-            with image_file_open(image=image) as fp:
+        with image_file_open(image=image) as fp:  # first: a photo missing from storage is a 404, cached or not
+            data = cache.get(key)
+            if data is None:
                 data = make_thumbnail(fp, size=settings.LOUPE_THUMBNAIL_SIZE)
-            cache.set(key, data, timeout=settings.LOUPE_PENDING_THUMBNAIL_SECONDS)
+                cache.set(key, data, timeout=settings.LOUPE_PENDING_THUMBNAIL_SECONDS)
         response = _private_file_response(BytesIO(data), content_type="image/webp")
         response["Cache-Control"] = "private, no-store"
         return response
