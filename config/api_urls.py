@@ -20,6 +20,7 @@ urlpatterns = [
     path("albums/<int:album_id>/images/", albums.AlbumImageListApi.as_view(), name="album-images"),
     path("albums/<int:album_id>/jobs/", jobs.AlbumJobListApi.as_view(), name="album-jobs"),
     path("albums/<int:album_id>/index/", jobs.AlbumIndexApi.as_view(), name="album-index"),
+    path("albums/<int:album_id>/retry-failed/", jobs.AlbumRetryFailedApi.as_view(), name="album-retry-failed"),
     path("albums/<int:album_id>/import/", jobs.AlbumFolderImportApi.as_view(), name="album-import"),
     path("albums/<int:album_id>/search/", search.AlbumSearchApi.as_view(), name="album-search"),
     path("albums/<int:album_id>/duplicates/", search.AlbumDuplicatesApi.as_view(), name="album-duplicates"),

@@ -12,6 +12,27 @@ from config.errors import ApplicationError, ServiceUnavailableError, encoder_err
 RETRY_AFTER_SECONDS = 5
 
 
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
+
+
+BROKER_ERRORS = _broker_errors()
+
+
+def _broker_unavailable(exc: BaseException) -> ServiceUnavailableError:
+    import logging
+
+    logging.getLogger(__name__).warning("query worker not reachable: the broker is unavailable: %s", exc)
+    return ServiceUnavailableError(
+        "The message broker is unavailable, so no query worker can be asked; try again shortly.",
+        code="broker_unavailable", extra={"retry_after_seconds": RETRY_AFTER_SECONDS},
+    )
+
+
 def error_as_data(exc) -> dict:
     """An ApplicationError or EncoderError, with the status the API's exception handler gives it."""
     status = exc.status_code if isinstance(exc, ApplicationError) else encoder_error_status(exc) or 400
@@ -22,8 +43,11 @@ def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "js
     """`serializer="msgpack"` when an argument is raw bytes (a query image)."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    # Once the caller has given up, a worker that reaches the task late drops it unrun.
-    pending = task.apply_async(args, expires=timeout, serializer=serializer)
+    try:
+        # Once the caller has given up, a worker that reaches the task late drops it unrun.
+        pending = task.apply_async(args, expires=timeout, serializer=serializer)
+    except BROKER_ERRORS as exc:
+        raise _broker_unavailable(exc) from None
     try:
         result = pending.get(timeout=timeout, propagate=True)
     except CeleryTimeout:
@@ -31,8 +55,13 @@ def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "js
             f"No query worker answered within {timeout} s; is a worker consuming the `query` queue?",
             code="query_worker_unavailable", extra={"retry_after_seconds": RETRY_AFTER_SECONDS},
         ) from None
+    except BROKER_ERRORS as exc:  # Redis went away while the answer was awaited
+        raise _broker_unavailable(exc) from None
     finally:
-        pending.forget()
+        try:
+            pending.forget()
+        except BROKER_ERRORS:
+            pass  # the result expires by itself
     if "error" in result:
         error = result["error"]
         raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])

@@ -125,6 +125,10 @@ def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
 # --- step 1: scope -----------------------------------------------------------------------------
 
 
+def index_job_fail(*, job_id: int, message: str) -> None:
+    _fail_job(job_id, message)
+
+
 def _fail_job(job_id: int, message: str) -> None:
     IndexJob.objects.filter(pk=job_id, status__in=IndexJob.ACTIVE_STATUSES).update(
         status=IndexJob.Status.FAILED, message=message[:4000], finished_at=timezone.now()

@@ -100,11 +100,17 @@ def _decode_source(
 def _read(name: str) -> bytes | None:
     from django.core.files.storage import default_storage
 
+    from albums.storage import StorageUnavailableError, is_transient_io
+
     try:
         with default_storage.open(name, "rb") as fp:
             return fp.read()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if is_transient_io(exc):
+            raise StorageUnavailableError(f"Could not read {name}: {exc}") from exc
+        raise
 
 
 def _decode(name: str, draft: tuple[int, int], alpha: bool = False, mask_name: str | None = None):
@@ -262,10 +268,44 @@ def _concat(parts: list[Pooled], encoder) -> Pooled:
                   notes=[note for p in parts for note in p.notes])
 
 
-def _encode_or_isolate(encoder, images, result: Embedded, batch) -> Pooled:
-    """Encode a micro-batch; if the encoder rejects it, retry image by image so only the bad one fails."""
+class EncoderOutOfMemoryError(Exception):
+    """Out of memory even one image at a time: the chunk is retried later (another job may be
+    holding the GPU), and no image is marked failed for it."""
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def _encode_halving(encoder, images) -> Pooled:
+    """Encode; out of memory, encode each half, down to one image, which then raises
+    EncoderOutOfMemoryError: memory is not the image's fault."""
     try:
         return _pooled_fixed_shape(encoder, images)
+    except RuntimeError as exc:
+        if not _out_of_memory(exc):
+            raise
+        if len(images) == 1:
+            raise EncoderOutOfMemoryError(f"The encoder ran out of memory on one image: {exc}") from exc
+        _release_device_memory()
+    half = len(images) // 2
+    return _concat([_encode_halving(encoder, images[:half]), _encode_halving(encoder, images[half:])], encoder)
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _encode_or_isolate(encoder, images, result: Embedded, batch) -> Pooled:
+    """Encode a micro-batch; if the encoder rejects it, retry image by image so only the bad one fails.
+    Running out of memory is not a rejection: the batch is halved instead (_encode_halving)."""
+    try:
+        return _encode_halving(encoder, images)
     except (OSError, ValueError, RuntimeError) as batch_error:
         if len(images) == 1:
             bad_id = result.image_ids.pop()
@@ -276,7 +316,7 @@ def _encode_or_isolate(encoder, images, result: Embedded, batch) -> Pooled:
     parts = []
     for image_id, image in zip(ok_ids, images):
         try:
-            parts.append(_pooled_fixed_shape(encoder, [image]))
+            parts.append(_encode_halving(encoder, [image]))
             result.image_ids.append(image_id)
         except (OSError, ValueError, RuntimeError) as exc:
             result.failures[image_id] = f"The encoder could not process the image: {exc}"

@@ -12,7 +12,8 @@ sweep, on the `default` queue:
 - replaces an active job that went stale (index_job_start does that);
 - starts an index job for an album with images waiting and no job, unless its last job failed for
   another reason (missing weights, say: a new job would only fail again) or was cancelled;
-- re-queues metadata for images that still have no thumbnail a while after upload;
+- re-queues metadata for images that still have no thumbnail a while after upload and that no
+  queued or running metadata task holds (workers/services.py marks them in the cache);
 - drops album HNSW graphs whose album is gone or searches another model now.
 """
 
@@ -71,7 +72,7 @@ def _resume_kind(album: Album) -> str | None:
 
 def resume_pending_work() -> dict[str, list[int]]:
     from workers.indexing import INDEXING_KINDS, index_job_start
-    from workers.services import image_metadata_enqueue
+    from workers.services import image_metadata_enqueue, images_without_metadata_task
 
     jobs = IndexJob.objects.filter(album=OuterRef("pk"), kind__in=INDEXING_KINDS)
     waiting = Image.objects.filter(album=OuterRef("pk"), status=Image.Status.PENDING)
@@ -89,8 +90,10 @@ def resume_pending_work() -> dict[str, list[int]]:
         if created:
             resumed.append(album.pk)
     cutoff = timezone.now() - METADATA_GRACE
-    no_thumbnail = list(Image.objects.filter(thumbnail="", created_at__lt=cutoff).filter(~Q(status=Image.Status.FAILED))
-                        .order_by("pk").values_list("pk", flat=True))
+    no_thumbnail = images_without_metadata_task(
+        Image.objects.filter(thumbnail="", created_at__lt=cutoff).filter(~Q(status=Image.Status.FAILED))
+        .order_by("pk").values_list("pk", flat=True)
+    )
     if no_thumbnail:
         image_metadata_enqueue(image_ids=no_thumbnail)
     dropped = album_graphs_prune()

@@ -11,17 +11,46 @@ from PIL import Image as PILImage
 from albums.imaging import make_thumbnail, read_metadata
 from albums.models import Image
 from albums.services import image_mark_failed, image_save_metadata
+from albums.storage import StorageUnavailableError, is_transient_io
 
 logger = logging.getLogger(__name__)
 
 METADATA_CHUNK = 32
 
 
+# A queued metadata task marks its images in the shared cache until it ends, so the recovery sweep
+# re-queues only images no task holds. The mark outlives any queue wait it should cover; a task lost
+# with Redis loses its marks too, and its images are then re-queued, as they should be.
+METADATA_MARK_SECONDS = 6 * 3600
+
+
+def _metadata_mark(image_id: int) -> str:
+    return f"loupe:metadata-queued:{image_id}"
+
+
 def image_metadata_enqueue(*, image_ids: Sequence[int]) -> None:
+    from django.core.cache import cache
+
     from workers.tasks import image_process_metadata
 
     for start in range(0, len(image_ids), METADATA_CHUNK):
-        image_process_metadata.delay(list(image_ids[start : start + METADATA_CHUNK]))
+        chunk = list(image_ids[start : start + METADATA_CHUNK])
+        cache.set_many({_metadata_mark(pk): 1 for pk in chunk}, timeout=METADATA_MARK_SECONDS)
+        image_process_metadata.delay(chunk)
+
+
+def images_without_metadata_task(image_ids: Sequence[int]) -> list[int]:
+    """Those of `image_ids` that no queued or running metadata task holds."""
+    from django.core.cache import cache
+
+    held = cache.get_many([_metadata_mark(pk) for pk in image_ids])
+    return [pk for pk in image_ids if _metadata_mark(pk) not in held]
+
+
+def metadata_marks_clear(image_ids: Sequence[int]) -> None:
+    from django.core.cache import cache
+
+    cache.delete_many([_metadata_mark(pk) for pk in image_ids])
 
 
 def image_process_metadata(*, image_ids: Sequence[int]) -> dict[str, int]:
@@ -39,6 +68,8 @@ def image_process_metadata(*, image_ids: Sequence[int]) -> dict[str, int]:
             failed += 1
             continue
         except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as exc:
+            if is_transient_io(exc):  # the storage, not the file: the task retries, nothing is marked
+                raise StorageUnavailableError(f"Could not read image {image.pk}: {exc}") from exc
             image_mark_failed(image_id=image.pk, reason=f"Could not read the image: {exc}")
             failed += 1
             continue
@@ -105,3 +136,26 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
         + (f" Skipped: {skipped}{more}" if report.rejected else ""),
     )
     return report.as_dict()
+
+
+def album_retry_failed(*, album, user=None) -> dict:
+    """Give the album's failed images another go: each is `pending` again, gets its metadata step
+    when it has no thumbnail yet, and joins an index job. For images that failed for a cause that has
+    passed (storage back, weights restored, a bug fixed); one that is still bad fails again, with
+    its reason, and costs nothing else."""
+    from django.db import transaction
+
+    from workers.indexing import index_job_start
+
+    with transaction.atomic():
+        failed = list(Image.objects.select_for_update().filter(album=album, status=Image.Status.FAILED)
+                      .values_list("pk", "thumbnail"))
+        ids = [pk for pk, _ in failed]
+        Image.objects.filter(pk__in=ids).update(status=Image.Status.PENDING, failure_reason="")
+        no_thumbnail = [pk for pk, thumbnail in failed if not thumbnail]
+        if no_thumbnail:
+            transaction.on_commit(lambda: image_metadata_enqueue(image_ids=no_thumbnail))
+    job = None
+    if ids:
+        job, _ = index_job_start(album=album, user=user, countdown=0)
+    return {"retried": len(ids), "job_id": job.pk if job is not None else None}

@@ -3,13 +3,21 @@
 
 Tasks named `encode_*` go to the `encode` queue (CELERY_TASK_ROUTES), the rest to `default`."""
 
+import logging
+
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
+from albums.storage import StorageUnavailableError
 from workers import indexing, recovery, services
+from workers.pipeline import EncoderOutOfMemoryError
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError, ConnectionError)
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerOperationalError, ConnectionError, StorageUnavailableError,
+                    EncoderOutOfMemoryError)
 RETRY_TRANSIENT = {
     "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": 2,
@@ -21,7 +29,9 @@ RETRY_TRANSIENT = {
 
 @shared_task(**RETRY_TRANSIENT)
 def image_process_metadata(image_ids: list[int]) -> dict[str, int]:
-    return services.image_process_metadata(image_ids=image_ids)
+    result = services.image_process_metadata(image_ids=image_ids)
+    services.metadata_marks_clear(image_ids)  # not on a retry: the images are still held
+    return result
 
 
 @shared_task(**RETRY_TRANSIENT)
@@ -29,9 +39,25 @@ def encode_index_job(job_id: int) -> dict:
     return indexing.index_job_run(job_id=job_id)
 
 
-@shared_task(**RETRY_TRANSIENT)
-def encode_index_batch(job_id: int, seq: int, image_ids: list[int]) -> dict:
-    return indexing.index_batch_run(job_id=job_id, seq=seq, image_ids=image_ids)
+@shared_task(bind=True)
+def encode_index_batch(self, job_id: int, seq: int, image_ids: list[int]) -> dict:
+    """A chunk that raises is retried with backoff: up to RETRY_TRANSIENT's count for a transient
+    cause, LOUPE_CHUNK_MAX_ATTEMPTS in all for any other (a soft time limit on a slow CPU, a bug).
+    Then its job ends `failed` with the reason, instead of going stale and being planned again
+    by the recovery sweep for ever."""
+    try:
+        return indexing.index_batch_run(job_id=job_id, seq=seq, image_ids=image_ids)
+    except Exception as exc:
+        attempts = self.request.retries + 1
+        transient = isinstance(exc, TRANSIENT_ERRORS)
+        allowed = RETRY_TRANSIENT["max_retries"] + 1 if transient else settings.LOUPE_CHUNK_MAX_ATTEMPTS
+        if attempts < allowed:
+            countdown = min(RETRY_TRANSIENT["retry_backoff_max"], RETRY_TRANSIENT["retry_backoff"] ** attempts)
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        reason = f"Chunk {seq} failed {attempts} time{'s' if attempts > 1 else ''}: {type(exc).__name__}: {exc}"
+        logger.error("index job %s: %s", job_id, reason, exc_info=True)
+        indexing.index_job_fail(job_id=job_id, message=reason)
+        return {"failed": reason}
 
 
 @shared_task(**RETRY_TRANSIENT)

@@ -186,6 +186,7 @@ LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0
 LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself
 LOUPE_PENDING_THUMBNAIL_SECONDS = 3600  # a thumbnail rendered before the worker's is cached this long
+LOUPE_CHUNK_MAX_ATTEMPTS = env.int("LOUPE_CHUNK_MAX_ATTEMPTS", default=3)  # a chunk failing for a non-transient cause
 LOUPE_MAX_SEARCH_RESULTS = env.int("LOUPE_MAX_SEARCH_RESULTS", default=2000)  # results one search may rank
 LOUPE_RAG_MAX_PATCHES = env.int("LOUPE_RAG_MAX_PATCHES", default=1024)  # per image: (resolution // patch size)²
 LOUPE_RAG_MAX_REQUEST_BYTES = env.int("LOUPE_RAG_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)  # the RAG Vision Engine invocation body

@@ -44,5 +44,11 @@
     await fetch(box.dataset.indexUrl, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": box.dataset.csrf } });
     poll();
   });
+  const retry = document.getElementById("retry-failed");
+  if (retry) retry.addEventListener("click", async () => {
+    await fetch(box.dataset.retryUrl, { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": box.dataset.csrf } });
+    retry.hidden = true;
+    poll();
+  });
   if (box.dataset.active === "1") schedule();
 })();

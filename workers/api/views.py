@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,7 +11,7 @@ from config.pagination import LoupePagination, paginate
 from workers import indexing
 from workers.models import IndexJob
 from workers.selectors import job_get_for_user, job_list_for_album
-from workers.services import folder_import_start
+from workers.services import album_retry_failed, folder_import_start
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -63,6 +63,15 @@ class AlbumIndexApi(APIView):
         album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
         job, created = indexing.index_job_start(album=album, user=request.user, countdown=0)
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
+
+
+class AlbumRetryFailedApi(APIView):
+    @extend_schema(request=None, responses=inline_serializer("RetryFailed", {
+        "retried": serializers.IntegerField(), "job_id": serializers.IntegerField(allow_null=True)}))
+    def post(self, request, album_id: int):
+        """Set the album's failed images back to pending and index them again."""
+        album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        return Response(album_retry_failed(album=album, user=request.user))
 
 
 class FolderImportSerializer(serializers.Serializer):
