@@ -1,4 +1,6 @@
 import atexit
+import os
+import uuid
 
 from config import runtime
 
@@ -34,3 +36,9 @@ if not env.str("REDIS_URL", default=""):  # noqa: F405
     CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
     CELERY_BROKER_URL = runtime.redis_broker_url(REDIS_URL)
     CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+
+# Each test run caches and counts under a prefix of its own: Redis outlives a run (append-only file)
+# while ids restart with every new test database, so a mark or a count an earlier run left behind
+# would otherwise be read as this run's. Processes the run spawns inherit the prefix (os.environ).
+os.environ.setdefault("LOUPE_TEST_RUN", uuid.uuid4().hex[:12])
+CACHES["default"]["KEY_PREFIX"] = f"test-{os.environ['LOUPE_TEST_RUN']}"  # noqa: F405
