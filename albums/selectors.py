@@ -86,7 +86,7 @@ def album_index_summary(*, album: Album) -> dict:
     from workers.models import IndexJob
 
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
-    job = IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES).exclude(kind=IndexJob.Kind.IMPORT).first()
+    job = IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES).exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first()
     return {
         "search_model_id": album.active_model_id or None,
         "images": {status: counts.get(status, 0) for status in Image.Status.values},

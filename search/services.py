@@ -16,7 +16,7 @@ from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search import scoring
 from search.query_encoding import EncodedQuery, encode_query, spec_of_model_id
-from search.selectors import album_vector_count, album_vectors, candidate_count, image_vector, region_matches, search_candidates
+from search.selectors import candidate_count, image_vector, region_matches, search_candidates
 
 
 class AlbumNotIndexedError(ConflictError):
@@ -241,69 +241,3 @@ def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool
             "total": round((finished - started) * 1000, 1),
         },
     }, len(matches.image_ids) > 0
-
-
-DUPLICATE_THRESHOLD_MIN = 0.8  # below it "near-duplicate" means "similar": the pairs grow as n²
-
-
-@dataclass
-class DuplicateGroups:
-    groups: list[list[dict]]
-    total_groups: int
-    pairs: int
-
-
-def album_duplicates(*, album: Album, threshold: float) -> DuplicateGroups:
-    """Groups of images whose vectors are at least `threshold` cosine-similar (transitively).
-
-    Exact all-pairs in blocks: one matrix product per block of 1,024 rows. Bounded before any work:
-    the album's size is counted before a vector is loaded, pairs past LOUPE_DUPLICATES_MAX_PAIRS stop
-    the search with a 409 that says to raise the threshold, and at most LOUPE_DUPLICATES_MAX_GROUPS
-    groups (the largest first) come back."""
-    if not DUPLICATE_THRESHOLD_MIN <= threshold <= 1:
-        raise ApplicationError(f"threshold must be between {DUPLICATE_THRESHOLD_MIN} and 1.", code="invalid_threshold",
-                               extra={"min": DUPLICATE_THRESHOLD_MIN, "max": 1})
-    model_id = _album_model(album)
-    count = album_vector_count(album_id=album.pk, model_id=model_id)
-    if count > settings.LOUPE_DUPLICATES_EXACT_MAX:
-        raise ConflictError(
-            f"This album has {count} images; duplicate search runs on albums of up to "
-            f"{settings.LOUPE_DUPLICATES_EXACT_MAX} (LOUPE_DUPLICATES_EXACT_MAX).",
-            code="album_too_large", extra={"images": count, "max_images": settings.LOUPE_DUPLICATES_EXACT_MAX},
-        )
-    ids, vectors = album_vectors(album_id=album.pk, model_id=model_id)
-    parent = np.arange(len(ids))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    pairs = 0
-    for start in range(0, len(ids), 1024):
-        block = vectors[start : start + 1024] @ vectors.T
-        rows, cols = np.nonzero(block >= threshold)
-        upper = start + rows < cols
-        rows, cols = start + rows[upper], cols[upper]
-        pairs += len(rows)
-        if pairs > settings.LOUPE_DUPLICATES_MAX_PAIRS:
-            raise ConflictError(
-                f"More than {settings.LOUPE_DUPLICATES_MAX_PAIRS} image pairs are at least {threshold} similar: "
-                "raise the threshold.", code="too_many_pairs", extra={"max_pairs": settings.LOUPE_DUPLICATES_MAX_PAIRS},
-            )
-        for i, c in zip(rows.tolist(), cols.tolist()):
-            a, b = find(i), find(c)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(ids)):
-        groups.setdefault(find(i), []).append(i)
-    found = [members for members in groups.values() if len(members) > 1]
-    found.sort(key=lambda members: (-len(members), int(ids[members[0]])))
-    out = [
-        [{"image_id": int(ids[m]), "similarity": round(1.0 if m == members[0] else float(vectors[m] @ vectors[members[0]]), 4)}
-         for m in members]
-        for members in found[: settings.LOUPE_DUPLICATES_MAX_GROUPS]
-    ]
-    return DuplicateGroups(groups=out, total_groups=len(found), pairs=pairs)

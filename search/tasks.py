@@ -6,6 +6,14 @@ from config.errors import ApplicationError
 from search.query_worker import error_as_data
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def duplicate_scan_run(job_id: int) -> dict:
+    """On the `default` queue: a near-duplicate scan of an album too large to answer in a request."""
+    from search.duplicates import duplicate_scan_run as run
+
+    return run(job_id=job_id)
+
+
 @shared_task(ignore_result=False, acks_late=False)
 def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes

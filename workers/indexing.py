@@ -97,7 +97,7 @@ def index_job_start(
 
 def _delete_partial_vectors(job: IndexJob, album: Album) -> None:
     """A cancelled rebuild leaves vectors of a model search does not use; they go with it."""
-    if job.model_id and job.model_id != album.active_model_id:
+    if job.kind in INDEXING_KINDS and job.model_id and job.model_id != album.active_model_id:
         embeddings_delete_model(album_id=album.pk, model_id=job.model_id)
 
 

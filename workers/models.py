@@ -9,6 +9,7 @@ class IndexJob(models.Model):
         INDEX = "index", "Index"
         REBUILD = "rebuild", "Rebuild"
         IMPORT = "import", "Folder import"
+        DUPLICATES = "duplicates", "Near-duplicates"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -34,6 +35,8 @@ class IndexJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    params = models.JSONField(default=dict, blank=True)  # what the job was asked (a duplicates threshold)
+    result = models.JSONField(null=True, blank=True)  # what it found, for jobs that answer a question
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -171,8 +171,10 @@ LOUPE_QUERY_QUEUE_SECONDS = env.float("LOUPE_QUERY_QUEUE_SECONDS", default=2.0)
 LOUPE_QUERY_TEXT_CACHE = env.int("LOUPE_QUERY_TEXT_CACHE", default=4096)
 # Query encodes one web process lets wait at once (here or on the query worker); more get a 503.
 LOUPE_QUERY_MAX_IN_FLIGHT = env.int("LOUPE_QUERY_MAX_IN_FLIGHT", default=24)
-# Duplicates run in the web request: bounded so one stays within seconds on 2 cores (10k x 10k x 1280).
-LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=10_000)
+# Near-duplicates: answered in the request up to INLINE_MAX images (about a second on 2 cores at
+# 1280 dims), as a scan job on a worker up to EXACT_MAX (search/duplicates.py).
+LOUPE_DUPLICATES_INLINE_MAX = env.int("LOUPE_DUPLICATES_INLINE_MAX", default=3_000)
+LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 LOUPE_DUPLICATES_MAX_PAIRS = env.int("LOUPE_DUPLICATES_MAX_PAIRS", default=200_000)
 LOUPE_DUPLICATES_MAX_GROUPS = env.int("LOUPE_DUPLICATES_MAX_GROUPS", default=500)
 

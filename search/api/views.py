@@ -22,9 +22,10 @@ from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from config.request_limits import query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
-from search import masks, scoring, services
+from search import duplicates, masks, scoring, services
 from search.query_encoding import query_admission
 from search.models import ImageMask
+from workers.api.views import JobSerializer
 
 MAX_QUERY_TEXT = 1000
 
@@ -222,29 +223,41 @@ class _SimilarParams(serializers.Serializer):
 
 
 class _DuplicateParams(serializers.Serializer):
-    threshold = serializers.FloatField(required=False, default=0.95, min_value=services.DUPLICATE_THRESHOLD_MIN,
-                                       max_value=1.0)
+    threshold = serializers.FloatField(required=False, default=0.95, min_value=duplicates.THRESHOLD_MIN, max_value=1.0)
+
+
+_DUPLICATE_GROUPS = inline_serializer("DuplicateGroups", {
+    "threshold": serializers.FloatField(),
+    "count": serializers.IntegerField(help_text="groups in this answer"),
+    "total": serializers.IntegerField(help_text="groups found; the largest come back first"),
+    "truncated": serializers.BooleanField(),
+    "pairs": serializers.IntegerField(help_text="image pairs at or above the threshold"),
+    "groups": serializers.ListField(child=serializers.JSONField())})
 
 
 class AlbumDuplicatesApi(APIView):
     throttle_classes = [SearchRateThrottle]  # all pairs of the album's vectors: costlier than a search
 
     @extend_schema(parameters=[OpenApiParameter("threshold", float, description="cosine, 0.8 to 1, default 0.95")],
-                   responses=inline_serializer("DuplicateGroups", {
-                       "threshold": serializers.FloatField(),
-                       "count": serializers.IntegerField(help_text="groups in this answer"),
-                       "total": serializers.IntegerField(help_text="groups found; the largest come back first"),
-                       "truncated": serializers.BooleanField(),
-                       "pairs": serializers.IntegerField(help_text="image pairs at or above the threshold"),
-                       "groups": serializers.ListField(child=serializers.JSONField())}))
+                   responses=_DUPLICATE_GROUPS)
     def get(self, request, album_id: int):
+        """Near-duplicate groups, answered now for albums of up to LOUPE_DUPLICATES_INLINE_MAX images;
+        a larger album is a 409 `album_too_large` with `extra.scan: true`: POST here to scan it on a worker."""
         album = album_get_for_user(user=request.user, album_id=album_id)
         params = _DuplicateParams(data=request.query_params)
         params.is_valid(raise_exception=True)
-        found = services.album_duplicates(album=album, threshold=params.validated_data["threshold"])
-        return Response({"threshold": params.validated_data["threshold"], "groups": found.groups,
-                         "count": len(found.groups), "total": found.total_groups,
-                         "truncated": found.total_groups > len(found.groups), "pairs": found.pairs})
+        return Response(duplicates.album_duplicates(album=album, threshold=params.validated_data["threshold"]).as_body())
+
+    @extend_schema(request=_DuplicateParams, responses={202: JobSerializer, 200: JobSerializer})
+    def post(self, request, album_id: int):
+        """Scan the album for near-duplicates on a worker: 202 with a new job, or 200 with the scan at
+        this threshold already under way. Poll `/api/v1/jobs/{id}/`; its `result` holds the groups."""
+        album = album_get_for_user(user=request.user, album_id=album_id)
+        params = _DuplicateParams(data=request.data)
+        params.is_valid(raise_exception=True)
+        job, created = duplicates.duplicate_scan_start(album=album, user=request.user,
+                                                       threshold=params.validated_data["threshold"])
+        return Response(JobSerializer(job).data, status=202 if created else 200)
 
 
 class MaskNotFoundError(NotFoundError):

@@ -285,18 +285,19 @@ def test_patch_grids_are_bounded_when_a_set_is_made_changed_or_classified(alice,
 
 
 def test_duplicates_are_bounded_before_any_vector_is_loaded(alice, client_for, settings, monkeypatch):
-    from search import selectors, services
+    from search import duplicates, selectors
 
     album = _vector_album(alice, [[1, 0, 0, 0], [1, 0.01, 0, 0], [0, 1, 0, 0], [0, 1, 0.01, 0], [0, 0, 1, 0]])
     client, url = client_for(alice), f"/api/v1/albums/{album.pk}/duplicates/"
     response = client.get(f"{url}?threshold=0.5")
     assert response.status_code == 400 and "0.8" in str(response.json()["extra"])
     loaded = []
-    monkeypatch.setattr(services, "album_vectors", lambda **kw: loaded.append(kw) or selectors.album_vectors(**kw))
-    settings.LOUPE_DUPLICATES_EXACT_MAX = 4
+    monkeypatch.setattr(duplicates, "album_vectors", lambda **kw: loaded.append(kw) or selectors.album_vectors(**kw))
+    settings.LOUPE_DUPLICATES_INLINE_MAX = settings.LOUPE_DUPLICATES_EXACT_MAX = 4
     response = client.get(url)
     assert response.status_code == 409 and response.json()["code"] == "album_too_large" and loaded == []
-    settings.LOUPE_DUPLICATES_EXACT_MAX = 5
+    assert response.json()["extra"] == {"images": 5, "max_images": 4, "scan": False}
+    settings.LOUPE_DUPLICATES_INLINE_MAX = settings.LOUPE_DUPLICATES_EXACT_MAX = 5
     settings.LOUPE_DUPLICATES_MAX_PAIRS = 1
     response = client.get(f"{url}?threshold=0.99")
     assert response.status_code == 409 and response.json()["code"] == "too_many_pairs"
@@ -341,3 +342,64 @@ def test_thumbnails_crops_masks_and_duplicates_are_throttled(alice, album, clien
     for _ in range(2):
         assert client.get(f"/api/v1/albums/{album.pk}/duplicates/").status_code in (409,)  # album not indexed
     _assert_throttled(client.get(f"/api/v1/albums/{album.pk}/duplicates/"))
+
+
+def test_an_album_too_large_to_answer_in_the_request_is_scanned_as_a_job(alice, bob, client_for, settings,
+                                                                         django_capture_on_commit_callbacks, monkeypatch):
+    """Past LOUPE_DUPLICATES_INLINE_MAX the request says to scan; the scan is a job with progress
+    whose result is what the request would have answered (run here in-process, as the worker runs it)."""
+    from search import duplicates
+    from workers.models import IndexJob
+
+    album = _vector_album(alice, [[1, 0, 0, 0], [1, 0.01, 0, 0], [0, 1, 0, 0], [0, 1, 0.01, 0], [0, 0, 1, 0]])
+    url = f"/api/v1/albums/{album.pk}/duplicates/"
+    inline = client_for(alice).get(f"{url}?threshold=0.99").json()
+    settings.LOUPE_DUPLICATES_INLINE_MAX = 4
+    refused = client_for(alice).get(f"{url}?threshold=0.99")
+    assert refused.status_code == 409 and refused.json()["extra"] == {"images": 5, "max_images": 4, "scan": True}
+    from albums import services
+
+    services.album_member_add(album=album, username="bob", role="viewer")  # a viewer may scan: it writes only the job
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        started = client_for(bob).post(url, {"threshold": 0.99}, format="json")
+        joined = client_for(alice).post(url, {"threshold": 0.99}, format="json")
+    assert (started.status_code, joined.status_code) == (202, 200) and len(sent) == 1
+    job_id = started.json()["id"]
+    assert joined.json()["id"] == job_id and started.json()["kind"] == "duplicates"
+    assert client_for(alice).post(url, {"threshold": 0.5}, format="json").status_code == 400
+    monkeypatch.setattr(duplicates, "BLOCK_ROWS", 2)  # progress after each of three blocks
+    assert duplicates.duplicate_scan_run(job_id=job_id) == {"groups": 2, "pairs": 2}
+    job = client_for(bob).get(f"/api/v1/jobs/{job_id}/").json()
+    assert (job["status"], job["done"], job["total"]) == ("succeeded", 5, 5)
+    assert job["result"] == inline and job["params"] == {"threshold": 0.99}
+    assert duplicates.duplicate_scan_run(job_id=job_id) == {"skipped": "not queued"}  # a redelivery does nothing
+    assert IndexJob.objects.get(pk=job_id).status == "succeeded"
+
+
+def test_a_scan_cancelled_mid_way_stops_at_the_next_block(alice, client_for, settings, django_capture_on_commit_callbacks,
+                                                         monkeypatch):
+    from search import duplicates
+    from workers.models import IndexJob
+
+    album = _vector_album(alice, [[1, i / 10, 0, 0] for i in range(6)])
+    settings.LOUPE_DUPLICATES_INLINE_MAX = 1
+    with django_capture_on_commit_callbacks(execute=False):
+        job_id = client_for(alice).post(f"/api/v1/albums/{album.pk}/duplicates/", {"threshold": 0.9},
+                                        format="json").json()["id"]
+    monkeypatch.setattr(duplicates, "BLOCK_ROWS", 2)
+    real_find = duplicates.find_groups
+
+    def cancel_after_first_block(ids, vectors, *, threshold, on_block):
+        def hook(rows):
+            on_block(rows)
+            client_for(alice).post(f"/api/v1/jobs/{job_id}/cancel/")
+
+        return real_find(ids, vectors, threshold=threshold, on_block=hook)
+
+    monkeypatch.setattr(duplicates, "find_groups", cancel_after_first_block)
+    assert duplicates.duplicate_scan_run(job_id=job_id) == {"cancelled": job_id}
+    job = IndexJob.objects.get(pk=job_id)
+    assert (job.status, job.done, job.result) == ("cancelled", 2, None)
+    from search.models import Embedding
+
+    assert Embedding.objects.filter(album=album).count() == 6  # a cancelled scan deletes no vector

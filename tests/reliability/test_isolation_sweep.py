@@ -67,6 +67,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:album-import", "POST"): Rule(Role.EDITOR, staff=True),
     ("api:album-search", "POST"): VIEWER,
     ("api:album-duplicates", "GET"): VIEWER,
+    ("api:album-duplicates", "POST"): VIEWER,
     ("api:image-detail", "GET"): VIEWER,
     ("api:image-detail", "DELETE"): EDITOR,
     ("api:image-similar", "GET"): VIEWER,
@@ -283,6 +284,7 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:album-import", "POST"): Effect(202, _exists("workers.IndexJob", kind="import", album=_the_album)),
     ("api:album-search", "POST"): Effect(409),  # album_not_indexed: the album has no vectors
     ("api:album-duplicates", "GET"): Effect(409),
+    ("api:album-duplicates", "POST"): Effect(409),  # album_not_indexed: nothing to scan, no job
     ("api:image-similar", "GET"): Effect(409),
     ("api:image-detail", "DELETE"): Effect(204, _gone("albums.Image", "image_id")),
     ("api:job-cancel", "POST"): Effect(200, _exists("workers.IndexJob", id=_the_job_id, status="cancelled")),

@@ -26,6 +26,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "album", "kind", "status", "generation", "model_id", "total", "done", "failed", "progress", "rate",
             "eta_seconds", "stale", "message", "created_at", "started_at", "finished_at", "heartbeat_at",
+            "params", "result",
         ]
 
 
