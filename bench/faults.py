@@ -6,6 +6,9 @@ nothing shared with tests or `make run`):
 - redis-restart:  Redis stopped mid-job for --outage seconds, then started again (same AOF).
 - postgres-restart: PostgreSQL stopped (fast shutdown) mid-job, then started again.
 - queue-while-worker-down: the worker stopped, uploads keep coming, then a worker starts.
+- uploads-while-redis-down: uploads with no job running while Redis is stopped.
+- text-search-while-redis-down: the web in worker mode (text queries encoded on the `query` queue);
+  searches while Redis is stopped answer 503 broker_unavailable, and 200 once it is back.
 
 During each fault the web is polled every 0.5 s: health (status code, which components are down), an
 album read (database), a search by stored vector, and one upload. Afterwards: every image has exactly
@@ -190,11 +193,54 @@ def stack_queue_length(stack: Stack, queue: str) -> int:
         client.close()
 
 
+def scenario_text_search_while_redis_down(stack: Stack, *, images: int, outage: float) -> dict:
+    """The web encodes text queries on the `query` queue (compose's setting): with Redis stopped no
+    worker can be asked, and a search must say so (503 broker_unavailable with Retry-After), then
+    answer once Redis is back."""
+    stack.stop_web()
+    stack.web_env = {**stack.web_env, "LOUPE_QUERY_ENCODING": "worker", "LOUPE_QUERY_TIMEOUT_SECONDS": "10"}
+    stack.start_web()
+    try:
+        album = stack.create_album("text-search-while-redis-down")
+        stack.upload(album, noise_images(4, seed=5))
+        wait_until(lambda: stack.album_settled(album), timeout=120, what="the album to be indexed")
+
+        def search() -> tuple[int | str, dict, str | None]:
+            with stack.client(timeout=30) as client:
+                try:
+                    response = client.post(f"/api/v1/albums/{album}/search/", json={"text": "noise", "min_score": -1})
+                except Exception as exc:  # noqa: BLE001 — no answer at all is the finding
+                    return type(exc).__name__, {}, None
+            try:
+                body = response.json()
+            except ValueError:  # not the API's error shape: keep what came back
+                body = {"code": None, "text": response.text[:300]}
+            return response.status_code, body, response.headers.get("Retry-After")
+
+        before = search()
+        stack.stop_redis()
+        started = time.monotonic()
+        during = [search() for _ in range(max(1, int(outage)))]
+        stack.start_redis()
+        wait_until(lambda: search()[0] == 200, timeout=60, what="search to answer again")
+        back_s = round(time.monotonic() - started, 1)
+    finally:
+        stack.stop_web()
+        stack.web_env = {k: v for k, v in stack.web_env.items()
+                         if k not in ("LOUPE_QUERY_ENCODING", "LOUPE_QUERY_TIMEOUT_SECONDS")}
+        stack.start_web()
+    return {"fault": "text-search-while-redis-down", "outage_s": outage, "before": before[0],
+            "during": [{"status": s, "code": body.get("code"), "retry_after": ra, **({"text": body["text"]} if "text" in body else {})}
+                       for s, body, ra in during],
+            "seconds_from_fault_to_search_ok": back_s}
+
+
 SCENARIOS = {
     "redis-restart": scenario_redis_restart,
     "postgres-restart": scenario_postgres_restart,
     "queue-while-worker-down": scenario_queue_while_worker_down,
     "uploads-while-redis-down": scenario_uploads_while_redis_down,
+    "text-search-while-redis-down": scenario_text_search_while_redis_down,
 }
 
 

@@ -23,6 +23,15 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
 BROKER_ERRORS = _broker_errors()
 
 
+def _result_store_gone() -> str:
+    from celery.backends.asynchronous import E_RETRY_LIMIT_EXCEEDED
+
+    return E_RETRY_LIMIT_EXCEEDED
+
+
+_RESULT_STORE_GONE = _result_store_gone()
+
+
 def _broker_unavailable(exc: BaseException) -> ServiceUnavailableError:
     import logging
 
@@ -47,6 +56,12 @@ def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "js
         # Once the caller has given up, a worker that reaches the task late drops it unrun.
         pending = task.apply_async(args, expires=timeout, serializer=serializer)
     except BROKER_ERRORS as exc:
+        raise _broker_unavailable(exc) from None
+    except RuntimeError as exc:
+        # Celery's result consumer subscribes before the task is sent; when Redis stays away through
+        # its retries (CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS) it gives up with a RuntimeError.
+        if str(exc) != _RESULT_STORE_GONE:
+            raise
         raise _broker_unavailable(exc) from None
     try:
         result = pending.get(timeout=timeout, propagate=True)

@@ -84,3 +84,11 @@ def test_uploads_while_redis_is_down_are_indexed_once_it_is_back_with_no_request
     assert result["settled"] and result["failed_images"] == 0, result
     assert result["images_with_one_vector"] == result["images"] == IMAGES // 20 + 1, result
     assert result["health_after"] == 200 and result["down_after"] == [], result
+
+
+def test_a_worker_mode_text_search_while_redis_is_down_is_a_503_that_says_so(stack):
+    result = faults.scenario_text_search_while_redis_down(stack, images=4, outage=OUTAGE)
+    assert result["before"] == 200, result
+    assert result["during"] and all(d == {"status": 503, "code": "broker_unavailable", "retry_after": "5"}
+                                    for d in result["during"]), result
+    assert result["seconds_from_fault_to_search_ok"] is not None
