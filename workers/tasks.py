@@ -44,7 +44,15 @@ def encode_index_batch(self, job_id: int, seq: int, image_ids: list[int]) -> dic
     """A chunk that raises is retried with backoff: up to RETRY_TRANSIENT's count for a transient
     cause, LOUPE_CHUNK_MAX_ATTEMPTS in all for any other (a soft time limit on a slow CPU, a bug).
     Then its job ends `failed` with the reason, instead of going stale and being planned again
-    by the recovery sweep for ever."""
+    by the recovery sweep for ever. A run that never ended (its worker killed by the hard time
+    limit or the OOM killer; the message comes back, acks_late) counts as an attempt too."""
+    lost = _runs_started(job_id, seq) - 1 - self.request.retries
+    if lost >= settings.LOUPE_CHUNK_MAX_ATTEMPTS:
+        reason = (f"Chunk {seq} was lost with its worker {lost} times (killed: the hard time limit, or out "
+                  "of memory?).")
+        logger.error("index job %s: %s", job_id, reason)
+        indexing.index_job_fail(job_id=job_id, message=reason)
+        return {"failed": reason}
     try:
         return indexing.index_batch_run(job_id=job_id, seq=seq, image_ids=image_ids)
     except Exception as exc:
@@ -58,6 +66,19 @@ def encode_index_batch(self, job_id: int, seq: int, image_ids: list[int]) -> dic
         logger.error("index job %s: %s", job_id, reason, exc_info=True)
         indexing.index_job_fail(job_id=job_id, message=reason)
         return {"failed": reason}
+
+
+def _runs_started(job_id: int, seq: int) -> int:
+    """How many times this chunk has started, counted in the shared cache (1 when it cannot count)."""
+    from django.core.cache import cache
+
+    key = f"loupe:chunk-runs:{job_id}:{seq}"
+    try:
+        cache.add(key, 0, timeout=24 * 3600)
+        return cache.incr(key)
+    except Exception:  # noqa: BLE001 — counting is a safeguard; Redis being away must not stop indexing
+        logger.warning("chunk %s of job %s: runs not counted", seq, job_id, exc_info=True)
+        return 1
 
 
 @shared_task(**RETRY_TRANSIENT)

@@ -211,3 +211,23 @@ def test_a_broker_outage_during_a_search_is_a_503_broker_unavailable(alice, albu
     response = client_for(alice).post(f"/api/v1/albums/{album.pk}/search/", {"text": "a red sled"}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "broker_unavailable" and response["Retry-After"] == "5"
+
+
+def test_a_chunk_whose_worker_keeps_dying_ends_its_job(alice, album, settings, monkeypatch):
+    """Killed by the hard time limit or the OOM killer, a worker never raises: the message comes back
+    (late acknowledgement) and the chunk starts again. Such lost runs count as attempts too."""
+    from django.core.cache import cache
+
+    from workers import indexing, tasks
+    from workers.models import IndexJob
+
+    settings.LOUPE_CHUNK_MAX_ATTEMPTS = 2
+    job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX, status=IndexJob.Status.RUNNING, total=3)
+    ran = []
+    monkeypatch.setattr(indexing, "index_batch_run", lambda **kwargs: ran.append(kwargs) or {"written": 3})
+    assert tasks.encode_index_batch.apply(args=(job.pk, 0, [1, 2, 3])).result == {"written": 3}
+    cache.set(f"loupe:chunk-runs:{job.pk}:1", 2)  # two earlier runs of chunk 1 that never ended
+    outcome = tasks.encode_index_batch.apply(args=(job.pk, 1, [4, 5, 6])).result
+    job.refresh_from_db()
+    assert len(ran) == 1 and job.status == IndexJob.Status.FAILED
+    assert outcome == {"failed": job.message} and job.message.startswith("Chunk 1 was lost with its worker 2 times")
