@@ -122,3 +122,17 @@ def test_token_auth_flow(alice, album):
     assert [a["id"] for a in client.get("/api/v1/albums/").json()["results"]] == [album.pk]
     bad = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json")
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
+
+
+def test_the_album_page_offers_editors_to_retry_failed_images(alice, bob, album):
+    from albums.models import Image
+
+    services.album_member_add(album=album, username="bob", role="viewer")
+    services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert f'data-retry-url="/api/v1/albums/{album.pk}/retry-failed/"' in page
+    assert '<button type="button" id="retry-failed" hidden>' in page  # nothing has failed
+    Image.objects.filter(album=album).update(status=Image.Status.FAILED, failure_reason="I/O error")
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert '<button type="button" id="retry-failed" >Retry failed images</button>' in page
+    assert 'id="retry-failed"' not in signed_in(bob).get(f"/albums/{album.pk}/").content.decode()
