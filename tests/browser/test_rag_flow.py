@@ -56,6 +56,9 @@ def test_editor_builds_a_support_set_and_a_viewer_classifies(worker, live_server
     viewer.goto(support_set_url)
     assert viewer.locator("form.support-upload").count() == 0  # viewers do not change sets
     viewer.get_by_role("link", name="Classify an image").click()
+    # The click returns once the navigation commits; under a loaded CPU the deferred scripts could
+    # still be on their way, and a file chosen then went unseen (the test timed out in 3 of 7 full runs).
+    viewer.wait_for_load_state("load")
     assert viewer.locator("#no-vlm").is_visible()
     viewer.set_input_files("#c-image", str(query))
     viewer.get_by_role("button", name="Classify", exact=True).click()
