@@ -79,17 +79,3 @@ def image_list(*, album: Album, status: str | None = None) -> QuerySet[Image]:
 
 def membership_list(*, album: Album) -> QuerySet[AlbumMembership]:
     return AlbumMembership.objects.filter(album=album).select_related("user").order_by("created_at", "id")
-
-
-def album_index_summary(*, album: Album) -> dict:
-    """Image counts by status, the model search uses, and the job under way if any."""
-    from workers.models import IndexJob
-
-    counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
-    job = IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES).exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first()
-    return {
-        "search_model_id": album.active_model_id or None,
-        "images": {status: counts.get(status, 0) for status in Image.Status.values},
-        "active_job": job,
-        "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD),
-    }

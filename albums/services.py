@@ -14,6 +14,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from albums import hooks
 from albums.errors import MembershipError, UserNotFoundError
 from albums.imaging import ImageRejected, clean_filename, probe_image
 from albums.models import Album, AlbumMembership, Image
@@ -113,11 +114,9 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
     _check_pooling(encoder_spec=album.encoder_spec, pooling=album.pooling)
     album.save(update_fields=[*changes, "updated_at"])
     if encoder_changed:
-        from workers.indexing import album_encoder_changed
-
         Album.objects.filter(pk=album.pk).update(generation=F("generation") + 1)
         album.refresh_from_db(fields=["generation"])
-        album_encoder_changed(album=album, user=user)
+        hooks.album_vectors_changed.send(sender=None, album=album, user=user)
     return album
 
 
@@ -132,17 +131,10 @@ def _delete_stored_files(names: Iterable[str]) -> None:
                 logger.warning("could not delete stored file %s", name, exc_info=True)
 
 
-def _mask_files(image_ids) -> list[str]:
-    """Uploaded masks (search.ImageMask) go with their images' rows; their files are deleted here too."""
-    from search.models import ImageMask
-
-    return [name for name in ImageMask.objects.filter(image_id__in=image_ids).values_list("file", flat=True) if name]
-
-
 @transaction.atomic
 def album_delete(*, album: Album) -> None:
     names = [n for pair in Image.objects.filter(album=album).values_list("file", "thumbnail") for n in pair]
-    names += _mask_files(Image.objects.filter(album=album).values("pk"))
+    names += hooks.extra_files(Image.objects.filter(album=album).values_list("pk", flat=True))
     album.delete()
     # Files go only once the rows are gone for good.
     transaction.on_commit(lambda: _delete_stored_files(names))
@@ -224,9 +216,7 @@ def image_upload_many(
     *, album: Album, user: AbstractBaseUser, files: Iterable[tuple[str, IO[bytes]]], oversized: Iterable[str] = ()
 ) -> list[UploadResult]:
     """Store each file that is a usable image; every file gets its own result, and one bad file
-    never affects the others. Metadata and thumbnails are made by a worker after commit."""
-    from workers.indexing import index_job_start
-    from workers.services import image_metadata_enqueue
+    never affects the others. Metadata, thumbnails and vectors are made by workers after commit."""
 
     results = [
         UploadResult(
@@ -245,15 +235,13 @@ def image_upload_many(
         # client would retry. The images stay pending; the running job's follow-up or the recovery sweep
         # once the broker is back (workers/recovery.py) picks them up, and thumbnails are rendered on
         # request meanwhile (bench/faults.py).
-        transaction.on_commit(lambda: image_metadata_enqueue(image_ids=created), robust=True)
-        # Debounced: a burst of uploads joins one job (see workers.indexing.index_job_start).
-        transaction.on_commit(lambda: index_job_start(album=album, user=user), robust=True)
+        transaction.on_commit(lambda: hooks.announce(hooks.images_uploaded, album=album, user=user, image_ids=created))
     return results
 
 
 @transaction.atomic
 def image_delete(*, image: Image) -> None:
-    names = [image.file.name, image.thumbnail.name, *_mask_files([image.pk])]
+    names = [image.file.name, image.thumbnail.name, *hooks.extra_files([image.pk])]
     image.delete()  # embeddings go with it (FK cascade)
     transaction.on_commit(lambda: _delete_stored_files(names))
 

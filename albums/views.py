@@ -10,7 +10,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from albums import selectors, services
+from albums import hooks, selectors, services
 from albums.errors import RoleRequiredError
 from albums.forms import AlbumCreateForm, AlbumSettingsForm, MemberAddForm
 from albums.roles import Role, role_at_least
@@ -66,7 +66,7 @@ def album_detail(request, album):
     page = Paginator(images.order_by("-created_at", "-id"), 60).get_page(request.GET.get("page"))
     context = {
         "album": album,
-        "summary": selectors.album_index_summary(album=album),
+        "summary": hooks.index_summary(album=album),
         "page": page,
         "status": status,
         "can_edit": role_at_least(album.role, Role.EDITOR),

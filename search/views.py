@@ -9,7 +9,8 @@ from django.shortcuts import render
 
 from albums.errors import RoleRequiredError
 from albums.roles import Role, role_at_least
-from albums.selectors import album_index_summary, image_get_for_user
+from albums.hooks import index_summary
+from albums.selectors import image_get_for_user
 from albums.views import with_album
 from config.errors import NotFoundError
 from encoders.model_ids import parse_model_id
@@ -21,7 +22,7 @@ from search.query_encoding import spec_of_model_id
 @with_album()
 def album_search_page(request, album):
     model_spec = spec_of_model_id(album.active_model_id) if album.active_model_id else album.encoder_spec
-    summary = album_index_summary(album=album)
+    summary = index_summary(album=album)
     context = {
         "album": album,
         "is_owner": role_at_least(album.role, Role.OWNER),

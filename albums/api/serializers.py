@@ -1,6 +1,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
+from albums import hooks
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
 
@@ -42,13 +43,7 @@ class AlbumDetailSerializer(AlbumSerializer):
         fields = [*AlbumSerializer.Meta.fields, "index"]
 
     def get_index(self, album: Album) -> dict:
-        from albums.selectors import album_index_summary
-        from workers.api.views import JobSerializer
-
-        summary = album_index_summary(album=album)
-        job = summary.pop("active_job")
-        summary["active_job"] = JobSerializer(job).data if job else None
-        return summary
+        return hooks.index_summary(album=album)
 
 
 class AlbumWriteSerializer(serializers.Serializer):

@@ -1,0 +1,60 @@
+"""How albums, the lowest domain app, tells the apps above it what happened without importing them
+(docs/architecture.md, "Layers"). Higher apps connect in their AppConfig.ready.
+
+- `images_uploaded(album, user, image_ids)`: sent after the upload's transaction commits. The
+  indexing layer queues metadata and an index job.
+- `album_vectors_changed(album, user)`: sent inside the transaction that bumped the album's
+  generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
+  starts a rebuild in that same transaction.
+- `image_files(image_ids)`: asked before images are deleted; each receiver returns the stored file
+  names it keeps for them (search's uploaded masks), deleted with the images' own files.
+- `index_summary(album)`: what albums shows of its indexing but does not own (jobs), from the one
+  provider the indexing layer registers; before it does (or without it), counts only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from django.db.models import Count
+from django.dispatch import Signal
+
+logger = logging.getLogger(__name__)
+
+images_uploaded = Signal()
+album_vectors_changed = Signal()
+image_files = Signal()
+
+_index_summary: Callable | None = None
+
+
+def provide_index_summary(provider: Callable) -> None:
+    global _index_summary
+    _index_summary = provider
+
+
+def index_summary(*, album) -> dict:
+    """Image counts by status, the model search uses, and the job under way (a dict) if any."""
+    if _index_summary is not None:
+        return _index_summary(album=album)
+    from albums.models import Image
+
+    counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
+    return {"search_model_id": album.active_model_id or None,
+            "images": {status: counts.get(status, 0) for status in Image.Status.values},
+            "active_job": None, "rebuilding": False}
+
+
+def announce(signal: Signal, **kwargs) -> None:
+    """Every receiver runs, whatever another raised (a broker outage stops one, not the others), and
+    each failure is logged with its traceback."""
+    for receiver, outcome in signal.send_robust(sender=None, **kwargs):
+        if isinstance(outcome, Exception):
+            logger.error("%s: %s failed", getattr(receiver, "__qualname__", receiver), type(outcome).__name__,
+                         exc_info=(type(outcome), outcome, outcome.__traceback__))
+
+
+def extra_files(image_ids: Iterable[int]) -> list[str]:
+    ids = list(image_ids)
+    return [name for _, names in image_files.send(sender=None, image_ids=ids) for name in (names or []) if name]

@@ -1,0 +1,50 @@
+"""What the indexing layer does when albums announce something (albums/hooks.py), connected in
+WorkersConfig.ready."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+
+from albums import hooks
+
+
+def queue_metadata(*, album, user, image_ids, **kwargs) -> None:
+    from workers.services import image_metadata_enqueue
+
+    image_metadata_enqueue(image_ids=image_ids)
+
+
+def queue_indexing(*, album, user, image_ids, **kwargs) -> None:
+    from workers.indexing import index_job_start
+
+    index_job_start(album=album, user=user)  # debounced: a burst of uploads joins one job
+
+
+def rebuild(*, album, user, **kwargs) -> None:
+    from workers.indexing import album_encoder_changed
+
+    album_encoder_changed(album=album, user=user)
+
+
+def album_index_summary(*, album) -> dict:
+    """Image counts by status, the model search uses, and the indexing job under way (serialized)."""
+    from albums.models import Image
+    from workers.api.views import JobSerializer
+    from workers.models import IndexJob
+
+    counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
+    job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
+           .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
+    return {
+        "search_model_id": album.active_model_id or None,
+        "images": {status: counts.get(status, 0) for status in Image.Status.values},
+        "active_job": JobSerializer(job).data if job else None,
+        "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD),
+    }
+
+
+def connect() -> None:
+    hooks.images_uploaded.connect(queue_metadata, dispatch_uid="workers.queue_metadata")
+    hooks.images_uploaded.connect(queue_indexing, dispatch_uid="workers.queue_indexing")
+    hooks.album_vectors_changed.connect(rebuild, dispatch_uid="workers.rebuild")
+    hooks.provide_index_summary(album_index_summary)
