@@ -26,4 +26,5 @@ RUN DJANGO_SECRET_KEY=build-only DATABASE_URL=postgres://build@localhost/build R
 
 USER loupe
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "32", "--timeout", "120"]
+# gunicorn with the workers and threads of config/processes.py (LOUPE_WEB_WORKERS), as `make run` starts it.
+CMD ["python", "-m", "config.processes", "web", "--bind", "0.0.0.0:8000"]

@@ -1,12 +1,12 @@
-import os
-
 from celery import Celery
 from celery.signals import worker_init
 from kombu import Queue
 
 from workers.heartbeat import Heartbeat
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# No default here: every Django process imports this module, and whoever starts one names its
+# settings (manage.py and `make run`: local; the image: production; tests: test). A bare `celery -A
+# config` without DJANGO_SETTINGS_MODULE stops with Django's "settings are not configured".
 
 app = Celery("loupe")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import runtime
+from config import processes, runtime
 from config.flower import FlowerAuthError, basic_auth_from_file, basic_auth_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -94,45 +94,20 @@ class Launcher:
         _log(f"started {name} (pid {process.pid})")
 
     def start_children(self) -> None:
-        celery = [sys.executable, "-m", "celery", "-A", "config"]
-        # Thread pools for the model workers: the model is loaded once per process, the main thread
-        # stays free to answer pings (health) during a long batch, and the indexer may start a
-        # process pool for decoding (prefork children are daemonic and cannot).
-        self.spawn(
-            "worker-encode",
-            [*celery, "worker", "-Q", "encode", "-P", "threads", "-c", os.environ.get("LOUPE_ENCODE_CONCURRENCY", "1"),
-             "-n", "encode@%h", "--loglevel", "INFO"],
-        )
-        # Query encodes share forward passes through one batching queue per process
-        # (search/query_batcher.py): 16 task threads mostly wait on it, and each pass has every core.
         from encoders.threads import cores
 
         configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
-        self.spawn(
-            "worker-query",
-            [*celery, "worker", "-Q", "query", "-P", "threads", "-c", "32", "-n", "query@%h", "--loglevel", "INFO"],
-            env={"LOUPE_TORCH_THREADS": str(configured or cores())},
-        )
-        self.spawn(
-            "worker-default",
-            [*celery, "worker", "-Q", "default", "-c", os.environ.get("LOUPE_DEFAULT_CONCURRENCY", "2"),
-             "-n", "default@%h", "--loglevel", "INFO"],
-        )
+        self.spawn("worker-encode", processes.WORKERS["encode"].argv(self.env))
+        # One batched forward pass at a time in the query worker: each has every core.
+        self.spawn("worker-query", processes.WORKERS["query"].argv(self.env),
+                   env={"LOUPE_TORCH_THREADS": str(configured or cores())})
+        self.spawn("worker-default", processes.WORKERS["default"].argv(self.env))
         # Behind basic auth (its API can stop workers and send tasks); the password travels in the environment.
         self.spawn("flower", [sys.executable, "-m", "config.flower", f"--address={self.host}", f"--port={self.flower_port}"],
                    env={"FLOWER_BASIC_AUTH": self.flower_credentials()})
-        # Many threads: a request waiting for its query encode holds one, and a request that finds the
-        # encode queue full must reach Django to be told so (503) instead of waiting in gunicorn's queue.
-        web_workers, web_threads = int(os.environ.get("LOUPE_WEB_WORKERS", "2")), 32
         # When the web encodes queries itself, each gunicorn process runs one batched pass at a time.
-        torch_threads = str(configured or max(1, cores() // web_workers))
-        self.spawn(
-            "web",
-            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{self.host}:{self.port}",
-             "--workers", str(web_workers), "--threads", str(web_threads), "--timeout", "120",
-             "--access-logfile", "-"],
-            env={"LOUPE_TORCH_THREADS": torch_threads},
-        )
+        torch_threads = str(configured or max(1, cores() // processes.web_workers(self.env)))
+        self.spawn("web", processes.web_argv(f"{self.host}:{self.port}", self.env), env={"LOUPE_TORCH_THREADS": torch_threads})
 
     def flower_credentials(self) -> str:
         """The operator's FLOWER_BASIC_AUTH if set (refused when a placeholder), else the generated one."""

@@ -37,10 +37,8 @@ def test_worker_reserves_a_gpu_and_consumes_the_encode_queue():
     worker = load()["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    command = worker["command"]
-    assert command[command.index("-Q") + 1] == "encode"
-    default = load()["services"]["worker-default"]["command"]
-    assert default[default.index("-Q") + 1] == "default"
+    assert worker["command"][-2:] == ["worker", "encode"]
+    assert load()["services"]["worker-default"]["command"][-2:] == ["worker", "default"]
 
 
 def test_env_example_names_every_variable_compose_interpolates():
@@ -56,7 +54,7 @@ def test_env_example_names_every_variable_compose_interpolates():
 def test_dockerfile_installs_requirements_and_runs_gunicorn():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install -r requirements.txt" in dockerfile
-    assert "config.wsgi:application" in dockerfile
+    assert 'CMD ["python", "-m", "config.processes", "web", "--bind", "0.0.0.0:8000"]' in dockerfile
     assert "DJANGO_SETTINGS_MODULE=config.settings.production" in dockerfile
 
 
@@ -79,9 +77,11 @@ def test_production_settings_refuse_to_start_without_a_secret():
 def test_a_worker_consumes_the_query_queue_and_the_web_sends_queries_there():
     """Classification with a vision-language model always runs on the `query` queue: someone must consume it.
     The web sends its query encoding there too, rather than load the model in every gunicorn process."""
+    from config.processes import WORKERS
+
     services = load()["services"]
-    command = services["worker-query"]["command"]
-    assert command[command.index("-Q") + 1] == "query" and "threads" in command
+    assert services["worker-query"]["command"][-2:] == ["worker", "query"]
+    assert WORKERS["query"].queue == "query" and WORKERS["query"].pool == "threads"
     assert services["web"]["environment"]["LOUPE_QUERY_ENCODING"] == "worker"
     assert "LOUPE_QUERY_ENCODING" not in services["worker-query"]["environment"]  # it encodes, it does not forward
 
@@ -132,3 +132,36 @@ def test_the_web_trusts_one_proxy_hop_and_make_run_none():
     assert _interpolate(web["LOUPE_TRUSTED_PROXIES"], {}) == "1"
     assert "LOUPE_TRUSTED_PROXIES" not in (ROOT / "config" / "launcher.py").read_text()
     assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+
+
+def test_compose_and_make_run_start_the_same_processes():
+    """One table (config/processes.py): compose names its processes, the launcher spawns them from it,
+    and each worker's heartbeat name is its queue's, as the health checks read."""
+    from config import launcher, processes
+
+    services = load()["services"]
+    started = {}
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command[:3] == ["python", "-m", "config.processes"]:
+            started[command[4] if command[3] == "worker" else command[3]] = name
+            assert command[3] == "worker" and command[4] in processes.WORKERS, (name, command)
+            assert f"{command[4]}@$$HOSTNAME" in " ".join(service["healthcheck"]["test"])
+        assert "celery" not in command and "gunicorn" not in command, f"{name} starts a process outside the table"
+    assert set(started) == set(processes.WORKERS)
+    source = (ROOT / "config" / "launcher.py").read_text()
+    assert all(f'processes.WORKERS["{name}"]' in source for name in processes.WORKERS)
+    assert "processes.web_argv(" in source and '"gunicorn"' not in source and '"celery"' not in source
+    assert launcher.processes is processes
+
+
+def test_the_process_table_builds_the_commands():
+    from config.processes import WORKERS, web_argv
+
+    argv = WORKERS["default"].argv({"LOUPE_DEFAULT_CONCURRENCY": "6"})
+    assert argv[argv.index("-Q") + 1] == "default" and argv[argv.index("-c") + 1] == "6"
+    assert argv[argv.index("-n") + 1] == "default@%h" and argv[argv.index("-P") + 1] == "prefork"
+    assert WORKERS["encode"].argv({})[-8:] == ["-P", "threads", "-c", "1", "-n", "encode@%h", "--loglevel", "INFO"]
+    web = web_argv("0.0.0.0:8000", {"LOUPE_WEB_WORKERS": "4"})
+    assert web[web.index("--workers") + 1] == "4" and web[web.index("--threads") + 1] == "32"
+
