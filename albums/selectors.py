@@ -3,6 +3,8 @@ missing and for albums the user is not a member of alike."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 
@@ -14,6 +16,29 @@ from albums.roles import Role, role_at_least
 def role_subquery(user: AbstractBaseUser, album_path: str = "pk") -> Subquery:
     """The user's role on the album at `album_path` of the outer query (None for non-members)."""
     return Subquery(AlbumMembership.objects.filter(album=OuterRef(album_path), user=user).values("role")[:1])
+
+
+def member_rows(queryset: QuerySet, *, user: AbstractBaseUser, album_path: str = "") -> QuerySet:
+    """The rows of `queryset` in albums the user is a member of, each with the user's `role`.
+    `album_path`: the lookup from a row to its album ("" when the rows are albums)."""
+    if not user.is_authenticated:
+        return queryset.none()
+    prefix = f"{album_path}__" if album_path else ""
+    return queryset.filter(**{f"{prefix}memberships__user": user}).annotate(role=role_subquery(user, album_path or "pk"))
+
+
+def get_for_user(queryset: QuerySet, *, user: AbstractBaseUser, pk: int, album_path: str = "",
+                 not_found: Callable[[], Exception], min_role: str = Role.VIEWER):
+    """The one membership check every `*_get_for_user` is built on (API and pages alike): the row
+    with this pk, if its album has the user as a member at `min_role` or above. A missing row and a
+    row in someone else's album raise the same `not_found`, so nobody learns another's album
+    exists; a member below the role gets RoleRequiredError."""
+    found = member_rows(queryset, user=user, album_path=album_path).filter(pk=pk).first()
+    if found is None:
+        raise not_found()
+    if not role_at_least(found.role, min_role):
+        raise RoleRequiredError(required=min_role, actual=found.role)
+    return found
 
 
 def album_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Album]:
@@ -30,35 +55,13 @@ def album_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Album]:
 
 def album_get_for_user(*, user: AbstractBaseUser, album_id: int, min_role: str = Role.VIEWER) -> Album:
     """The album with `role` set, or AlbumNotFoundError; RoleRequiredError when a member lacks min_role."""
-    if not user.is_authenticated:
-        raise AlbumNotFoundError()
-    album = (
-        Album.objects.filter(pk=album_id, memberships__user=user)
-        .annotate(role=role_subquery(user))
-        .select_related("owner")
-        .first()
-    )
-    if album is None:
-        raise AlbumNotFoundError()
-    if not role_at_least(album.role, min_role):
-        raise RoleRequiredError(required=min_role, actual=album.role)
-    return album
+    return get_for_user(Album.objects.select_related("owner"), user=user, pk=album_id, not_found=AlbumNotFoundError,
+                        min_role=min_role)
 
 
 def image_get_for_user(*, user: AbstractBaseUser, image_id: int, min_role: str = Role.VIEWER) -> Image:
-    if not user.is_authenticated:
-        raise ImageNotFoundError()
-    image = (
-        Image.objects.filter(pk=image_id, album__memberships__user=user)
-        .annotate(role=role_subquery(user, "album"))
-        .select_related("album")
-        .first()
-    )
-    if image is None:
-        raise ImageNotFoundError()
-    if not role_at_least(image.role, min_role):
-        raise RoleRequiredError(required=min_role, actual=image.role)
-    return image
+    return get_for_user(Image.objects.select_related("album"), user=user, pk=image_id, album_path="album",
+                        not_found=ImageNotFoundError, min_role=min_role)
 
 
 def image_visible_to(*, user: AbstractBaseUser, image_id: int) -> bool:

@@ -17,6 +17,7 @@ from encoders.model_ids import parse_model_id
 from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search.query_encoding import spec_of_model_id
+from workers.selectors import job_list_for_user
 
 
 @with_album()
@@ -51,11 +52,7 @@ def image_page(request, image_id: int):
 
 @login_required
 def jobs_page(request):
-    from workers.models import IndexJob
-
-    jobs = IndexJob.objects.select_related("album").order_by("-created_at", "-id")
-    if not request.user.is_staff:
-        jobs = jobs.filter(album__memberships__user=request.user)
+    jobs = job_list_for_user(user=request.user).select_related("album").order_by("-created_at", "-id")
     return render(request, "workers/jobs.html", {"jobs": jobs[:200], "flower_url": settings.FLOWER_URL})
 
 

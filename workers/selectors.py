@@ -4,6 +4,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from albums.models import Album
+from albums.roles import Role
+from albums.selectors import get_for_user, member_rows
 from config.errors import NotFoundError
 from workers.models import IndexJob
 
@@ -15,13 +17,16 @@ class JobNotFoundError(NotFoundError):
         super().__init__("Job not found.")
 
 
-def job_get_for_user(*, user: AbstractBaseUser, job_id: int) -> IndexJob:
-    if not user.is_authenticated:
-        raise JobNotFoundError()
-    job = IndexJob.objects.filter(pk=job_id, album__memberships__user=user).select_related("album").first()
-    if job is None:
-        raise JobNotFoundError()
-    return job
+def job_get_for_user(*, user: AbstractBaseUser, job_id: int, min_role: str = Role.VIEWER) -> IndexJob:
+    return get_for_user(IndexJob.objects.select_related("album"), user=user, pk=job_id, album_path="album",
+                        not_found=JobNotFoundError, min_role=min_role)
+
+
+def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[IndexJob]:
+    """Every job of the user's albums; staff see all (the jobs page)."""
+    if user.is_authenticated and user.is_staff:
+        return IndexJob.objects.all()
+    return member_rows(IndexJob.objects.all(), user=user, album_path="album")
 
 
 def job_list_for_album(*, album: Album) -> QuerySet[IndexJob]:

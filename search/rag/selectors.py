@@ -6,27 +6,17 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 
-from albums.errors import RoleRequiredError
-from albums.roles import Role, role_at_least
-from albums.selectors import role_subquery
+from albums.roles import Role
+from albums.selectors import get_for_user, member_rows
 from search.rag.errors import SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
 from search.rag.models import SupportClass, SupportImage, SupportSet
 
 
-def _checked(obj, min_role: str):
-    if not role_at_least(obj.role, min_role):
-        raise RoleRequiredError(required=min_role, actual=obj.role)
-    return obj
-
-
 def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = None) -> QuerySet[SupportSet]:
-    if not user.is_authenticated:
-        return SupportSet.objects.none()
-    sets = SupportSet.objects.filter(album__memberships__user=user)
+    sets = member_rows(SupportSet.objects.all(), user=user, album_path="album")
     if album_id is not None:
         sets = sets.filter(album_id=album_id)
     return sets.annotate(
-        role=role_subquery(user, "album"),
         class_count=Count("classes", distinct=True),
         # Counted on the denormalized set key: one count per image, not one per class join row.
         image_count=Count("classes__images", distinct=True),
@@ -34,45 +24,19 @@ def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = 
 
 
 def support_set_get_for_user(*, user: AbstractBaseUser, support_set_id: int, min_role: str = Role.VIEWER) -> SupportSet:
-    if not user.is_authenticated:
-        raise SupportSetNotFoundError()
-    found = (
-        SupportSet.objects.filter(pk=support_set_id, album__memberships__user=user)
-        .annotate(role=role_subquery(user, "album"))
-        .select_related("album")
-        .first()
-    )
-    if found is None:
-        raise SupportSetNotFoundError()
-    return _checked(found, min_role)
+    return get_for_user(SupportSet.objects.select_related("album"), user=user, pk=support_set_id, album_path="album",
+                        not_found=SupportSetNotFoundError, min_role=min_role)
 
 
 def support_class_get_for_user(*, user: AbstractBaseUser, class_id: int, min_role: str = Role.VIEWER) -> SupportClass:
-    if not user.is_authenticated:
-        raise SupportClassNotFoundError()
-    found = (
-        SupportClass.objects.filter(pk=class_id, support_set__album__memberships__user=user)
-        .annotate(role=role_subquery(user, "support_set__album"))
-        .select_related("support_set__album")
-        .first()
-    )
-    if found is None:
-        raise SupportClassNotFoundError()
-    return _checked(found, min_role)
+    return get_for_user(SupportClass.objects.select_related("support_set__album"), user=user, pk=class_id,
+                        album_path="support_set__album", not_found=SupportClassNotFoundError, min_role=min_role)
 
 
 def support_image_get_for_user(*, user: AbstractBaseUser, support_image_id: int, min_role: str = Role.VIEWER) -> SupportImage:
-    if not user.is_authenticated:
-        raise SupportImageNotFoundError()
-    found = (
-        SupportImage.objects.filter(pk=support_image_id, support_set__album__memberships__user=user)
-        .annotate(role=role_subquery(user, "support_set__album"))
-        .select_related("support_set__album", "support_class", "image")
-        .first()
-    )
-    if found is None:
-        raise SupportImageNotFoundError()
-    return _checked(found, min_role)
+    return get_for_user(SupportImage.objects.select_related("support_set__album", "support_class", "image"), user=user,
+                        pk=support_image_id, album_path="support_set__album", not_found=SupportImageNotFoundError,
+                        min_role=min_role)
 
 
 def support_classes_with_images(*, support_set: SupportSet) -> list[SupportClass]:

@@ -3,8 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from albums.errors import RoleRequiredError
-from albums.roles import Role, role_at_least
+from albums.roles import Role
 from albums.selectors import album_get_for_user
 from config.errors import PermissionDeniedError
 from config.pagination import LoupePagination, paginate
@@ -39,10 +38,7 @@ class JobDetailApi(APIView):
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses=JobSerializer)
     def post(self, request, job_id: int):
-        job = job_get_for_user(user=request.user, job_id=job_id)
-        album = album_get_for_user(user=request.user, album_id=job.album_id)
-        if not role_at_least(album.role, Role.EDITOR):
-            raise RoleRequiredError(required=Role.EDITOR, actual=album.role)
+        job = job_get_for_user(user=request.user, job_id=job_id, min_role=Role.EDITOR)
         job = indexing.index_job_cancel(job=job, reason=f"Cancelled by {request.user.username}.")
         return Response(JobSerializer(job).data)
 
