@@ -611,7 +611,7 @@ def render_section(
         "",
         f"Measured {date} by `bench/indexing.py` on this machine: {machine}. "
         "**No GPU was lent to this session: the GPU (H100) figures were not measured here.** "
-        "The only H100 numbers are the prior measurements in `shared/design.md` (\"Indexing\", measured "
+        "The only H100 numbers are the prior measurements in `docs/design-notes.md` (\"Indexing\", measured "
         "2026-11-22 on the lent H100 machine with 16 CPU cores: ViT-B/32 encoder ~30,500 img/s at batch 256; "
         "PIL full decode + resize with 16 processes 415 img/s at 2 MP and 51 img/s at 12 MP; with "
         "`Image.draft` 882 and 160 img/s; nvjpeg on the GPU ~2,700 and ~500 img/s) — there the decoder, not "
@@ -673,7 +673,7 @@ NOTES = [
     "",
     "- **What bounds throughput here is the encoder on the CPU.** Drafted 2 MP JPEGs decode an order of "
     "magnitude faster than either encoder embeds them, so overlap can at best hide the decode; it cannot "
-    "make the encoder faster. That is the opposite of the H100 machine in `shared/design.md`, where the "
+    "make the encoder faster. That is the opposite of the H100 machine in `docs/design-notes.md`, where the "
     "encoder runs ~30,500 img/s and the CPU decoders are the limit.",
     "- **Goal (a) on shared cores.** Decode and encode run on the same cores here, so every decoded image "
     "takes CPU from the encoder; (a) near 1 is reachable only because decoding is so much cheaper than "

@@ -58,7 +58,7 @@ ENCODER_SPEC = "dense:efficientnet-lite0"
 SHOTS = (1, 5, 20)
 SUPPORT_RESOLUTION, PATCH_SIZE = 224, 32
 NEIGHBOURS = 10
-# What ../shared/design.md quotes from the model directly (1,000 test images): the run is compared with it.
+# What docs/design-notes.md quotes from the model directly (1,000 test images): the run is compared with it.
 DESIGN_P_AT_10 = 0.66
 DESIGN_PROTOTYPE = {1: 0.48, 5: 0.67, 20: 0.74}
 # A patch whose pixels in the 28×28 original all stay below this is empty background (Fashion-MNIST
@@ -858,7 +858,7 @@ def interpret(results: Results) -> list[str]:
     ]
     quoted = [f"{f['prototype_accuracy']:.3f} at {f['shots']} (quoted {DESIGN_PROTOTYPE[f['shots']]:.2f})"
               for f in results.fewshot if f["shots"] in DESIGN_PROTOTYPE]
-    out.append(f"Against design.md's direct figures: precision@10 {q['direct_p@10']:.3f} (quoted {DESIGN_P_AT_10:.2f}); "
+    out.append(f"Against the direct figures in docs/design-notes.md: precision@10 {q['direct_p@10']:.3f} (quoted {DESIGN_P_AT_10:.2f}); "
                f"nearest prototype {', '.join(quoted) or '-'}.")
     agreement = min(f["service_direct_agreement"] for f in results.fewshot)
     raw = max(f["max_abs_raw_score_diff"] for f in results.fewshot)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from encoders.spec import EncoderSpec
 
-# Prompt templates for text-query ensembling (shared/design.md, "Encoders").
+# Prompt templates for text-query ensembling (docs/design-notes.md, "Text queries").
 ENSEMBLE_TEMPLATES = ("a photo of {}", "a drawing of {}", "an illustration of {}", "a painting of {}", "{}")
 
 

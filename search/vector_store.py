@@ -4,7 +4,7 @@ The `vector` column has no fixed dimension because albums use different encoders
 only index a fixed dimension, so each (model_id, dim) gets its own expression + partial index
 (pgvector FAQ), created the first time that model gets vectors. Queries that want the index must
 use the same expression (`index_expression`) and the model_id as a literal: a partial index is
-not used for a bound parameter (shared/design.md).
+not used for a bound parameter (docs/design-notes.md).
 
 The album's storage kind (part of its model_id, encoders/model_ids.py) picks the indexed form:
 `vector` (float32), `halfvec` (float16: half the index), `binary` (`binary_quantize`, one bit per
@@ -91,7 +91,7 @@ def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
 
     m=16 with ef_construction=128: measured here at 1M rows, the default 64 topped out at 0.964
     recall@10 whatever ef_search (whole clusters unreachable), 128 gave 0.993-0.999 with a re-rank
-    (shared/design.md). Must run outside a transaction (CREATE INDEX CONCURRENTLY).
+    (docs/design-notes.md). Must run outside a transaction (CREATE INDEX CONCURRENTLY).
     """
     storage = storage_of(model_id)
     if dim > MAX_HALFVEC_INDEX_DIM and storage != BINARY:

@@ -3,7 +3,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     """A 512-d float32 vector is just over the TOAST threshold; stored out of line, exact scans ran
-    about 3x slower (shared/design.md). MAIN keeps vectors in the heap row whenever the row fits a
+    about 3x slower (docs/design-notes.md). MAIN keeps vectors in the heap row whenever the row fits a
     page (up to ~1,900 dims) and, unlike PLAIN, still accepts a larger encoder's rows out of line
     instead of failing with "row is too big"."""
 
