@@ -16,7 +16,7 @@ from typing import IO, Any
 from django.conf import settings
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from encoders.images import open_rgb, to_rgb
+from encoders.images import open_rgb
 
 # Pillow's own bomb guard warns at MAX_IMAGE_PIXELS and raises at twice that; ours rejects at the
 # setting itself, before any pixel is decoded, so keep Pillow's as a backstop only.
@@ -242,11 +242,7 @@ def read_metadata(fp: IO[bytes]) -> ImageMetadata:
 def make_thumbnail(fp: IO[bytes], *, size: int) -> bytes:
     """An upright WebP no larger than size×size, aspect ratio kept."""
     fp.seek(0)
-    with Image.open(fp) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (size * 2, size * 2))
-        image.load()
-        rgb = to_rgb(image)
+    rgb = open_rgb(fp, draft_size=(size * 2, size * 2))
     rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     rgb.save(out, format="WEBP", quality=82, method=4)

@@ -6,6 +6,8 @@ No torch here: the web tier imports this.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -48,11 +50,21 @@ def to_rgb(image: Image.Image, *, background: tuple[int, int, int] = (255, 255, 
     return image.convert("RGB")
 
 
-def open_rgb(fp, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Open and fully decode an image as RGB. `draft_size` lets JPEG decode at a reduced scale
-    (DCT scaling) when the caller only needs that many pixels, which is several times faster."""
+# Indexing and query images decode at no less than this (an encoder input is at most 448 px a side):
+# one size for both, so a stored image and the same file uploaded as a query embed alike.
+ENCODER_DRAFT = (448, 448)
+
+
+def open_decoded(fp, *, draft_size: tuple[int, int] | None = None, convert: Callable | None = None) -> Image.Image:
+    """Open and fully decode an image, then `convert` it (default: to RGB). `draft_size` lets a JPEG
+    decode at a reduced scale (DCT scaling) when the caller needs only that many pixels, which is
+    several times faster; the one place Loupe decodes that way."""
     with Image.open(fp) as image:
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", draft_size)
         image.load()
-        return to_rgb(image)
+        return (convert or to_rgb)(image)
+
+
+def open_rgb(fp, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    return open_decoded(fp, draft_size=draft_size)

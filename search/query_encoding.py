@@ -119,14 +119,11 @@ def _decode_query_image(image_bytes: bytes):
     checked only the header (search/api/views.py), so damaged data is reported here, as a 400."""
     from PIL import Image
 
+    from encoders.images import ENCODER_DRAFT, open_decoded
     from encoders.pooled_encoder import keep_alpha
 
     try:
-        with Image.open(io.BytesIO(image_bytes)) as opened:
-            if opened.format == "JPEG":
-                opened.draft("RGB", (448, 448))
-            opened.load()
-            return keep_alpha(opened)
+        return open_decoded(io.BytesIO(image_bytes), draft_size=ENCODER_DRAFT, convert=keep_alpha)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ApplicationError(f"The query image cannot be used: its data is damaged or truncated ({exc}).",
                                code="corrupt_image") from None

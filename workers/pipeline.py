@@ -25,6 +25,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
+from encoders.images import ENCODER_DRAFT
 from encoders.pooling import Pooled
 
 # CPU BLAS kernels round differently for a batch of, say, 7 rows than for 8, so the same image could
@@ -36,8 +37,8 @@ ROW_MULTIPLE = 8
 MISSING = "The stored file is missing."
 
 # The largest input any bundled encoder takes; draft mode never decodes below twice this, so the
-# encoder's own resize still has real pixels to work with.
-DEFAULT_DRAFT = (448, 448)
+# encoder's own resize still has real pixels to work with. The same size as a query image's.
+DEFAULT_DRAFT = ENCODER_DRAFT
 
 
 @dataclass
@@ -50,16 +51,10 @@ class Embedded:
 
 
 def _open(fp, draft: tuple[int, int], alpha: bool) -> Image.Image:
-    from encoders.images import open_rgb
+    from encoders.images import open_decoded
     from encoders.pooled_encoder import keep_alpha
 
-    if not alpha:
-        return open_rgb(fp, draft_size=draft)
-    with Image.open(fp) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", draft)
-        image.load()
-        return keep_alpha(image)
+    return open_decoded(fp, draft_size=draft, convert=keep_alpha if alpha else None)
 
 
 @dataclass
