@@ -20,6 +20,26 @@ MAX_SPEC_LENGTH = 200
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 
 
+def split_spec(text: object, *, max_length: int, error) -> tuple[str, str, str]:
+    """`backend:rest` → (the text stripped, the backend lowercased, the rest), for encoder and VLM
+    specs alike; `error(text, why)` makes the caller's exception."""
+    if not isinstance(text, str) or not text.strip():
+        raise error(text, "it is empty")
+    text = text.strip()
+    if len(text) > max_length:
+        raise error(text, f"it is longer than {max_length} characters")
+    prefix, colon, rest = text.partition(":")
+    if not colon:
+        raise error(text, "it has no 'backend:' prefix")
+    return text, prefix.strip().lower(), rest
+
+
+def safe_segments(value: str) -> bool:
+    """Whether every '/'-separated part of `value` is a safe path segment (it becomes a folder
+    under the models directory): letters, digits and . _ @ + -, no leading dot, no '..'."""
+    return bool(value) and all(_SEGMENT.match(s) and s not in (".", "..") for s in value.split("/"))
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     backend: str
@@ -28,14 +48,7 @@ class EncoderSpec:
 
     @classmethod
     def parse(cls, text: str) -> EncoderSpec:
-        if not isinstance(text, str) or not text.strip():
-            raise _spec_error(text, "it is empty")
-        text = text.strip()
-        if len(text) > MAX_SPEC_LENGTH:
-            raise _spec_error(text, f"it is longer than {MAX_SPEC_LENGTH} characters")
-        prefix, colon, rest = text.partition(":")
-        if not colon:
-            raise _spec_error(text, "it has no 'backend:' prefix")
+        text, prefix, rest = split_spec(text, max_length=MAX_SPEC_LENGTH, error=_spec_error)
         backend = get_backend(prefix)
         if backend is None:
             raise _spec_error(text, f"{prefix!r} is not a known backend")
@@ -60,7 +73,7 @@ def _check_segments(text: str, value: str) -> None:
     if not value:
         raise _spec_error(text, "the model name is empty")
     for segment in value.split("/"):
-        if not _SEGMENT.match(segment) or segment in (".", ".."):
+        if not safe_segments(segment):
             raise _spec_error(
                 text,
                 f"{segment!r} is not a valid name part (letters, digits and . _ @ + - ; no spaces, "

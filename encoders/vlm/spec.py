@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+from encoders.spec import safe_segments, split_spec
 from encoders.vlm.errors import VlmSpecError
 
 MAX_SPEC_LENGTH = 500
@@ -27,8 +28,6 @@ BACKENDS = {
     "transformers": "transformers:<model id under LOUPE_MODELS_DIR, or an absolute directory>",
     "openai": "openai:<base_url>/<model>, e.g. openai:http://127.0.0.1:8000/v1/Qwen/Qwen2-VL-2B-Instruct",
 }
-# One safe path segment of a model id: what Hugging Face ids and directory names use.
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$")
 _MODEL_NAME = re.compile(r"^[^\s/][^\s]*$")  # served model names are the server's business; no spaces
 
 
@@ -40,15 +39,8 @@ class VlmSpec:
 
     @classmethod
     def parse(cls, text: str) -> VlmSpec:
-        if not isinstance(text, str) or not text.strip():
-            raise _spec_error(text, "it is empty")
-        text = text.strip()
-        if len(text) > MAX_SPEC_LENGTH:
-            raise _spec_error(text, f"it is longer than {MAX_SPEC_LENGTH} characters")
-        prefix, colon, rest = text.partition(":")
-        backend = prefix.strip().lower()
-        if not colon:
-            raise _spec_error(text, "it has no 'backend:' prefix")
+        text, backend, rest = split_spec(text, max_length=MAX_SPEC_LENGTH, error=_spec_error)
+        prefix = text.partition(":")[0]
         if backend not in BACKENDS:
             raise _spec_error(text, f"{prefix!r} is not a VLM backend")
         if not rest.strip():
@@ -74,14 +66,13 @@ def _transformers_model(text: str, model: str) -> str:
         if ".." in path.parts:
             raise _spec_error(text, "a model directory may not contain '..'")
         return str(path)
-    segments = model.rstrip("/").split("/")
-    if not all(_SEGMENT.match(segment) and segment not in (".", "..") for segment in segments):
+    if not safe_segments(model.rstrip("/")):
         raise _spec_error(
             text,
             f"{model!r} is neither an absolute directory nor a model id of safe path segments "
             "(letters, digits, . _ - @ +, no '..'), e.g. Qwen/Qwen2-VL-2B-Instruct",
         )
-    return "/".join(segments)
+    return model.rstrip("/")
 
 
 def _split_openai(text: str, url: str) -> tuple[str, str]:

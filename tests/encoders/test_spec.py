@@ -63,3 +63,23 @@ def test_bad_specs_fail_with_the_valid_backends_listed(text):
 def test_unknown_backend_is_named_in_the_message():
     with pytest.raises(EncoderSpecError, match="'clip' is not a known backend"):
         EncoderSpec.parse("clip:ViT-B/32")
+
+
+def test_encoder_and_vlm_specs_read_the_backend_and_model_names_alike():
+    """One splitter and one rule for model names (encoders/spec.py): they had drifted, and only the
+    VLM spec accepted a backend in capitals."""
+    import pytest
+
+    from encoders.errors import EncoderSpecError
+    from encoders.spec import EncoderSpec
+    from encoders.vlm.errors import VlmSpecError
+    from encoders.vlm.spec import VlmSpec
+
+    assert str(EncoderSpec.parse(" OPEN-CLIP:ViT-B-32/laion2b_s34b_b79k ")) == "open-clip:ViT-B-32/laion2b_s34b_b79k"
+    assert VlmSpec.parse("Transformers:Qwen/Qwen2-VL-2B-Instruct").backend == "transformers"
+    for bad in ("dense:../etc", "dense:a/.hidden", "dense:"):
+        with pytest.raises(EncoderSpecError):
+            EncoderSpec.parse(bad)
+    for bad in ("transformers:../etc", "transformers:a/.hidden", "transformers:"):
+        with pytest.raises(VlmSpecError):
+            VlmSpec.parse(bad)
