@@ -12,8 +12,6 @@ and belongs on the worker (and its GPU), not in a web process.
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import io
 import time
 from dataclasses import asdict, dataclass
@@ -237,12 +235,13 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
 
 
 def _runs_here(spec: str) -> bool:
-    mode = settings.LOUPE_QUERY_ENCODING
-    if spec:  # generation belongs on a worker
-        return mode == "web"
-    if mode == "auto":
-        return importlib.util.find_spec("torch") is not None
-    return mode == "web"
+    """Where search encodes its queries (search.query_encoding.query_encoding_mode), except that a
+    vision-language model's generation runs on a worker unless the web is told to do it all."""
+    from search.query_encoding import query_encoding_mode
+
+    if spec:
+        return settings.LOUPE_QUERY_ENCODING == "web"
+    return query_encoding_mode() == "web"
 
 
 def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyParams) -> dict:
@@ -254,8 +253,5 @@ def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyPar
     from search.query_worker import ask_query_worker
     from search.rag.tasks import query_classify
 
-    return ask_query_worker(
-        query_classify,
-        (support_set.pk, base64.b64encode(image_bytes).decode(), asdict(params)),
-        timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS,
-    )
+    return ask_query_worker(query_classify, (support_set.pk, image_bytes, asdict(params)),
+                            timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS, serializer="msgpack")

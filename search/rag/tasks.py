@@ -14,14 +14,16 @@ def encode_support_patches(support_set_id: int, generation: int, support_image_i
 
 
 @shared_task(ignore_result=False, acks_late=False)
-def query_classify(support_set_id: int, image_b64: str, params: dict) -> dict:
-    """Errors come back as data: the caller turns them into its one error shape."""
+def query_classify(support_set_id: int, image: bytes | str, params: dict) -> dict:
+    """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
+    (sent with msgpack, as the web sends it), or base64 text from a JSON caller."""
     import base64
 
     from encoders.errors import EncoderError
     from search.rag.classify import classify_locally
 
     try:
-        return classify_locally(support_set_id=support_set_id, image_bytes=base64.b64decode(image_b64), params=params)
+        image_bytes = base64.b64decode(image) if isinstance(image, str) else image
+        return classify_locally(support_set_id=support_set_id, image_bytes=image_bytes, params=params)
     except (EncoderError, ApplicationError) as exc:
         return error_as_data(exc)
