@@ -11,11 +11,11 @@ from django.conf import settings
 from albums.models import Album, Image
 from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
-from encoders.model_ids import parse_model_id
+from encoders.model_ids import ModelIdParts, parse_model_id
 from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search import scoring
-from search.query_encoding import EncodedQuery, encode_query, spec_of_model_id
+from search.query_encoding import EncodedQuery, encode_query
 from search.selectors import candidate_count, image_vector, region_matches, search_candidates
 
 
@@ -69,10 +69,44 @@ def _album_model(album: Album) -> str:
     return album.active_model_id
 
 
-def _rebuilding(album: Album, model_id: str) -> bool:
+def _rebuilding(album: Album, ids: ModelIdParts) -> bool:
     """Whether search still reads vectors made under other settings than the album's current ones."""
-    ids = parse_model_id(model_id)
     return (ids.spec, ids.pooling, ids.storage) != (album.encoder_spec, album.pooling, album.vector_storage)
+
+
+def _limits(album: Album, query: SearchQuery, model_spec: str) -> tuple[float, int]:
+    """min_score and max_results: the request's, else the album's, else the encoder's default score."""
+    min_score = query.min_score
+    if min_score is None:
+        min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
+    return min_score, min(query.max_results or album.max_search_results, settings.LOUPE_MAX_SEARCH_RESULTS)
+
+
+def _stored_query_image(image_id: int) -> bytes:
+    with image_file_open(image=Image.objects.get(pk=image_id)) as fp:
+        return fp.read()
+
+
+def _page(*, album: Album, model_id: str, ids: ModelIdParts, query: SearchQuery, min_score: float, max_results: int,
+          count: int, results: list[dict], times: tuple[float, float, float], **extra) -> dict:
+    """The body both searches answer: what was searched, the page, and where the time went."""
+    started, encoded_at, finished = times
+    return {
+        "model_id": model_id,
+        "rebuilding": _rebuilding(album, ids),
+        "min_score": min_score,
+        "max_results": max_results,
+        "count": count,
+        "page": query.page,
+        "page_size": query.page_size,
+        **extra,
+        "results": results,
+        "timings_ms": {
+            "encode": round((encoded_at - started) * 1000, 1),
+            "search": round((finished - encoded_at) * 1000, 1),
+            "total": round((finished - started) * 1000, 1),
+        },
+    }
 
 
 def album_search(*, album: Album, query: SearchQuery) -> dict:
@@ -96,7 +130,8 @@ def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]
     """One search under the album's model as read; also whether any vector was a candidate."""
     started = time.perf_counter()
     model_id = _album_model(album)
-    model_spec = spec_of_model_id(model_id)
+    ids = parse_model_id(model_id)  # once per search
+    model_spec = ids.spec
     active = scoring.active_parts(_present_parts(query), query.weights)
     _check_modalities(album, model_spec, active)
 
@@ -105,8 +140,7 @@ def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]
     if "image" in active and query.image_id is not None:
         stored_image_vector = image_vector(image_id=query.image_id, model_id=model_id)
         if stored_image_vector is None:  # not indexed under this model yet: encode its file
-            with image_file_open(image=Image.objects.get(pk=query.image_id)) as fp:
-                image_bytes = fp.read()
+            image_bytes = _stored_query_image(query.image_id)
     texts = {"text": query.text.strip(), "negative": query.negative_text.strip()}
     texts = {part: value for part, value in texts.items() if part in active}
     ensemble = album.use_query_optimization if query.use_query_optimization is None else query.use_query_optimization
@@ -121,15 +155,23 @@ def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]
         vectors["image"] = stored_image_vector
     encoded_at = time.perf_counter()
     exclude = (query.image_id,) if query.image_id is not None and query.image_bytes is None and not texts else ()
-    result, n_candidates = _rank(album=album, model_id=model_id, model_spec=model_spec, vectors=vectors, query=query,
-                                 calibrate=encoded.calibrate, exclude=exclude, linear_text=encoded.siglip_logits is None)
-    finished = time.perf_counter()
-    result["timings_ms"] = {
-        "encode": round((encoded_at - started) * 1000, 1),
-        "search": round((finished - encoded_at) * 1000, 1),
-        "total": round((finished - started) * 1000, 1),
-    }
-    return result, n_candidates > 0
+    min_score, max_results = _limits(album, query, model_spec)
+    candidates, order, scores, parts = _rank(album=album, model_id=model_id, vectors=vectors, query=query,
+                                             calibrate=encoded.calibrate, exclude=exclude, max_results=max_results,
+                                             min_score=min_score, linear_text=encoded.siglip_logits is None)
+    start = (query.page - 1) * query.page_size
+    results = [
+        {
+            "image_id": int(candidates.image_ids[index]),
+            "score": round(float(scores[index]), 4),
+            "cosines": {part: round(float(values[index]), 4) for part, values in sorted(parts.items())},
+            **candidates.rows[int(candidates.image_ids[index])],
+        }
+        for index in order[start : start + query.page_size]
+    ]
+    body = _page(album=album, model_id=model_id, ids=ids, query=query, min_score=min_score, max_results=max_results,
+                 count=int(len(order)), results=results, times=(started, encoded_at, time.perf_counter()))
+    return body, len(candidates.image_ids) > 0
 
 
 def image_similar(*, image: Image, min_score: float | None, max_results: int | None, page: int, page_size: int) -> dict:
@@ -142,13 +184,9 @@ def image_similar(*, image: Image, min_score: float | None, max_results: int | N
     )
 
 
-def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate, exclude,
-          linear_text: bool) -> tuple[dict, int]:
-    """The page of results, and how many candidates the album's vectors gave."""
-    min_score = query.min_score
-    if min_score is None:
-        min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
-    max_results = min(query.max_results or album.max_search_results, settings.LOUPE_MAX_SEARCH_RESULTS)
+def _rank(*, album, model_id, vectors, query: SearchQuery, calibrate, exclude, max_results: int, min_score: float,
+          linear_text: bool):
+    """The album's candidates for the query vectors, scored; `order` ranks those kept."""
     proposers = [vectors[part] for part in ("image", "text") if part in vectors]
     # With calibrated (SigLIP) text the combined score is not linear, and only the parts propose.
     if linear_text and len(vectors) > 1 and (combined := scoring.combined_query(vectors, query.weights)) is not None:
@@ -157,33 +195,11 @@ def _rank(*, album, model_id, model_spec, vectors, query: SearchQuery, calibrate
         album_id=album.pk, model_id=model_id, queries=vectors, k=candidate_count(max_results),
         exclude_image_ids=exclude, proposers=proposers,
     )
-    if len(candidates.image_ids):
-        scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)
-        order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
-    else:
-        scores, parts, order = np.zeros(0), {}, np.zeros(0, dtype=np.int64)
-    start = (query.page - 1) * query.page_size
-    results = []
-    for index in order[start : start + query.page_size]:
-        image_id = int(candidates.image_ids[index])
-        results.append(
-            {
-                "image_id": image_id,
-                "score": round(float(scores[index]), 4),
-                "cosines": {part: round(float(values[index]), 4) for part, values in sorted(parts.items())},
-                **candidates.rows[image_id],
-            }
-        )
-    return {
-        "model_id": model_id,
-        "rebuilding": _rebuilding(album, model_id),
-        "min_score": min_score,
-        "max_results": max_results,
-        "count": int(len(order)),
-        "page": query.page,
-        "page_size": query.page_size,
-        "results": results,
-    }, len(candidates.image_ids)
+    if not len(candidates.image_ids):
+        return candidates, np.zeros(0, dtype=np.int64), np.zeros(0), {}
+    scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)
+    order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
+    return candidates, order, scores, parts
 
 
 def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]:
@@ -204,16 +220,10 @@ def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool
             "re-index, then search with a box.",
             code="regions_not_indexed",
         )
-    image_bytes = query.image_bytes
-    if image_bytes is None:
-        with image_file_open(image=Image.objects.get(pk=query.image_id)) as fp:
-            image_bytes = fp.read()
+    image_bytes = query.image_bytes if query.image_bytes is not None else _stored_query_image(query.image_id)
     encoded = encode_query(model_id=model_id, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
     encoded_at = time.perf_counter()
-    min_score = query.min_score
-    if min_score is None:
-        min_score = album.min_search_score if album.min_search_score is not None else default_min_score(ids.spec)
-    max_results = min(query.max_results or album.max_search_results, settings.LOUPE_MAX_SEARCH_RESULTS)
+    min_score, max_results = _limits(album, query, ids.spec)
     matches = region_matches(album_id=album.pk, model_id=model_id, query=encoded.vectors["region"], limit=max_results)
     keep = np.flatnonzero(matches.cosines >= min_score)
     _, cols = ids.region_grid
@@ -224,20 +234,7 @@ def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool
         cosine = round(float(matches.cosines[index]), 4)
         results.append({"image_id": image_id, "score": cosine, "cosines": {"region": cosine},
                         "region": {"cell": cell, "row": cell // cols, "col": cell % cols}, **matches.rows[image_id]})
-    finished = time.perf_counter()
-    return {
-        "model_id": model_id,
-        "rebuilding": _rebuilding(album, model_id),
-        "min_score": min_score,
-        "max_results": max_results,
-        "count": int(len(keep)),
-        "page": query.page,
-        "page_size": query.page_size,
-        "region_grid": {"rows": ids.region_grid[0], "cols": ids.region_grid[1]},
-        "results": results,
-        "timings_ms": {
-            "encode": round((encoded_at - started) * 1000, 1),
-            "search": round((finished - encoded_at) * 1000, 1),
-            "total": round((finished - started) * 1000, 1),
-        },
-    }, len(matches.image_ids) > 0
+    body = _page(album=album, model_id=model_id, ids=ids, query=query, min_score=min_score, max_results=max_results,
+                 count=int(len(keep)), results=results, times=(started, encoded_at, time.perf_counter()),
+                 region_grid={"rows": ids.region_grid[0], "cols": ids.region_grid[1]})
+    return body, len(matches.image_ids) > 0
