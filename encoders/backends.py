@@ -30,6 +30,9 @@ class Backend:
     default_min_score: float
     weights_in_spec: bool  # True: "model/weights" splits at the first slash; False: the slash belongs to the model
     grammar: str  # shown in error messages
+    # "module:Class" of its WeightsLayout (encoders/layouts/), torch-free, imported on first use. The
+    # default is a Hugging Face-format directory under <models dir>/<prefix>/<model>/.
+    layout_path: str = "encoders.layouts:WeightsLayout"
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -43,6 +46,20 @@ def register_backend(backend: Backend) -> None:
 
 def get_backend(prefix: str) -> Backend | None:
     return _BACKENDS.get(prefix)
+
+
+def layout_of(prefix: str):
+    """The backend's WeightsLayout (one instance per backend)."""
+    backend = _BACKENDS[prefix]
+    if prefix not in _layouts:
+        import importlib
+
+        module, _, name = backend.layout_path.partition(":")
+        _layouts[prefix] = getattr(importlib.import_module(module), name)(prefix)
+    return _layouts[prefix]
+
+
+_layouts: dict[str, object] = {}
 
 
 def backend_prefixes() -> list[str]:
@@ -61,6 +78,7 @@ register_backend(
         default_min_score=CLIP_COSINE_MIN_SCORE,
         weights_in_spec=False,
         grammar="<CLIP package model, e.g. ViT-B/32, RN50x4, ViT-L/14@336px>",
+        layout_path="encoders.layouts.openai_clip:OpenAIClipWeights",
     )
 )
 register_backend(
@@ -71,6 +89,7 @@ register_backend(
         default_min_score=CLIP_COSINE_MIN_SCORE,
         weights_in_spec=True,
         grammar="<architecture>/<pretrained tag>, e.g. ViT-B-32/laion2b_s34b_b79k",
+        layout_path="encoders.layouts.open_clip:OpenClipWeights",
     )
 )
 register_backend(
@@ -81,6 +100,7 @@ register_backend(
         default_min_score=SIGLIP_CALIBRATED_MIN_SCORE,
         weights_in_spec=False,
         grammar="<Hugging Face id or directory under the models dir>, e.g. google/siglip2-base-patch16-224",
+        layout_path="encoders.layouts.siglip:SiglipWeights",
     )
 )
 register_backend(
@@ -91,5 +111,6 @@ register_backend(
         default_min_score=DENSE_COSINE_MIN_SCORE,
         weights_in_spec=False,
         grammar="<backbone>, e.g. dinov2-small, sapiens2-1b, efficientnet-lite0",
+        layout_path="encoders.layouts.dense:DenseWeights",
     )
 )

@@ -8,17 +8,14 @@ workers load.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import json
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from encoders.backends import Backend, backend_prefixes, get_backend, register_backend
-from encoders.catalog import DENSE_MODELS, OPENAI_CLIP_MODELS, catalog_specs, is_sapiens2
+from encoders.backends import Backend, backend_prefixes, get_backend, layout_of, register_backend
+from encoders.catalog import catalog_specs
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
-from encoders.weights import custom_model_present, expected_location, find_weights, models_dir
+from encoders.weights import expected_location, find_weights, models_dir
 
 if TYPE_CHECKING:
     from encoders.base import Encoder
@@ -60,19 +57,7 @@ def default_min_score(spec: str | EncoderSpec) -> float:
 def spec_dim(spec: str | EncoderSpec) -> int | None:
     """The vector width, when it can be told from names and config files alone."""
     parsed = spec if isinstance(spec, EncoderSpec) else EncoderSpec.parse(spec)
-    if parsed.backend == "openai-clip" and parsed.model in OPENAI_CLIP_MODELS:
-        return OPENAI_CLIP_MODELS[parsed.model].dim
-    if parsed.backend == "open-clip":
-        config = _open_clip_config(parsed)
-        return int(config["embed_dim"]) if config and "embed_dim" in config else None
-    if parsed.backend == "dense" and parsed.model in DENSE_MODELS:
-        return DENSE_MODELS[parsed.model].dim
-    if parsed.backend in ("siglip", "dense"):
-        config = _read_json(expected_location(parsed).directory / "config.json")
-        text = config.get("text_config") or {}
-        width = text.get("projection_size") or text.get("hidden_size") or config.get("hidden_size")
-        return int(width) if width else None
-    return None
+    return layout_of(parsed.backend).dim(parsed)
 
 
 def known_specs() -> list[dict]:
@@ -160,71 +145,12 @@ def _allowed_specs() -> set[str]:
 
 
 def _check_model_known(spec: EncoderSpec) -> None:
-    if spec.backend == "openai-clip" and spec.model not in OPENAI_CLIP_MODELS and not custom_model_present(spec):
-        raise EncoderSpecError(
-            f"Invalid encoder spec {str(spec)!r}: the CLIP package has no model {spec.model!r}; known: "
-            f"{', '.join(OPENAI_CLIP_MODELS)} (or a checkpoint at {expected_location(spec).describe()}).",
-            extra={"spec": str(spec), "models": list(OPENAI_CLIP_MODELS)},
-        )
-    if spec.backend == "open-clip" and spec.model not in _open_clip_architectures() and not custom_model_present(spec):
-        raise EncoderSpecError(
-            f"Invalid encoder spec {str(spec)!r}: open_clip has no architecture {spec.model!r} (e.g. ViT-B-32, "
-            f"ViT-L-14, ViT-SO400M-14-SigLIP), and {expected_location(spec).directory}/open_clip_config.json "
-            "does not define it.",
-            extra={"spec": str(spec)},
-        )
-    known_dense = spec.model in DENSE_MODELS or is_sapiens2(spec.model)
-    if spec.backend == "dense" and not known_dense and not custom_model_present(spec):
-        raise EncoderSpecError(
-            f"Invalid encoder spec {str(spec)!r}: no dense backbone {spec.model!r}; known: {', '.join(DENSE_MODELS)}, "
-            "sapiens2-<size> "
-            f"(or a save_pretrained directory at {expected_location(spec).directory}).",
-            extra={"spec": str(spec), "models": list(DENSE_MODELS)},
-        )
-
-
-def _open_clip_config_dir() -> Path | None:
-    # find_spec locates the installed package without running its __init__ (which imports torch).
-    found = importlib.util.find_spec("open_clip")
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(next(iter(found.submodule_search_locations))) / "model_configs"
-
-
-def _open_clip_architectures() -> set[str]:
-    directory = _open_clip_config_dir()
-    return {p.stem for p in directory.glob("*.json")} if directory else set()
-
-
-def _open_clip_config(spec: EncoderSpec) -> dict | None:
-    custom = _read_json(expected_location(spec).directory / "open_clip_config.json")
-    if custom:
-        return custom.get("model_cfg", custom)
-    directory = _open_clip_config_dir()
-    return _read_json(directory / f"{spec.model}.json") if directory else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    layout_of(spec.backend).check_known(spec)
 
 
 def _specs_in_models_dir() -> list[str]:
     root = models_dir()
-    found = []
-    for checkpoint in sorted((root / "openai-clip").glob("*.pt")):
-        known = {m.filename: name for name, m in OPENAI_CLIP_MODELS.items()}
-        found.append(f"openai-clip:{known.get(checkpoint.name, checkpoint.stem)}")
-    for tag_dir in sorted((root / "open-clip").glob("*/*")):
-        if tag_dir.is_dir():
-            found.append(f"open-clip:{tag_dir.parent.name}/{tag_dir.name}")
-    for config in sorted((root / "siglip").glob("**/config.json")):
-        found.append(f"siglip:{config.parent.relative_to(root / 'siglip').as_posix()}")
-    for backbone in sorted((root / "dense").glob("*")):
-        if backbone.is_dir():
-            found.append(f"dense:{backbone.name}")
+    found = [text for prefix in backend_prefixes() for text in layout_of(prefix).specs_in(root)]
     valid = []
     for text in found:
         try:

@@ -9,6 +9,7 @@ import pytest
 
 from encoders.backends import Backend, IMAGE_ONLY, register_backend
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
+from encoders.spec import EncoderSpec
 from encoders.registry import default_min_score, get_encoder, known_specs, spec_dim, spec_modalities, validate_spec
 
 from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SIGLIP_TINY
@@ -123,3 +124,29 @@ def test_one_cached_encoder_per_spec_and_device_across_threads(models_dir):
     assert all(encoder is encoders[0] for encoder in encoders)
     assert get_encoder(DINOV2_TINY) is encoders[0]  # LOUPE_DEVICE=cpu resolves to the same key
     assert encoders[0].device == "cpu"
+
+
+def test_a_new_backend_is_one_registry_line_and_its_layout(settings, tmp_path):
+    """Weights rules live in the backend's layout (encoders/layouts/), not in branches on its name:
+    a Hugging Face-format backend needs no code beyond its line in the table."""
+    from encoders import backends
+    from encoders.weights import expected_location, find_weights
+
+    settings.LOUPE_MODELS_DIR = tmp_path
+    register_backend(Backend("hf-test", "x:y", modalities=IMAGE_ONLY, default_min_score=0.1, weights_in_spec=False,
+                             grammar="<hf id>"))
+    try:
+        spec = EncoderSpec.parse("hf-test:org/model")
+        assert expected_location(spec).directory == tmp_path / "hf-test" / "org" / "model"
+        assert find_weights(spec) is None
+        folder = tmp_path / "hf-test" / "org" / "model"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text('{"hidden_size": 24}')
+        (folder / "model.safetensors").write_bytes(b"\0")
+        found = find_weights(spec)
+        assert found.path == folder and found.source == "models_dir"
+        assert spec_dim(spec) == 24
+        assert "hf-test:org/model" in [s["spec"] for s in known_specs()]
+    finally:
+        backends._BACKENDS.pop("hf-test")
+        backends._layouts.pop("hf-test", None)
