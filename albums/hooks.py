@@ -6,8 +6,6 @@
 - `album_vectors_changed(album, user)`: sent inside the transaction that bumped the album's
   generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
   starts a rebuild in that same transaction.
-- `image_files(image_ids)`: asked before images are deleted; each receiver returns the stored file
-  names it keeps for them (search's uploaded masks), deleted with the images' own files.
 - `index_summary(album)`: what albums shows of its indexing but does not own (jobs), from the one
   provider the indexing layer registers; before it does (or without it), counts only.
 """
@@ -15,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from django.db.models import Count
 from django.dispatch import Signal
@@ -24,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 images_uploaded = Signal()
 album_vectors_changed = Signal()
-image_files = Signal()
 
 _index_summary: Callable | None = None
 
@@ -53,8 +50,3 @@ def announce(signal: Signal, **kwargs) -> None:
         if isinstance(outcome, Exception):
             logger.error("%s: %s failed", getattr(receiver, "__qualname__", receiver), type(outcome).__name__,
                          exc_info=(type(outcome), outcome, outcome.__traceback__))
-
-
-def extra_files(image_ids: Iterable[int]) -> list[str]:
-    ids = list(image_ids)
-    return [name for _, names in image_files.send(sender=None, image_ids=ids) for name in (names or []) if name]

@@ -35,7 +35,7 @@ class Album(models.Model):
     max_search_results = models.PositiveIntegerField(default=100, validators=[MinValueValidator(1)])
     use_query_optimization = models.BooleanField(default=True)
     # How a dense backbone's token grid becomes what is stored (encoders/pooling.py), and how vectors
-    # are indexed (search/vector_store.py). Both are part of the vectors' model_id, so changing either
+    # are indexed (workers/vector_store.py). Both are part of the vectors' model_id, so changing either
     # rebuilds the album like an encoder change.
     pooling = models.CharField(max_length=16, choices=POOLING_CHOICES, default="mean")
     vector_storage = models.CharField(max_length=16, choices=STORAGE_CHOICES, default="vector")
@@ -142,3 +142,24 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+def mask_upload_path(instance: "ImageMask", filename: str) -> str:
+    return f"masks/{instance.image.album_id}/{instance.image.sha256[:2]}/{instance.image.sha256}.png"
+
+
+class ImageMask(models.Model):
+    """A foreground mask an editor uploaded for an image (masked pooling): mode-L PNG, upright, any
+    size (resized to the image when used); it wins over the image's own alpha channel. Removing it
+    keeps the row with no file, so `updated_at` still tells an indexing chunk that started earlier
+    not to write the vector it made with the old mask."""
+
+    image = models.OneToOneField("albums.Image", on_delete=models.CASCADE, related_name="mask")
+    file = models.FileField(upload_to=mask_upload_path, max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "search_imagemask"  # made by the search app before masks moved to albums
+
+    def __str__(self) -> str:
+        return f"mask of #{self.image_id}"

@@ -17,7 +17,7 @@ from django.db.models import F
 from albums import hooks
 from albums.errors import MembershipError, UserNotFoundError
 from albums.imaging import ImageRejected, clean_filename, probe_image
-from albums.models import Album, AlbumMembership, Image
+from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
 from config.errors import ApplicationError
 from encoders.registry import default_encoder_spec
@@ -131,10 +131,15 @@ def _delete_stored_files(names: Iterable[str]) -> None:
                 logger.warning("could not delete stored file %s", name, exc_info=True)
 
 
+def _mask_files(image_ids) -> list[str]:
+    """Uploaded masks go with their images' rows (cascade); their files are deleted here too."""
+    return [name for name in ImageMask.objects.filter(image_id__in=image_ids).values_list("file", flat=True) if name]
+
+
 @transaction.atomic
 def album_delete(*, album: Album) -> None:
     names = [n for pair in Image.objects.filter(album=album).values_list("file", "thumbnail") for n in pair]
-    names += hooks.extra_files(Image.objects.filter(album=album).values_list("pk", flat=True))
+    names += _mask_files(Image.objects.filter(album=album).values("pk"))
     album.delete()
     # Files go only once the rows are gone for good.
     transaction.on_commit(lambda: _delete_stored_files(names))
@@ -241,7 +246,7 @@ def image_upload_many(
 
 @transaction.atomic
 def image_delete(*, image: Image) -> None:
-    names = [image.file.name, image.thumbnail.name, *hooks.extra_files([image.pk])]
+    names = [image.file.name, image.thumbnail.name, *_mask_files([image.pk])]
     image.delete()  # embeddings go with it (FK cascade)
     transaction.on_commit(lambda: _delete_stored_files(names))
 

@@ -272,7 +272,7 @@ def _pillow_version() -> str:
 
 
 def _clear(model_id: str) -> None:
-    from search.models import Embedding
+    from workers.models import Embedding
 
     Embedding.objects.filter(model_id=model_id).delete()
 
@@ -318,7 +318,7 @@ def time_encoder_only(encoder, images: list, micro_batch: int, repeat: int) -> f
 def time_pipeline(encoder, items, pool: Executor, config: PipelineConfig, repeat: int) -> tuple[float, float]:
     from django.db import transaction
 
-    from search.vector_store import embeddings_insert
+    from workers.vector_store import embeddings_insert
     from workers.pipeline import embed_stored_images
 
     insert_seconds = []
@@ -341,7 +341,7 @@ def time_pipeline(encoder, items, pool: Executor, config: PipelineConfig, repeat
 
 def time_naive(encoder, items, repeat: int) -> float:
     """One image at a time: open, decode every pixel, encode alone, INSERT alone (autocommit)."""
-    from search.vector_store import embeddings_insert
+    from workers.vector_store import embeddings_insert
     from workers.pipeline import _decode
 
     def run():
@@ -362,7 +362,7 @@ def time_photomap(encoder, items, pool: Executor, repeat: int) -> float:
     import numpy as np
     from django.db import transaction
 
-    from search.vector_store import embeddings_insert
+    from workers.vector_store import embeddings_insert
     from workers.pipeline import _decode
 
     def run():
@@ -398,7 +398,7 @@ def bench_encoder(
     log,
 ) -> list[SizeResult]:
     from encoders.registry import get_encoder
-    from search.vector_store import hnsw_index_ensure
+    from workers.vector_store import hnsw_index_ensure
     from workers.pipeline import _decode, make_pool
 
     from encoders.pooled_encoder import PooledEncoder
@@ -436,7 +436,7 @@ def bench_encoder(
         base.encode_images([warm_image] * size)  # the PhotoMapAI-style row's float32 path, warmed alike
     from django.db import transaction
 
-    from search.vector_store import embeddings_insert
+    from workers.vector_store import embeddings_insert
 
     with transaction.atomic():
         embeddings_insert(

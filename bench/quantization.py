@@ -78,7 +78,7 @@ def load(space: ClusteredSpace, *, size: int, seed: int) -> tuple[int, dict[str,
 def build(model_id: str, dim: int, maintenance_work_mem: str) -> dict:
     from django.db import connection
 
-    from search.vector_store import hnsw_index_ensure, index_name
+    from workers.vector_store import hnsw_index_ensure, index_name
 
     with connection.cursor() as cursor:
         cursor.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")

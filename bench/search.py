@@ -168,7 +168,7 @@ def _bench_user():
 
 def album_loaded(name: str, size: int, model_id: str) -> bool:
     from albums.models import Album
-    from search.models import Embedding
+    from workers.models import Embedding
 
     album = Album.objects.filter(name=name).first()
     return album is not None and Embedding.objects.filter(album=album, model_id=model_id).count() == size
@@ -180,7 +180,7 @@ def ensure_album(space: ClusteredSpace, *, name: str, size: int, model_id: str, 
 
     from albums.models import Album, AlbumMembership
     from albums.roles import Role
-    from search.models import Embedding
+    from workers.models import Embedding
 
     album = Album.objects.filter(name=name).first()
     if album is not None and Embedding.objects.filter(album=album, model_id=model_id).count() == size:
@@ -207,7 +207,7 @@ def drop_index(model_id: str, dim: int) -> None:
     from django.db import connection
     from psycopg import sql
 
-    from search.vector_store import index_name
+    from workers.vector_store import index_name
 
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model_id, dim))).as_string(cursor.connection))
@@ -217,7 +217,7 @@ def build_index(model_id: str, dim: int, cap_mem: str) -> dict:
     """The product's own index build (CREATE INDEX CONCURRENTLY ... m 16, ef_construction 128), timed."""
     from django.db import connection
 
-    from search.vector_store import hnsw_index_ensure, index_name
+    from workers.vector_store import hnsw_index_ensure, index_name
 
     name = index_name(model_id, dim)
     with connection.cursor() as cursor:
@@ -253,11 +253,11 @@ def build_index(model_id: str, dim: int, cap_mem: str) -> dict:
 
 
 def build_album_graph(album_id: int, model_id: str, dim: int, cap_mem: str) -> dict:
-    """What the indexing job does for a large album (search.vector_store.album_graph_ensure), timed:
+    """What the indexing job does for a large album (workers.vector_store.album_graph_ensure), timed:
     the album's own graph, used by Loupe's path through the literal album and model."""
     from django.db import connection
 
-    from search.vector_store import album_graph_ensure
+    from workers.vector_store import album_graph_ensure
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM search_embedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])

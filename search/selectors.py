@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
-from search.models import Embedding
-from search.vector_store import (
+from workers.models import Embedding
+from workers.vector_store import (
     BINARY,
     BINARY_OVERSAMPLE,
     distance_operator,

@@ -15,10 +15,10 @@ from albums import services as album_services
 from albums.models import Album, AlbumMembership, ApiToken, Image
 from albums.roles import Role
 from albums.tokens import api_token_create
-from search.models import Embedding
+from workers.models import Embedding
 from search.rag import services as rag_services
 from search.rag.models import PatchEmbedding, SupportClass, SupportImage, SupportSet
-from search.vector_store import embeddings_insert
+from workers.vector_store import embeddings_insert
 from tests.images import image_bytes
 from workers.indexing import index_job_start
 from workers.models import IndexJob

@@ -2,9 +2,8 @@
 lower app never imports a higher one, at module level or inside a function; it announces what
 happened through albums/hooks.py and the higher app answers (docs/architecture.md, "Layers").
 
-The vectors' tables and their store still live in `search` while indexing writes them: those
-imports are listed in KNOWN_UPWARD until the store moves below indexing (issue #20). The list must
-stay exact, so it cannot hide a new upward import or outlive a fixed one."""
+The vectors and their store belong to indexing (workers/models.py, workers/vector_store.py), which
+writes them; search reads them from below."""
 
 from __future__ import annotations
 
@@ -14,11 +13,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"encoders": 0, "albums": 1, "workers": 2, "search": 3}
 
-KNOWN_UPWARD = {
-    ("workers/indexing.py", "search.models"),
-    ("workers/indexing.py", "search.vector_store"),
-    ("workers/recovery.py", "search.vector_store"),
-}
 
 
 def _imports(path: Path):
@@ -43,9 +37,7 @@ def upward_imports() -> set[tuple[str, str]]:
 
 
 def test_no_app_imports_one_above_it():
-    found = upward_imports()
-    assert found - KNOWN_UPWARD == set(), "new upward imports: announce through albums/hooks.py instead"
-    assert KNOWN_UPWARD - found == set(), "these are gone: take them off KNOWN_UPWARD"
+    assert upward_imports() == set(), "announce through albums/hooks.py instead of importing upward"
 
 
 def test_the_walker_sees_imports_inside_functions(tmp_path):

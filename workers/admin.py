@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.utils.html import format_html
 
-from workers.models import IndexJob
+from workers.models import Embedding, IndexJob
 
 
 @admin.register(IndexJob)
@@ -17,3 +17,13 @@ class IndexJobAdmin(admin.ModelAdmin):
         if not job.celery_task_id:
             return "—"
         return format_html('<a href="{}task/{}">task</a>', settings.FLOWER_URL, job.celery_task_id)
+
+
+@admin.register(Embedding)
+class EmbeddingAdmin(admin.ModelAdmin):
+    list_display = ["image", "model_id", "dim", "created_at"]
+    list_filter = ["model_id"]
+    search_fields = ["image__original_name"]
+    list_select_related = ["image"]
+    exclude = ["vector"]  # thousands of floats help nobody in a form
+    readonly_fields = ["image", "model_id", "dim", "created_at"]

@@ -26,10 +26,10 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from albums.models import Album, Image
+from albums.models import Album, Image, ImageMask
 from encoders.model_ids import parse_model_id
-from search.models import Embedding
-from search.vector_store import (
+from workers.models import Embedding
+from workers.vector_store import (
     album_graph_ensure,
     album_graphs_prune,
     embeddings_delete_model,
@@ -318,8 +318,6 @@ def _database_now():
 
 
 def _uploaded_masks(image_ids: Sequence[int]) -> dict[int, str]:
-    from search.models import ImageMask
-
     return dict(ImageMask.objects.filter(image_id__in=image_ids).exclude(file="").values_list("image_id", "file"))
 
 
@@ -327,8 +325,6 @@ def _drop_remasked(embedded, *, since) -> None:
     """Leave out images whose mask was set or removed after this chunk read it: the mask service
     deleted their vectors (under the album lock this transaction now holds FOR SHARE), and the
     follow-up job embeds them again with the new mask."""
-    from search.models import ImageMask
-
     changed = set(ImageMask.objects.filter(image_id__in=embedded.image_ids, updated_at__gt=since)
                   .values_list("image_id", flat=True))
     if not changed:
@@ -346,7 +342,7 @@ def _drop_remasked(embedded, *, since) -> None:
 
 def _album_graph_before_switch(job_id: int) -> None:
     """Give a large album its own HNSW graph of the job's vectors before search switches to them
-    (search/vector_store.py: album_graph_ensure). Outside any transaction; a failure to build it
+    (workers/vector_store.py: album_graph_ensure). Outside any transaction; a failure to build it
     leaves search on the model's graph or an exact scan, never the job failed."""
     job = IndexJob.objects.filter(pk=job_id, status=IndexJob.Status.RUNNING).first()
     if job is None or not job.model_id:

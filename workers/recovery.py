@@ -27,7 +27,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from albums.models import Album, Image
-from search.vector_store import album_graphs_prune
+from workers.vector_store import album_graphs_prune
 from workers.models import IndexJob
 
 logger = logging.getLogger(__name__)

@@ -156,7 +156,7 @@ LOUPE_VLM_PROMPTS_DIR = env.str("LOUPE_VLM_PROMPTS_DIR", default="")  # empty: e
 LOUPE_SEARCH_CANDIDATES = env.int("LOUPE_SEARCH_CANDIDATES", default=200)  # per query part, re-ranked exactly
 LOUPE_QUERY_ENCODING = env.str("LOUPE_QUERY_ENCODING", default="auto")  # web | worker | auto
 # An album with at least this many vectors under its model gets an HNSW graph of its own, built by
-# the indexing job (search/vector_store.py: album_graph_ensure); smaller albums scan exactly.
+# the indexing job (workers/vector_store.py: album_graph_ensure); smaller albums scan exactly.
 LOUPE_ALBUM_GRAPH_MIN_ROWS = env.int("LOUPE_ALBUM_GRAPH_MIN_ROWS", default=5000)
 # Image towers in bf16 on CPUs with AMX-BF16 / AVX512-BF16 (auto), always (true) or never (false);
 # new albums' vectors record it in their model_id (+dtype=bf16). GPUs use bf16, else fp16, as before.

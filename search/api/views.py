@@ -24,7 +24,7 @@ from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
 from search import duplicates, masks, scoring, services
 from search.query_encoding import query_admission
-from search.models import ImageMask
+from albums.models import ImageMask
 from workers.api.views import JobSerializer
 
 MAX_QUERY_TEXT = 1000

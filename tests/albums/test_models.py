@@ -3,7 +3,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from albums.models import AlbumMembership, Image
-from search.models import Embedding
+from workers.models import Embedding
 from workers.models import IndexJob
 
 pytestmark = pytest.mark.django_db

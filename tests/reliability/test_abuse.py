@@ -210,7 +210,7 @@ def test_masks_past_the_limit_are_413(alice, album, client_for, small_query_limi
     from albums import services
     from tests.images import image_bytes
 
-    from search.models import ImageMask
+    from albums.models import ImageMask
 
     image_id = services.image_upload_many(album=album, user=alice, files=[("a.png", io.BytesIO(image_bytes("PNG")))])[0].image_id
     client = client_for(alice)
@@ -231,7 +231,7 @@ def _vector_album(owner, vectors: list[list[float]]):
     for requests that never encode a query)."""
     from albums import services
     from albums.models import Album, Image
-    from search.models import Embedding
+    from workers.models import Embedding
     from tests.search.test_search_api import MODEL, unit
 
     album = services.album_create(owner=owner, name=f"vectors-{len(vectors)}")
@@ -400,6 +400,6 @@ def test_a_scan_cancelled_mid_way_stops_at_the_next_block(alice, client_for, set
     assert duplicates.duplicate_scan_run(job_id=job_id) == {"cancelled": job_id}
     job = IndexJob.objects.get(pk=job_id)
     assert (job.status, job.done, job.result) == ("cancelled", 2, None)
-    from search.models import Embedding
+    from workers.models import Embedding
 
     assert Embedding.objects.filter(album=album).count() == 6  # a cancelled scan deletes no vector

@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from albums.models import Album, Image
-from search.models import Embedding
+from workers.models import Embedding
 
 pytestmark = pytest.mark.django_db
 

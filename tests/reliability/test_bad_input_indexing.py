@@ -12,7 +12,7 @@ from django.db import transaction
 
 from albums import services
 from albums.models import Image
-from search.models import Embedding
+from workers.models import Embedding
 from tests.conftest import wait_for
 from tests.reliability.corpus import UPLOAD_LIMIT, corpus
 from tests.tiny_models import OPEN_CLIP_TINY

@@ -1,4 +1,4 @@
-"""Albums past a size get an HNSW graph of their own (search/vector_store.py: album_graph_ensure),
+"""Albums past a size get an HNSW graph of their own (workers/vector_store.py: album_graph_ensure),
 built by the indexing job before the switch, used by search, and dropped when it serves nothing."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from albums import services as album_services
 from albums.models import Album, Image
 from bench.search_data import ClusteredSpace
 from search.selectors import _nearest_sql, search_candidates
-from search.vector_store import album_graph_ensure, album_graphs_prune, album_index_name, embeddings_insert
+from workers.vector_store import album_graph_ensure, album_graphs_prune, album_index_name, embeddings_insert
 from workers.indexing import index_job_finish
 from workers.models import IndexJob
 from workers.recovery import resume_pending_work

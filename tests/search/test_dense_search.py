@@ -15,7 +15,7 @@ from albums.models import Album
 from encoders import pooling
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
-from search.models import Embedding, RegionEmbedding
+from workers.models import Embedding, RegionEmbedding
 from tests.images import noise_png
 from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY, SAPIENS2_INPUT, SAPIENS2_TINY
 from tests.workers.test_indexing import _finished_job

@@ -16,7 +16,8 @@ from albums.roles import Role
 from encoders import pooling
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
-from search.models import Embedding, ImageMask
+from albums.models import ImageMask
+from workers.models import Embedding
 from tests.conftest import wait_for
 from tests.images import noise_png
 from tests.tiny_models import DINOV2_TINY

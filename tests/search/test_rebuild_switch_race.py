@@ -15,7 +15,7 @@ from albums import services as album_services
 from albums.models import Album, Image
 from search import services
 from search.scoring import Weights
-from search.vector_store import embeddings_insert
+from workers.vector_store import embeddings_insert
 from workers.indexing import index_job_finish
 from workers.models import IndexJob
 
@@ -79,7 +79,7 @@ def test_search_caught_by_the_switch_answers_from_the_new_model(rebuilt_album, m
 def test_an_album_with_nothing_to_find_is_asked_once(rebuilt_album, monkeypatch):
     """An empty answer without a switch (the query image is the only vector) is not retried."""
     album, ids, job = rebuilt_album
-    from search.models import Embedding
+    from workers.models import Embedding
 
     Embedding.objects.filter(model_id=OLD).exclude(image_id=ids[0]).delete()
     calls = []

@@ -10,7 +10,7 @@ import pytest
 from albums import services as album_services
 from albums.models import Album, Image
 from search import services as search_services
-from search.models import Embedding
+from workers.models import Embedding
 from search.query_encoding import EncodedQuery
 from tests.images import image_bytes
 

@@ -1,4 +1,4 @@
-"""Storage kinds (search/vector_store.py): what each index holds, and recall through Loupe's candidate
+"""Storage kinds (workers/vector_store.py): what each index holds, and recall through Loupe's candidate
 path on synthetic clustered vectors, with the planner pushed onto the HNSW index."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from albums.models import Image
 from bench.search_data import ClusteredSpace
 from encoders.model_ids import compose_model_id
 from search import selectors
-from search.models import Embedding
+from workers.models import Embedding
 from search.selectors import search_candidates
-from search.vector_store import embeddings_insert, hnsw_index_ensure, index_name
+from workers.vector_store import embeddings_insert, hnsw_index_ensure, index_name
 
 BASE = "dense:tests-synthetic@sha256:000000000128"
 DIM, N = 128, 1500
@@ -112,7 +112,7 @@ def test_recall_through_each_index_and_binary_oversampling(stored, monkeypatch):
 
 def test_region_matches_through_the_region_index_are_exact_max_sim_on_the_candidates(alice, transactional_db):
     from search.selectors import region_matches
-    from search.vector_store import region_index_name, regions_insert
+    from workers.vector_store import region_index_name, regions_insert
 
     album = services.album_create(owner=alice, name="regions")
     n, cells, dim = 600, 12, 64

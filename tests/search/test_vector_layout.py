@@ -13,8 +13,8 @@ from django.db import connection
 
 from albums import services
 from albums.models import Image
-from search.models import Embedding
-from search.vector_store import embeddings_insert, regions_insert
+from workers.models import Embedding
+from workers.vector_store import embeddings_insert, regions_insert
 
 MODEL = "dense:tests-sparse@sha256:0000000000001280"
 

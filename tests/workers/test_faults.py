@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from albums import services
-from search.models import Embedding
+from workers.models import Embedding
 from tests.conftest import start_worker, stop_worker, wait_for, worker_env
 from tests.images import noise_png
 from tests.tiny_models import OPEN_CLIP_TINY

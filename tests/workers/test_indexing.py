@@ -11,7 +11,7 @@ import pytest
 
 from albums import services
 from albums.models import Image
-from search.models import Embedding, RegionEmbedding
+from workers.models import Embedding, RegionEmbedding
 from tests.conftest import wait_for
 from tests.images import image_bytes, noise_png
 from tests.tiny_models import OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SAPIENS2_TINY
@@ -138,7 +138,7 @@ def test_changing_back_during_a_rebuild_keeps_the_original(worker, alice, client
 def test_hnsw_index_exists_for_the_model(worker, alice):
     from django.db import connection
 
-    from search.vector_store import index_name
+    from workers.vector_store import index_name
 
     album = services.album_create(owner=alice, name="hnsw", encoder_spec=OPEN_CLIP_TINY)
     _upload(album, alice, 2)
