@@ -5,11 +5,12 @@ from django.db import models
 from django.db.models.functions import Lower
 
 from albums.roles import Role
+from encoders.pooling import MASKED, MEAN, REGIONS
 
 POOLING_CHOICES = [
-    ("mean", "Global mean of the patch tokens"),
-    ("masked", "Mean over the foreground (alpha-channel mask)"),
-    ("regions", "Global mean + a 4×3 grid of region tokens (box queries)"),
+    (MEAN, "Global mean of the patch tokens"),
+    (MASKED, "Mean over the foreground (alpha-channel mask)"),
+    (REGIONS, "Global mean + a 4×3 grid of region tokens (box queries)"),
 ]
 # Only kinds whose recall@10 stays within 1 % of float32 exact search (docs/benchmarks.md, quantization).
 STORAGE_CHOICES = [
@@ -37,7 +38,7 @@ class Album(models.Model):
     # How a dense backbone's token grid becomes what is stored (encoders/pooling.py), and how vectors
     # are indexed (workers/vector_store.py). Both are part of the vectors' model_id, so changing either
     # rebuilds the album like an encoder change.
-    pooling = models.CharField(max_length=16, choices=POOLING_CHOICES, default="mean")
+    pooling = models.CharField(max_length=16, choices=POOLING_CHOICES, default=MEAN)
     vector_storage = models.CharField(max_length=16, choices=STORAGE_CHOICES, default="vector")
     # Bumped whenever the encoder changes; work started under an older generation writes nothing.
     generation = models.PositiveIntegerField(default=1)

@@ -20,6 +20,7 @@ from albums.imaging import ImageRejected, clean_filename, probe_image
 from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
 from config.errors import ApplicationError
+from encoders.pooling import MEAN
 from encoders.registry import default_encoder_spec
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def _check_pooling(*, encoder_spec: str, pooling: str) -> None:
     """Masked and region pooling average a backbone's token grid: only dense backbones have one."""
     from encoders.spec import EncoderSpec
 
-    if pooling != "mean" and EncoderSpec.parse(encoder_spec).backend != "dense":
+    if pooling != MEAN and EncoderSpec.parse(encoder_spec).backend != "dense":
         raise PoolingUnsupportedError(
             f"Pooling {pooling!r} needs a dense backbone (dense:dinov2-small, dense:sapiens2-<size>…); "
             f"{encoder_spec} gives one vector per image. Use pooling 'mean' with it.",
@@ -74,7 +75,7 @@ def album_create(
     min_search_score: float | None = None,
     max_search_results: int = 100,
     use_query_optimization: bool = True,
-    pooling: str = "mean",
+    pooling: str = MEAN,
     vector_storage: str = "vector",
 ) -> Album:
     album = Album(

@@ -17,9 +17,9 @@ from django.db import connection, transaction
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from albums.models import Album, Image
+from albums.models import Album, Image, ImageMask
 from config.errors import ApplicationError
-from albums.models import ImageMask
+from encoders.pooling import MASKED
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _invalidate(image: Image) -> None:
         removed = cursor.rowcount
     if removed:
         Image.objects.filter(pk=image.pk, status=Image.Status.INDEXED).update(status=Image.Status.PENDING)
-    if album.pooling == "masked":
+    if album.pooling == MASKED:
         transaction.on_commit(lambda: index_job_start(album=album, countdown=0))
 
 

@@ -21,6 +21,7 @@ from django.conf import settings
 
 from config.errors import ApplicationError, ServiceUnavailableError
 from encoders.model_ids import parse_model_id
+from encoders.pooling import MASKED
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
 
 
@@ -67,7 +68,7 @@ def encode_locally(
             extra={"album_model_id": model_id, "loaded_model_id": base.model_id},
         )
     segmenter = None
-    if ids.pooling == "masked":
+    if ids.pooling == MASKED:
         from encoders.segmenter import get_person_segmenter
 
         segmenter = get_person_segmenter()

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from albums.models import Album, Image, ImageMask
 from encoders.model_ids import parse_model_id
+from encoders.pooling import MASKED
 from workers.models import Embedding
 from workers.vector_store import (
     album_graph_ensure,
@@ -183,7 +184,7 @@ def _job_encoder(job: IndexJob):
     album = job.album
     try:
         segmenter = None
-        if album.pooling == "masked":
+        if album.pooling == MASKED:
             from encoders.segmenter import get_person_segmenter
 
             segmenter = get_person_segmenter()

@@ -27,6 +27,7 @@ from pgvector.django import VectorField
 from psycopg import sql
 
 from encoders.model_ids import parse_model_id
+from encoders.pooling import REGIONS
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
         return None
     name = index_name(model_id, dim)
     _create_hnsw(name=name, table="search_embedding", model_id=model_id, dim=dim, storage=storage)
-    if parse_model_id(model_id).pooling == "regions":
+    if parse_model_id(model_id).pooling == REGIONS:
         _create_hnsw(name=region_index_name(model_id, dim), table="search_regionembedding", model_id=model_id, dim=dim,
                      storage=storage)
     return name

@@ -16,15 +16,16 @@ from rest_framework.views import APIView
 
 from albums.errors import ImageNotFoundError
 from albums.imaging import ImageRejected, probe_image
+from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user, image_visible_to
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from config.request_limits import query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
+from encoders.pooling import MASKED
 from search import duplicates, masks, scoring, services
 from search.query_encoding import query_admission
-from albums.models import ImageMask
 from workers.api.views import JobSerializer
 
 MAX_QUERY_TEXT = 1000
@@ -301,7 +302,7 @@ class ImageMaskApi(APIView):
             raise PayloadTooLargeError(f"The mask is larger than {settings.LOUPE_MAX_QUERY_BYTES} bytes.",
                                        code="mask_too_large", extra={"max_bytes": settings.LOUPE_MAX_QUERY_BYTES})
         mask = masks.image_mask_set(image=image, data=upload.read())
-        return Response({"image_id": image.pk, "updated_at": mask.updated_at, "reindexing": image.album.pooling == "masked"})
+        return Response({"image_id": image.pk, "updated_at": mask.updated_at, "reindexing": image.album.pooling == MASKED})
 
     @extend_schema(responses={204: None})
     def delete(self, request, image_id: int):

@@ -11,18 +11,17 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from albums import services
-from albums.models import Image
+from albums.models import Image, ImageMask
 from albums.roles import Role
 from encoders import pooling
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
-from albums.models import ImageMask
-from workers.models import Embedding
 from tests.conftest import wait_for
 from tests.images import noise_png
 from tests.tiny_models import DINOV2_TINY
 from tests.workers.test_indexing import _finished_job
 from workers.indexing import _drop_remasked
+from workers.models import Embedding
 from workers.pipeline import Embedded
 
 
