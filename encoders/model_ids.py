@@ -19,6 +19,7 @@ a vector is never compared with one pooled or indexed another way, or made in an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from encoders.pooling import DEFAULT_POOLING, MASKED, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
 
@@ -69,8 +70,11 @@ def compose_model_id(
     return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter, precision=precision))
 
 
+@lru_cache(maxsize=1024)
 def parse_model_id(model_id: str) -> ModelIdParts:
-    """The inverse of `compose_model_id`. `+` never occurs after the `@` of an encoder model_id."""
+    """The inverse of `compose_model_id`. `+` never occurs after the `@` of an encoder model_id.
+    Cached: the value is frozen, and a search meets the same few model ids in every layer it crosses
+    (services, the query encoder, the vector store) without each paying for the parse."""
     head, at, tail = model_id.rpartition("@")
     if not at:
         return ModelIdParts(model_id)
