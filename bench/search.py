@@ -415,14 +415,14 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
             def run_one(i, kind=kind):
                 timer.reset()
                 with connection.execute_wrapper(timer):
-                    result, _ = _rank(album=album_obj, model_id=model_id, model_spec=album_obj.encoder_spec,
-                                   vectors=parts[kind](i), query=query, calibrate=None, exclude=(),
-                                   linear_text=True)
+                    candidates, order, _, _ = _rank(album=album_obj, model_id=model_id, vectors=parts[kind](i),
+                                                    query=query, calibrate=None, exclude=(), max_results=K,
+                                                    min_score=-100.0, linear_text=True)
                 sql_s.append(timer.knn_s + timer.fetch_s)
                 knn_s.append(timer.knn_s)
                 fetch_s.append(timer.fetch_s)
                 knn_rows.append(timer.knn_rows)
-                return [r["image_id"] for r in result["results"]]
+                return [int(candidates.image_ids[index]) for index in order[:K]]
 
             runs = _budgeted(args.queries, 1e9, run_one, warmup=3, min_n=args.queries)
             sql_s, knn_s, fetch_s, knn_rows = (x[-len(runs):] for x in (sql_s, knn_s, fetch_s, knn_rows))
