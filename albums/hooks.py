@@ -6,8 +6,9 @@
 - `album_vectors_changed(album, user)`: sent inside the transaction that bumped the album's
   generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
   starts a rebuild in that same transaction.
-- `index_summary(album)`: what albums shows of its indexing but does not own (jobs), from the one
-  provider the indexing layer registers; before it does (or without it), counts only.
+- `index_summary(album)`: image counts by status and the model search uses, plus what albums shows
+  of its indexing but does not own (the job under way), from the one provider the indexing layer
+  registers; without it, `active_job` is None.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ def provide_index_summary(provider: Callable) -> None:
 
 def index_summary(*, album) -> dict:
     """Image counts by status, the model search uses, and the job under way (a dict) if any."""
-    if _index_summary is not None:
-        return _index_summary(album=album)
     from albums.models import Image
 
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
-    return {"search_model_id": album.active_model_id or None,
-            "images": {status: counts.get(status, 0) for status in Image.Status.values},
-            "active_job": None, "rebuilding": False}
+    summary = {"search_model_id": album.active_model_id or None,
+               "images": {status: counts.get(status, 0) for status in Image.Status.values},
+               "active_job": None, "rebuilding": False}
+    if _index_summary is not None:
+        summary.update(_index_summary(album=album))
+    return summary
 
 
 def announce(signal: Signal, **kwargs) -> None:

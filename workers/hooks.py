@@ -3,8 +3,6 @@ WorkersConfig.ready."""
 
 from __future__ import annotations
 
-from django.db.models import Count
-
 from albums import hooks
 
 
@@ -26,25 +24,19 @@ def rebuild(*, album, user, **kwargs) -> None:
     album_encoder_changed(album=album, user=user)
 
 
-def album_index_summary(*, album) -> dict:
-    """Image counts by status, the model search uses, and the indexing job under way (serialized)."""
-    from albums.models import Image
+def album_index_state(*, album) -> dict:
+    """The indexing job under way (serialized) for albums.hooks.index_summary."""
     from workers.api.views import JobSerializer
     from workers.models import IndexJob
 
-    counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
            .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
-    return {
-        "search_model_id": album.active_model_id or None,
-        "images": {status: counts.get(status, 0) for status in Image.Status.values},
-        "active_job": JobSerializer(job).data if job else None,
-        "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD),
-    }
+    return {"active_job": JobSerializer(job).data if job else None,
+            "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD)}
 
 
 def connect() -> None:
     hooks.images_uploaded.connect(queue_metadata, dispatch_uid="workers.queue_metadata")
     hooks.images_uploaded.connect(queue_indexing, dispatch_uid="workers.queue_indexing")
     hooks.album_vectors_changed.connect(rebuild, dispatch_uid="workers.rebuild")
-    hooks.provide_index_summary(album_index_summary)
+    hooks.provide_index_summary(album_index_state)
