@@ -288,9 +288,9 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:image-similar", "GET"): Effect(409),
     ("api:image-detail", "DELETE"): Effect(204, _gone("albums.Image", "image_id")),
     ("api:job-cancel", "POST"): Effect(200, _exists("workers.IndexJob", id=_the_job_id, status="cancelled")),
-    ("api:image-mask", "PUT"): Effect(200, lambda w, a, r: apps.get_model("search.ImageMask").objects.get(
+    ("api:image-mask", "PUT"): Effect(200, lambda w, a, r: apps.get_model("albums.ImageMask").objects.get(
         image=w["image"]).updated_at > w["mask_updated_at"]),
-    ("api:image-mask", "DELETE"): Effect(204, _exists("search.ImageMask", image=_the_image, file="")),
+    ("api:image-mask", "DELETE"): Effect(204, _exists("albums.ImageMask", image=_the_image, file="")),
     ("api:support-set-list", "POST"): Effect(201, _exists("rag.SupportSet", album=_the_album, name="new set")),
     ("api:support-set-detail", "PATCH"): Effect(200, _exists("rag.SupportSet", pk=_the_set, name="renamed")),
     ("api:support-set-detail", "DELETE"): Effect(204, _gone("rag.SupportSet", "support_set_id")),
