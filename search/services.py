@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class SearchQuery:
     # (x0, y0, x1, y1), fractions of the query image: match this region against the stored region
     # tokens (albums with `regions` pooling) instead of the whole image.
     box: tuple[float, float, float, float] | None = None
+    # Leave the query image itself out of the results: by id, or, for uploaded bytes, the album's
+    # images with the same content. Off by default, so an image_id and the same image's bytes rank
+    # alike (the image first, at 1.0); more-like-this sets it.
+    exclude_query_image: bool = False
 
 
 def _present_parts(query: SearchQuery) -> set[str]:
@@ -154,7 +159,7 @@ def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]
     if stored_image_vector is not None:
         vectors["image"] = stored_image_vector
     encoded_at = time.perf_counter()
-    exclude = (query.image_id,) if query.image_id is not None and query.image_bytes is None and not texts else ()
+    exclude = _query_image_ids(album, query) if query.exclude_query_image else ()
     min_score, max_results = _limits(album, query, model_spec)
     candidates, order, scores, parts = _rank(album=album, model_id=model_id, vectors=vectors, query=query,
                                              calibrate=encoded.calibrate, exclude=exclude, max_results=max_results,
@@ -180,8 +185,17 @@ def image_similar(*, image: Image, min_score: float | None, max_results: int | N
     return album_search(
         album=album,
         query=SearchQuery(image_id=image.pk, weights=scoring.Weights(image=1, text=0, negative=0), min_score=min_score,
-                          max_results=max_results, page=page, page_size=page_size),
+                          max_results=max_results, page=page, page_size=page_size, exclude_query_image=True),
     )
+
+
+def _query_image_ids(album: Album, query: SearchQuery) -> tuple[int, ...]:
+    if query.image_id is not None:
+        return (query.image_id,)
+    if query.image_bytes is None:
+        return ()
+    digest = hashlib.sha256(query.image_bytes).hexdigest()
+    return tuple(Image.objects.filter(album=album, sha256=digest).values_list("pk", flat=True))
 
 
 def _rank(*, album, model_id, vectors, query: SearchQuery, calibrate, exclude, max_results: int, min_score: float,

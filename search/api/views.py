@@ -50,6 +50,10 @@ class SearchRequestSerializer(serializers.Serializer):
     max_results = serializers.IntegerField(required=False, allow_null=True, min_value=1, default=None,
                                            validators=[within_search_depth])
     use_query_optimization = serializers.BooleanField(required=False, allow_null=True, default=None)
+    exclude_query_image = serializers.BooleanField(
+        required=False, default=False,
+        help_text="leave the query image itself out: by image_id, or, for an uploaded image, the album's images "
+        "with the same content")
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
     box = serializers.ListField(
@@ -191,6 +195,7 @@ class AlbumSearchApi(APIView):
                 text=v["text"], negative_text=v["negative_text"], image_bytes=query_image_bytes(v, verify_data=False),
                 image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
+                exclude_query_image=v["exclude_query_image"],
                 box=tuple(v["box"]) if v.get("box") is not None else None,
             )
             body = services.album_search(album=album, query=query)

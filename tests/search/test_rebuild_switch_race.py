@@ -65,7 +65,8 @@ def test_search_caught_by_the_switch_answers_from_the_new_model(rebuilt_album, m
     calls = _switch_between_reads(monkeypatch, job)
 
     result = services.album_search(
-        album=album, query=services.SearchQuery(image_id=ids[3], weights=Weights(image=1, text=0, negative=0), min_score=-1)
+        album=album, query=services.SearchQuery(image_id=ids[3], weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                          exclude_query_image=True)
     )
 
     job.refresh_from_db()
@@ -87,7 +88,8 @@ def test_an_album_with_nothing_to_find_is_asked_once(rebuilt_album, monkeypatch)
     monkeypatch.setattr(services, "search_candidates", lambda **kw: calls.append(kw["model_id"]) or real(**kw))
 
     result = services.album_search(
-        album=album, query=services.SearchQuery(image_id=ids[0], weights=Weights(image=1, text=0, negative=0), min_score=-1)
+        album=album, query=services.SearchQuery(image_id=ids[0], weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                          exclude_query_image=True)
     )
 
     assert calls == [OLD] and result["count"] == 0 and result["model_id"] == OLD

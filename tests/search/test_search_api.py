@@ -87,12 +87,32 @@ def test_text_only_ranks_by_cosine_with_ties_by_id(indexed, alice, client_for, q
     assert set(body["timings_ms"]) == {"encode", "search", "total"}
 
 
-def test_image_id_query_uses_the_stored_vector_and_excludes_itself(indexed, alice, client_for, query_vectors):
+def test_image_id_query_uses_the_stored_vector_and_finds_itself_first_unless_excluded(indexed, alice, client_for,
+                                                                                       query_vectors):
     album, ids = indexed
     response = search(client_for(alice), album, image_id=ids["a"], min_score=-1)
+    assert names(response, ids) == ["a", "b", "c", "d"] and response.json()["results"][0]["score"] == 1.0
+    response = search(client_for(alice), album, image_id=ids["a"], min_score=-1, exclude_query_image=True)
     assert names(response, ids) == ["b", "c", "d"]
     assert response.json()["results"][0]["score"] == 0.8
     assert query_vectors["calls"] == []  # nothing to encode
+
+
+def test_the_same_image_as_bytes_ranks_as_its_image_id_does(indexed, alice, client_for, query_vectors):
+    """Uploaded bytes of an album image: the image itself first, as for its image_id; with
+    exclude_query_image the album's images of the same content are left out."""
+    import hashlib
+
+    album, ids = indexed
+    data = image_bytes()
+    Image.objects.filter(pk=ids["a"]).update(sha256=hashlib.sha256(data).hexdigest())
+    query_vectors["vectors"] = {"image": VECTORS["a"]}
+    client = client_for(alice)
+    by_bytes = search(client, album, image_base64=base64.b64encode(data).decode(), min_score=-1)
+    by_id = search(client, album, image_id=ids["a"], min_score=-1)
+    assert names(by_bytes, ids) == names(by_id, ids) == ["a", "b", "c", "d"]
+    excluded = search(client, album, image_base64=base64.b64encode(data).decode(), min_score=-1, exclude_query_image=True)
+    assert names(excluded, ids) == ["b", "c", "d"]
 
 
 def test_image_plus_text_minus_negative(indexed, alice, client_for, query_vectors):
