@@ -4,13 +4,19 @@ from albums.models import Album
 from albums.roles import Role
 
 
+CUSTOM_ENCODER = "(custom)"
+
+
 def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
+    """Installed encoders first, then the rest of the catalog, then "(custom)"; each with what it is
+    good for."""
     from encoders.catalog import responsible_use_notice
     from encoders.registry import known_specs
 
+    entries = sorted(known_specs(), key=lambda entry: not entry.get("weights_present", False))
     choices = []
-    for entry in known_specs():
-        label = entry["spec"]
+    for entry in entries:
+        label = entry["spec"] + (" — words and images" if "text" in entry["modalities"] else " — by example image only")
         if not entry.get("weights_present", False):
             label += " (weights not installed)"
         if responsible_use_notice(entry["spec"]):
@@ -18,19 +24,49 @@ def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
         choices.append((entry["spec"], label))
     if current and current not in {c[0] for c in choices}:
         choices.insert(0, (current, current))
-    return choices
+    return [*choices, (CUSTOM_ENCODER, "(custom) — a spec of your own, e.g. a checkpoint in the models folder")]
 
 
-class AlbumCreateForm(forms.Form):
+class EncoderChoiceMixin:
+    """The encoder select and, for "(custom)", the spec typed beside it; services validate the spec."""
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("encoder_spec") == CUSTOM_ENCODER:
+            custom = (cleaned.get("custom_encoder_spec") or "").strip()
+            if not custom:
+                self.add_error("custom_encoder_spec", "Type the encoder spec, e.g. open-clip:ViT-B-16/laion2b_s34b_b88k.")
+            cleaned["encoder_spec"] = custom
+        cleaned.pop("custom_encoder_spec", None)
+        return cleaned
+
+
+def _custom_encoder_field() -> forms.CharField:
+    return forms.CharField(label="Custom encoder spec", required=False, max_length=300,
+                           help_text="backend:model[/weights] — see docs/encoders.md")
+
+
+class AlbumCreateForm(EncoderChoiceMixin, forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    encoder_spec = forms.ChoiceField(label="Encoder", required=False, help_text="Words need an encoder with a text tower (CLIP, "
+                                     "OpenCLIP, SigLIP); the others search by example image.")
+    custom_encoder_spec = _custom_encoder_field()
+
+    def __init__(self, *args, **kwargs):
+        from encoders.registry import default_encoder_spec
+
+        super().__init__(*args, **kwargs)
+        self.fields["encoder_spec"].choices = encoder_choices()
+        self.fields["encoder_spec"].initial = default_encoder_spec()
 
 
-class AlbumSettingsForm(forms.ModelForm):
+class AlbumSettingsForm(EncoderChoiceMixin, forms.ModelForm):
     encoder_spec = forms.ChoiceField(
         label="Encoder",
         help_text="Switching the encoder re-embeds every image in the background; search keeps using the old one until then.",
     )
+    custom_encoder_spec = _custom_encoder_field()
 
     class Meta:
         model = Album
@@ -60,6 +96,11 @@ class AlbumSettingsForm(forms.ModelForm):
         # Left out of a post (an older page, a script): keep what the album has.
         for name in ("pooling", "vector_storage"):
             self.fields[name].required = False
+        if self.instance and self.instance.pk and not _has_text(self.instance.encoder_spec):
+            ensembling = self.fields["use_query_optimization"]
+            ensembling.disabled = True  # a disabled field keeps the album's value
+            ensembling.widget.attrs["title"] = "This encoder has no text tower: there are no text queries to ensemble."
+            ensembling.help_text = "Only encoders that search by words use it."
 
     def clean_pooling(self):
         return self.cleaned_data.get("pooling") or self.instance.pooling
@@ -84,3 +125,13 @@ class AlbumSettingsForm(forms.ModelForm):
 class MemberAddForm(forms.Form):
     username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
+
+
+def _has_text(spec: str) -> bool:
+    from encoders.errors import EncoderError
+    from encoders.registry import spec_modalities
+
+    try:
+        return "text" in spec_modalities(spec)
+    except EncoderError:
+        return True  # an unknown spec: do not lock the setting

@@ -21,7 +21,7 @@ from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
 from config.errors import ApplicationError
 from encoders.pooling import MEAN
-from encoders.registry import default_encoder_spec
+from encoders.registry import default_encoder_spec, ensemble_by_default
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +74,19 @@ def album_create(
     encoder_spec: str | None = None,
     min_search_score: float | None = None,
     max_search_results: int = 100,
-    use_query_optimization: bool = True,
+    use_query_optimization: bool | None = None,
     pooling: str = MEAN,
     vector_storage: str = "vector",
 ) -> Album:
+    spec = validated_encoder_spec(encoder_spec or default_encoder_spec())
     album = Album(
         owner=owner,
         name=name,
         description=description,
-        encoder_spec=validated_encoder_spec(encoder_spec or default_encoder_spec()),
+        encoder_spec=spec,
         min_search_score=min_search_score,
         max_search_results=max_search_results,
-        use_query_optimization=use_query_optimization,
+        use_query_optimization=ensemble_by_default(spec) if use_query_optimization is None else use_query_optimization,
         pooling=pooling,
         vector_storage=vector_storage,
     )

@@ -80,7 +80,7 @@ def album_detail(request, album):
 def album_settings(request, album):
     form = AlbumSettingsForm(request.POST or None, instance=album)
     if request.method == "POST" and form.is_valid():
-        changes = {name: form.cleaned_data[name] for name in form.changed_data}
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
         try:
             services.album_update(album=album, user=request.user, **changes)
         except ApplicationError as exc:

@@ -33,6 +33,9 @@ class Backend:
     # "module:Class" of its WeightsLayout (encoders/layouts/), torch-free, imported on first use. The
     # default is a Hugging Face-format directory under <models dir>/<prefix>/<model>/.
     layout_path: str = "encoders.layouts:WeightsLayout"
+    # Prompt ensembling for text queries on new albums: on where it is the model's own practice
+    # (SigLIP), off for CLIP-style towers until a labelled measurement shows it helps here.
+    ensemble_by_default: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -101,6 +104,7 @@ register_backend(
         weights_in_spec=False,
         grammar="<Hugging Face id or directory under the models dir>, e.g. google/siglip2-base-patch16-224",
         layout_path="encoders.layouts.siglip:SiglipWeights",
+        ensemble_by_default=True,
     )
 )
 register_backend(

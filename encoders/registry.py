@@ -50,6 +50,12 @@ def spec_modalities(spec: str | EncoderSpec) -> frozenset[str]:
     return _backend(spec).modalities
 
 
+def ensemble_by_default(spec: str | EncoderSpec) -> bool:
+    """Whether a new album on this encoder ensembles its text queries over prompt templates."""
+    backend = _backend(spec)
+    return backend.ensemble_by_default and "text" in backend.modalities
+
+
 def default_min_score(spec: str | EncoderSpec) -> float:
     return _backend(spec).default_min_score
 

@@ -15,8 +15,23 @@ def test_create_album_makes_the_creator_its_owner(alice, client_for):
     assert body["owner"] == "alice"
     assert body["encoder_spec"]
     assert body["max_search_results"] == 100
-    assert body["use_query_optimization"] is True
+    assert body["use_query_optimization"] is False  # no encoder here ensembles by default (issue #19)
     assert AlbumMembership.objects.get(album_id=body["id"], user=alice).role == Role.OWNER
+
+
+@pytest.mark.parametrize("spec,ensembles", [
+    ("siglip:google/siglip2-base-patch16-224", True),  # SigLIP's own practice
+    ("open-clip:ViT-B-32/laion2b_s34b_b79k", False),  # not measured to help here
+    ("openai-clip:ViT-B/32", False),
+    ("dense:efficientnet-lite0", False),  # no text tower: nothing to ensemble
+])
+def test_query_optimization_starts_from_the_encoder_and_the_request_wins(alice, client_for, spec, ensembles):
+    client = client_for(alice)
+    body = client.post("/api/v1/albums/", {"name": spec, "encoder_spec": spec}, format="json").json()
+    assert body["use_query_optimization"] is ensembles, body
+    body = client.post("/api/v1/albums/", {"name": spec + "+", "encoder_spec": spec, "use_query_optimization": True},
+                       format="json").json()
+    assert body["use_query_optimization"] is True
 
 
 def test_create_album_rejects_unknown_fields_and_bad_values(alice, client_for):

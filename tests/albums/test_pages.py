@@ -136,3 +136,38 @@ def test_the_album_page_offers_editors_to_retry_failed_images(alice, bob, album)
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
     assert '<button type="button" id="retry-failed" >Retry failed images</button>' in page
     assert 'id="retry-failed"' not in signed_in(bob).get(f"/albums/{album.pk}/").content.decode()
+
+
+def test_the_new_album_form_offers_installed_encoders_first_and_a_custom_one(alice):
+    from albums.forms import CUSTOM_ENCODER, encoder_choices
+    from encoders.registry import known_specs
+
+    installed = {e["spec"] for e in known_specs() if e["weights_present"]}
+    choices = [value for value, _ in encoder_choices()]
+    assert installed and set(choices[: len(installed)]) == installed and choices[-1] == CUSTOM_ENCODER
+    labels = dict(encoder_choices())
+    assert labels["dense:efficientnet-lite0"].endswith("by example image only")
+    assert "words and images" in labels["open-clip:ViT-B-32/laion2b_s34b_b79k"]
+    client = signed_in(alice)
+    page = client.get("/").content.decode()
+    assert 'name="encoder_spec"' in page and 'id="custom-encoder"' in page
+    client.post("/", {"name": "Picked", "encoder_spec": "dense:efficientnet-lite0"})
+    assert Album.objects.get(name="Picked").encoder_spec == "dense:efficientnet-lite0"
+    client.post("/", {"name": "Typed", "encoder_spec": CUSTOM_ENCODER, "custom_encoder_spec": " DENSE:efficientnet-lite0 "})
+    assert Album.objects.get(name="Typed").encoder_spec == "dense:efficientnet-lite0"
+    response = client.post("/", {"name": "Blank", "encoder_spec": CUSTOM_ENCODER, "custom_encoder_spec": ""})
+    assert response.status_code == 200 and "Type the encoder spec" in response.content.decode()
+    response = client.post("/", {"name": "Bogus", "encoder_spec": CUSTOM_ENCODER, "custom_encoder_spec": "nope:thing"})
+    assert response.status_code == 200 and not Album.objects.filter(name="Bogus").exists()
+
+
+def test_query_optimization_is_locked_where_an_encoder_has_no_text(alice):
+    album = services.album_create(owner=alice, name="Dense", encoder_spec="dense:efficientnet-lite0")
+    client = signed_in(alice)
+    page = client.get(f"/albums/{album.pk}/settings/").content.decode()
+    assert 'name="use_query_optimization"' in page and "no text tower" in page and "disabled" in page
+    form = {"name": "Dense", "description": "", "encoder_spec": album.encoder_spec, "pooling": album.pooling,
+            "vector_storage": album.vector_storage, "max_search_results": 100, "use_query_optimization": "on"}
+    client.post(f"/albums/{album.pk}/settings/", form)
+    album.refresh_from_db()
+    assert album.use_query_optimization is False
