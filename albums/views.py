@@ -136,7 +136,8 @@ def album_delete(request, album):
 
 @login_required
 def api_tokens(request):
-    """Create (the key is shown once, on this response only), list and revoke named API tokens."""
+    """Create, list and revoke named API tokens. A new key is shown once: the create redirects (so a
+    reload makes no second token) and the page after it takes the key out of the session."""
     from albums.models import ApiToken
     from albums.tokens import api_token_create, api_token_revoke
 
@@ -153,6 +154,9 @@ def api_tokens(request):
                     messages.success(request, "Token revoked.")
                 return redirect("albums:tokens")
         else:
-            token, new_key = api_token_create(user=request.user, name=request.POST.get("name", ""))
+            _, request.session["new_api_key"] = api_token_create(user=request.user, name=request.POST.get("name", ""))
+            return redirect("albums:tokens")
+    else:
+        new_key = request.session.pop("new_api_key", None)
     tokens = ApiToken.objects.filter(user=request.user)
     return render(request, "albums/tokens.html", {"tokens": tokens, "new_key": new_key}, status=status)

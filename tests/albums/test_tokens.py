@@ -15,12 +15,15 @@ def signed_in(user) -> Client:
 
 def test_create_shows_the_key_once_and_it_authenticates_until_revoked(alice, album):
     client = signed_in(alice)
-    page = client.post("/account/tokens/", {"name": "laptop script"}).content.decode()
+    created = client.post("/account/tokens/", {"name": "laptop script"})
+    assert created.status_code == 302 and created["Location"] == "/account/tokens/"  # a reload makes no second token
+    page = client.get("/account/tokens/").content.decode()
     token = ApiToken.objects.get(user=alice)
     key = page.split('id="token-key" readonly value="')[1].split('"')[0]
     assert key.startswith("lp_") and token.prefix == key[:8] and key not in token.key_hash
     listing = client.get("/account/tokens/").content.decode()
     assert "laptop script" in listing and key not in listing  # never shown again
+    assert ApiToken.objects.filter(user=alice).count() == 1
 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")

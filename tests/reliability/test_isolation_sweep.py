@@ -311,7 +311,7 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("albums:members", "POST"): Effect(302, _outsider_made_owner),
     ("albums:member-remove", "POST"): Effect(302, _is_owner_membership_gone),
     ("albums:delete", "POST"): Effect(302, _gone("albums.Album", "album_id")),
-    ("albums:tokens", "POST"): Effect(200, _exists("albums.ApiToken", user=_the_actor)),
+    ("albums:tokens", "POST"): Effect(302, _exists("albums.ApiToken", user=_the_actor)),  # then shown once by GET
     ("rag:list", "POST"): Effect(302, _exists("rag.SupportSet", album=_the_album, name="new set")),
     ("rag:detail", "POST"): Effect(302, _exists("rag.SupportClass", support_set=_the_set, label="dirty")),
     ("rag:delete", "POST"): Effect(302, _gone("rag.SupportSet", "support_set_id")),
