@@ -19,7 +19,7 @@ from albums.errors import MembershipError, UserNotFoundError
 from albums.imaging import ImageRejected, clean_filename, probe_image
 from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
-from config.errors import ApplicationError
+from config.errors import ApplicationError, ConflictError
 from encoders.pooling import MEAN
 from encoders.registry import default_encoder_spec, ensemble_by_default
 
@@ -110,6 +110,8 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
     # (a bound ModelForm writes into it), and two concurrent changes must bump twice.
     stored = dict(zip(VECTOR_SETTINGS, Album.objects.select_for_update().values_list(*VECTOR_SETTINGS).get(pk=album.pk)))
     encoder_changed = any(name in changes and changes[name] != stored[name] for name in VECTOR_SETTINGS)
+    if "encoder_spec" in changes and changes["encoder_spec"] != stored["encoder_spec"]:
+        _check_weights_obtainable(changes["encoder_spec"])
     for name, value in changes.items():
         setattr(album, name, value)
     album.full_clean()
@@ -120,6 +122,19 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
         album.refresh_from_db(fields=["generation"])
         hooks.album_vectors_changed.send(sender=None, album=album, user=user)
     return album
+
+
+def _check_weights_obtainable(spec: str) -> None:
+    """Refuse a new encoder whose weights are neither here nor downloadable: its rebuild would fail
+    and the album would stay on the old one, which the settings page used to call "saved"."""
+    from encoders.spec import EncoderSpec
+    from encoders.weights import downloads_allowed, find_weights, weights_missing_error
+
+    parsed = EncoderSpec.parse(spec)
+    if downloads_allowed() or find_weights(parsed) is not None:
+        return
+    missing = weights_missing_error(parsed)
+    raise ConflictError(missing.message, code="encoder_weights_missing", extra=missing.extra)
 
 
 def _delete_stored_files(names: Iterable[str]) -> None:

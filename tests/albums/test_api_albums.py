@@ -76,10 +76,11 @@ def test_owner_updates_settings(alice, album, client_for):
     assert album.generation == 1
 
 
-def test_changing_the_encoder_bumps_the_generation(alice, album, client_for):
-    from encoders.registry import known_specs
+def test_changing_the_encoder_bumps_the_generation(alice, album, client_for, settings, tiny_models_dir):
+    from tests.tiny_models import OPEN_CLIP_TINY
 
-    other = next(s["spec"] for s in known_specs() if s["spec"] != album.encoder_spec)
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    other = OPEN_CLIP_TINY  # installed: its weights are in the models folder
     response = client_for(alice).patch(f"/api/v1/albums/{album.pk}/", {"encoder_spec": other}, format="json")
     assert response.status_code == 200, response.json()
     assert response.json()["encoder_spec"] == other
@@ -88,6 +89,19 @@ def test_changing_the_encoder_bumps_the_generation(alice, album, client_for):
     client_for(alice).patch(f"/api/v1/albums/{album.pk}/", {"encoder_spec": other}, format="json")
     album.refresh_from_db()
     assert album.generation == 2
+
+
+def test_an_encoder_whose_weights_are_missing_is_refused_and_nothing_changes(alice, album, client_for, settings):
+    """Its rebuild could only fail, leaving the album on the old encoder; the owner is told now, with
+    where the weights go."""
+    settings.LOUPE_ALLOW_DOWNLOADS = False
+    before = (album.encoder_spec, album.generation)
+    response = client_for(alice).patch(f"/api/v1/albums/{album.pk}/", {"encoder_spec": "openai-clip:ViT-B/32"},
+                                       format="json")
+    assert response.status_code == 409 and response.json()["code"] == "encoder_weights_missing"
+    assert "ViT-B-32.pt" in response.json()["message"] and response.json()["extra"]["files"]
+    album.refresh_from_db()
+    assert (album.encoder_spec, album.generation) == before
 
 
 @pytest.mark.parametrize("role", [Role.VIEWER, Role.EDITOR])

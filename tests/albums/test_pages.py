@@ -48,10 +48,11 @@ def test_grid_partial_for_htmx_and_status_filter(alice, album):
     assert "<html" not in partial and "No images with status failed" in partial
 
 
-def test_settings_saves_and_bumps_generation_on_encoder_change(alice, album):
-    from encoders.registry import known_specs
+def test_settings_saves_and_bumps_generation_on_encoder_change(alice, album, settings, tiny_models_dir):
+    from tests.tiny_models import OPEN_CLIP_TINY
 
-    other = next(s["spec"] for s in known_specs() if s["spec"] != album.encoder_spec)
+    settings.LOUPE_MODELS_DIR = tiny_models_dir
+    other = OPEN_CLIP_TINY
     client = signed_in(alice)
     page = client.get(f"/albums/{album.pk}/settings/").content.decode()
     assert "rebuild" in page.lower() or "re-embeds" in page
@@ -62,6 +63,17 @@ def test_settings_saves_and_bumps_generation_on_encoder_change(alice, album):
     assert response.status_code == 302, response.content.decode()[:2000]
     album.refresh_from_db()
     assert (album.name, album.encoder_spec, album.min_search_score, album.max_search_results, album.generation) == ("Renamed", other, 0.3, 50, 2)
+
+
+def test_settings_refuse_an_encoder_that_is_not_installed_and_say_where_its_weights_go(alice, album, settings):
+    settings.LOUPE_ALLOW_DOWNLOADS = False
+    form = {"name": album.name, "description": "", "encoder_spec": "openai-clip:ViT-B/32", "max_search_results": "100"}
+    response = signed_in(alice).post(f"/albums/{album.pk}/settings/", form)
+    page = response.content.decode()
+    assert response.status_code == 200 and "Settings saved" not in page
+    assert "Weights for encoder openai-clip:ViT-B/32 are missing" in page and "ViT-B-32.pt" in page
+    album.refresh_from_db()
+    assert album.encoder_spec != "openai-clip:ViT-B/32" and album.generation == 1
 
 
 def test_members_page_share_and_remove(alice, bob, album):
