@@ -21,13 +21,17 @@
     const index = album.index;
     document.getElementById("search-model").textContent = index.search_model_id || "nothing yet (not indexed)";
     for (const s of ["indexed", "pending", "failed"]) document.getElementById(`count-${s}`).textContent = index.images[s];
+    const indexNow = document.getElementById("index-now"), retryFailed = document.getElementById("retry-failed");
+    if (indexNow) indexNow.hidden = !index.images.pending || Boolean(index.active_job);
+    if (retryFailed) retryFailed.hidden = !index.images.failed;
     const job = index.active_job;
     if (job) {
       wrap.hidden = false;
       document.getElementById("job-kind").textContent = job.kind;
       bar.max = Math.max(job.total, 1); bar.value = job.done;
       const rate = job.rate ? ` · ${job.rate.toFixed(1)} images/s` : "";
-      text.textContent = `${job.done} of ${job.total}${job.failed ? ` · ${job.failed} failed` : ""}${rate}${eta(job.eta_seconds)}${job.stale ? " · no progress for a while" : ""}`;
+      text.textContent = job.status === "queued" ? "Queued: waiting for a worker"
+        : `${job.done} of ${job.total}${job.failed ? ` · ${job.failed} failed` : ""}${rate}${eta(job.eta_seconds)}${job.stale ? " · no progress for a while" : ""}`;
       schedule();
     } else if (!wrap.hidden) {
       wrap.hidden = true;

@@ -183,3 +183,25 @@ def test_query_optimization_is_locked_where_an_encoder_has_no_text(alice):
     client.post(f"/albums/{album.pk}/settings/", form)
     album.refresh_from_db()
     assert album.use_query_optimization is False
+
+
+def test_not_found_and_not_allowed_pages_are_the_apps_own(alice, bob, album):
+    services.album_member_add(album=album, username="bob", role="viewer")
+    missing = signed_in(alice).get("/albums/999999/")
+    assert missing.status_code == 404 and "Not found" in missing.content.decode()
+    assert "URLconf" not in missing.content.decode()  # never Django's debug page listing every route
+    refused = signed_in(bob).get(f"/albums/{album.pk}/settings/")
+    assert refused.status_code == 403 and "Not allowed" in refused.content.decode()
+    page = signed_in(alice).get("/").content.decode()
+    assert 'rel="icon"' in page
+
+
+def test_the_index_button_shows_only_when_something_waits(alice, album):
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert '<button type="button" id="index-now" hidden>' in page  # nothing pending
+    services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
+    from workers.models import IndexJob
+
+    IndexJob.objects.filter(album=album).delete()  # the upload's job, not under test here
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert '<button type="button" id="index-now" >Index pending images</button>' in page
