@@ -37,7 +37,10 @@ def index_summary(*, album) -> dict:
     from albums.models import Image
 
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
+    from encoders.model_ids import parse_model_id
+
     summary = {"search_model_id": album.active_model_id or None,
+               "search_model": parse_model_id(album.active_model_id).describe() if album.active_model_id else None,
                "images": {status: counts.get(status, 0) for status in Image.Status.values},
                "active_job": None, "rebuilding": False}
     if _index_summary is not None:

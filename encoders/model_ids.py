@@ -41,6 +41,18 @@ class ModelIdParts:
     def spec(self) -> str:
         return self.encoder_model_id.rsplit("@", 1)[0]
 
+    def describe(self) -> str:
+        """For people: the spec and what differs from the defaults, no checksums."""
+        notes = []
+        if self.pooling != DEFAULT_POOLING:
+            notes.append(f"{self.pooling} {self.region_grid[0]}×{self.region_grid[1]}" if self.pooling == REGIONS
+                         else self.pooling)
+        if self.storage != DEFAULT_STORAGE:
+            notes.append(self.storage)
+        if self.precision != FLOAT32:
+            notes.append(self.precision)
+        return self.spec + (f" ({', '.join(notes)})" if notes else "")
+
     def __str__(self) -> str:
         suffix = ""
         if self.pooling != DEFAULT_POOLING:

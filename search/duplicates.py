@@ -74,7 +74,7 @@ def album_duplicates(*, album: Album, threshold: float) -> DuplicateGroups:
             raise _too_large(count, settings.LOUPE_DUPLICATES_INLINE_MAX, scan=True)
         raise _too_large(count, settings.LOUPE_DUPLICATES_EXACT_MAX, scan=False)
     ids, vectors = album_vectors(album_id=album.pk, model_id=model_id)
-    return find_groups(ids, vectors, threshold=threshold)
+    return with_names(find_groups(ids, vectors, threshold=threshold))
 
 
 def find_groups(ids: np.ndarray, vectors: np.ndarray, *, threshold: float,
@@ -111,12 +111,31 @@ def find_groups(ids: np.ndarray, vectors: np.ndarray, *, threshold: float,
         groups.setdefault(find(i), []).append(i)
     found = [members for members in groups.values() if len(members) > 1]
     found.sort(key=lambda members: (-len(members), int(ids[members[0]])))
-    out = [
-        [{"image_id": int(ids[m]), "similarity": round(1.0 if m == members[0] else float(vectors[m] @ vectors[members[0]]), 4)}
-         for m in members]
-        for members in found[: settings.LOUPE_DUPLICATES_MAX_GROUPS]
-    ]
+    out = [_members(ids, vectors, members) for members in found[: settings.LOUPE_DUPLICATES_MAX_GROUPS]]
     return DuplicateGroups(threshold=threshold, groups=out, total=len(found), pairs=pairs)
+
+
+def _members(ids: np.ndarray, vectors: np.ndarray, members: list[int]) -> list[dict]:
+    """A group's images, each with its closest match inside the group (at or above the threshold by
+    construction: that pair is what joined it), the closest first."""
+    block = vectors[members] @ vectors[members].T
+    np.fill_diagonal(block, -np.inf)
+    best = block.max(axis=1)
+    order = sorted(range(len(members)), key=lambda k: (-best[k], int(ids[members[k]])))
+    return [{"image_id": int(ids[members[k]]), "similarity": round(float(best[k]), 4),
+             "closest_image_id": int(ids[members[int(block[k].argmax())]])} for k in order]
+
+
+def with_names(found: DuplicateGroups) -> DuplicateGroups:
+    """Each member's file name, for people to tell them apart."""
+    from albums.models import Image
+
+    wanted = [member["image_id"] for group in found.groups for member in group]
+    names = dict(Image.objects.filter(pk__in=wanted).values_list("pk", "original_name"))
+    for group in found.groups:
+        for member in group:
+            member["name"] = names.get(member["image_id"], "")
+    return found
 
 
 # --- Scans: the same search as a job -----------------------------------------------------------------
@@ -172,7 +191,7 @@ def duplicate_scan_run(*, job_id: int) -> dict:
     IndexJob.objects.filter(pk=job_id).update(total=len(ids))
     job.total = len(ids)
     try:
-        found = find_groups(ids, vectors, threshold=job.params["threshold"], on_block=progress)
+        found = with_names(find_groups(ids, vectors, threshold=job.params["threshold"], on_block=progress))
     except _Cancelled:
         return {"cancelled": job_id}
     except ApplicationError as exc:

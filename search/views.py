@@ -52,8 +52,9 @@ def image_page(request, image_id: int):
 
 @login_required
 def jobs_page(request):
-    jobs = job_list_for_user(user=request.user).select_related("album").order_by("-created_at", "-id")
-    return render(request, "workers/jobs.html", {"jobs": jobs[:200], "flower_url": settings.FLOWER_URL})
+    jobs = list(job_list_for_user(user=request.user).select_related("album").order_by("-created_at", "-id")[:200])
+    return render(request, "workers/jobs.html", {"jobs": jobs, "flower_url": settings.FLOWER_URL,
+                                                 "any_active": any(job.is_active for job in jobs)})
 
 
 @with_album()

@@ -192,6 +192,7 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
     means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()})
     temperature = options.score_temperature or settings.LOUPE_RAG_SCORE_TEMPERATURE
     scores = scoring.softmax_scores(means, temperature=temperature)
+    spec = vlm_spec_for(support_set, options)
     evidence = [
         {
             "class_id": item.class_id,
@@ -201,12 +202,11 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
             "box": list(item.box),
             "similarity": round(item.similarity, 6),
             "query_box": list(grid.patches[item.query_patch].box),
-            "sent_to_vlm": rank < options.max_patches_per_class,
+            "sent_to_vlm": bool(spec) and rank < options.max_patches_per_class,  # only when a model reads them
         }
         for items in by_class.values()
         for rank, item in enumerate(items)
     ]
-    spec = vlm_spec_for(support_set, options)
     decision = _decide(support_set, classes, scores, evidence, query, options, spec)
     finished = time.perf_counter()
     return {

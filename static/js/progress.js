@@ -19,7 +19,9 @@
     if (!response.ok) return;
     const album = await response.json();
     const index = album.index;
-    document.getElementById("search-model").textContent = index.search_model_id || "nothing yet (not indexed)";
+    const model = document.getElementById("search-model");
+    model.textContent = index.search_model || "nothing yet (not indexed)";
+    model.title = index.search_model_id || "";
     for (const s of ["indexed", "pending", "failed"]) document.getElementById(`count-${s}`).textContent = index.images[s];
     const indexNow = document.getElementById("index-now"), retryFailed = document.getElementById("retry-failed");
     if (indexNow) indexNow.hidden = !index.images.pending || Boolean(index.active_job);

@@ -205,3 +205,18 @@ def test_the_index_button_shows_only_when_something_waits(alice, album):
     IndexJob.objects.filter(album=album).delete()  # the upload's job, not under test here
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
     assert '<button type="button" id="index-now" >Index pending images</button>' in page
+
+
+def test_the_album_page_names_the_search_model_for_people_and_the_jobs_page_follows_running_jobs(alice, album):
+    from albums.models import Album
+    from workers.models import IndexJob
+
+    model_id = "dense:efficientnet-lite0@sha256:0123456789ab+pooling=regions-4x3+storage=halfvec"
+    Album.objects.filter(pk=album.pk).update(active_model_id=model_id)
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert "dense:efficientnet-lite0 (regions 4×3, halfvec)</span>" in page and f'title="{model_id}"' in page
+    jobs = signed_in(alice).get("/jobs/").content.decode()
+    assert 'hx-trigger="every 3s"' not in jobs
+    IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX, status=IndexJob.Status.RUNNING, total=3)
+    jobs = signed_in(alice).get("/jobs/").content.decode()
+    assert 'hx-trigger="every 3s"' in jobs and 'hx-select="#jobs"' in jobs

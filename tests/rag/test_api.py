@@ -39,7 +39,7 @@ def test_a_viewer_classifies_and_gets_normalized_scores_and_labeled_evidence(two
         assert item["image_id"] == cat_image.pk
     sims = [item["similarity"] for item in by_class["cat"]]
     assert sims == sorted(sims, reverse=True)
-    assert [item["sent_to_vlm"] for item in by_class["cat"]] == [True, True, True, False, False]
+    assert not any(item["sent_to_vlm"] for item in body["evidence"])  # no model is configured to read them
     # The raw score is the mean over query patches of each one's best cosine in the class, as documented:
     # recomputed here from the stored patch vectors and the query's own patches.
     raw = {c["label"]: c["raw_score"] for c in body["classes"]}

@@ -403,3 +403,23 @@ def test_a_scan_cancelled_mid_way_stops_at_the_next_block(alice, client_for, set
     from workers.models import Embedding
 
     assert Embedding.objects.filter(album=album).count() == 6  # a cancelled scan deletes no vector
+
+
+def test_duplicate_groups_list_each_member_at_or_above_the_threshold_closest_first_with_names(alice, client_for):
+    """A chain a~b~c with a and c below the threshold is one group (transitive); each member shows
+    its closest match inside the group, so none reads below the threshold."""
+    import numpy as np
+
+    angle = np.deg2rad(20)  # cos 20° = 0.94: neighbours in the chain; a and c are 40° apart (0.77)
+    album = _vector_album(alice, [[1, 0, 0, 0], [np.cos(angle), np.sin(angle), 0, 0],
+                                  [np.cos(2 * angle), np.sin(2 * angle), 0, 0], [0, 0, 1, 0]])
+    body = client_for(alice).get(f"/api/v1/albums/{album.pk}/duplicates/?threshold=0.9").json()
+    assert body["count"] == 1 and body["pairs"] == 2
+    [group] = body["groups"]
+    ids = list(album.images.order_by("pk").values_list("pk", flat=True))
+    assert {m["image_id"] for m in group} == set(ids[:3])
+    assert all(m["similarity"] >= 0.9 for m in group)
+    assert [m["similarity"] for m in group] == sorted((m["similarity"] for m in group), reverse=True)
+    assert {m["name"] for m in group} == {"0.png", "1.png", "2.png"}
+    middle = next(m for m in group if m["image_id"] == ids[1])
+    assert middle["closest_image_id"] in (ids[0], ids[2])
