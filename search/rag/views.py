@@ -21,9 +21,10 @@ class SupportSetForm(forms.ModelForm):
         model = SupportSet
         fields = ["name", "description", "patch_source", "support_resolution", "patch_size", "use_vlm"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        labels = {"use_vlm": "Use a vision-language model", "patch_source": "Patches from"}
         help_texts = {
             "support_resolution": "Example images are resized to this square before they are cut into patches.",
-            "patch_size": "Patch side in pixels at that resolution (448 / 64 gives 7 × 7 patches).",
+            "patch_size": "Patch side in pixels at that resolution (448 / 64 gives 7 × 7 patches; at least 32).",
             "use_vlm": "Ask the server's vision-language model to decide and explain, when one is configured.",
         }
 

@@ -65,3 +65,11 @@ def test_strangers_get_404_on_every_page(two_class_set, bob):
         assert client.get(url).status_code == 404
     assert client.post(f"/support-sets/{set_id}/delete/").status_code == 404
     assert SupportSet.objects.filter(pk=set_id).exists()
+
+
+def test_the_support_set_form_speaks_plainly(alice, album):
+    from search.rag.views import SupportSetForm
+
+    form = SupportSetForm()
+    assert form.fields["use_vlm"].label == "Use a vision-language model"
+    assert "at least 32" in form.fields["patch_size"].help_text
