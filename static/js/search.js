@@ -81,10 +81,22 @@
     });
   }
 
-  function render(body) {
-    results.innerHTML = "";
+  const more = document.getElementById("search-more");
+  const lower = document.getElementById("search-lower");
+  let lastQuery = null;  // the FormData of the search on screen, for its next pages
+
+  function render(body, { append = false } = {}) {
+    if (!append) results.innerHTML = "";
     const model = body.rebuilding ? ` (rebuild under way; using ${body.model_id})` : "";
-    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"} in ${body.timings_ms.total} ms${model}`;
+    const shown = Math.min(body.count, body.page * body.page_size);
+    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"}${body.count > shown ? `, ${shown} shown` : ""} in ${body.timings_ms.total} ms${model}`;
+    more.hidden = shown >= body.count;
+    more.dataset.page = String(body.page + 1);
+    // Nothing passed the minimum score: say so, and offer the ones below it.
+    lower.hidden = !(body.count === 0 && body.min_score > -1);
+    if (!lower.hidden) {
+      status.textContent = `No image scored at least ${body.min_score.toFixed(4)} (the minimum score).`;
+    }
     for (const r of body.results) {
       const li = document.createElement("li");
       li.className = "tile";
@@ -97,6 +109,44 @@
       results.appendChild(li);
     }
   }
+
+  async function fetchPage(data, page) {
+    const sent = new FormData();
+    for (const [key, value] of data.entries()) sent.append(key, value);
+    sent.set("page", String(page));
+    sent.set("page_size", form.dataset.pageSize || "50");
+    const response = await fetch(form.dataset.url, {
+      method: "POST", body: sent, credentials: "same-origin", headers: { "X-CSRFToken": form.dataset.csrf },
+    });
+    return [response, await response.json()];
+  }
+
+  // The query in the address (words and an album image; an uploaded file cannot travel there), so
+  // Back from a photo and a reload find the same results.
+  const REMEMBERED = ["text", "negative_text", "image_id", "image_weight", "text_weight", "negative_weight", "min_score",
+                      "max_results"];
+  function remember(data) {
+    const params = new URLSearchParams();
+    for (const name of REMEMBERED) if (data.get(name)) params.set(name, data.get(name));
+    history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
+  }
+
+  more.addEventListener("click", async () => {
+    if (!lastQuery || more.disabled) return;
+    more.disabled = true;
+    const [response, body] = await fetchPage(lastQuery, Number(more.dataset.page));
+    more.disabled = false;
+    if (response.ok) render(body, { append: true });
+  });
+  // Endless: the next page comes when the button scrolls into view.
+  if ("IntersectionObserver" in window) {
+    new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting) && !more.hidden) more.click(); })
+      .observe(more);
+  }
+  lower.addEventListener("click", () => {
+    form.elements.min_score.value = "-1";
+    form.requestSubmit();
+  });
 
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -115,12 +165,19 @@
     status.textContent = "Searching…";
     const save = document.getElementById("save-defaults");
     if (save && save.checked) await saveDefaults();
-    const response = await fetch(form.dataset.url, {
-      method: "POST", body: data, credentials: "same-origin", headers: { "X-CSRFToken": form.dataset.csrf },
-    });
-    const body = await response.json();
-    if (!response.ok) { results.innerHTML = ""; status.textContent = body.message; return; }
+    const [response, body] = await fetchPage(data, 1);
+    if (!response.ok) { results.innerHTML = ""; more.hidden = lower.hidden = true; status.textContent = body.message; return; }
+    lastQuery = data;
+    remember(data);
     render(body);
   });
-  if (imageId.value) form.requestSubmit();
+  const fromAddress = new URLSearchParams(location.search);
+  for (const name of REMEMBERED) {
+    const field = form.elements[name];
+    if (field && !field.disabled && field.type !== "hidden" && fromAddress.get(name)) {
+      field.value = fromAddress.get(name);
+      field.dispatchEvent(new Event("input"));  // the sliders' read-outs follow
+    }
+  }
+  if (imageId.value || (form.elements.text && form.elements.text.value)) form.requestSubmit();
 })();

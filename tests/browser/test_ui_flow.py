@@ -140,6 +140,24 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
     page.wait_for_function("(b) => document.querySelector('#search-results .tile .score').textContent !== b", arg=before[0])
     after = page.locator("#search-results .tile .score").all_inner_texts()
     assert after != before and len(after) == 3
+    # The words are in the address: a reload (or Back from a photo) searches them again.
+    assert "text=kids+on+a+red+sled" in page.url
+    page.reload()
+    assert page.locator("#q-text").input_value() == "kids on a red sled"
+    page.locator("#search-status").filter(has_text="3 results").wait_for()
+    # Pages of results: the next one comes with "Show more" (or by scrolling to it).
+    page.evaluate("document.getElementById('search-form').dataset.pageSize = '2'")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("#search-status").filter(has_text="3 results, 2 shown").wait_for()
+    page.locator("#search-more").click()
+    page.wait_for_function("() => document.querySelectorAll('#search-results .tile').length === 3")
+    assert page.locator("#search-more").is_hidden()
+    # Nothing at the minimum score: the page says so and offers what lies below it.
+    page.locator("#min-score").fill("0.995")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("#search-status").filter(has_text="No image scored at least 0.9950").wait_for()
+    page.locator("#search-lower").click()
+    page.locator("#search-status").filter(has_text="3 results").wait_for()
 
     # Share with dave as a viewer.
     page.goto(f"{live_server.url}/albums/{album.pk}/members/")
