@@ -82,3 +82,17 @@ def image_list(*, album: Album, status: str | None = None) -> QuerySet[Image]:
 
 def membership_list(*, album: Album) -> QuerySet[AlbumMembership]:
     return AlbumMembership.objects.filter(album=album).select_related("user").order_by("created_at", "id")
+
+
+def album_covers(*, album_ids: list[int], per_album: int = 4) -> dict[int, list[int]]:
+    """The newest few image ids of each album (one query), for the album list's cover mosaics."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    rows = (Image.objects.filter(album_id__in=album_ids).exclude(status=Image.Status.FAILED)
+            .annotate(rank=Window(RowNumber(), partition_by=[F("album_id")], order_by=[F("created_at").desc(), F("id").desc()]))
+            .filter(rank__lte=per_album).order_by("album_id", "rank").values_list("album_id", "pk"))
+    covers: dict[int, list[int]] = {}
+    for album_id, image_id in rows:
+        covers.setdefault(album_id, []).append(image_id)
+    return covers

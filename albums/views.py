@@ -2,6 +2,7 @@
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -55,7 +56,10 @@ def album_list(request):
             form.add_error(None, exc.message)
         else:
             return redirect("albums:detail", album_id=album.pk)
-    albums = selectors.album_list_for_user(user=request.user).order_by("name", "id")
+    albums = list(selectors.album_list_for_user(user=request.user).order_by("name", "id"))
+    covers = selectors.album_covers(album_ids=[album.pk for album in albums])
+    for album in albums:
+        album.cover_ids = covers.get(album.pk, [])
     return render(request, "albums/list.html", {"albums": albums, "form": form})
 
 
@@ -71,6 +75,7 @@ def album_detail(request, album):
         "status": status,
         "can_edit": role_at_least(album.role, Role.EDITOR),
         "is_owner": role_at_least(album.role, Role.OWNER),
+        "import_enabled": bool(settings.LOUPE_IMPORT_ROOTS),  # no roots: folder import is off
     }
     template = "albums/_grid.html" if request.htmx else "albums/detail.html"
     return render(request, template, context)

@@ -99,18 +99,24 @@ def test_api_import_runs_on_the_worker(tree, worker, alice, client_for):
     assert refused.status_code == 400 and refused.json()["code"] == "import_path_refused"
 
 
-def test_album_page_offers_import_to_staff_editors_only(album, alice, make_user, member_of):
+def test_album_page_offers_import_to_staff_editors_only(album, alice, make_user, member_of, settings, tmp_path):
     from django.test import Client
+
+    settings.LOUPE_IMPORT_ROOTS = []
+    alice.is_staff = True
+    alice.save()
 
     def page_for(user):
         client = Client()
         client.force_login(user)
         return client.get(f"/albums/{album.pk}/").content.decode()
 
-    assert 'id="folder-import"' not in page_for(alice)  # owner, not staff
-    alice.is_staff = True
-    alice.save()
+    assert 'id="folder-import"' not in page_for(alice)  # no import roots: folder import is off
+    settings.LOUPE_IMPORT_ROOTS = [str(tmp_path)]
     assert 'id="folder-import"' in page_for(alice)
+    alice.is_staff = False
+    alice.save()
+    assert 'id="folder-import"' not in page_for(alice)  # owner, not staff
     staff_viewer = make_user("staffer", is_staff=True)
     member_of(staff_viewer, "viewer")
     assert 'id="folder-import"' not in page_for(staff_viewer)

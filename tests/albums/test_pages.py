@@ -220,3 +220,19 @@ def test_the_album_page_names_the_search_model_for_people_and_the_jobs_page_foll
     IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX, status=IndexJob.Status.RUNNING, total=3)
     jobs = signed_in(alice).get("/jobs/").content.decode()
     assert 'hx-trigger="every 3s"' in jobs and 'hx-select="#jobs"' in jobs
+
+
+def test_photos_come_first_albums_show_covers_and_upload_folds_away_once_there_are_photos(alice, album):
+    from albums.selectors import album_covers
+
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert '<details class="card upload" id="upload"' in page and "open>" in page.split('id="upload"')[1][:400]
+    uploads = services.image_upload_many(album=album, user=alice, files=[
+        (f"{i}.jpg", io.BytesIO(image_bytes(color=(i * 40, 5, 5)))) for i in range(6)])
+    page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
+    assert "open>" not in page.split('id="upload"')[1][:400]  # folded: the photos come first
+    newest_four = [r.image_id for r in uploads][::-1][:4]
+    assert album_covers(album_ids=[album.pk]) == {album.pk: newest_four}
+    listing = signed_in(alice).get("/").content.decode()
+    assert all(f"/api/v1/images/{image_id}/thumbnail" in listing for image_id in newest_four)
+    assert "6 photos" in listing

@@ -169,9 +169,10 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
 
     viewer = new_page(browser)
     sign_in(viewer, live_server.url, "dave")
-    row = viewer.locator("table.albums tr").filter(has_text="Sleds")
-    assert "viewer" in row.inner_text()
-    row.get_by_role("link", name="Sleds").click()
+    card = viewer.locator(".album-card").filter(has_text="Sleds")
+    assert "viewer" in card.inner_text() and "3 photos" in card.inner_text()
+    assert card.locator(".cover img").count() == 3  # the cover mosaic: its newest photos
+    card.locator(".title").get_by_role("link", name="Sleds").click()
     assert viewer.locator(".grid .tile").count() == 3
     assert viewer.locator("#upload").count() == 0  # viewers cannot upload
     assert viewer.locator("#index-now").count() == 0
