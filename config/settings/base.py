@@ -81,7 +81,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: broker for Celery, cache for the web tier.
 REDIS_URL = env.str("REDIS_URL", default="") or embedded_redis_url(VAR_DIR)
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Timeouts: throttles, thumbnails and the workers' counters must fail fast while Redis restarts
+# (each treats an error as "not cached"), never wait on a socket without an end.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                      "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

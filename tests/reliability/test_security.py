@@ -259,6 +259,9 @@ def test_token_endpoint_is_throttled(alice, low_rates):
 def test_throttle_counts_live_in_the_shared_redis_cache(settings):
     assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     assert settings.CACHES["default"]["LOCATION"] == settings.REDIS_URL
+    # Fail fast while Redis restarts: every cache user treats an error as a miss, none may hang.
+    assert settings.CACHES["default"]["OPTIONS"]["socket_timeout"] <= 5
+    assert settings.CACHES["default"]["OPTIONS"]["socket_connect_timeout"] <= 5
 
 
 def test_search_and_upload_still_answer_when_the_throttle_cache_is_down(alice, album, low_rates, client_for, settings, tmp_path):
