@@ -20,7 +20,7 @@ from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user, image_visible_to
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
-from config.request_limits import query_image_body_limit
+from config.request_limits import declared_length, query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
 from encoders.pooling import MASKED
@@ -164,10 +164,7 @@ QUERY_IMAGE_BODY_BYTES = 32 * 1024
 
 
 def _carries_query_image(request) -> bool:
-    try:
-        return int(request.META.get("CONTENT_LENGTH") or 0) > QUERY_IMAGE_BODY_BYTES
-    except ValueError:
-        return False
+    return declared_length(request) > QUERY_IMAGE_BODY_BYTES
 
 
 class AlbumSearchApi(APIView):

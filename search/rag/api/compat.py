@@ -39,6 +39,7 @@ from albums.services import album_create
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError, PayloadTooLargeError
 from config.params import parse_id
+from config.request_limits import declared_length
 from config.throttles import SearchRateThrottle, UploadRateThrottle
 from search.api.views import query_image_bytes
 from search.rag import selectors, services
@@ -201,7 +202,7 @@ class RagVisionInvocationCompatApi(CompatErrorsMixin, APIView):
     )
     def post(self, request):
         started = time.perf_counter()
-        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.LOUPE_RAG_MAX_REQUEST_BYTES:
+        if declared_length(request) > settings.LOUPE_RAG_MAX_REQUEST_BYTES:  # its own error shape, so not the middleware's
             raise PayloadTooLargeError(
                 f"The request is larger than {settings.LOUPE_RAG_MAX_REQUEST_BYTES} bytes.", code="request_too_large"
             )
