@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.handlers.wsgi import LimitedStream
 from django.http import JsonResponse
 
+from config.errors import error_body
+
 FORM_OVERHEAD_BYTES = 64 * 1024  # the multipart or JSON around a file: names, boundaries, other fields
 
 
@@ -41,11 +43,8 @@ def _view_limit(view_func) -> int | None:
 
 
 def too_large_response(limit: int) -> JsonResponse:
-    return JsonResponse(
-        {"message": f"The request body is larger than this endpoint takes ({limit} bytes).",
-         "code": "request_too_large", "extra": {"max_bytes": limit}},
-        status=413,
-    )
+    return JsonResponse(error_body(f"The request body is larger than this endpoint takes ({limit} bytes).",
+                                   "request_too_large", {"max_bytes": limit}), status=413)
 
 
 def _drain(request) -> None:

@@ -6,7 +6,6 @@ viewers read and classify, editors change, and anyone else gets the same 404 as 
 
 from io import BytesIO
 
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -18,7 +17,7 @@ from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
 from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
-from config.errors import ApplicationError, PayloadTooLargeError
+from config.errors import ApplicationError
 from config.pagination import LoupePagination, paginate
 from config.params import parse_id, parse_int
 from config.request_limits import query_image_body_limit
