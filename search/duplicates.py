@@ -127,14 +127,17 @@ def _members(ids: np.ndarray, vectors: np.ndarray, members: list[int]) -> list[d
 
 
 def with_names(found: DuplicateGroups) -> DuplicateGroups:
-    """Each member's file name, for people to tell them apart."""
+    """Each member's file name, for people to tell them apart, and its size in pixels and bytes, from
+    which the page picks the one to keep (the most pixels, then the most bytes)."""
     from albums.models import Image
 
     wanted = [member["image_id"] for group in found.groups for member in group]
-    names = dict(Image.objects.filter(pk__in=wanted).values_list("pk", "original_name"))
+    rows = {pk: (name, width, height, size) for pk, name, width, height, size in
+            Image.objects.filter(pk__in=wanted).values_list("pk", "original_name", "width", "height", "bytes")}
     for group in found.groups:
         for member in group:
-            member["name"] = names.get(member["image_id"], "")
+            name, width, height, size = rows.get(member["image_id"], ("", None, None, None))
+            member.update(name=name, width=width, height=height, bytes=size)
     return found
 
 

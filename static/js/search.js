@@ -58,16 +58,50 @@
     if (imageId.value) showPicker(`/api/v1/images/${imageId.value}/file`);
   }
 
+  const chip = document.getElementById("q-image-chip");
+  const thumb = document.getElementById("q-image-thumb");
   function setFile(file) {
     if (!file) return;
     queryFile = file; imageId.value = ""; label.textContent = file.name || "pasted image";
-    showPicker(URL.createObjectURL(file));
+    const url = URL.createObjectURL(file);
+    thumb.src = url; chip.hidden = false;
+    showPicker(url);
+    updateAdjust();
   }
   window.loupeImageInput(fileInput, drop, setFile);
   document.getElementById("q-image-clear").addEventListener("click", () => {
-    queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = "Drop, paste or choose an image";
+    queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = ""; chip.hidden = true;
+    thumb.removeAttribute("src");
     showPicker(null);
+    updateAdjust();
   });
+  // An image handed over by the bar on another album page (static/js/searchbar.js).
+  const carried = sessionStorage.getItem("loupe-query-image");
+  if (carried) {
+    sessionStorage.removeItem("loupe-query-image");
+    try {
+      const { name, data } = JSON.parse(carried);
+      fetch(data).then((r) => r.blob()).then((blob) => {
+        setFile(new File([blob], name, { type: blob.type }));
+        form.requestSubmit();
+      });
+    } catch (e) { /* a damaged hand-over: the reader picks the image again */ }
+  }
+
+  // Adjust shows only what applies to the query as typed: weights once two parts combine, the
+  // negative weight once there are negative words.
+  function updateAdjust() {
+    const hasText = Boolean(form.elements.text && !form.elements.text.disabled && form.elements.text.value.trim());
+    const negative = form.elements.negative_text;
+    const hasNegative = Boolean(negative && negative.value.trim());
+    const hasImage = Boolean(queryFile || imageId.value);
+    const parts = [hasImage, hasText, hasNegative].filter(Boolean).length;
+    document.getElementById("weights").hidden = parts < 2;
+    document.getElementById("weight-image").hidden = !hasImage;
+    document.getElementById("weight-text").hidden = !hasText;
+    document.getElementById("weight-negative").hidden = !hasNegative;
+  }
+  for (const name of ["text", "negative_text"]) if (form.elements[name]) form.elements[name].addEventListener("input", updateAdjust);
 
   async function saveDefaults() {
     await fetch(form.dataset.settingsUrl, {
@@ -99,15 +133,35 @@
     }
     for (const r of body.results) {
       const li = document.createElement("li");
-      li.className = "tile";
+      li.className = "tile photo";
+      li.dataset.id = String(r.image_id);
       let parts = Object.entries(r.cosines).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" · ");
       if (r.region) parts += ` · best region row ${r.region.row + 1}, col ${r.region.col + 1}`;
-      li.title = parts;
-      li.innerHTML = `<a href="/images/${r.image_id}/"><img src="${r.thumbnail_url}" alt="" loading="lazy"></a>` +
-        `<span class="score">${r.score.toFixed(4)}</span><span class="name"></span><small class="meta">${parts}</small>`;
-      li.querySelector(".name").textContent = r.original_name;
+      li.title = `${r.original_name} · ${parts}`;
+      li.innerHTML = `<a class="open"><img alt="" loading="lazy"></a><input class="pick" type="checkbox">` +
+        `<span class="score"></span><small class="meta cosines"></small>`;
+      const link = li.querySelector("a");
+      link.href = `/images/${r.image_id}/`;
+      Object.assign(link.dataset, { src: r.file_url, width: r.width || "", height: r.height || "", name: r.original_name });
+      const img = li.querySelector("img");
+      img.src = r.thumbnail_url; img.alt = r.original_name;
+      li.querySelector(".pick").setAttribute("aria-label", `Select ${r.original_name}`);
+      li.querySelector(".score").textContent = r.score.toFixed(4);
+      // Each part's cosine, where the score combines more than one.
+      if (Object.keys(r.cosines).length > 1 || r.region) li.querySelector(".cosines").textContent = parts;
+      // Region search: the cell that matched, drawn on the whole (uncropped) thumbnail.
+      if (r.region && body.region_grid) {
+        link.classList.add("boxed", "whole");
+        const box = document.createElement("span");
+        box.className = "box";
+        const { rows, cols } = body.region_grid;
+        Object.assign(box.style, { left: `${(r.region.col / cols) * 100}%`, top: `${(r.region.row / rows) * 100}%`,
+                                   width: `${100 / cols}%`, height: `${100 / rows}%` });
+        link.appendChild(box);
+      }
       results.appendChild(li);
     }
+    if (window.loupeSelectionChanged) window.loupeSelectionChanged();
   }
 
   async function fetchPage(data, page) {
@@ -131,18 +185,27 @@
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 
-  more.addEventListener("click", async () => {
+  more.onclickAsync = async () => {
     if (!lastQuery || more.disabled) return;
     more.disabled = true;
     const [response, body] = await fetchPage(lastQuery, Number(more.dataset.page));
     more.disabled = false;
     if (response.ok) render(body, { append: true });
-  });
+  };
+  more.addEventListener("click", () => more.onclickAsync());
   // Endless: the next page comes when the button scrolls into view.
   if ("IntersectionObserver" in window) {
     new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting) && !more.hidden) more.click(); })
       .observe(more);
   }
+  // "Select all" selects every result, not only the pages on screen.
+  window.loupeLoadAll = async function () {
+    while (lastQuery && !more.hidden) {
+      const before = results.children.length;
+      await more.onclickAsync();
+      if (results.children.length === before) break;
+    }
+  };
   lower.addEventListener("click", () => {
     form.elements.min_score.value = "-1";
     form.requestSubmit();
@@ -179,5 +242,8 @@
       field.dispatchEvent(new Event("input"));  // the sliders' read-outs follow
     }
   }
+  updateAdjust();
+  if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
+  if (window.loupeViewer) window.loupeViewer.attach(results);
   if (imageId.value || (form.elements.text && form.elements.text.value)) form.requestSubmit();
 })();

@@ -1,11 +1,10 @@
-// Multi-file upload: one request per file, three at a time, each with its own progress bar and
-// result line (created, duplicate, or rejected with the reason). One bad or slow file never holds
-// up the rest.
+// Upload: the Upload button or photos dropped anywhere on the album page; one request per file,
+// three at a time, each with its own progress bar and result line (created, duplicate, or rejected
+// with the reason) folded under the summary. One bad or slow file never holds up the rest.
 (function () {
   const section = document.getElementById("upload");
   if (!section) return;
-  const input = section.querySelector("input[type=file]");
-  const zone = section.querySelector(".dropzone");
+  const input = document.getElementById("files");
   const bar = document.getElementById("upload-progress");
   const summary = document.getElementById("upload-summary");
   const list = document.getElementById("upload-results");
@@ -42,6 +41,7 @@
   async function upload(fileList) {
     const files = Array.from(fileList);
     if (!files.length) return;
+    section.hidden = false;
     list.innerHTML = ""; bar.hidden = false; bar.value = 0;
     const counts = { created: 0, duplicate: 0, rejected: 0 };
     const rows = files.map(row);
@@ -61,12 +61,23 @@
       }
     }
     await Promise.all(Array.from({ length: Math.min(PARALLEL, files.length) }, lane));
-    if (window.htmx) htmx.ajax("GET", window.location.pathname, { target: "#grid" });
+    if (window.loupeReloadGrid) window.loupeReloadGrid();
     if (window.loupeWatchIndex) window.loupeWatchIndex();
   }
 
   input.addEventListener("change", () => upload(input.files));
-  ["dragenter", "dragover"].forEach((t) => zone.addEventListener(t, (e) => { e.preventDefault(); zone.classList.add("over"); }));
-  ["dragleave", "drop"].forEach((t) => zone.addEventListener(t, (e) => { e.preventDefault(); zone.classList.remove("over"); }));
-  zone.addEventListener("drop", (e) => upload(e.dataTransfer.files));
+  // Drop anywhere on the album page (the search bar keeps its own drop: an image dropped there is a
+  // query, not an upload).
+  const overlay = document.getElementById("drop-overlay");
+  const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types).includes("Files");
+  let depth = 0;
+  document.addEventListener("dragenter", (e) => { if (!carriesFiles(e)) return; depth += 1; if (overlay) overlay.hidden = false; });
+  document.addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth && overlay) overlay.hidden = true; });
+  document.addEventListener("dragover", (e) => { if (carriesFiles(e)) e.preventDefault(); });
+  document.addEventListener("drop", (e) => {
+    depth = 0; if (overlay) overlay.hidden = true;
+    if (!carriesFiles(e) || e.defaultPrevented) return;
+    e.preventDefault();
+    upload(e.dataTransfer.files);
+  });
 })();

@@ -45,7 +45,7 @@ def test_grid_partial_for_htmx_and_status_filter(alice, album):
     services.image_upload_many(album=album, user=alice, files=[("a.jpg", io.BytesIO(image_bytes()))])
     client = signed_in(alice)
     partial = client.get(f"/albums/{album.pk}/?status=failed", HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in partial and "No images with status failed" in partial
+    assert "<html" not in partial and "No failed photos." in partial
 
 
 def test_settings_saves_and_bumps_generation_on_encoder_change(alice, album, settings, tiny_models_dir):
@@ -204,7 +204,7 @@ def test_the_index_button_shows_only_when_something_waits(alice, album):
 
     IndexJob.objects.filter(album=album).delete()  # the upload's job, not under test here
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
-    assert '<button type="button" id="index-now" >Index pending images</button>' in page
+    assert '<button type="button" id="index-now" >Index waiting images</button>' in page
 
 
 def test_the_album_page_names_the_search_model_for_people_and_the_jobs_page_follows_running_jobs(alice, album):
@@ -226,11 +226,13 @@ def test_photos_come_first_albums_show_covers_and_upload_folds_away_once_there_a
     from albums.selectors import album_covers
 
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
-    assert '<details class="card upload" id="upload"' in page and "open>" in page.split('id="upload"')[1][:400]
+    panel = page.split('id="upload"')[1].split(">")[0]
+    assert "hidden" not in panel  # an empty album opens on its upload panel
     uploads = services.image_upload_many(album=album, user=alice, files=[
         (f"{i}.jpg", io.BytesIO(image_bytes(color=(i * 40, 5, 5)))) for i in range(6)])
     page = signed_in(alice).get(f"/albums/{album.pk}/").content.decode()
-    assert "open>" not in page.split('id="upload"')[1][:400]  # folded: the photos come first
+    assert "hidden" in page.split('id="upload"')[1].split(">")[0]  # the photos come first; Upload is a button
+    assert 'id="upload-button"' in page and 'id="drop-overlay"' in page
     newest_four = [r.image_id for r in uploads][::-1][:4]
     assert album_covers(album_ids=[album.pk]) == {album.pk: newest_four}
     listing = signed_in(alice).get("/").content.decode()

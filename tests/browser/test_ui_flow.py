@@ -43,6 +43,12 @@ def page(browser):
     return new_page(browser)
 
 
+def open_adjust(page):
+    """The search form's settings sit behind "Adjust"."""
+    if page.locator("#adjust").get_attribute("open") is None:
+        page.locator("#adjust > summary").click()
+
+
 def sign_in(page, base_url, username):
     page.goto(f"{base_url}/accounts/login/")
     page.get_by_label("Username").fill(username)
@@ -79,14 +85,16 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     assert "notes.jpg" in rejected and "rejected — Not an image" in rejected
 
     # Indexing runs on the worker; the page follows it live and then shows the model search uses.
-    page.locator("#search-model").filter(has_text="efficientnet-lite0").wait_for(timeout=90_000)
-    page.locator("#count-indexed").filter(has_text="3").wait_for(timeout=90_000)
-    assert page.locator(".grid .tile").count() == 3
+    page.locator("#search-model").filter(has_text="efficientnet-lite0").wait_for(timeout=90_000, state="attached")
+    page.locator("#count-indexed").filter(has_text="3").wait_for(timeout=90_000, state="attached")
+    page.locator("#index-chip").filter(has_text="Up to date").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('#photo-grid .tile').length === 3")
 
     page.get_by_role("link", name="Search", exact=True).click()
     assert page.locator("#text-disabled").is_visible()  # EfficientNet-Lite0 is image-only
     assert page.locator("#q-text").is_disabled()
     page.set_input_files("#q-image", files[1])
+    open_adjust(page)
     page.locator("#min-score").fill("-1")
     page.get_by_role("button", name="Search", exact=True).click()
     page.locator("#search-status").filter(has_text="3 results").wait_for()
@@ -94,8 +102,15 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     assert first_score == "1.0000"
     shot(page, "search-by-image")
 
-    # "More like this" from the image page.
-    page.locator("#search-results .tile a").first.click()
+    # A result opens in the viewer; its info panel has "More like this".
+    page.locator("#search-results .tile a.open").first.click()
+    page.locator(".pswp--open").wait_for()
+    page.keyboard.press("i")
+    page.wait_for_function("() => document.querySelectorAll('.pswp-info .strip img').length === 2")
+    page.keyboard.press("Escape")
+    page.locator(".pswp").wait_for(state="detached")
+    # The photo's own page has it too.
+    page.goto(page.locator("#search-results .tile a.open").first.get_attribute("href"))
     page.wait_for_selector("#similar .tile")
     assert page.locator("#similar .tile").count() == 2
 
@@ -119,12 +134,13 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
     page.set_input_files("#files", files)
     page.locator("#upload-summary").filter(has_text="3 added").wait_for()
     # The progress bar follows the job to the end; then the counts say all three are indexed.
-    page.locator("#count-indexed").filter(has_text="3").wait_for(timeout=90_000)
+    page.locator("#count-indexed").filter(has_text="3").wait_for(timeout=90_000, state="attached")
     assert page.locator("#job-progress").is_hidden()
     shot(page, "album")
 
     page.goto(f"{live_server.url}/albums/{album.pk}/search/")
     page.locator("#q-text").fill("kids on a red sled")
+    open_adjust(page)
     page.locator("#min-score").fill("-1")
     page.set_input_files("#q-image", files[2])
     page.get_by_role("button", name="Search", exact=True).click()
@@ -143,6 +159,7 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
     # The words are in the address: a reload (or Back from a photo) searches them again.
     assert "text=kids+on+a+red+sled" in page.url
     page.reload()
+    open_adjust(page)
     assert page.locator("#q-text").input_value() == "kids on a red sled"
     page.locator("#search-status").filter(has_text="3 results").wait_for()
     # Pages of results: the next one comes with "Show more" (or by scrolling to it).
@@ -173,7 +190,7 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
     assert "viewer" in card.inner_text() and "3 photos" in card.inner_text()
     assert card.locator(".cover img").count() == 3  # the cover mosaic: its newest photos
     card.locator(".title").get_by_role("link", name="Sleds").click()
-    assert viewer.locator(".grid .tile").count() == 3
+    assert viewer.locator("#photo-grid .tile").count() == 3
     assert viewer.locator("#upload").count() == 0  # viewers cannot upload
     assert viewer.locator("#index-now").count() == 0
 

@@ -33,8 +33,9 @@ def test_search_page_for_members_with_text_enabled_for_text_encoders(alice, albu
 def test_image_only_album_disables_text_with_a_reason(alice, album):
     Album.objects.filter(pk=album.pk).update(encoder_spec="dense:efficientnet-lite0")
     page = signed_in(alice).get(f"/albums/{album.pk}/search/").content.decode()
-    assert "image-only" in page and "docs/encoders.md" in page
-    assert 'name="text" type="search" placeholder="kids on a red sled" disabled' in page
+    assert "image-only" in page and "switch the encoder in Settings" in page
+    assert 'placeholder="This album searches by image: drop, paste or choose one" disabled' in page
+    assert "autofocus" not in page  # no focus on a box that cannot be typed in
 
 
 def test_image_page_shows_exif_and_more_like_this(alice, image):

@@ -1,0 +1,106 @@
+// The album grid: endless in both directions. The server renders one page (60 photos); the next and
+// the earlier pages come as the reader nears them, fetched as the same HTML fragment the server
+// renders. The address follows the page of the first photo on screen, so Back and reload return
+// to the same place. Tiles skip layout and paint off-screen (content-visibility in app.css), which
+// keeps thousands of them cheap.
+(function () {
+  const holder = document.getElementById("grid");
+  if (!holder) return;
+  const grid = () => document.getElementById("photo-grid");
+
+  const filters = document.getElementById("grid-filters");
+  if (filters) filters.addEventListener("change", () => filters.submit());
+
+  let busy = false;
+  async function fetchPage(link) {
+    const response = await fetch(link.href, { credentials: "same-origin", headers: { "HX-Request": "true" } });
+    if (!response.ok) return null;
+    return new DOMParser().parseFromString(await response.text(), "text/html");
+  }
+  async function later() {
+    const link = document.getElementById("grid-later");
+    if (!link || busy) return;
+    busy = true;
+    const doc = await fetchPage(link);
+    busy = false;
+    if (!doc) return;
+    grid().append(...doc.querySelectorAll("#photo-grid > li.tile"));
+    const next = doc.getElementById("grid-later");
+    if (next) link.replaceWith(next); else link.parentElement.remove();
+    watch();
+    if (window.loupeSelectionChanged) window.loupeSelectionChanged();
+  }
+  async function earlier() {
+    const link = document.getElementById("grid-earlier");
+    if (!link || busy) return;
+    busy = true;
+    const doc = await fetchPage(link);
+    busy = false;
+    if (!doc) return;
+    // Keep what is on screen where it is while photos arrive above it.
+    const before = document.documentElement.scrollHeight;
+    grid().prepend(...doc.querySelectorAll("#photo-grid > li.tile"));
+    window.scrollBy(0, document.documentElement.scrollHeight - before);
+    const previous = doc.getElementById("grid-earlier");
+    if (previous) link.replaceWith(previous); else link.parentElement.remove();
+    watch();
+    if (window.loupeSelectionChanged) window.loupeSelectionChanged();
+  }
+
+  const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      if (entry.target.id === "grid-later") later();
+      if (entry.target.id === "grid-earlier") earlier();
+    }
+  }, { rootMargin: "800px 0px" }) : null;
+  function watch() {
+    if (!observer) return;
+    observer.disconnect();
+    for (const id of ["grid-later", "grid-earlier"]) {
+      const link = document.getElementById(id);
+      if (link) observer.observe(link);
+    }
+  }
+  holder.addEventListener("click", (e) => {
+    const link = e.target.closest("#grid-later, #grid-earlier");
+    if (!link) return;
+    e.preventDefault();
+    (link.id === "grid-later" ? later : earlier)();
+  });
+
+  // The page of the first tile on screen goes into the address (replaceState: scrolling is not a
+  // history step).
+  let pending = false;
+  window.addEventListener("scroll", () => {
+    if (pending) return;
+    pending = true;
+    setTimeout(() => {
+      pending = false;
+      const first = Array.from(grid().children).find((t) => t.dataset.page && t.getBoundingClientRect().bottom > 0);
+      if (!first) return;
+      const url = new URL(location.href);
+      if (url.searchParams.get("page") === first.dataset.page || (!url.searchParams.get("page") && first.dataset.page === "1")) return;
+      if (first.dataset.page === "1") url.searchParams.delete("page"); else url.searchParams.set("page", first.dataset.page);
+      history.replaceState(history.state, "", url);
+    }, 200);
+  }, { passive: true });
+
+  document.addEventListener("loupe:deleted", (e) => {
+    const label = document.getElementById("grid-count");
+    const n = parseInt(label.textContent.replace(/[^0-9]/g, ""), 10);
+    if (!Number.isNaN(n)) label.textContent = `${Math.max(0, n - e.detail.count)} photos`;
+  });
+  // After an upload or an index job the grid reloads its first page (upload.js, progress.js).
+  window.loupeReloadGrid = async function () {
+    const url = new URL(location.href);
+    url.searchParams.delete("page");
+    const response = await fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } });
+    if (!response.ok) return;
+    holder.innerHTML = await response.text();
+    watch();
+    if (window.loupeSelectionChanged) window.loupeSelectionChanged();
+  };
+  watch();
+  if (window.loupeViewer) window.loupeViewer.attach(holder);
+})();
