@@ -7,24 +7,36 @@ from albums.roles import Role
 CUSTOM_ENCODER = "(custom)"
 
 
-def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
-    """Installed encoders first, then the rest of the catalog, then "(custom)"; each with what it is
-    good for."""
+def encoder_choices(current: str | None = None) -> list:
+    """Grouped for the select: installed encoders first, then the catalog's others marked "needs
+    download" (saving one is refused with the reason unless downloads are allowed), then "(custom)";
+    each with what it is good for."""
+    from django.conf import settings
+
     from encoders.catalog import responsible_use_notice
     from encoders.registry import known_specs
 
-    entries = sorted(known_specs(), key=lambda entry: not entry.get("weights_present", False))
-    choices = []
-    for entry in entries:
+    installed, missing = [], []
+    for entry in known_specs():
         label = entry["spec"] + (" — words and images" if "text" in entry["modalities"] else " — by example image only")
-        if not entry.get("weights_present", False):
-            label += " (weights not installed)"
         if responsible_use_notice(entry["spec"]):
             label += " — license: no biometric or identity use"
-        choices.append((entry["spec"], label))
-    if current and current not in {c[0] for c in choices}:
-        choices.insert(0, (current, current))
-    return [*choices, (CUSTOM_ENCODER, "(custom) — a spec of your own, e.g. a checkpoint in the models folder")]
+        (installed if entry.get("weights_present", False) else missing).append((entry["spec"], label + (
+            "" if entry.get("weights_present", False) else " — needs download")))
+    groups = []
+    known = {value for value, _ in installed + missing}
+    if current and current not in known:
+        groups.append(("This album's", [(current, current)]))
+    groups.append(("Installed", installed))
+    if missing:
+        where = "downloads on first use" if settings.LOUPE_ALLOW_DOWNLOADS else "downloads are off: an operator places the weights"
+        groups.append((f"Needs download ({where})", missing))
+    return [*groups, (CUSTOM_ENCODER, "(custom) — a spec of your own, e.g. a checkpoint in the models folder")]
+
+
+def flat_choices(choices: list) -> list[tuple[str, str]]:
+    """The (value, label) pairs of a grouped choice list, in order."""
+    return [pair for value, label in choices for pair in (label if isinstance(label, list) else [(value, label)])]
 
 
 class EncoderChoiceMixin:

@@ -151,14 +151,18 @@ def test_the_album_page_offers_editors_to_retry_failed_images(alice, bob, album)
 
 
 def test_the_new_album_form_offers_installed_encoders_first_and_a_custom_one(alice):
-    from albums.forms import CUSTOM_ENCODER, encoder_choices
+    from albums.forms import CUSTOM_ENCODER, encoder_choices, flat_choices
     from encoders.registry import known_specs
 
     installed = {e["spec"] for e in known_specs() if e["weights_present"]}
-    choices = [value for value, _ in encoder_choices()]
+    grouped = encoder_choices()
+    assert grouped[0][0] == "Installed" and {value for value, _ in grouped[0][1]} == installed
+    assert grouped[1][0].startswith("Needs download (downloads are off")
+    assert all(label.endswith("needs download") for _, label in grouped[1][1])
+    choices = [value for value, _ in flat_choices(grouped)]
     assert installed and set(choices[: len(installed)]) == installed and choices[-1] == CUSTOM_ENCODER
-    labels = dict(encoder_choices())
-    assert labels["dense:efficientnet-lite0"].endswith("by example image only")
+    labels = dict(flat_choices(grouped))
+    assert labels["dense:efficientnet-lite0"].endswith("by example image only")  # installed: no note
     assert "words and images" in labels["open-clip:ViT-B-32/laion2b_s34b_b79k"]
     client = signed_in(alice)
     page = client.get("/").content.decode()
