@@ -103,7 +103,12 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
     throttle_classes = [UploadRateThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values),
+            OpenApiParameter("sort", OpenApiTypes.STR, enum=list(selectors.IMAGE_SORTS), default=selectors.DEFAULT_IMAGE_SORT,
+                             description="added: upload time; taken: EXIF capture time (images without one last); "
+                                         "a leading minus is newest first; ties by id"),
+        ],
         responses=ImageSerializer(many=True),
     )
     def get(self, request, album_id: int):
@@ -113,7 +118,9 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
             raise ApplicationError(
                 f"Unknown status {status_filter!r}; use one of {', '.join(Image.Status.values)}.", code="invalid_filter"
             )
-        return paginate(request, selectors.image_list(album=album, status=status_filter), ImageSerializer, view=self)
+        sort = request.query_params.get("sort") or selectors.DEFAULT_IMAGE_SORT
+        images = selectors.image_list(album=album, status=status_filter, sort=sort)
+        return paginate(request, images, ImageSerializer, view=self)
 
     @extend_schema(
         request={
