@@ -1,7 +1,9 @@
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from albums import hooks
+from albums.exif_info import image_info
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
 
@@ -80,16 +82,39 @@ class MemberWriteSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
 
 
+class PlaceSerializer(serializers.Serializer):
+    lat = serializers.FloatField(help_text="decimal degrees, north positive")
+    lon = serializers.FloatField(help_text="decimal degrees, east positive")
+
+
+class ImageInfoSerializer(serializers.Serializer):
+    """The metadata as people read it (albums/exif_info.py); null where unknown."""
+
+    camera = serializers.CharField(allow_null=True, help_text='"Canon EOS 5D Mark IV"')
+    lens = serializers.CharField(allow_null=True)
+    exposure = serializers.CharField(allow_null=True, help_text='"1/250 s · f/2.8 · ISO 400 · 35 mm", what was recorded')
+    taken = serializers.DateTimeField(allow_null=True, help_text="EXIF capture time")
+    place = PlaceSerializer(allow_null=True, help_text="GPS position")
+    size = serializers.CharField(allow_null=True, help_text='"4000 × 3000", upright')
+
+
 class ImageSerializer(serializers.ModelSerializer):
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    info = serializers.SerializerMethodField(help_text="camera, lens, exposure, capture time, place and size, readable")
 
     class Meta:
         model = Image
         fields = [
             "id", "album", "original_name", "sha256", "bytes", "width", "height", "mime", "status", "failure_reason",
-            "taken_at", "camera", "exif", "created_at", "file_url", "thumbnail_url",
+            "taken_at", "camera", "exif", "info", "created_at", "file_url", "thumbnail_url",
         ]
+
+    @extend_schema_field(ImageInfoSerializer)
+    def get_info(self, image: Image) -> dict:
+        info = image_info(exif=image.exif, width=image.width, height=image.height, taken_at=image.taken_at,
+                          camera=image.camera)
+        return ImageInfoSerializer(info).data
 
     def get_file_url(self, image: Image) -> str:
         return reverse("api:image-file", args=[image.pk])

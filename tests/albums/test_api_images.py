@@ -214,3 +214,23 @@ def test_sorting_a_foreign_album_is_the_same_404(alice, bob, album, client_for):
     response = client_for(bob).get(f"/api/v1/albums/{album.pk}/images/?sort=taken")
     missing = client_for(bob).get(f"/api/v1/albums/{album.pk + 1000}/images/?sort=taken")
     assert response.status_code == 404 and response.json() == missing.json()
+
+
+def test_image_detail_has_readable_info_once_metadata_is_read(alice, bob, album, member_of, client_for):
+    from albums import services
+    from albums.imaging import make_thumbnail, read_metadata
+
+    data = jpeg_with_exif(orientation=1, size=(80, 40), make="Canon", model="Canon EOS R5")
+    image_id = upload(client_for(alice), album.pk, named(data, "cam.jpg")).json()["results"][0]["image_id"]
+    member_of(bob, Role.VIEWER)
+    before = client_for(bob).get(f"/api/v1/images/{image_id}/").json()["info"]
+    assert before == {"camera": None, "lens": None, "exposure": None, "taken": None, "place": None, "size": "80 × 40"}
+    # What the metadata task stores (workers.services.image_process_metadata), then read back readable.
+    image = Image.objects.get(pk=image_id)
+    services.image_save_metadata(image=image, metadata=read_metadata(io.BytesIO(data)),
+                                 thumbnail=make_thumbnail(io.BytesIO(data), size=32))
+    info = client_for(bob).get(f"/api/v1/images/{image_id}/").json()["info"]
+    assert info == {"camera": "Canon EOS R5", "lens": None, "exposure": None, "taken": "2021-07-04T12:30:00Z",
+                    "place": None, "size": "80 × 40"}
+    listed = client_for(bob).get(f"/api/v1/albums/{album.pk}/images/").json()["results"][0]["info"]
+    assert listed == info
