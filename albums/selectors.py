@@ -104,6 +104,13 @@ def image_list(*, album: Album, status: str | None = None, sort: str = DEFAULT_I
     return images.order_by(*IMAGE_SORTS[sort])
 
 
+def image_list_by_ids(*, album: Album, image_ids: list[int]) -> tuple[list[Image], list[int]]:
+    """The album's images among `image_ids`, in the order asked, and the ids that are not images of
+    this album (missing or another album's: the same to the caller)."""
+    found = {image.pk: image for image in Image.objects.filter(album=album, pk__in=image_ids)}
+    return [found[pk] for pk in image_ids if pk in found], [pk for pk in image_ids if pk not in found]
+
+
 def membership_list(*, album: Album) -> QuerySet[AlbumMembership]:
     return AlbumMembership.objects.filter(album=album).select_related("user").order_by("created_at", "id")
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -6,6 +7,7 @@ from albums import hooks
 from albums.exif_info import image_info
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
+from config.params import MAX_ID
 
 
 class AlbumSerializer(serializers.ModelSerializer):
@@ -136,3 +138,34 @@ class UploadResponseSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
     results = UploadResultSerializer(many=True)
+
+
+# --- Bulk actions on a selection of images. The views read their input through config.params
+# (parse_id_list: one clear message per bad id, from JSON or a form's repeated field); these
+# serializers describe it in the schema.
+
+def _image_ids_field() -> serializers.ListField:
+    return serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), min_length=1,
+                                 max_length=settings.LOUPE_MAX_BULK_IMAGES,
+                                 help_text="image ids, 1 to LOUPE_MAX_BULK_IMAGES; ids not in the album are reported, never touched")
+
+
+class ImageIdsSerializer(serializers.Serializer):
+    image_ids = _image_ids_field()
+
+
+class ImageCopySerializer(serializers.Serializer):
+    image_ids = _image_ids_field()
+    target_album_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="an album you can edit")
+
+
+class BulkDeleteResponseSerializer(serializers.Serializer):
+    deleted = serializers.IntegerField()
+    missing = serializers.ListField(child=serializers.IntegerField(), help_text="ids that are not images of this album")
+
+
+class CopyResponseSerializer(serializers.Serializer):
+    copied = serializers.IntegerField()
+    skipped_duplicates = serializers.IntegerField(help_text="the target album holds the same bytes already")
+    missing = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="ids that are not images of the source album, or whose file is gone")
