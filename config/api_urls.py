@@ -25,6 +25,8 @@ urlpatterns = [
     path("albums/<int:album_id>/index/", jobs.AlbumIndexApi.as_view(), name="album-index"),
     path("albums/<int:album_id>/retry-failed/", jobs.AlbumRetryFailedApi.as_view(), name="album-retry-failed"),
     path("albums/<int:album_id>/import/", jobs.AlbumFolderImportApi.as_view(), name="album-import"),
+    path("albums/<int:album_id>/rebuild-failure/dismiss/", jobs.AlbumRebuildFailureDismissApi.as_view(),
+         name="album-rebuild-failure-dismiss"),
     path("albums/<int:album_id>/search/", search.AlbumSearchApi.as_view(), name="album-search"),
     path("albums/<int:album_id>/duplicates/", search.AlbumDuplicatesApi.as_view(), name="album-duplicates"),
     path("images/<int:image_id>/", albums.ImageDetailApi.as_view(), name="image-detail"),

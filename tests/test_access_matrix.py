@@ -36,6 +36,7 @@ ENDPOINTS = [
     ("get", "/api/v1/jobs/{job}/", Role.VIEWER, None),
     ("post", "/api/v1/jobs/{job}/cancel/", Role.EDITOR, None),
     ("post", "/api/v1/albums/{album}/index/", Role.EDITOR, None),
+    ("post", "/api/v1/albums/{album}/rebuild-failure/dismiss/", Role.EDITOR, None),
     ("post", "/api/v1/albums/{album}/import/", Role.EDITOR, lambda: {"path": "/tmp"}),
     ("post", "/api/v1/albums/{album}/search/", Role.VIEWER, lambda: {"text": "dog"}),
     ("get", "/api/v1/albums/{album}/duplicates/", Role.VIEWER, None),

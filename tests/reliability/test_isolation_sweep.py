@@ -67,6 +67,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:album-jobs", "GET"): VIEWER,
     ("api:album-index", "POST"): EDITOR,
     ("api:album-retry-failed", "POST"): EDITOR,
+    ("api:album-rebuild-failure-dismiss", "POST"): EDITOR,
     ("api:album-import", "POST"): Rule(Role.EDITOR, staff=True),
     ("api:album-search", "POST"): VIEWER,
     ("api:album-duplicates", "GET"): VIEWER,
@@ -300,6 +301,8 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:album-images-copy", "POST"): Effect(201, _copied),
     ("api:album-index", "POST"): Effect(200),  # joins the album's queued job: a new one would be a 202
     ("api:album-retry-failed", "POST"): Effect(200),  # {"retried": 0}: no image of the album has failed
+    ("api:album-rebuild-failure-dismiss", "POST"): Effect(200, _exists("workers.IndexJob", album=_the_album, kind="rebuild",
+                                                                       dismissed_at__isnull=False)),
     ("api:album-import", "POST"): Effect(202, _exists("workers.IndexJob", kind="import", album=_the_album)),
     ("api:album-search", "POST"): Effect(409),  # album_not_indexed: the album has no vectors
     ("api:album-duplicates", "GET"): Effect(409),
@@ -444,6 +447,8 @@ def world(make_user, settings, import_root):
     [upload] = services.image_upload_many(album=album, user=users["owner"], files=[("a.jpg", io.BytesIO(image_bytes()))])
     from albums.models import Image
 
+    # A rebuild that failed before the queued index job, shown on the album until dismissed.
+    IndexJob.objects.create(album=album, kind=IndexJob.Kind.REBUILD, status=IndexJob.Status.FAILED, message="no weights")
     job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX)
     image = Image.objects.get(pk=upload.image_id)
     from search import masks
