@@ -50,7 +50,7 @@ def camera_name(*, make: Any, model: Any, fallback: str = "") -> str | None:
     "NIKON D750"; "FUJIFILM" + "X-T3" → "FUJIFILM X-T3". The model alone when it already names the maker."""
     make, model = _text(make), _text(model)
     if not model:
-        return make or fallback or None
+        return fallback or make or None
     maker = make.split()[0].lower() if make else ""
     if not maker or model.lower().startswith(maker):
         return model
