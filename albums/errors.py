@@ -16,6 +16,15 @@ class ImageNotFoundError(NotFoundError):
         super().__init__("Image not found.")
 
 
+class ImagesNotFoundError(NotFoundError):
+    """A bulk request none of whose ids is an image of the album."""
+
+    code = "image_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("None of these images is in this album.")
+
+
 class RoleRequiredError(PermissionDeniedError):
     code = "role_required"
 

@@ -7,8 +7,8 @@
   generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
   starts a rebuild in that same transaction.
 - `index_summary(album)`: image counts by status and the model search uses, plus what albums shows
-  of its indexing but does not own (the job under way), from the one provider the indexing layer
-  registers; without it, `active_job` is None.
+  of its indexing but does not own (the job under way, a failed rebuild not yet dismissed), from the
+  one provider the indexing layer registers; without it, `active_job` and `last_failed_rebuild` are None.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def provide_index_summary(provider: Callable) -> None:
 
 
 def index_summary(*, album) -> dict:
-    """Image counts by status, the model search uses, and the job under way (a dict) if any."""
+    """Image counts by status, the model search uses, the job under way (a dict) if any, and the
+    album's last rebuild when it failed and nobody dismissed it yet (a dict) if any."""
     from albums.models import Image
 
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
@@ -42,7 +43,7 @@ def index_summary(*, album) -> dict:
     summary = {"search_model_id": album.active_model_id or None,
                "search_model": parse_model_id(album.active_model_id).describe() if album.active_model_id else None,
                "images": {status: counts.get(status, 0) for status in Image.Status.values},
-               "active_job": None, "rebuilding": False}
+               "active_job": None, "rebuilding": False, "last_failed_rebuild": None}
     if _index_summary is not None:
         summary.update(_index_summary(album=album))
     return summary

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 
 from albums.errors import AlbumNotFoundError, ImageNotFoundError, RoleRequiredError
+from config.errors import ApplicationError
 from albums.models import Album, AlbumMembership, Image
 from albums.roles import Role, role_at_least
 
@@ -73,11 +74,41 @@ def image_visible_to(*, user: AbstractBaseUser, image_id: int) -> bool:
     return Image.objects.filter(pk=image_id, album_id__in=albums).exists()
 
 
-def image_list(*, album: Album, status: str | None = None) -> QuerySet[Image]:
+# How an album's images may be ordered: by upload ("added") or by EXIF capture time ("taken"), newest
+# first with a leading minus. Images without a capture time come last either way; ties go by id in
+# the sort's direction, so paging is stable.
+IMAGE_SORTS = {
+    "-added": (F("created_at").desc(), F("id").desc()),
+    "added": (F("created_at").asc(), F("id").asc()),
+    "-taken": (F("taken_at").desc(nulls_last=True), F("id").desc()),
+    "taken": (F("taken_at").asc(nulls_last=True), F("id").asc()),
+}
+DEFAULT_IMAGE_SORT = "-added"
+
+
+class ImageSortInvalidError(ApplicationError):
+    code = "invalid_sort"
+
+    def __init__(self, sort: object) -> None:
+        super().__init__(f"Unknown sort {str(sort)[:40]!r}; use one of {', '.join(IMAGE_SORTS)}.",
+                         extra={"parameter": "sort", "allowed": list(IMAGE_SORTS)})
+
+
+def image_list(*, album: Album, status: str | None = None, sort: str = DEFAULT_IMAGE_SORT) -> QuerySet[Image]:
+    """The album's images in `sort` order (IMAGE_SORTS; an unknown one is ImageSortInvalidError)."""
+    if sort not in IMAGE_SORTS:
+        raise ImageSortInvalidError(sort)
     images = Image.objects.filter(album=album)
     if status:
         images = images.filter(status=status)
-    return images
+    return images.order_by(*IMAGE_SORTS[sort])
+
+
+def image_list_by_ids(*, album: Album, image_ids: list[int]) -> tuple[list[Image], list[int]]:
+    """The album's images among `image_ids`, in the order asked, and the ids that are not images of
+    this album (missing or another album's: the same to the caller)."""
+    found = {image.pk: image for image in Image.objects.filter(album=album, pk__in=image_ids)}
+    return [found[pk] for pk in image_ids if pk in found], [pk for pk in image_ids if pk not in found]
 
 
 def membership_list(*, album: Album) -> QuerySet[AlbumMembership]:

@@ -15,10 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from albums import hooks
-from albums.errors import MembershipError, UserNotFoundError
+from albums.errors import ImageFileMissingError, MembershipError, UserNotFoundError
 from albums.imaging import ImageRejected, clean_filename, probe_image
 from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
+from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
 from encoders.pooling import MEAN
 from encoders.registry import default_encoder_spec, ensemble_by_default
@@ -261,11 +262,118 @@ def image_upload_many(
     return results
 
 
+def _images_delete(image_ids: list[int]) -> int:
+    """Delete these images' rows (their vectors, region tokens, masks and support-set uses go with
+    them: FK cascades) in the caller's transaction, and their files (original, thumbnail, mask) once it
+    commits: a rolled-back delete keeps every file."""
+    rows = list(Image.objects.filter(pk__in=image_ids).values_list("pk", "file", "thumbnail"))
+    found = [pk for pk, _, _ in rows]
+    names = [name for _, file, thumbnail in rows for name in (file, thumbnail)] + _mask_files(found)
+    Image.objects.filter(pk__in=found).delete()
+    transaction.on_commit(lambda: _delete_stored_files(names))
+    return len(found)
+
+
 @transaction.atomic
 def image_delete(*, image: Image) -> None:
-    names = [image.file.name, image.thumbnail.name, *_mask_files([image.pk])]
-    image.delete()  # embeddings go with it (FK cascade)
-    transaction.on_commit(lambda: _delete_stored_files(names))
+    _images_delete([image.pk])
+
+
+@dataclass(frozen=True)
+class BulkDeleteResult:
+    deleted: int
+    missing: list[int]  # ids asked for that are not images of the album (whether they exist elsewhere or not)
+
+
+@transaction.atomic
+def image_delete_many(*, album: Album, image_ids: list[int]) -> BulkDeleteResult:
+    """Delete the album's images among `image_ids`, as `image_delete` does each, in one transaction
+    (files after it commits). Ids of other albums' images are only reported missing, never touched."""
+    found = list(Image.objects.filter(album=album, pk__in=image_ids).values_list("pk", flat=True))
+    deleted = _images_delete(found)
+    present = set(found)
+    return BulkDeleteResult(deleted=deleted, missing=[pk for pk in image_ids if pk not in present])
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    copied: list[int]  # the new images' ids in the target album
+    skipped_duplicates: int  # the target already holds the same bytes
+    missing: list[int]  # ids that are not images of the source album, or whose stored file is gone
+
+
+def _copy_row(source: Image, *, target: Album, user: AbstractBaseUser) -> Image:
+    """A new row for `source`'s bytes in `target`: what upload and the metadata task know already
+    (size, EXIF, capture time) is carried over, so the grid sorts right at once; the thumbnail and the
+    vectors are made for the target by the same workers an upload starts."""
+    return Image(album=target, original_name=source.original_name, sha256=source.sha256, bytes=source.bytes,
+                 width=source.width, height=source.height, mime=source.mime, exif=source.exif,
+                 taken_at=source.taken_at, camera=source.camera, uploaded_by=user)
+
+
+def image_copy_many(*, source: Album, target: Album, user: AbstractBaseUser, image_ids: list[int]) -> CopyResult:
+    """Copy the source album's images among `image_ids` into `target` as new images: each file is
+    stored again under the target (albums never share files, so deleting one never breaks the other),
+    an image whose bytes the target holds already is skipped as upload skips it, and after commit the
+    target's workers make thumbnails and index the copies with the target's encoder (the upload hook)."""
+    sources = list(Image.objects.filter(album=source, pk__in=image_ids))
+    by_id = {image.pk: image for image in sources}
+    held = set(Image.objects.filter(album=target, sha256__in=[i.sha256 for i in sources]).values_list("sha256", flat=True))
+    missing = [pk for pk in image_ids if pk not in by_id]
+    skipped, rows, stored = 0, [], []
+    try:
+        for pk in image_ids:
+            image = by_id.get(pk)
+            if image is None:
+                continue
+            if image.sha256 in held:
+                skipped += 1
+                continue
+            row = _copy_row(image, target=target, user=user)
+            try:
+                with image_file_open(image=image) as fp:
+                    row.file.save("copy", File(fp), save=False)
+            except ImageFileMissingError:
+                missing.append(pk)
+                continue
+            stored.append(row.file.name)
+            held.add(image.sha256)
+            rows.append(row)
+        created = _insert_copies(rows, target=target)
+    except BaseException:
+        _delete_stored_files(stored)  # nothing was recorded: no file may stay behind
+        raise
+    if len(created) < len(rows):  # another request stored some of the same bytes meanwhile
+        kept = {row.file.name for row in created}
+        _delete_stored_files([row.file.name for row in rows if row.file.name not in kept])
+    created_ids = [row.pk for row in created]
+    if created_ids:
+        transaction.on_commit(lambda: hooks.announce(hooks.images_uploaded, album=target, user=user,
+                                                     image_ids=created_ids))
+    return CopyResult(copied=created_ids, skipped_duplicates=skipped + len(rows) - len(created), missing=missing)
+
+
+def _insert_copies(rows: list[Image], *, target: Album) -> list[Image]:
+    """All rows in one INSERT; if the target gained some of the same bytes since they were checked
+    (the unique constraint), row by row, leaving those out."""
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            return Image.objects.bulk_create(rows)
+    except IntegrityError:
+        pass
+    created = []
+    with transaction.atomic():
+        for row in rows:
+            row.pk = None
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+            except IntegrityError:
+                continue
+            created.append(row)
+    return created
 
 
 def image_mark_failed(*, image_id: int, reason: str) -> None:

@@ -66,13 +66,19 @@ def album_list(request):
 @with_album()
 def album_detail(request, album):
     status = request.GET.get("status") or None
-    images = selectors.image_list(album=album, status=status if status in ("pending", "indexed", "failed") else None)
-    page = Paginator(images.order_by("-created_at", "-id"), 60).get_page(request.GET.get("page"))
+    sort = request.GET.get("sort")
+    sort = sort if sort in selectors.IMAGE_SORTS else selectors.DEFAULT_IMAGE_SORT  # a page shows the default for junk
+    images = selectors.image_list(album=album, status=status if status in ("pending", "indexed", "failed") else None,
+                                  sort=sort)
+    page = Paginator(images, 60).get_page(request.GET.get("page"))
+    summary = hooks.index_summary(album=album)
     context = {
         "album": album,
-        "summary": hooks.index_summary(album=album),
+        "summary": summary,
+        "failed_rebuild": summary["last_failed_rebuild"],
         "page": page,
         "status": status,
+        "sort": sort,
         "can_edit": role_at_least(album.role, Role.EDITOR),
         "is_owner": role_at_least(album.role, Role.OWNER),
         "import_enabled": bool(settings.LOUPE_IMPORT_ROOTS),  # no roots: folder import is off

@@ -39,3 +39,15 @@ def parse_int(raw: object, *, name: str, minimum: int | None = None, maximum: in
 def parse_id(raw: object, *, name: str, code: str = "invalid") -> int:
     """A primary key: a positive integer that fits a bigint."""
     return parse_int(raw, name=name, minimum=1, maximum=MAX_ID, code=code, expected="an id (a positive integer)")
+
+
+def parse_id_list(raw: object, *, name: str, maximum: int) -> list[int]:
+    """A non-empty list of ids (a JSON array, or a form's repeated field) of at most `maximum` items,
+    each one as `parse_id` takes it; repeats are dropped, the first order kept."""
+    if not isinstance(raw, list) or not raw:
+        raise ApplicationError(f"{name} must be a non-empty list of ids; got {_shown(raw)}.", code="invalid",
+                               extra={"parameter": name})
+    if len(raw) > maximum:
+        raise ApplicationError(f"{name} takes at most {maximum} ids per request; got {len(raw)}. Send them in parts.",
+                               code="too_many_ids", extra={"parameter": name, "max_items": maximum})
+    return list(dict.fromkeys(parse_id(value, name=f"{name}[{i}]") for i, value in enumerate(raw)))

@@ -29,6 +29,13 @@ def query_image_body_limit() -> int:
     return settings.LOUPE_MAX_QUERY_BYTES * 4 // 3 + FORM_OVERHEAD_BYTES
 
 
+def id_list_body_limit() -> int:
+    """A list of up to LOUPE_MAX_BULK_IMAGES ids as JSON (≤ 21 bytes an id), a urlencoded form's
+    repeated `image_ids=…&` (≤ 30) or multipart's (a part each: a boundary of up to 70 bytes and its
+    headers, ≤ 190), with a few more fields and a CSRF token."""
+    return settings.LOUPE_MAX_BULK_IMAGES * 192 + 16 * 1024
+
+
 def declared_length(request) -> int:
     try:
         return max(0, int(request.META.get("CONTENT_LENGTH") or 0))

@@ -1,7 +1,7 @@
 """Rate limits: per user for the expensive endpoints, search (an encoder call and a vector query) and
 upload (decoding every file), and per address for password → token exchanges. Rates come from
 settings (`LOUPE_AUTH_THROTTLE`, `LOUPE_SEARCH_THROTTLE`, `LOUPE_UPLOAD_THROTTLE`,
-`LOUPE_RENDER_THROTTLE`); counts live in the default cache, which is Redis, so every gunicorn worker
+`LOUPE_RENDER_THROTTLE`, `LOUPE_BULK_THROTTLE`); counts live in the default cache, which is Redis, so every gunicorn worker
 and host shares them.
 
 A throttle that cannot reach its cache lets the request through and logs it: while Redis restarts,
@@ -48,6 +48,13 @@ class RenderRateThrottle(_LoupeRateThrottle):
     of thumbnails at once, so the allowance is larger than search's."""
 
     scope = "render"
+
+
+class BulkRateThrottle(_LoupeRateThrottle):
+    """Actions on a selection of up to LOUPE_MAX_BULK_IMAGES images: delete, download as a zip
+    (every file read and sent), copy to another album (every file stored again)."""
+
+    scope = "bulk"
 
 
 class UploadRateThrottle(_LoupeRateThrottle):

@@ -8,6 +8,7 @@ from django.http import Http404
 from django.shortcuts import render
 
 from albums.errors import RoleRequiredError
+from albums.exif_info import image_info
 from albums.roles import Role, role_at_least
 from albums.hooks import index_summary
 from albums.selectors import image_get_for_user
@@ -46,7 +47,9 @@ def image_page(request, image_id: int):
         raise PermissionDenied(exc.message) from None
     except NotFoundError:
         raise Http404("Image not found.") from None
-    return render(request, "search/image.html", {"image": image, "album": image.album,
+    info = image_info(exif=image.exif, width=image.width, height=image.height, taken_at=image.taken_at,
+                      camera=image.camera)
+    return render(request, "search/image.html", {"image": image, "album": image.album, "info": info,
                                                    "can_edit": role_at_least(image.role, Role.EDITOR)})
 
 

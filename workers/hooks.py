@@ -25,14 +25,18 @@ def rebuild(*, album, user, **kwargs) -> None:
 
 
 def album_index_state(*, album) -> dict:
-    """The indexing job under way (serialized) for albums.hooks.index_summary."""
-    from workers.api.views import JobSerializer
+    """The indexing job under way and a failed rebuild not yet dismissed (serialized) for
+    albums.hooks.index_summary."""
+    from workers.api.views import FailedRebuildSerializer, JobSerializer
     from workers.models import IndexJob
+    from workers.selectors import rebuild_failure_get
 
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
            .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
+    failed = rebuild_failure_get(album=album)
     return {"active_job": JobSerializer(job).data if job else None,
-            "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD)}
+            "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD),
+            "last_failed_rebuild": FailedRebuildSerializer(failed, context={"album": album}).data if failed else None}
 
 
 def connect() -> None:

@@ -74,10 +74,13 @@ def index_job_start(
             message=f"Stalled: no progress for over {settings.LOUPE_JOB_STALE_SECONDS} s; a new job replaced it.",
         )
     task_id = str(uuid.uuid4())
+    # A rebuild records what it rebuilds for: if it fails, the album says which encoder did not take.
+    params = {"encoder_spec": album.encoder_spec} if kind == IndexJob.Kind.REBUILD else {}
     try:
         with transaction.atomic():
             job = IndexJob.objects.create(
-                album=album, kind=kind, generation=album.generation, created_by=user, celery_task_id=task_id
+                album=album, kind=kind, generation=album.generation, created_by=user, celery_task_id=task_id,
+                params=params,
             )
     except IntegrityError:  # another request started one a moment ago
         return _active_index_jobs(album).get(), False
@@ -121,6 +124,18 @@ def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
         index_job_cancel(job=job, reason=SUPERSEDED)
     job, _ = index_job_start(album=album, user=user, kind=IndexJob.Kind.REBUILD)
     return job
+
+
+def rebuild_failure_dismiss(*, album: Album) -> int | None:
+    """Stop showing the album's failed rebuild (workers.selectors.rebuild_failure_get): the id of the
+    job dismissed, or None when there was none to dismiss."""
+    from workers.selectors import rebuild_failure_get
+
+    job = rebuild_failure_get(album=album)
+    if job is None:
+        return None
+    IndexJob.objects.filter(pk=job.pk, dismissed_at__isnull=True).update(dismissed_at=timezone.now())
+    return job.pk
 
 
 # --- step 1: scope -----------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class IndexJob(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     params = models.JSONField(default=dict, blank=True)  # what the job was asked (a duplicates threshold)
     result = models.JSONField(null=True, blank=True)  # what it found, for jobs that answer a question
+    # A failed rebuild shows on its album (the album keeps searching the old vectors) until someone
+    # dismisses it (workers.indexing.rebuild_failure_dismiss).
+    dismissed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

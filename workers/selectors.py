@@ -31,3 +31,13 @@ def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[IndexJob]:
 
 def job_list_for_album(*, album: Album) -> QuerySet[IndexJob]:
     return IndexJob.objects.filter(album=album)
+
+
+def rebuild_failure_get(*, album: Album) -> IndexJob | None:
+    """The album's latest rebuild when it failed and nobody dismissed it yet: the album then still
+    searches its old vectors under a new encoder setting. A later rebuild (or its success) replaces it."""
+    last = (IndexJob.objects.filter(album=album, kind=IndexJob.Kind.REBUILD).order_by("-created_at", "-pk")
+            .only("pk", "status", "dismissed_at", "params", "message", "finished_at", "album_id").first())
+    if last is None or last.status != IndexJob.Status.FAILED or last.dismissed_at is not None:
+        return None
+    return last

@@ -1,9 +1,13 @@
+from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from albums import hooks
+from albums.exif_info import image_info
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
+from config.params import MAX_ID
 
 
 class AlbumSerializer(serializers.ModelSerializer):
@@ -80,16 +84,39 @@ class MemberWriteSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.VIEWER)
 
 
+class PlaceSerializer(serializers.Serializer):
+    lat = serializers.FloatField(help_text="decimal degrees, north positive")
+    lon = serializers.FloatField(help_text="decimal degrees, east positive")
+
+
+class ImageInfoSerializer(serializers.Serializer):
+    """The metadata as people read it (albums/exif_info.py); null where unknown."""
+
+    camera = serializers.CharField(allow_null=True, help_text='"Canon EOS 5D Mark IV"')
+    lens = serializers.CharField(allow_null=True)
+    exposure = serializers.CharField(allow_null=True, help_text='"1/250 s · f/2.8 · ISO 400 · 35 mm", what was recorded')
+    taken = serializers.DateTimeField(allow_null=True, help_text="EXIF capture time")
+    place = PlaceSerializer(allow_null=True, help_text="GPS position")
+    size = serializers.CharField(allow_null=True, help_text='"4000 × 3000", upright')
+
+
 class ImageSerializer(serializers.ModelSerializer):
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    info = serializers.SerializerMethodField(help_text="camera, lens, exposure, capture time, place and size, readable")
 
     class Meta:
         model = Image
         fields = [
             "id", "album", "original_name", "sha256", "bytes", "width", "height", "mime", "status", "failure_reason",
-            "taken_at", "camera", "exif", "created_at", "file_url", "thumbnail_url",
+            "taken_at", "camera", "exif", "info", "created_at", "file_url", "thumbnail_url",
         ]
+
+    @extend_schema_field(ImageInfoSerializer)
+    def get_info(self, image: Image) -> dict:
+        info = image_info(exif=image.exif, width=image.width, height=image.height, taken_at=image.taken_at,
+                          camera=image.camera)
+        return ImageInfoSerializer(info).data
 
     def get_file_url(self, image: Image) -> str:
         return reverse("api:image-file", args=[image.pk])
@@ -111,3 +138,34 @@ class UploadResponseSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
     results = UploadResultSerializer(many=True)
+
+
+# --- Bulk actions on a selection of images. The views read their input through config.params
+# (parse_id_list: one clear message per bad id, from JSON or a form's repeated field); these
+# serializers describe it in the schema.
+
+def _image_ids_field() -> serializers.ListField:
+    return serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), min_length=1,
+                                 max_length=settings.LOUPE_MAX_BULK_IMAGES,
+                                 help_text="image ids, 1 to LOUPE_MAX_BULK_IMAGES; ids not in the album are reported, never touched")
+
+
+class ImageIdsSerializer(serializers.Serializer):
+    image_ids = _image_ids_field()
+
+
+class ImageCopySerializer(serializers.Serializer):
+    image_ids = _image_ids_field()
+    target_album_id = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="an album you can edit")
+
+
+class BulkDeleteResponseSerializer(serializers.Serializer):
+    deleted = serializers.IntegerField()
+    missing = serializers.ListField(child=serializers.IntegerField(), help_text="ids that are not images of this album")
+
+
+class CopyResponseSerializer(serializers.Serializer):
+    copied = serializers.IntegerField()
+    skipped_duplicates = serializers.IntegerField(help_text="the target album holds the same bytes already")
+    missing = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="ids that are not images of the source album, or whose file is gone")

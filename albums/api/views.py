@@ -4,34 +4,40 @@ from io import BytesIO
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import FileResponse
+from django.http import FileResponse, QueryDict, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from albums import selectors, services
+from albums import downloads, selectors, services
 from albums.imaging import make_thumbnail
 from albums.api.serializers import (
     AlbumDetailSerializer,
     AlbumListItemSerializer,
     AlbumSerializer,
     AlbumWriteSerializer,
+    BulkDeleteResponseSerializer,
+    CopyResponseSerializer,
+    ImageCopySerializer,
+    ImageIdsSerializer,
     ImageSerializer,
     MemberSerializer,
     MemberWriteSerializer,
     UploadResponseSerializer,
 )
-from albums.errors import ImageFileMissingError
+from albums.errors import ImageFileMissingError, ImagesNotFoundError
 from albums.models import Image
 from albums.roles import Role
 from albums.storage import image_file_open
 from albums.upload_handlers import GuardedUploadMixin
 from config.errors import ApplicationError
-from config.throttles import RenderRateThrottle, UploadRateThrottle
+from config.throttles import BulkRateThrottle, RenderRateThrottle, UploadRateThrottle
 from config.pagination import LoupePagination, paginate
+from config.params import parse_id, parse_id_list
+from config.request_limits import id_list_body_limit
 
 
 class AlbumListApi(APIView):
@@ -103,7 +109,12 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
     throttle_classes = [UploadRateThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values)],
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=Image.Status.values),
+            OpenApiParameter("sort", OpenApiTypes.STR, enum=list(selectors.IMAGE_SORTS), default=selectors.DEFAULT_IMAGE_SORT,
+                             description="added: upload time; taken: EXIF capture time (images without one last); "
+                                         "a leading minus is newest first; ties by id"),
+        ],
         responses=ImageSerializer(many=True),
     )
     def get(self, request, album_id: int):
@@ -113,7 +124,9 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
             raise ApplicationError(
                 f"Unknown status {status_filter!r}; use one of {', '.join(Image.Status.values)}.", code="invalid_filter"
             )
-        return paginate(request, selectors.image_list(album=album, status=status_filter), ImageSerializer, view=self)
+        sort = request.query_params.get("sort") or selectors.DEFAULT_IMAGE_SORT
+        images = selectors.image_list(album=album, status=status_filter, sort=sort)
+        return paginate(request, images, ImageSerializer, view=self)
 
     @extend_schema(
         request={
@@ -139,6 +152,88 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
             "results": [r.__dict__ for r in results],
         }
         return Response(body, status=status.HTTP_201_CREATED if counts["created"] else status.HTTP_200_OK)
+
+
+def _body_field(request, name: str, *, many: bool = False):
+    """A field of a JSON object or of a form (repeated, for `many`); None or [] when absent."""
+    data = request.data
+    if isinstance(data, QueryDict):
+        return data.getlist(name) if many else data.get(name)
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def _form_or_json(serializer) -> dict:
+    return {media: serializer for media in ("application/json", "application/x-www-form-urlencoded", "multipart/form-data")}
+
+
+def _image_ids(request) -> list[int]:
+    return parse_id_list(_body_field(request, "image_ids", many=True), name="image_ids",
+                         maximum=settings.LOUPE_MAX_BULK_IMAGES)
+
+
+class _BulkImagesApi(APIView):
+    """A POST naming up to LOUPE_MAX_BULK_IMAGES images of the album, as JSON or as a form (a plain
+    HTML form or FormData: repeated `image_ids` fields; signed in by session, with its CSRF token like
+    any session write)."""
+
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    throttle_classes = [BulkRateThrottle]
+    max_body_bytes = staticmethod(id_list_body_limit)
+
+
+class AlbumImageBulkDeleteApi(_BulkImagesApi):
+    @extend_schema(request=_form_or_json(ImageIdsSerializer),
+                   responses=BulkDeleteResponseSerializer)
+    def post(self, request, album_id: int):
+        """Delete these images of the album (editors), as deleting each one does: files, vectors, masks.
+        Ids that are not images of this album are listed in `missing` and nothing else happens to them."""
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        result = services.image_delete_many(album=album, image_ids=_image_ids(request))
+        return Response({"deleted": result.deleted, "missing": result.missing})
+
+
+class AlbumImageDownloadApi(_BulkImagesApi):
+    @extend_schema(request=_form_or_json(ImageIdsSerializer),
+                   responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def post(self, request, album_id: int):
+        """The original files of these images as one ZIP, streamed (members stored under their
+        original names, repeats numbered: `a.jpg`, `a (2).jpg`). Ids that are not images of the album
+        are left out; when none is, 404."""
+        album = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        images, missing = selectors.image_list_by_ids(album=album, image_ids=_image_ids(request))
+        if not images:
+            raise ImagesNotFoundError()
+        for image in images:  # before the first byte goes out: a missing file is a clear 404, not a cut-off zip
+            if not image.file or not image.file.storage.exists(image.file.name):
+                raise ImageFileMissingError(image_id=image.pk, name=image.file.name)
+        names = downloads.member_names(image.original_name for image in images)
+        members = [
+            downloads.ZipMember(name=name, size=image.bytes, modified=image.taken_at or image.created_at,
+                                open=lambda image=image: image_file_open(image=image))
+            for name, image in zip(names, images)
+        ]
+        response = StreamingHttpResponse(downloads.zip_stream(members), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{downloads.archive_name(album.name, album_id=album.pk)}"'
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        response["X-Loupe-Images"] = str(len(images))
+        response["X-Loupe-Missing"] = str(len(missing))
+        return response
+
+
+class AlbumImageCopyApi(_BulkImagesApi):
+    @extend_schema(request=_form_or_json(ImageCopySerializer),
+                   responses={201: CopyResponseSerializer})
+    def post(self, request, album_id: int):
+        """Copy these images into another album you can edit (a viewer of this one may copy out). The
+        copies are new images of the target, indexed with its encoder; bytes it holds already are skipped."""
+        source = selectors.album_get_for_user(user=request.user, album_id=album_id)
+        image_ids = _image_ids(request)
+        target_id = parse_id(_body_field(request, "target_album_id"), name="target_album_id")
+        target = selectors.album_get_for_user(user=request.user, album_id=target_id, min_role=Role.EDITOR)
+        result = services.image_copy_many(source=source, target=target, user=request.user, image_ids=image_ids)
+        return Response({"copied": len(result.copied), "skipped_duplicates": result.skipped_duplicates,
+                         "missing": result.missing}, status=status.HTTP_201_CREATED)
 
 
 class ImageDetailApi(APIView):

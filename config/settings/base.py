@@ -125,8 +125,12 @@ LOUPE_THUMBNAIL_SIZE = env.int("LOUPE_THUMBNAIL_SIZE", default=384)
 # Longest side over shortest side. Encoders resize the short side to ~256 px, so a 1×4000 strip
 # costs ~1.8 GB to resize; 50:1 still takes stitched panoramas (docs/reliability.md).
 LOUPE_MAX_ASPECT_RATIO = env.int("LOUPE_MAX_ASPECT_RATIO", default=50)
+# Images one bulk request (delete, download as a zip, copy to another album) may name.
+LOUPE_MAX_BULK_IMAGES = env.int("LOUPE_MAX_BULK_IMAGES", default=1000)
 # Django's own limits apply to the whole request body; ours are per file and per request.
 DATA_UPLOAD_MAX_NUMBER_FILES = LOUPE_MAX_FILES_PER_REQUEST
+# A plain form may post LOUPE_MAX_BULK_IMAGES repeated `image_ids` fields, plus its token and a few more.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = max(1000, LOUPE_MAX_BULK_IMAGES + 100)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -283,6 +287,7 @@ REST_FRAMEWORK = {
         "search": env.str("LOUPE_SEARCH_THROTTLE", default="600/minute"),
         "upload": env.str("LOUPE_UPLOAD_THROTTLE", default="120/minute"),
         "render": env.str("LOUPE_RENDER_THROTTLE", default="3000/minute"),
+        "bulk": env.str("LOUPE_BULK_THROTTLE", default="60/minute"),
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -17,7 +17,7 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 REST_FRAMEWORK = {  # noqa: F405
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"auth": "1000/minute", "search": "100000/minute", "upload": "100000/minute",
-                                "render": "100000/minute"},
+                                "render": "100000/minute", "bulk": "100000/minute"},
 }
 
 # With no URLs given, the test run starts its own embedded servers and stops them when it ends.

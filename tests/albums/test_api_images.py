@@ -164,3 +164,73 @@ def test_media_is_not_served_from_a_public_url(alice, album, client_for):
     image = Image.objects.get(pk=upload(client_for(alice), album.pk, named(image_bytes(), "a.jpg")).json()["results"][0]["image_id"])
     assert Client().get("/media/" + image.file.name).status_code == 404
     assert Client().get("/" + image.file.name).status_code == 404
+
+
+def _three_images(alice, album, client):
+    """Three images uploaded in order a, b, c; b taken in 2019, c in 2021, a without a capture time."""
+    from datetime import datetime, timezone
+
+    body = upload(client, album.pk, *[named(image_bytes(color=(i * 40, 9, 9)), f"{n}.jpg") for i, n in enumerate("abc")])
+    ids = {r["name"][0]: r["image_id"] for r in body.json()["results"]}
+    Image.objects.filter(pk=ids["b"]).update(taken_at=datetime(2019, 5, 1, tzinfo=timezone.utc))
+    Image.objects.filter(pk=ids["c"]).update(taken_at=datetime(2021, 5, 1, tzinfo=timezone.utc))
+    return ids
+
+
+@pytest.mark.parametrize("sort,expected", [
+    (None, "cba"), ("-added", "cba"), ("added", "abc"), ("-taken", "cba"), ("taken", "bca"),
+])
+def test_list_sorts_by_date_added_or_taken_with_undated_images_last(alice, album, client_for, sort, expected):
+    client = client_for(alice)
+    ids = _three_images(alice, album, client)
+    names = {v: k for k, v in ids.items()}
+    query = f"?sort={sort}" if sort else ""
+    results = client.get(f"/api/v1/albums/{album.pk}/images/{query}").json()["results"]
+    assert "".join(names[r["id"]] for r in results) == expected
+
+
+def test_the_default_order_is_newest_upload_first_with_ties_by_id(alice, album, client_for):
+    client = client_for(alice)
+    ids = _three_images(alice, album, client)
+    same_moment = Image.objects.get(pk=ids["a"]).created_at
+    Image.objects.filter(album=album).update(created_at=same_moment)
+    results = client.get(f"/api/v1/albums/{album.pk}/images/").json()["results"]
+    assert [r["id"] for r in results] == sorted(ids.values(), reverse=True)
+    both = client.get(f"/api/v1/albums/{album.pk}/images/?sort=taken&status=pending").json()["results"]
+    assert [r["id"] for r in both] == [ids["b"], ids["c"], ids["a"]]
+
+
+@pytest.mark.parametrize("sort", ["newest", "taken_at", "-", "added;drop", "x" * 500])
+def test_an_unknown_sort_is_a_400_naming_the_choices(alice, album, client_for, sort):
+    response = client_for(alice).get(f"/api/v1/albums/{album.pk}/images/", {"sort": sort})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid_sort" and "-taken" in body["message"]
+    assert body["extra"]["allowed"] == ["-added", "added", "-taken", "taken"]
+    assert len(body["message"]) < 200
+
+
+def test_sorting_a_foreign_album_is_the_same_404(alice, bob, album, client_for):
+    response = client_for(bob).get(f"/api/v1/albums/{album.pk}/images/?sort=taken")
+    missing = client_for(bob).get(f"/api/v1/albums/{album.pk + 1000}/images/?sort=taken")
+    assert response.status_code == 404 and response.json() == missing.json()
+
+
+def test_image_detail_has_readable_info_once_metadata_is_read(alice, bob, album, member_of, client_for):
+    from albums import services
+    from albums.imaging import make_thumbnail, read_metadata
+
+    data = jpeg_with_exif(orientation=1, size=(80, 40), make="Canon", model="Canon EOS R5")
+    image_id = upload(client_for(alice), album.pk, named(data, "cam.jpg")).json()["results"][0]["image_id"]
+    member_of(bob, Role.VIEWER)
+    before = client_for(bob).get(f"/api/v1/images/{image_id}/").json()["info"]
+    assert before == {"camera": None, "lens": None, "exposure": None, "taken": None, "place": None, "size": "80 × 40"}
+    # What the metadata task stores (workers.services.image_process_metadata), then read back readable.
+    image = Image.objects.get(pk=image_id)
+    services.image_save_metadata(image=image, metadata=read_metadata(io.BytesIO(data)),
+                                 thumbnail=make_thumbnail(io.BytesIO(data), size=32))
+    info = client_for(bob).get(f"/api/v1/images/{image_id}/").json()["info"]
+    assert info == {"camera": "Canon EOS R5", "lens": None, "exposure": None, "taken": "2021-07-04T12:30:00Z",
+                    "place": None, "size": "80 × 40"}
+    listed = client_for(bob).get(f"/api/v1/albums/{album.pk}/images/").json()["results"][0]["info"]
+    assert listed == info

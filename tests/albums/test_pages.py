@@ -242,3 +242,22 @@ def test_photos_come_first_albums_show_covers_and_upload_folds_away_once_there_a
     listing = signed_in(alice).get("/").content.decode()
     assert all(f"/api/v1/images/{image_id}/thumbnail" in listing for image_id in newest_four)
     assert "6 photos" in listing
+
+
+def test_the_album_page_sorts_like_the_api_and_shows_the_default_for_junk(alice, album):
+    from datetime import datetime, timezone
+
+    from albums.models import Image
+
+    results = services.image_upload_many(album=album, user=alice, files=[
+        (f"{n}.jpg", io.BytesIO(image_bytes(color=(i * 50, 1, 1)))) for i, n in enumerate("abc")])
+    ids = {r.name: r.image_id for r in results}
+    Image.objects.filter(pk=ids["c.jpg"]).update(taken_at=datetime(2001, 1, 1, tzinfo=timezone.utc))
+    client = signed_in(alice)
+    response = client.get(f"/albums/{album.pk}/?sort=taken")
+    assert response.context["sort"] == "taken"
+    # c has a capture time; a and b, undated, follow in upload order (ties by id, ascending)
+    assert [image.pk for image in response.context["page"]] == [ids["c.jpg"], ids["a.jpg"], ids["b.jpg"]]
+    default = client.get(f"/albums/{album.pk}/?sort=bogus")
+    assert default.status_code == 200 and default.context["sort"] == "-added"
+    assert [image.pk for image in default.context["page"]] == [ids["c.jpg"], ids["b.jpg"], ids["a.jpg"]]

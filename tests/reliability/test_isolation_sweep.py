@@ -61,9 +61,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:album-member", "DELETE"): OWNER,  # {user_id} is the owner; members may remove only themselves
     ("api:album-images", "GET"): VIEWER,
     ("api:album-images", "POST"): EDITOR,
+    ("api:album-images-delete", "POST"): EDITOR,
+    ("api:album-images-download", "POST"): VIEWER,
+    ("api:album-images-copy", "POST"): VIEWER,  # out of this album; the body's target needs an editor (the actor's own)
     ("api:album-jobs", "GET"): VIEWER,
     ("api:album-index", "POST"): EDITOR,
     ("api:album-retry-failed", "POST"): EDITOR,
+    ("api:album-rebuild-failure-dismiss", "POST"): EDITOR,
     ("api:album-import", "POST"): Rule(Role.EDITOR, staff=True),
     ("api:album-search", "POST"): VIEWER,
     ("api:album-duplicates", "GET"): VIEWER,
@@ -147,6 +151,9 @@ BODIES = {
     ("api:album-members", "POST"): ("json", lambda w: {"username": "outsider", "role": "owner"}),
     ("api:album-images", "POST"): ("multipart", lambda w: {"files": [io.BytesIO(image_bytes(color=(1, 2, 3)))]}),
     ("api:album-import", "POST"): ("json", lambda w: {"path": str(w["import_root"])}),
+    ("api:album-images-delete", "POST"): ("json", lambda w: {"image_ids": [w["image"].pk]}),
+    ("api:album-images-download", "POST"): ("json", lambda w: {"image_ids": [w["image"].pk]}),
+    ("api:album-images-copy", "POST"): ("json", lambda w: {"image_ids": [w["image"].pk], "target_album_id": _copy_target(w)}),
     ("api:album-search", "POST"): ("json", lambda w: {"text": "dog"}),
     ("api:auth-token", "POST"): ("json", lambda w: {"username": "owner", "password": "pw-owner"}),
     ("api:image-mask", "PUT"): ("multipart", lambda w: {"mask": io.BytesIO(image_bytes(fmt="PNG", mode="L", color=200,
@@ -247,6 +254,17 @@ def _own_album_named(name: str):
     return _exists("albums.Album", name=name, owner=_the_actor)
 
 
+def _copy_target(w) -> int:
+    """An album of the actor's own (the owner's for anonymous), made before the sweep's snapshot."""
+    owner = w["users"].get(w["actor"], w["users"]["owner"])
+    w["copy_target"] = services.album_create(owner=owner, name="copy target")
+    return w["copy_target"].pk
+
+
+def _copied(w, actor, response) -> bool:
+    return w["copy_target"].images.filter(sha256=w["image"].sha256).exists()
+
+
 def _outsider_made_owner(w, actor, response) -> bool:
     return w["album"].memberships.filter(user=w["users"]["outsider"], role=Role.OWNER).exists()
 
@@ -279,8 +297,12 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:album-members", "POST"): Effect(201, _outsider_made_owner),
     ("api:album-member", "DELETE"): Effect(204, _is_owner_membership_gone),  # a co-owner stays
     ("api:album-images", "POST"): Effect(201, lambda w, a, r: w["album"].images.count() == 2),
+    ("api:album-images-delete", "POST"): Effect(200, lambda w, a, r: not w["album"].images.filter(pk=w["image"].pk).exists()),
+    ("api:album-images-copy", "POST"): Effect(201, _copied),
     ("api:album-index", "POST"): Effect(200),  # joins the album's queued job: a new one would be a 202
     ("api:album-retry-failed", "POST"): Effect(200),  # {"retried": 0}: no image of the album has failed
+    ("api:album-rebuild-failure-dismiss", "POST"): Effect(200, _exists("workers.IndexJob", album=_the_album, kind="rebuild",
+                                                                       dismissed_at__isnull=False)),
     ("api:album-import", "POST"): Effect(202, _exists("workers.IndexJob", kind="import", album=_the_album)),
     ("api:album-search", "POST"): Effect(409),  # album_not_indexed: the album has no vectors
     ("api:album-duplicates", "GET"): Effect(409),
@@ -425,6 +447,8 @@ def world(make_user, settings, import_root):
     [upload] = services.image_upload_many(album=album, user=users["owner"], files=[("a.jpg", io.BytesIO(image_bytes()))])
     from albums.models import Image
 
+    # A rebuild that failed before the queued index job, shown on the album until dismissed.
+    IndexJob.objects.create(album=album, kind=IndexJob.Kind.REBUILD, status=IndexJob.Status.FAILED, message="no weights")
     job = IndexJob.objects.create(album=album, kind=IndexJob.Kind.INDEX)
     image = Image.objects.get(pk=upload.image_id)
     from search import masks

@@ -44,6 +44,12 @@ def test_image_page_shows_exif_and_more_like_this(alice, image):
     assert f"?image_id={image.pk}" in page
 
 
+def test_image_page_has_the_readable_info_for_its_template(alice, image):
+    info = signed_in(alice).get(f"/images/{image.pk}/").context["info"]
+    assert info == {"camera": "Canon EOS", "lens": None, "exposure": None, "taken": None, "place": None,
+                    "size": "4 × 3"}
+
+
 def test_non_members_get_404_on_search_and_image_pages(bob, album, image):
     client = signed_in(bob)
     assert client.get(f"/albums/{album.pk}/search/").status_code == 404

@@ -25,8 +25,21 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "album", "kind", "status", "generation", "model_id", "total", "done", "failed", "progress", "rate",
             "eta_seconds", "stale", "message", "created_at", "started_at", "finished_at", "heartbeat_at",
-            "params", "result",
+            "params", "result", "dismissed_at",
         ]
+
+
+class FailedRebuildSerializer(serializers.Serializer):
+    """A rebuild that failed: the album still searches its old vectors until a rebuild succeeds."""
+
+    job_id = serializers.IntegerField(source="pk")
+    encoder_spec = serializers.SerializerMethodField(help_text="the encoder the album was to be rebuilt for")
+    message = serializers.CharField(help_text="why it failed")
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_encoder_spec(self, job: IndexJob) -> str:
+        # Rebuilds record their encoder (workers.indexing.index_job_start); older rows had the album's.
+        return (job.params or {}).get("encoder_spec") or self.context["album"].encoder_spec
 
 
 class JobDetailApi(APIView):
@@ -69,6 +82,15 @@ class AlbumRetryFailedApi(APIView):
         """Set the album's failed images back to pending and index them again."""
         album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
         return Response(album_retry_failed(album=album, user=request.user))
+
+
+class AlbumRebuildFailureDismissApi(APIView):
+    @extend_schema(request=None, responses=inline_serializer("RebuildFailureDismissed", {
+        "dismissed_job_id": serializers.IntegerField(allow_null=True, help_text="null: there was no failed rebuild to dismiss")}))
+    def post(self, request, album_id: int):
+        """Stop showing the album's failed rebuild (`index.last_failed_rebuild` of the album)."""
+        album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
+        return Response({"dismissed_job_id": indexing.rebuild_failure_dismiss(album=album)})
 
 
 class FolderImportSerializer(serializers.Serializer):
