@@ -61,6 +61,7 @@
       }
     }
     await Promise.all(Array.from({ length: Math.min(PARALLEL, files.length) }, lane));
+    if (counts.rejected) document.getElementById("upload-details").open = true;  // problems are shown, not folded
     if (window.loupeReloadGrid) window.loupeReloadGrid();
     if (window.loupeWatchIndex) window.loupeWatchIndex();
   }
