@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 
 from albums.models import Album
+from albums.services import image_upload_many
 from config.errors import ApplicationError, PermissionDeniedError
 
 BATCH = 32
@@ -87,8 +88,6 @@ def folder_import(
     *, album: Album, user, path: str, progress: Callable[[ImportReport, int], None] | None = None
 ) -> ImportReport:
     """Import every image under `path`; `progress(report, files_seen)` after each batch."""
-    from albums.services import image_upload_many
-
     folder = resolve_import_folder(path)
     report = ImportReport()
     batch: list[Path] = []

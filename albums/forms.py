@@ -2,6 +2,9 @@ from django import forms
 
 from albums.models import Album
 from albums.roles import Role
+from encoders.catalog import SAPIENS2_RESPONSIBLE_USE, responsible_use_notice
+from encoders.errors import EncoderError
+from encoders.registry import default_encoder_spec, known_specs, spec_modalities
 
 
 CUSTOM_ENCODER = "(custom)"
@@ -10,9 +13,6 @@ CUSTOM_ENCODER = "(custom)"
 def encoder_choices(current: str | None = None) -> list[tuple[str, str]]:
     """Installed encoders first, then the rest of the catalog, then "(custom)"; each with what it is
     good for."""
-    from encoders.catalog import responsible_use_notice
-    from encoders.registry import known_specs
-
     entries = sorted(known_specs(), key=lambda entry: not entry.get("weights_present", False))
     choices = []
     for entry in entries:
@@ -54,8 +54,6 @@ class AlbumCreateForm(EncoderChoiceMixin, forms.Form):
     custom_encoder_spec = _custom_encoder_field()
 
     def __init__(self, *args, **kwargs):
-        from encoders.registry import default_encoder_spec
-
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices()
         self.fields["encoder_spec"].initial = default_encoder_spec()
@@ -110,14 +108,10 @@ class AlbumSettingsForm(EncoderChoiceMixin, forms.ModelForm):
 
     @property
     def responsible_use_text(self) -> str:
-        from encoders.catalog import SAPIENS2_RESPONSIBLE_USE
-
         return SAPIENS2_RESPONSIBLE_USE
 
     @property
     def responsible_use(self) -> str | None:
-        from encoders.catalog import responsible_use_notice
-
         spec = self.data.get("encoder_spec") if self.is_bound else None
         return responsible_use_notice(spec or self.instance.encoder_spec)
 
@@ -128,9 +122,6 @@ class MemberAddForm(forms.Form):
 
 
 def _has_text(spec: str) -> bool:
-    from encoders.errors import EncoderError
-    from encoders.registry import spec_modalities
-
     try:
         return "text" in spec_modalities(spec)
     except EncoderError:

@@ -19,6 +19,9 @@ from collections.abc import Callable
 from django.db.models import Count
 from django.dispatch import Signal
 
+from albums.models import Image
+from encoders.model_ids import parse_model_id
+
 logger = logging.getLogger(__name__)
 
 images_uploaded = Signal()
@@ -34,10 +37,7 @@ def provide_index_summary(provider: Callable) -> None:
 
 def index_summary(*, album) -> dict:
     """Image counts by status, the model search uses, and the job under way (a dict) if any."""
-    from albums.models import Image
-
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
-    from encoders.model_ids import parse_model_id
 
     summary = {"search_model_id": album.active_model_id or None,
                "search_model": parse_model_id(album.active_model_id).describe() if album.active_model_id else None,

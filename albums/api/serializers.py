@@ -4,6 +4,7 @@ from rest_framework import serializers
 from albums import hooks
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
+from encoders.catalog import responsible_use_notice
 
 
 class AlbumSerializer(serializers.ModelSerializer):
@@ -21,8 +22,6 @@ class AlbumSerializer(serializers.ModelSerializer):
         read_only_fields = ["generation", "active_model_id", "created_at", "updated_at"]
 
     def get_responsible_use(self, album: Album) -> str | None:
-        from encoders.catalog import responsible_use_notice
-
         return responsible_use_notice(album.encoder_spec)
 
 
