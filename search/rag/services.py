@@ -209,6 +209,7 @@ def _enqueue(support_set: SupportSet, support_image_ids: list[int]) -> None:
     set_id, generation = support_set.pk, support_set.generation
 
     def send():
+        # cycle: search.rag.tasks imports this module (through search.rag.classify)
         from search.rag.tasks import encode_support_patches
 
         encode_support_patches.delay(set_id, generation, support_image_ids)
