@@ -21,12 +21,12 @@ def rebuild(*, album, user, **kwargs) -> None:
     indexing.album_encoder_changed(album=album, user=user)
 
 
-def album_index_state(*, album) -> dict:
+def album_index_state(*, album) -> hooks.IndexState:
     """The indexing job under way (serialized) for albums.hooks.index_summary."""
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
            .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
-    return {"active_job": JobSerializer(job).data if job else None,
-            "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD)}
+    return hooks.IndexState(active_job=JobSerializer(job).data if job else None,
+                            rebuilding=bool(job and job.kind == IndexJob.Kind.REBUILD))
 
 
 def connect() -> None:

@@ -35,6 +35,16 @@ class AlbumListItemSerializer(AlbumSerializer):
         fields = [*AlbumSerializer.Meta.fields, "image_count"]
 
 
+class IndexSummarySerializer(serializers.Serializer):
+    """Reads an albums.hooks.IndexSummary."""
+
+    search_model_id = serializers.CharField(allow_null=True)
+    search_model = serializers.CharField(allow_null=True)
+    images = serializers.DictField(child=serializers.IntegerField())
+    active_job = serializers.JSONField(allow_null=True)  # the jobs API's own serialization of the job
+    rebuilding = serializers.BooleanField()
+
+
 class AlbumDetailSerializer(AlbumSerializer):
     index = serializers.SerializerMethodField(help_text="image counts by status, the model search uses, the job under way")
 
@@ -42,7 +52,7 @@ class AlbumDetailSerializer(AlbumSerializer):
         fields = [*AlbumSerializer.Meta.fields, "index"]
 
     def get_index(self, album: Album) -> dict:
-        return hooks.index_summary(album=album)
+        return IndexSummarySerializer(hooks.index_summary(album=album)).data
 
 
 class AlbumWriteSerializer(serializers.Serializer):
