@@ -198,6 +198,25 @@ class UploadResult:
     code: str = ""
 
 
+@dataclass(frozen=True)
+class UploadSummary:
+    """What an upload request answers (UploadResponseSerializer): the counts, then each file's result."""
+
+    results: tuple[UploadResult, ...]
+
+    @property
+    def created(self) -> int:
+        return sum(r.status == "created" for r in self.results)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.status == "duplicate" for r in self.results)
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.status == "rejected" for r in self.results)
+
+
 def _store_image(*, album: Album, user: AbstractBaseUser, fp: IO[bytes], name: str) -> UploadResult:
     try:
         probed = probe_image(fp)

@@ -175,19 +175,15 @@ class SupportClassImageListApi(GuardedUploadMixin, APIView):
         image_ids = _image_ids(request)
         if not uploads and not oversized and not image_ids:
             raise ApplicationError("Nothing to add: send files (multipart field 'files') or 'image_ids'.", code="no_files")
-        results = services.support_images_add(
+        summary = services.SupportAddSummary(tuple(services.support_images_add(
             support_class=support_class,
             user=request.user,
             files=[(f.name, f) for f in uploads],
             image_ids=image_ids,
             oversized=oversized,
-        )
-        body = {
-            "added": sum(r.status == "added" for r in results),
-            "rejected": sum(r.status == "rejected" for r in results),
-            "results": [r.__dict__ for r in results],
-        }
-        return Response(body, status=status.HTTP_201_CREATED if body["added"] else status.HTTP_200_OK)
+        )))
+        return Response(SupportAddResponseSerializer(summary).data,
+                        status=status.HTTP_201_CREATED if summary.added else status.HTTP_200_OK)
 
 
 class SupportImageDetailApi(APIView):
