@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Sequence
 
 from django.conf import settings
@@ -119,7 +120,7 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
         IndexJob.objects.filter(pk=job_id).update(status=IndexJob.Status.FAILED, finished_at=timezone.now(),
                                                   message=f"Import failed: {exc}"[:4000])
         raise
-    skipped = "; ".join(f"{r['path']}: {r['reason']}" for r in report.rejected[:20])
+    skipped = "; ".join(f"{r.path}: {r.reason}" for r in report.rejected[:20])
     more = f" (and {len(report.rejected) - 20} more)" if len(report.rejected) > 20 else ""
     IndexJob.objects.filter(pk=job_id).update(
         status=IndexJob.Status.SUCCEEDED, finished_at=timezone.now(),
@@ -129,7 +130,13 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
     return report.as_dict()
 
 
-def album_retry_failed(*, album, user=None) -> dict:
+@dataclass(frozen=True)
+class RetryOutcome:
+    retried: int  # images set back to pending
+    job_id: int | None  # the index job they joined; None when there was nothing to retry
+
+
+def album_retry_failed(*, album, user=None) -> RetryOutcome:
     """Give the album's failed images another go: each is `pending` again, gets its metadata step
     when it has no thumbnail yet, and joins an index job. For images that failed for a cause that has
     passed (storage back, weights restored, a bug fixed); one that is still bad fails again, with
@@ -146,4 +153,4 @@ def album_retry_failed(*, album, user=None) -> dict:
     job = None
     if ids:
         job, _ = index_job_start(album=album, user=user, countdown=0)
-    return {"retried": len(ids), "job_id": job.pk if job is not None else None}
+    return RetryOutcome(retried=len(ids), job_id=job.pk if job is not None else None)
