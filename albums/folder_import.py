@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 
 from albums.models import Album
+from albums.services import image_upload_many
 from config.errors import ApplicationError, PermissionDeniedError
 
 BATCH = 32
@@ -25,14 +26,23 @@ class ImportPathError(ApplicationError):
     code = "import_path_refused"
 
 
+@dataclass(frozen=True)
+class ImportRejection:
+    path: str  # relative to the imported folder
+    reason: str
+    code: str
+
+
 @dataclass
 class ImportReport:
+    """Filled in while the import runs (progress reads it); `as_dict` is the import task's JSON result."""
+
     created: int = 0
     duplicates: int = 0
-    rejected: list[dict] = field(default_factory=list)
+    rejected: list[ImportRejection] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"created": self.created, "duplicates": self.duplicates, "rejected": self.rejected}
+        return {"created": self.created, "duplicates": self.duplicates, "rejected": [asdict(r) for r in self.rejected]}
 
 
 def _roots() -> list[Path]:
@@ -87,8 +97,6 @@ def folder_import(
     *, album: Album, user, path: str, progress: Callable[[ImportReport, int], None] | None = None
 ) -> ImportReport:
     """Import every image under `path`; `progress(report, files_seen)` after each batch."""
-    from albums.services import image_upload_many
-
     folder = resolve_import_folder(path)
     report = ImportReport()
     batch: list[Path] = []
@@ -108,13 +116,14 @@ def folder_import(
             elif result.status == "duplicate":
                 report.duplicates += 1
             else:
-                report.rejected.append({"path": name, "reason": result.reason, "code": result.code})
+                report.rejected.append(ImportRejection(path=name, reason=result.reason, code=result.code))
         batch.clear()
 
     for file_path, skip_reason in iter_folder(folder):
         seen += 1
         if skip_reason:
-            report.rejected.append({"path": str(file_path.relative_to(folder)), "reason": skip_reason, "code": "skipped"})
+            relative = str(file_path.relative_to(folder))
+            report.rejected.append(ImportRejection(path=relative, reason=skip_reason, code="skipped"))
             continue
         batch.append(file_path)
         if len(batch) >= BATCH:

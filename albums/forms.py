@@ -1,7 +1,11 @@
 from django import forms
+from django.conf import settings
 
 from albums.models import Album
 from albums.roles import Role
+from encoders.catalog import SAPIENS2_RESPONSIBLE_USE, responsible_use_notice
+from encoders.errors import EncoderError
+from encoders.registry import default_encoder_spec, known_specs, spec_modalities
 
 
 CUSTOM_ENCODER = "(custom)"
@@ -11,11 +15,6 @@ def encoder_choices(current: str | None = None) -> list:
     """Grouped for the select: installed encoders first, then the catalog's others marked "needs
     download" (saving one is refused with the reason unless downloads are allowed), then "(custom)";
     each with what it is good for."""
-    from django.conf import settings
-
-    from encoders.catalog import responsible_use_notice
-    from encoders.registry import known_specs
-
     installed, missing = [], []
     for entry in known_specs():
         label = entry["spec"] + (" — words and images" if "text" in entry["modalities"] else " — by example image only")
@@ -66,8 +65,6 @@ class AlbumCreateForm(EncoderChoiceMixin, forms.Form):
     custom_encoder_spec = _custom_encoder_field()
 
     def __init__(self, *args, **kwargs):
-        from encoders.registry import default_encoder_spec
-
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices()
         self.fields["encoder_spec"].initial = default_encoder_spec()
@@ -122,14 +119,10 @@ class AlbumSettingsForm(EncoderChoiceMixin, forms.ModelForm):
 
     @property
     def responsible_use_text(self) -> str:
-        from encoders.catalog import SAPIENS2_RESPONSIBLE_USE
-
         return SAPIENS2_RESPONSIBLE_USE
 
     @property
     def responsible_use(self) -> str | None:
-        from encoders.catalog import responsible_use_notice
-
         spec = self.data.get("encoder_spec") if self.is_bound else None
         return responsible_use_notice(spec or self.instance.encoder_spec)
 
@@ -140,9 +133,6 @@ class MemberAddForm(forms.Form):
 
 
 def _has_text(spec: str) -> bool:
-    from encoders.errors import EncoderError
-    from encoders.registry import spec_modalities
-
     try:
         return "text" in spec_modalities(spec)
     except EncoderError:

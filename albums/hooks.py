@@ -7,46 +7,72 @@
   generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
   starts a rebuild in that same transaction.
 - `index_summary(album)`: image counts by status and the model search uses, plus what albums shows
-  of its indexing but does not own (the job under way, a failed rebuild not yet dismissed), from the
-  one provider the indexing layer registers; without it, `active_job` and `last_failed_rebuild` are None.
+  of its indexing but does not own (the job under way, a failed rebuild not yet dismissed: an
+  `IndexState`), from the one provider the indexing layer registers; without it, both are None.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db.models import Count
 from django.dispatch import Signal
+
+from albums.models import Image
+from encoders.model_ids import parse_model_id
 
 logger = logging.getLogger(__name__)
 
 images_uploaded = Signal()
 album_vectors_changed = Signal()
 
-_index_summary: Callable | None = None
+
+@dataclass(frozen=True)
+class IndexState:
+    """What the indexing layer tells about an album: its job under way, as the jobs API serializes it
+    (JSON the provider made; albums passes it on), whether that job is a rebuild, and the last rebuild
+    when it failed and nobody dismissed it yet."""
+
+    active_job: dict | None = None
+    rebuilding: bool = False
+    last_failed_rebuild: dict | None = None  # {job_id, encoder_spec, message, finished_at}
 
 
-def provide_index_summary(provider: Callable) -> None:
+@dataclass(frozen=True)
+class IndexSummary:
+    """An album's indexing at a glance, for its page and API (IndexSummarySerializer)."""
+
+    search_model_id: str | None
+    search_model: str | None  # the model_id described for people
+    images: dict[str, int]  # every image status → how many images have it
+    active_job: dict | None
+    rebuilding: bool
+    last_failed_rebuild: dict | None
+
+
+_index_summary: Callable[..., IndexState] | None = None
+
+
+def provide_index_summary(provider: Callable[..., IndexState]) -> None:
     global _index_summary
     _index_summary = provider
 
 
-def index_summary(*, album) -> dict:
-    """Image counts by status, the model search uses, the job under way (a dict) if any, and the
-    album's last rebuild when it failed and nobody dismissed it yet (a dict) if any."""
-    from albums.models import Image
-
+def index_summary(*, album) -> IndexSummary:
+    """Image counts by status, the model search uses, the job under way if any, and the album's last
+    rebuild when it failed and nobody dismissed it yet."""
     counts = dict(Image.objects.filter(album=album).values_list("status").annotate(n=Count("pk")).order_by())
-    from encoders.model_ids import parse_model_id
-
-    summary = {"search_model_id": album.active_model_id or None,
-               "search_model": parse_model_id(album.active_model_id).describe() if album.active_model_id else None,
-               "images": {status: counts.get(status, 0) for status in Image.Status.values},
-               "active_job": None, "rebuilding": False, "last_failed_rebuild": None}
-    if _index_summary is not None:
-        summary.update(_index_summary(album=album))
-    return summary
+    state = _index_summary(album=album) if _index_summary is not None else IndexState()
+    return IndexSummary(
+        search_model_id=album.active_model_id or None,
+        search_model=parse_model_id(album.active_model_id).describe() if album.active_model_id else None,
+        images={status: counts.get(status, 0) for status in Image.Status.values},
+        active_job=state.active_job,
+        rebuilding=state.rebuilding,
+        last_failed_rebuild=state.last_failed_rebuild,
+    )
 
 
 def announce(signal: Signal, **kwargs) -> None:

@@ -6,6 +6,7 @@ from django.db.models.functions import Lower
 
 from albums.roles import Role
 from encoders.pooling import MASKED, MEAN, REGIONS
+from encoders.registry import default_encoder_spec
 
 POOLING_CHOICES = [
     (MEAN, "Global mean of the patch tokens"),
@@ -21,8 +22,6 @@ STORAGE_CHOICES = [
 
 
 def _default_encoder_spec() -> str:
-    from encoders.registry import default_encoder_spec
-
     return default_encoder_spec()
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Window
+from django.db.models.functions import RowNumber
 
 from albums.errors import AlbumNotFoundError, ImageNotFoundError, RoleRequiredError
 from config.errors import ApplicationError
@@ -117,9 +118,6 @@ def membership_list(*, album: Album) -> QuerySet[AlbumMembership]:
 
 def album_covers(*, album_ids: list[int], per_album: int = 4) -> dict[int, list[int]]:
     """The newest few image ids of each album (one query), for the album list's cover mosaics."""
-    from django.db.models import F, Window
-    from django.db.models.functions import RowNumber
-
     rows = (Image.objects.filter(album_id__in=album_ids).exclude(status=Image.Status.FAILED)
             .annotate(rank=Window(RowNumber(), partition_by=[F("album_id")], order_by=[F("created_at").desc(), F("id").desc()]))
             .filter(rank__lte=per_album).order_by("album_id", "rank").values_list("album_id", "pk"))

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
@@ -21,8 +22,11 @@ from albums.models import Album, AlbumMembership, Image, ImageMask
 from albums.roles import Role
 from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
+from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.pooling import MEAN
-from encoders.registry import default_encoder_spec, ensemble_by_default
+from encoders.registry import default_encoder_spec, ensemble_by_default, validate_spec
+from encoders.spec import EncoderSpec
+from encoders.weights import downloads_allowed, find_weights, weights_missing_error
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +43,6 @@ class EncoderSpecInvalidError(ApplicationError):
 
 
 def validated_encoder_spec(spec: str) -> str:
-    from encoders.errors import EncoderNotAllowed, EncoderSpecError
-    from encoders.registry import validate_spec
-
     try:
         return str(validate_spec(spec))
     except EncoderNotAllowed as exc:
@@ -56,8 +57,6 @@ class PoolingUnsupportedError(ApplicationError):
 
 def _check_pooling(*, encoder_spec: str, pooling: str) -> None:
     """Masked and region pooling average a backbone's token grid: only dense backbones have one."""
-    from encoders.spec import EncoderSpec
-
     if pooling != MEAN and EncoderSpec.parse(encoder_spec).backend != "dense":
         raise PoolingUnsupportedError(
             f"Pooling {pooling!r} needs a dense backbone (dense:dinov2-small, dense:sapiens2-<size>…); "
@@ -128,9 +127,6 @@ def album_update(*, album: Album, user: AbstractBaseUser | None = None, **change
 def _check_weights_obtainable(spec: str) -> None:
     """Refuse a new encoder whose weights are neither here nor downloadable: its rebuild would fail
     and the album would stay on the old one, which the settings page used to call "saved"."""
-    from encoders.spec import EncoderSpec
-    from encoders.weights import downloads_allowed, find_weights, weights_missing_error
-
     parsed = EncoderSpec.parse(spec)
     if downloads_allowed() or find_weights(parsed) is not None:
         return
@@ -139,8 +135,6 @@ def _check_weights_obtainable(spec: str) -> None:
 
 
 def _delete_stored_files(names: Iterable[str]) -> None:
-    from django.core.files.storage import default_storage
-
     for name in names:
         if name:
             try:
@@ -203,6 +197,25 @@ class UploadResult:
     image_id: int | None = None
     reason: str = ""
     code: str = ""
+
+
+@dataclass(frozen=True)
+class UploadSummary:
+    """What an upload request answers (UploadResponseSerializer): the counts, then each file's result."""
+
+    results: tuple[UploadResult, ...]
+
+    @property
+    def created(self) -> int:
+        return sum(r.status == "created" for r in self.results)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.status == "duplicate" for r in self.results)
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.status == "rejected" for r in self.results)
 
 
 def _store_image(*, album: Album, user: AbstractBaseUser, fp: IO[bytes], name: str) -> UploadResult:

@@ -1,5 +1,9 @@
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
+from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
+
+from config.errors import PayloadTooLargeError
 
 
 class UploadSizeGuard(FileUploadHandler):
@@ -32,8 +36,6 @@ class GuardedUploadMixin:
     refuses new handlers after that), and `uploaded_files` gives the files and the oversized names."""
 
     def initialize_request(self, request, *args, **kwargs):
-        from django.core.files.uploadhandler import MemoryFileUploadHandler, TemporaryFileUploadHandler
-
         if request.method == "POST":
             request.upload_handlers = [
                 UploadSizeGuard(request),
@@ -44,10 +46,6 @@ class GuardedUploadMixin:
 
     @staticmethod
     def uploaded_files(request) -> tuple[list, list[str]]:
-        from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
-
-        from config.errors import PayloadTooLargeError
-
         guard = request._request.upload_handlers[0]
         try:
             uploads = [f for key in request.FILES for f in request.FILES.getlist(key)]

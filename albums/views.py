@@ -14,7 +14,9 @@ from django.views.decorators.http import require_POST
 from albums import hooks, selectors, services
 from albums.errors import RoleRequiredError
 from albums.forms import AlbumCreateForm, AlbumSettingsForm, MemberAddForm
+from albums.models import ApiToken
 from albums.roles import Role, role_at_least
+from albums.tokens import api_token_create, api_token_revoke
 from config.errors import ApplicationError, NotFoundError
 from config.params import parse_id
 
@@ -75,7 +77,7 @@ def album_detail(request, album):
     context = {
         "album": album,
         "summary": summary,
-        "failed_rebuild": summary["last_failed_rebuild"],
+        "failed_rebuild": summary.last_failed_rebuild,
         "page": page,
         "status": status,
         "sort": sort,
@@ -149,9 +151,6 @@ def album_delete(request, album):
 def api_tokens(request):
     """Create, list and revoke named API tokens. A new key is shown once: the create redirects (so a
     reload makes no second token) and the page after it takes the key out of the session."""
-    from albums.models import ApiToken
-    from albums.tokens import api_token_create, api_token_revoke
-
     new_key, status = None, 200
     if request.method == "POST":
         if "revoke" in request.POST:

@@ -28,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+from PIL import Image
+
 from bench.stack import Stack, wait_until
 
 # Workers redeliver an unacknowledged task after visibility_timeout (600 s in production, which must
@@ -39,8 +42,6 @@ WORKER_ENV = {"LOUPE_INDEX_CHUNK": "8", "LOUPE_ENCODE_BATCH_SIZE": "8", "LOUPE_D
 
 
 def noise_images(count: int, *, seed: int, size=(64, 64)) -> list[tuple[str, bytes]]:
-    from PIL import Image
-
     rng = random.Random(seed)
     files = []
     for i in range(count):
@@ -184,8 +185,6 @@ def scenario_uploads_while_redis_down(stack: Stack, *, images: int, outage: floa
 
 
 def stack_queue_length(stack: Stack, queue: str) -> int:
-    import redis
-
     client = redis.Redis.from_url(stack.env()["REDIS_URL"])
     try:
         return client.llen(queue)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,6 @@ def generate_set(
     ]
     if workers <= 1 or len(jobs) < 2:
         return [_generate(job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_generate, jobs))

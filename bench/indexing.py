@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -37,6 +38,22 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import django
+import numpy as np
+import PIL
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.db import connections, transaction
+
+from bench.images import generate_set
+from config.runtime import start_postgres, stop_postgres
+from encoders.pooled_encoder import PooledEncoder
+from encoders.registry import get_encoder
+from workers.pipeline import DEFAULT_DRAFT, _decode, decode_workers, embed_stored_images, make_pool
+from workers.vector_store import embeddings_insert, hnsw_index_ensure
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -175,10 +192,8 @@ class SizeResult:
 
 
 def setup_django(workdir: Path):
-    """Start an embedded PostgreSQL under workdir, point Django at it and migrate. Before any
-    Django import: settings read the environment once."""
-    from config.runtime import start_postgres
-
+    """Start an embedded PostgreSQL under workdir, point Django at it and migrate. Before anything
+    reads Django's settings: they read the environment once."""
     var = workdir / "var"
     postgres = start_postgres(var)
     os.environ.update(
@@ -191,10 +206,8 @@ def setup_django(workdir: Path):
         LOUPE_MODELS_DIR=str(workdir / "models"),
         LOUPE_LOG_LEVEL="WARNING",
     )
-    import django
 
     django.setup()
-    from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
     return postgres
@@ -203,6 +216,7 @@ def setup_django(workdir: Path):
 def place_random_vit_b_32(models_dir: Path) -> None:
     """open_clip's ViT-B-32 with random weights, where the registry looks for a placed checkpoint
     (docs/encoders.md): open-clip/ViT-B-32/random/open_clip_model.safetensors."""
+    # torch takes seconds to import: only where a model is made or run
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -217,12 +231,8 @@ def place_random_vit_b_32(models_dir: Path) -> None:
 def store_images(jpegs) -> dict[str, list[tuple[int, str]]]:
     """Album + Image rows pointing at the JPEGs saved in MEDIA_ROOT, as uploads leave them.
     Returns {size label: [(image_id, storage name)]}."""
-    import hashlib
 
-    from django.contrib.auth import get_user_model
-    from django.core.files.base import ContentFile
-
-    from albums.models import Album, Image
+    from albums.models import Album, Image  # models: importable once setup_django() has set Django up
 
     owner = get_user_model().objects.create_user(username="bench", password="bench-unused")
     album = Album.objects.create(owner=owner, name="bench", encoder_spec=ENCODERS["efficientnet-lite0"])
@@ -244,7 +254,7 @@ def store_images(jpegs) -> dict[str, list[tuple[int, str]]]:
 
 
 def machine_description() -> str:
-    import torch
+    import torch  # torch takes seconds to import: only where a model is made or run
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -263,8 +273,6 @@ def machine_description() -> str:
 
 
 def _pillow_version() -> str:
-    import PIL
-
     return PIL.__version__
 
 
@@ -272,7 +280,7 @@ def _pillow_version() -> str:
 
 
 def _clear(model_id: str) -> None:
-    from workers.models import Embedding
+    from workers.models import Embedding  # models: importable once setup_django() has set Django up
 
     Embedding.objects.filter(model_id=model_id).delete()
 
@@ -289,15 +297,11 @@ def _best(repeat: int, run) -> float:
 
 def warm_pool(pool: Executor, workers: int, name: str) -> None:
     """Start every worker (processes fork, threads spawn) and import what `_decode` imports."""
-    from workers.pipeline import _decode
-
     for future in [pool.submit(_decode, name, (64, 64)) for _ in range(workers * 2)]:
         future.result()
 
 
 def time_decode_only(pool: Executor, names: list[str], draft, repeat: int) -> float:
-    from workers.pipeline import _decode
-
     def run():
         futures = [pool.submit(_decode, name, draft) for name in names]
         for future in futures:
@@ -316,11 +320,6 @@ def time_encoder_only(encoder, images: list, micro_batch: int, repeat: int) -> f
 
 
 def time_pipeline(encoder, items, pool: Executor, config: PipelineConfig, repeat: int) -> tuple[float, float]:
-    from django.db import transaction
-
-    from workers.vector_store import embeddings_insert
-    from workers.pipeline import embed_stored_images
-
     insert_seconds = []
 
     def run():
@@ -341,9 +340,6 @@ def time_pipeline(encoder, items, pool: Executor, config: PipelineConfig, repeat
 
 def time_naive(encoder, items, repeat: int) -> float:
     """One image at a time: open, decode every pixel, encode alone, INSERT alone (autocommit)."""
-    from workers.vector_store import embeddings_insert
-    from workers.pipeline import _decode
-
     def run():
         _clear(encoder.model_id)
         started = time.perf_counter()
@@ -359,11 +355,6 @@ def time_naive(encoder, items, repeat: int) -> float:
 def time_photomap(encoder, items, pool: Executor, repeat: int) -> float:
     """PhotoMapAI-style: 4 decode threads (every pixel) running ahead, the encoder taking batches of
     8 in order, the vectors written at the end (here in one INSERT)."""
-    import numpy as np
-    from django.db import transaction
-
-    from workers.vector_store import embeddings_insert
-    from workers.pipeline import _decode
 
     def run():
         _clear(encoder.model_id)
@@ -397,12 +388,6 @@ def bench_encoder(
     mean_bytes: dict[str, int],
     log,
 ) -> list[SizeResult]:
-    from encoders.registry import get_encoder
-    from workers.vector_store import hnsw_index_ensure
-    from workers.pipeline import _decode, make_pool
-
-    from encoders.pooled_encoder import PooledEncoder
-
     started = time.perf_counter()
     base = get_encoder(ENCODERS[key])
     # Loupe's rows run the encoder as the indexing job does (PooledEncoder: this device's default
@@ -434,9 +419,6 @@ def bench_encoder(
     for size in sorted(shapes - {0}):
         encoder.encode_images([warm_image] * size)
         base.encode_images([warm_image] * size)  # the PhotoMapAI-style row's float32 path, warmed alike
-    from django.db import transaction
-
-    from workers.vector_store import embeddings_insert
 
     with transaction.atomic():
         embeddings_insert(
@@ -824,10 +806,6 @@ def main(argv=None) -> int:
     try:
         log(f"work dir {workdir}; starting embedded PostgreSQL …")
         postgres = setup_django(workdir)
-        from django.conf import settings
-
-        from bench.images import generate_set
-        from workers.pipeline import DEFAULT_DRAFT, decode_workers
 
         default = PipelineConfig(
             pool=settings.LOUPE_DECODE_POOL,
@@ -888,11 +866,7 @@ def main(argv=None) -> int:
         report(results, run, args)
         return 0
     finally:
-        from config.runtime import stop_postgres
-
         if postgres is not None:
-            from django.db import connections
-
             connections.close_all()
             stop_postgres(workdir / "var")
         if args.keep:

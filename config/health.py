@@ -21,6 +21,10 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.celery import app
+from search.query_encoding import query_encoding_mode
+from workers.heartbeat import live_workers
+
 
 class ComponentDown(RuntimeError):
     """A component answered, and what it said is an outage; `details` still goes in the report."""
@@ -64,8 +68,6 @@ def required_queues() -> set[str]:
     """Queues this configuration sends work to. `query` only when something is sent there: query
     encoding on a worker, or classification with a vision-language model (which never runs in the
     web unless LOUPE_QUERY_ENCODING is `web`)."""
-    from search.query_encoding import query_encoding_mode
-
     required = {"default", "encode"}
     vlm_on_worker = bool(settings.LOUPE_VLM) and settings.LOUPE_QUERY_ENCODING != "web"
     if query_encoding_mode() == "worker" or vlm_on_worker:
@@ -74,9 +76,6 @@ def required_queues() -> set[str]:
 
 
 def _workers() -> dict[str, Any]:
-    from config.celery import app
-    from workers.heartbeat import live_workers
-
     workers = live_workers()
     queues = {queue.name: sorted(name for name, beat in workers.items() if queue.name in beat["queues"])
               for queue in app.conf.task_queues}

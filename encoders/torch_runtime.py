@@ -7,6 +7,7 @@ import contextvars
 
 import numpy as np
 import torch
+from django.conf import settings
 
 from encoders.weights import weights_checksum
 
@@ -41,8 +42,6 @@ def default_image_precision(device: str) -> str:
 
 
 def cpu_bf16_enabled() -> bool:
-    from django.conf import settings
-
     choice = str(settings.LOUPE_CPU_BF16).lower()
     if choice in ("1", "true", "yes", "on"):
         return True

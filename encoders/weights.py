@@ -25,9 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
+
 from encoders.backends import layout_of
 from encoders.errors import EncoderWeightsMissing
-from encoders.layouts.dense import efficientnet_lite0_package_file  # noqa: F401 — part of this module's API
 from encoders.spec import EncoderSpec
 
 HF_WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -52,14 +53,10 @@ class ResolvedWeights:
 
 
 def models_dir() -> Path:
-    from django.conf import settings
-
     return Path(settings.LOUPE_MODELS_DIR)
 
 
 def downloads_allowed() -> bool:
-    from django.conf import settings
-
     return bool(settings.LOUPE_ALLOW_DOWNLOADS)
 
 
@@ -152,7 +149,7 @@ def hf_weight_files(directory: Path) -> tuple[Path, ...]:
 
 
 def hf_cached_snapshot(hf_id: str) -> Path | None:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # huggingface_hub: worker tier only (requirements/worker.txt)
 
     try:
         path = Path(snapshot_download(hf_id, local_files_only=True))

@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from albums.models import Album
+from albums.models import Album, Image
 from config.errors import ApplicationError, ConflictError
 from search.selectors import album_vector_count, album_vectors
+from search.services import AlbumNotIndexedError
 from workers.models import IndexJob
 
 THRESHOLD_MIN = 0.8
@@ -49,8 +50,6 @@ def check_threshold(threshold: float) -> None:
 
 
 def _album_model_id(album: Album) -> str:
-    from search.services import AlbumNotIndexedError
-
     if not album.active_model_id:
         raise AlbumNotIndexedError()
     return album.active_model_id
@@ -129,8 +128,6 @@ def _members(ids: np.ndarray, vectors: np.ndarray, members: list[int]) -> list[d
 def with_names(found: DuplicateGroups) -> DuplicateGroups:
     """Each member's file name, for people to tell them apart, and its size in pixels and bytes, from
     which the page picks the one to keep (the most pixels, then the most bytes)."""
-    from albums.models import Image
-
     wanted = [member["image_id"] for group in found.groups for member in group]
     rows = {pk: (name, width, height, size) for pk, name, width, height, size in
             Image.objects.filter(pk__in=wanted).values_list("pk", "original_name", "width", "height", "bytes")}
@@ -147,7 +144,7 @@ def with_names(found: DuplicateGroups) -> DuplicateGroups:
 def duplicate_scan_start(*, album: Album, user, threshold: float) -> tuple[IndexJob, bool]:
     """A queued or running scan of the album at this threshold is joined (False); else a new one is
     queued (True). Refused at once when the album is past LOUPE_DUPLICATES_EXACT_MAX."""
-    from search.tasks import duplicate_scan_run as task
+    from search.tasks import duplicate_scan_run as task  # cycle: search.tasks imports this module
 
     check_threshold(threshold)
     model_id = _album_model_id(album)

@@ -13,13 +13,16 @@ import io
 import logging
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection, transaction
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from albums.models import Album, Image, ImageMask
 from config.errors import ApplicationError
+from encoders.pooled_encoder import keep_alpha
 from encoders.pooling import MASKED
+from workers.indexing import index_job_start
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,6 @@ def _as_mask_png(data: bytes) -> bytes:
             if opened.width * opened.height > MAX_MASK_PIXELS:
                 raise MaskInvalidError(f"The mask is larger than {MAX_MASK_PIXELS:,} pixels.")
             opened.load()
-            from encoders.pooled_encoder import keep_alpha
 
             upright = keep_alpha(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, PILImage.DecompressionBombError) as exc:
@@ -53,8 +55,6 @@ def _as_mask_png(data: bytes) -> bytes:
 def _invalidate(image: Image) -> None:
     """Under the album's row lock (indexing chunks hold it FOR SHARE while they write): the image's
     masked vectors go, and an index job embeds it again."""
-    from workers.indexing import index_job_start
-
     album = Album.objects.select_for_update().get(pk=image.album_id)
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM search_regionembedding WHERE image_id = %s AND model_id LIKE %s", [image.pk, MASKED_MODELS])
@@ -92,8 +92,6 @@ def image_mask_delete(*, image: Image) -> None:
 
 
 def _delete_later(name: str) -> None:
-    from django.core.files.storage import default_storage
-
     def delete() -> None:
         try:
             default_storage.delete(name)

@@ -39,6 +39,7 @@ class EncodedQuery:
     def calibrate(self, cos: np.ndarray) -> np.ndarray:
         if self.siglip_logits is None:
             return np.asarray(cos, dtype=np.float32)
+        # hoistable (no cycle, no torch): left to the query-path rework under way
         from encoders.base import siglip_calibrate
 
         scale, bias = self.siglip_logits
@@ -56,6 +57,7 @@ def encode_locally(
 ) -> dict:
     """Encode on this process's cached encoder, pooled as the album's vectors were. JSON-safe result,
     so a Celery task can return it. With `box`, the image part is the box's region vector."""
+    # hoistable (no cycle, no torch): left to the query-path rework under way
     from encoders.pooled_encoder import PooledEncoder
     from encoders.registry import get_encoder
 
@@ -69,7 +71,7 @@ def encode_locally(
         )
     segmenter = None
     if ids.pooling == MASKED:
-        from encoders.segmenter import get_person_segmenter
+        from encoders.segmenter import get_person_segmenter  # imports torch: the web tier imports this module
 
         segmenter = get_person_segmenter()
     # The precision the album's vectors were made in, whatever this machine would pick for new ones.
@@ -118,8 +120,9 @@ def _result(future: Future):
 def _decode_query_image(image_bytes: bytes):
     """Decoded as the indexer decodes (workers/pipeline.py), alpha kept for masked pooling. The web
     checked only the header (search/api/views.py), so damaged data is reported here, as a 400."""
-    from PIL import Image
+    from PIL import Image  # hoistable (no cycle, no torch): left to the query-path rework under way
 
+    # hoistable (no cycle, no torch): left to the query-path rework under way
     from encoders.images import ENCODER_DRAFT, open_decoded
     from encoders.pooled_encoder import keep_alpha
 
@@ -191,8 +194,8 @@ def encode_query(
         if query_encoding_mode() == "web":
             result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
         else:
-            from search.query_worker import ask_query_worker
-            from search.tasks import query_encode
+            from search.query_worker import ask_query_worker  # hoistable: left to the query-path rework
+            from search.tasks import query_encode  # cycle: search.tasks imports this module
 
             result = ask_query_worker(
                 query_encode, (model_id, texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,

@@ -6,35 +6,24 @@ Errors travel back as data, not as pickled exceptions (results are JSON): the ta
 
 from __future__ import annotations
 
+import logging
+
+from celery.backends.asynchronous import E_RETRY_LIMIT_EXCEEDED
+from celery.exceptions import TimeoutError as CeleryTimeout
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from config.errors import ApplicationError, ServiceUnavailableError, encoder_error_status
 
 # What a 503 for no answer tells the client to wait (Retry-After), as for the web's own encoder.
 RETRY_AFTER_SECONDS = 5
 
-
-def _broker_errors() -> tuple[type[BaseException], ...]:
-    from kombu.exceptions import OperationalError as KombuOperationalError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    return (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
-
-
-BROKER_ERRORS = _broker_errors()
-
-
-def _result_store_gone() -> str:
-    from celery.backends.asynchronous import E_RETRY_LIMIT_EXCEEDED
-
-    return E_RETRY_LIMIT_EXCEEDED
-
-
-_RESULT_STORE_GONE = _result_store_gone()
+BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
+_RESULT_STORE_GONE = E_RETRY_LIMIT_EXCEEDED
 
 
 def _broker_unavailable(exc: BaseException) -> ServiceUnavailableError:
-    import logging
-
     logging.getLogger(__name__).warning("query worker not reachable: the broker is unavailable: %s", exc)
     return ServiceUnavailableError(
         "The message broker is unavailable, so no query worker can be asked; try again shortly.",
@@ -50,8 +39,6 @@ def error_as_data(exc) -> dict:
 
 def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "json") -> dict:
     """`serializer="msgpack"` when an argument is raw bytes (a query image)."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
     try:
         # Once the caller has given up, a worker that reaches the task late drops it unrun.
         pending = task.apply_async(args, expires=timeout, serializer=serializer)

@@ -1,27 +1,26 @@
 """The `query` queue: encode search queries on a worker that keeps the model warm."""
 
+import base64
+
 from celery import shared_task
 
 from config.errors import ApplicationError
+from encoders.errors import EncoderError
+from search import duplicates
+from search.query_encoding import encode_locally
 from search.query_worker import error_as_data
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def duplicate_scan_run(job_id: int) -> dict:
     """On the `default` queue: a near-duplicate scan of an album too large to answer in a request."""
-    from search.duplicates import duplicate_scan_run as run
-
-    return run(job_id=job_id)
+    return duplicates.duplicate_scan_run(job_id=job_id)
 
 
 @shared_task(ignore_result=False, acks_late=False)
 def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
     (sent with msgpack), or base64 text from a JSON caller."""
-    import base64
-
-    from encoders.errors import EncoderError
-    from search.query_encoding import encode_locally
 
     try:
         if isinstance(image, str):

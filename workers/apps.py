@@ -6,6 +6,6 @@ class WorkersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from workers import hooks
+        from workers import hooks  # hooks import models: only once the app registry is ready
 
         hooks.connect()  # albums announces uploads and encoder changes; indexing answers

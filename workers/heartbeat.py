@@ -16,6 +16,7 @@ import os
 import time
 from typing import Any
 
+import django
 import redis
 from celery import bootsteps
 from django.conf import settings
@@ -92,6 +93,7 @@ class Heartbeat(bootsteps.StartStopStep):
         """On every (re)connection, and every LOUPE_RECOVERY_SWEEP_SECONDS: work a broker outage lost is
         looked for (workers/recovery.py; the web can fail to publish while the workers stay connected).
         Never fatal to the worker."""
+        # recovery imports models, and config.celery imports this module before the app registry is ready
         from workers.recovery import request_sweep
 
         self.last_sweep_request = time.monotonic()
@@ -133,8 +135,6 @@ def live_workers(client: redis.Redis | None = None) -> dict[str, dict[str, Any]]
 def main(argv: list[str]) -> int:
     """`python -m workers.heartbeat NAME@HOST`: exit 0 while that worker's heartbeat is live (for
     container health checks, which would otherwise need the same broadcast ping health dropped)."""
-    import django
-
     django.setup()
     if len(argv) != 1:
         print("usage: python -m workers.heartbeat NAME@HOST")

@@ -4,39 +4,35 @@ WorkersConfig.ready."""
 from __future__ import annotations
 
 from albums import hooks
+from workers import indexing, services
+from workers.api.views import FailedRebuildSerializer, JobSerializer
+from workers.models import IndexJob
+from workers.selectors import rebuild_failure_get
 
 
 def queue_metadata(*, album, user, image_ids, **kwargs) -> None:
-    from workers.services import image_metadata_enqueue
-
-    image_metadata_enqueue(image_ids=image_ids)
+    services.image_metadata_enqueue(image_ids=image_ids)
 
 
 def queue_indexing(*, album, user, image_ids, **kwargs) -> None:
-    from workers.indexing import index_job_start
-
-    index_job_start(album=album, user=user)  # debounced: a burst of uploads joins one job
+    indexing.index_job_start(album=album, user=user)  # debounced: a burst of uploads joins one job
 
 
 def rebuild(*, album, user, **kwargs) -> None:
-    from workers.indexing import album_encoder_changed
-
-    album_encoder_changed(album=album, user=user)
+    indexing.album_encoder_changed(album=album, user=user)
 
 
-def album_index_state(*, album) -> dict:
+def album_index_state(*, album) -> hooks.IndexState:
     """The indexing job under way and a failed rebuild not yet dismissed (serialized) for
     albums.hooks.index_summary."""
-    from workers.api.views import FailedRebuildSerializer, JobSerializer
-    from workers.models import IndexJob
-    from workers.selectors import rebuild_failure_get
-
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
            .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
     failed = rebuild_failure_get(album=album)
-    return {"active_job": JobSerializer(job).data if job else None,
-            "rebuilding": bool(job and job.kind == IndexJob.Kind.REBUILD),
-            "last_failed_rebuild": FailedRebuildSerializer(failed, context={"album": album}).data if failed else None}
+    return hooks.IndexState(
+        active_job=JobSerializer(job).data if job else None,
+        rebuilding=bool(job and job.kind == IndexJob.Kind.REBUILD),
+        last_failed_rebuild=FailedRebuildSerializer(failed, context={"album": album}).data if failed else None,
+    )
 
 
 def connect() -> None:

@@ -27,8 +27,11 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from albums.models import Album, Image, ImageMask
+from encoders.errors import EncoderError
 from encoders.model_ids import parse_model_id
+from encoders.pooled_encoder import PooledEncoder
 from encoders.pooling import MASKED
+from encoders.registry import get_encoder
 from workers.models import Embedding
 from workers.vector_store import (
     album_graph_ensure,
@@ -40,11 +43,13 @@ from workers.vector_store import (
     regions_insert,
 )
 from workers.models import IndexJob, IndexJobBatch
-from workers.recovery import BROKER_UNAVAILABLE
+from workers.pipeline import embed_stored_images, make_pool
 
 logger = logging.getLogger(__name__)
 
 SUPERSEDED = "Superseded: the album's encoder changed before this job finished."
+# In the message of a job the broker refused; the recovery sweep (workers/recovery.py) restarts those.
+BROKER_UNAVAILABLE = "broker unavailable"
 
 
 # --- starting, joining, cancelling ---------------------------------------------------------------
@@ -53,7 +58,7 @@ SUPERSEDED = "Superseded: the album's encoder changed before this job finished."
 INDEXING_KINDS = (IndexJob.Kind.INDEX, IndexJob.Kind.REBUILD)
 
 
-def _active_index_jobs(album: Album):
+def active_index_jobs(album: Album):
     return IndexJob.objects.filter(album=album, kind__in=INDEXING_KINDS, status__in=IndexJob.ACTIVE_STATUSES)
 
 
@@ -64,7 +69,7 @@ def index_job_start(
 
     A job that stopped giving signs of life (its chunks lost with a broker that had no
     persistence, say) is failed with that reason and replaced, so the album never stays stuck."""
-    active = _active_index_jobs(album).first()
+    active = active_index_jobs(album).first()
     if active is not None:
         if not active.is_stale:
             return active, False
@@ -83,8 +88,8 @@ def index_job_start(
                 params=params,
             )
     except IntegrityError:  # another request started one a moment ago
-        return _active_index_jobs(album).get(), False
-    from workers.tasks import encode_index_job
+        return active_index_jobs(album).get(), False
+    from workers.tasks import encode_index_job  # cycle: workers.tasks imports this module
 
     if countdown is None:
         countdown = settings.LOUPE_INDEX_DEBOUNCE_SECONDS if kind == IndexJob.Kind.INDEX else 0
@@ -120,7 +125,7 @@ def index_job_cancel(*, job: IndexJob, reason: str = "Cancelled.") -> IndexJob:
 
 def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
     """Called (inside the transaction that bumped the generation) when an album gets a new encoder."""
-    for job in _active_index_jobs(album):
+    for job in active_index_jobs(album):
         index_job_cancel(job=job, reason=SUPERSEDED)
     job, _ = index_job_start(album=album, user=user, kind=IndexJob.Kind.REBUILD)
     return job
@@ -151,7 +156,7 @@ def _fail_job(job_id: int, message: str) -> None:
     )
 
 
-def _pending_scope(album: Album, model_id: str):
+def pending_scope(album: Album, model_id: str):
     has_vector = Embedding.objects.filter(image=OuterRef("pk"), model_id=model_id)
     return (
         Image.objects.filter(album=album)
@@ -163,7 +168,7 @@ def _pending_scope(album: Album, model_id: str):
 
 
 def dispatch_batches(job_id: int, batches: list[list[int]]) -> None:
-    from workers.tasks import encode_index_batch
+    from workers.tasks import encode_index_batch  # cycle: workers.tasks imports this module
 
     try:
         for seq, ids in enumerate(batches):
@@ -192,14 +197,11 @@ def _job_encoder(job: IndexJob):
     spec will not fix themselves, so the job fails once, with the message, and is not retried.
     The encoder is the album's view of the loaded model (its pooling and storage): its model_id is
     what the job's vectors are stored under."""
-    from encoders.errors import EncoderError
-    from encoders.pooled_encoder import PooledEncoder
-    from encoders.registry import get_encoder
-
     album = job.album
     try:
         segmenter = None
         if album.pooling == MASKED:
+            # imports torch: the web tier imports this module to start and cancel jobs
             from encoders.segmenter import get_person_segmenter
 
             segmenter = get_person_segmenter()
@@ -239,7 +241,7 @@ def index_job_run(*, job_id: int) -> dict:
             # Nothing to fall back on: search reads the new vectors as they arrive.
             album.active_model_id = encoder.model_id
             album.save(update_fields=["active_model_id"])
-        scope = list(_pending_scope(album, encoder.model_id))
+        scope = list(pending_scope(album, encoder.model_id))
         job.model_id = encoder.model_id
         job.total = len(scope)
         job.status = IndexJob.Status.RUNNING
@@ -264,15 +266,11 @@ def _decode_pool():
     # (processes: hundreds of ms) every time.
     global _pool
     if _pool is None:
-        from workers.pipeline import make_pool
-
         _pool = make_pool()
     return _pool
 
 
 def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
-    from workers.pipeline import embed_stored_images
-
     job = IndexJob.objects.select_related("album").get(pk=job_id)
     if not job.is_active or job.album.generation != job.generation:
         return {"skipped": "inactive"}
@@ -412,5 +410,5 @@ def _follow_up(album_id: int) -> None:
     except DatabaseError:
         logger.warning("album %s: could not drop its graphs of older models", album_id, exc_info=True)
     album = Album.objects.get(pk=album_id)
-    if album.active_model_id and _pending_scope(album, album.active_model_id).exists():
+    if album.active_model_id and pending_scope(album, album.active_model_id).exists():
         index_job_start(album=album, kind=IndexJob.Kind.INDEX, countdown=0)

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from pgvector.django import VectorField
 
 
@@ -67,8 +68,6 @@ class IndexJob(models.Model):
     @property
     def is_stale(self) -> bool:
         """Active, but no sign of life (heartbeat, start, creation) for LOUPE_JOB_STALE_SECONDS."""
-        from django.utils import timezone
-
         if not self.is_active:
             return False
         last_sign_of_life = self.heartbeat_at or self.started_at or self.created_at

@@ -23,9 +23,11 @@ from itertools import islice
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import default_storage
 from PIL import Image
 
-from encoders.images import ENCODER_DRAFT
+from encoders.images import ENCODER_DRAFT, open_decoded
+from encoders.pooled_encoder import PooledEncoder, keep_alpha
 from encoders.pooling import Pooled
 
 # CPU BLAS kernels round differently for a batch of, say, 7 rows than for 8, so the same image could
@@ -51,9 +53,6 @@ class Embedded:
 
 
 def _open(fp, draft: tuple[int, int], alpha: bool) -> Image.Image:
-    from encoders.images import open_decoded
-    from encoders.pooled_encoder import keep_alpha
-
     return open_decoded(fp, draft_size=draft, convert=keep_alpha if alpha else None)
 
 
@@ -93,8 +92,7 @@ def _decode_source(
 
 
 def _read(name: str) -> bytes | None:
-    from django.core.files.storage import default_storage
-
+    # albums.storage imports models: spawned decode processes import this module with no Django set up
     from albums.storage import StorageUnavailableError, is_transient_io
 
     try:
@@ -121,8 +119,6 @@ def _submit(pool: Executor, name: str, draft: tuple[int, int], alpha: bool = Fal
     if not isinstance(pool, ProcessPoolExecutor):
         return pool.submit(_decode, name, draft, alpha, mask_name)
     # Process workers get a path (or, for storages without one, the bytes): they know no Django.
-    from django.core.files.storage import default_storage
-
     def source_of(stored: str) -> str | bytes | None:
         try:
             return default_storage.path(stored)
@@ -198,8 +194,6 @@ def embed_stored_images(
 ) -> Embedded:
     """items: (image_id, storage name). Vectors come back in the order of the decodable items.
     `masks`: image_id → storage name of its uploaded mask (masked pooling only)."""
-    from encoders.pooled_encoder import PooledEncoder
-
     pooled = encoder if isinstance(encoder, PooledEncoder) else None
     wants_masks = bool(pooled and pooled.needs_alpha)
     micro_batch = _round_up(micro_batch or settings.LOUPE_ENCODE_BATCH_SIZE)
@@ -232,8 +226,6 @@ def _round_up(n: int) -> int:
 def _pooled_fixed_shape(encoder, images: list) -> Pooled:
     """The encoder's pooled output with the forward batch padded to a multiple of ROW_MULTIPLE rows.
     `images` may hold `WithMask` entries (decoded with their uploaded masks)."""
-    from encoders.pooled_encoder import PooledEncoder
-
     padded = _round_up(len(images))
     batch = list(images) + [images[-1]] * (padded - len(images))
     masks = [item.mask if isinstance(item, WithMask) else None for item in batch]
@@ -269,7 +261,7 @@ class EncoderOutOfMemoryError(Exception):
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    import torch
+    import torch  # torch stays out of the web tier, which imports this module via workers.indexing
 
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
@@ -290,7 +282,7 @@ def _encode_halving(encoder, images) -> Pooled:
 
 
 def _release_device_memory() -> None:
-    import torch
+    import torch  # torch stays out of the web tier, which imports this module via workers.indexing
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -20,19 +20,22 @@ sweep, on the `default` queue:
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from albums.models import Album, Image
-from workers.vector_store import album_graphs_prune
+from workers.indexing import BROKER_UNAVAILABLE, INDEXING_KINDS, active_index_jobs, index_job_start, pending_scope
 from workers.models import IndexJob
+from workers.services import image_metadata_enqueue, images_without_metadata_task
+from workers.vector_store import album_graphs_prune
 
 logger = logging.getLogger(__name__)
 
-BROKER_UNAVAILABLE = "broker unavailable"
 SWEEP_LOCK_KEY = "loupe:recovery-sweep"
 # Held from the request until the sweep ends (it releases its own token); the expiry only matters
 # when the sweep task is lost. A sweep queued behind a long backlog may let a second one in: harmless.
@@ -45,8 +48,6 @@ _RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.ca
 
 
 def _last_indexing_job(album: Album) -> IndexJob | None:
-    from workers.indexing import INDEXING_KINDS
-
     return IndexJob.objects.filter(album=album, kind__in=INDEXING_KINDS).order_by("-created_at", "-pk").first()
 
 
@@ -56,9 +57,7 @@ def _refused_by_broker(job: IndexJob | None) -> bool:
 
 def _resume_kind(album: Album) -> str | None:
     """The kind of job to start for the album, or None to leave it alone."""
-    from workers.indexing import _active_index_jobs, _pending_scope
-
-    active = _active_index_jobs(album).first()
+    active = active_index_jobs(album).first()
     if active is not None:
         return active.kind if active.is_stale else None
     last = _last_indexing_job(album)
@@ -66,14 +65,11 @@ def _resume_kind(album: Album) -> str | None:
         return last.kind
     if last is not None and last.status != IndexJob.Status.SUCCEEDED:
         return None  # failed for another reason, or cancelled
-    has_pending = _pending_scope(album, album.active_model_id or "").exists()
+    has_pending = pending_scope(album, album.active_model_id or "").exists()
     return IndexJob.Kind.INDEX if has_pending else None
 
 
 def resume_pending_work() -> dict[str, list[int]]:
-    from workers.indexing import INDEXING_KINDS, index_job_start
-    from workers.services import image_metadata_enqueue, images_without_metadata_task
-
     jobs = IndexJob.objects.filter(album=OuterRef("pk"), kind__in=INDEXING_KINDS)
     waiting = Image.objects.filter(album=OuterRef("pk"), status=Image.Status.PENDING)
     candidates = Album.objects.filter(
@@ -106,8 +102,6 @@ def resume_pending_work() -> dict[str, list[int]]:
 def request_sweep(client, app, hostname: str) -> bool:
     """Send the sweep task unless one is already queued or running. True if sent. Workers that
     reconnect together send one; a reconnection after that sweep ended sends another."""
-    import uuid
-
     token = f"{hostname}/{uuid.uuid4()}"
     if not client.set(SWEEP_LOCK_KEY, token, nx=True, ex=SWEEP_LOCK_SECONDS):
         return False
@@ -120,8 +114,6 @@ def request_sweep(client, app, hostname: str) -> bool:
 
 
 def release_sweep_lock(token: str, *, client=None) -> None:
-    import redis
-
     own = client is None
     client = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import uuid
+from dataclasses import dataclass
 from typing import Sequence
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Greatest
+from django.utils import timezone
 from PIL import Image as PILImage
 
+from albums.folder_import import count_files, folder_import
 from albums.imaging import make_thumbnail, read_metadata
 from albums.models import Image
 from albums.services import image_mark_failed, image_save_metadata
 from albums.storage import StorageUnavailableError, is_transient_io
+from workers.indexing import index_job_start
+from workers.models import IndexJob
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +39,7 @@ def _metadata_mark(image_id: int) -> str:
 
 
 def image_metadata_enqueue(*, image_ids: Sequence[int]) -> None:
-    from django.core.cache import cache
-
-    from workers.tasks import image_process_metadata
+    from workers.tasks import image_process_metadata  # cycle: workers.tasks imports this module
 
     for start in range(0, len(image_ids), METADATA_CHUNK):
         chunk = list(image_ids[start : start + METADATA_CHUNK])
@@ -41,15 +49,11 @@ def image_metadata_enqueue(*, image_ids: Sequence[int]) -> None:
 
 def images_without_metadata_task(image_ids: Sequence[int]) -> list[int]:
     """Those of `image_ids` that no queued or running metadata task holds."""
-    from django.core.cache import cache
-
     held = cache.get_many([_metadata_mark(pk) for pk in image_ids])
     return [pk for pk in image_ids if _metadata_mark(pk) not in held]
 
 
 def metadata_marks_clear(image_ids: Sequence[int]) -> None:
-    from django.core.cache import cache
-
     cache.delete_many([_metadata_mark(pk) for pk in image_ids])
 
 
@@ -80,13 +84,8 @@ def image_process_metadata(*, image_ids: Sequence[int]) -> dict[str, int]:
 
 def folder_import_start(*, album, user, path: str):
     """Check the path now (so the caller gets a clear refusal) and import in the background."""
-    import uuid
 
-    from django.db import transaction
-
-    from albums.folder_import import count_files
-    from workers.models import IndexJob
-    from workers.tasks import folder_import_run
+    from workers.tasks import folder_import_run  # cycle: workers.tasks imports this module
 
     total = count_files(path)
     task_id = str(uuid.uuid4())
@@ -99,13 +98,6 @@ def folder_import_start(*, album, user, path: str):
 
 
 def folder_import_job_run(*, job_id: int, path: str) -> dict:
-    from django.db.models import F
-    from django.db.models.functions import Greatest
-    from django.utils import timezone
-
-    from albums.folder_import import folder_import
-    from workers.models import IndexJob
-
     job = IndexJob.objects.select_related("album", "created_by").get(pk=job_id)
     if not job.is_active:
         return {"skipped": job.status}
@@ -128,7 +120,7 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
         IndexJob.objects.filter(pk=job_id).update(status=IndexJob.Status.FAILED, finished_at=timezone.now(),
                                                   message=f"Import failed: {exc}"[:4000])
         raise
-    skipped = "; ".join(f"{r['path']}: {r['reason']}" for r in report.rejected[:20])
+    skipped = "; ".join(f"{r.path}: {r.reason}" for r in report.rejected[:20])
     more = f" (and {len(report.rejected) - 20} more)" if len(report.rejected) > 20 else ""
     IndexJob.objects.filter(pk=job_id).update(
         status=IndexJob.Status.SUCCEEDED, finished_at=timezone.now(),
@@ -138,14 +130,17 @@ def folder_import_job_run(*, job_id: int, path: str) -> dict:
     return report.as_dict()
 
 
-def album_retry_failed(*, album, user=None) -> dict:
+@dataclass(frozen=True)
+class RetryOutcome:
+    retried: int  # images set back to pending
+    job_id: int | None  # the index job they joined; None when there was nothing to retry
+
+
+def album_retry_failed(*, album, user=None) -> RetryOutcome:
     """Give the album's failed images another go: each is `pending` again, gets its metadata step
     when it has no thumbnail yet, and joins an index job. For images that failed for a cause that has
     passed (storage back, weights restored, a bug fixed); one that is still bad fails again, with
     its reason, and costs nothing else."""
-    from django.db import transaction
-
-    from workers.indexing import index_job_start
 
     with transaction.atomic():
         failed = list(Image.objects.select_for_update().filter(album=album, status=Image.Status.FAILED)
@@ -158,4 +153,4 @@ def album_retry_failed(*, album, user=None) -> dict:
     job = None
     if ids:
         job, _ = index_job_start(album=album, user=user, countdown=0)
-    return {"retried": len(ids), "job_id": job.pk if job is not None else None}
+    return RetryOutcome(retried=len(ids), job_id=job.pk if job is not None else None)

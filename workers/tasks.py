@@ -7,6 +7,7 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -70,8 +71,6 @@ def encode_index_batch(self, job_id: int, seq: int, image_ids: list[int]) -> dic
 
 def _runs_started(job_id: int, seq: int) -> int:
     """How many times this chunk has started, counted in the shared cache (1 when it cannot count)."""
-    from django.core.cache import cache
-
     key = f"loupe:chunk-runs:{job_id}:{seq}"
     try:
         cache.add(key, 0, timeout=24 * 3600)

@@ -8,6 +8,7 @@ from albums.exif_info import image_info
 from albums.models import POOLING_CHOICES, STORAGE_CHOICES, Album, AlbumMembership, Image
 from albums.roles import Role
 from config.params import MAX_ID
+from encoders.catalog import responsible_use_notice
 
 
 class AlbumSerializer(serializers.ModelSerializer):
@@ -25,8 +26,6 @@ class AlbumSerializer(serializers.ModelSerializer):
         read_only_fields = ["generation", "active_model_id", "created_at", "updated_at"]
 
     def get_responsible_use(self, album: Album) -> str | None:
-        from encoders.catalog import responsible_use_notice
-
         return responsible_use_notice(album.encoder_spec)
 
 
@@ -40,6 +39,18 @@ class AlbumListItemSerializer(AlbumSerializer):
         fields = [*AlbumSerializer.Meta.fields, "image_count"]
 
 
+class IndexSummarySerializer(serializers.Serializer):
+    """Reads an albums.hooks.IndexSummary."""
+
+    search_model_id = serializers.CharField(allow_null=True)
+    search_model = serializers.CharField(allow_null=True)
+    images = serializers.DictField(child=serializers.IntegerField())
+    active_job = serializers.JSONField(allow_null=True)  # the jobs API's own serialization of the job
+    rebuilding = serializers.BooleanField()
+    last_failed_rebuild = serializers.JSONField(
+        allow_null=True, help_text="the last rebuild when it failed and nobody dismissed it: {job_id, encoder_spec, message, finished_at}")
+
+
 class AlbumDetailSerializer(AlbumSerializer):
     index = serializers.SerializerMethodField(help_text="image counts by status, the model search uses, the job under way")
 
@@ -47,7 +58,7 @@ class AlbumDetailSerializer(AlbumSerializer):
         fields = [*AlbumSerializer.Meta.fields, "index"]
 
     def get_index(self, album: Album) -> dict:
-        return hooks.index_summary(album=album)
+        return IndexSummarySerializer(hooks.index_summary(album=album)).data
 
 
 class AlbumWriteSerializer(serializers.Serializer):

@@ -141,17 +141,11 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
         uploads, oversized = self.uploaded_files(request)
         if not uploads and not oversized:
             raise ApplicationError("No files in the request; send them as multipart field 'files'.", code="no_files")
-        results = services.image_upload_many(
+        summary = services.UploadSummary(tuple(services.image_upload_many(
             album=album, user=request.user, files=[(f.name, f) for f in uploads], oversized=oversized
-        )
-        counts = {s: sum(r.status == s for r in results) for s in ("created", "duplicate", "rejected")}
-        body = {
-            "created": counts["created"],
-            "duplicates": counts["duplicate"],
-            "rejected": counts["rejected"],
-            "results": [r.__dict__ for r in results],
-        }
-        return Response(body, status=status.HTTP_201_CREATED if counts["created"] else status.HTTP_200_OK)
+        )))
+        return Response(UploadResponseSerializer(summary).data,
+                        status=status.HTTP_201_CREATED if summary.created else status.HTTP_200_OK)
 
 
 def _body_field(request, name: str, *, many: bool = False):

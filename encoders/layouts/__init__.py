@@ -10,6 +10,16 @@ from pathlib import Path
 
 from encoders.errors import EncoderSpecError
 from encoders.spec import EncoderSpec
+from encoders.weights import (
+    ResolvedWeights,
+    WeightsLocation,
+    hf_cached_snapshot,
+    hf_weight_files,
+    is_hf_dir,
+    models_dir,
+    read_json,
+    weights_missing_error,
+)
 
 
 class WeightsLayout:
@@ -19,13 +29,9 @@ class WeightsLayout:
         self.family = family  # the backend's prefix, and its folder under the models directory
 
     def location(self, spec: EncoderSpec):
-        from encoders.weights import WeightsLocation, models_dir
-
         return WeightsLocation(models_dir() / self.family / spec.model, ("config.json", "model.safetensors"))
 
     def find(self, spec: EncoderSpec, *, import_libraries: bool):
-        from encoders.weights import ResolvedWeights, hf_cached_snapshot, hf_weight_files, is_hf_dir
-
         directory = self.location(spec).directory
         if is_hf_dir(directory):
             return ResolvedWeights(directory, "models_dir", hf_weight_files(directory))
@@ -34,9 +40,7 @@ class WeightsLayout:
         return ResolvedWeights(cached, "cache", hf_weight_files(cached)) if cached else None
 
     def fetch(self, spec: EncoderSpec):
-        from huggingface_hub import snapshot_download
-
-        from encoders.weights import ResolvedWeights, hf_weight_files, weights_missing_error
+        from huggingface_hub import snapshot_download  # huggingface_hub: worker tier only (requirements/worker.txt)
 
         hf_id = self.hf_id(spec)
         if not hf_id:
@@ -60,8 +64,6 @@ class WeightsLayout:
 
     def dim(self, spec: EncoderSpec) -> int | None:
         """The vector width, when names and config files alone tell it."""
-        from encoders.weights import read_json
-
         config = read_json(self.location(spec).directory / "config.json")
         text = config.get("text_config") or {}
         width = text.get("projection_size") or text.get("hidden_size") or config.get("hidden_size")

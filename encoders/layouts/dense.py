@@ -9,6 +9,7 @@ from pathlib import Path
 
 from encoders.catalog import DENSE_MODELS, is_sapiens2
 from encoders.layouts import WeightsLayout, unknown_model
+from encoders.weights import ResolvedWeights, WeightsLocation, models_dir, weights_missing_error
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
@@ -30,8 +31,6 @@ def efficientnet_lite0_package_file() -> Path | None:
 
 class DenseWeights(WeightsLayout):
     def location(self, spec):
-        from encoders.weights import WeightsLocation, models_dir
-
         directory = models_dir() / self.family / spec.model
         if spec.model == EFFICIENTNET_LITE0:
             return WeightsLocation(directory, (EFFICIENTNET_LITE0_FILE,))
@@ -40,8 +39,6 @@ class DenseWeights(WeightsLayout):
         return WeightsLocation(directory, ("config.json", "model.safetensors"))
 
     def find(self, spec, *, import_libraries: bool):
-        from encoders.weights import ResolvedWeights
-
         directory = self.location(spec).directory
         if spec.model == EFFICIENTNET_LITE0:
             candidate = directory / EFFICIENTNET_LITE0_FILE
@@ -55,8 +52,6 @@ class DenseWeights(WeightsLayout):
         return super().find(spec, import_libraries=import_libraries)
 
     def fetch(self, spec):
-        from encoders.weights import weights_missing_error
-
         if spec.model == EFFICIENTNET_LITE0:
             raise weights_missing_error(spec, reason="It is not downloadable from a hub: install the package.")
         if is_sapiens2(spec.model):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from encoders.layouts import WeightsLayout, unknown_model
 from encoders.layouts.openai_clip import OPENAI_CLIP_CACHE
+from encoders.weights import ResolvedWeights, WeightsLocation, models_dir, read_json, weights_missing_error
 
 CHECKPOINT_NAMES = (
     "open_clip_model.safetensors",
@@ -22,16 +23,12 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 class OpenClipWeights(WeightsLayout):
     def location(self, spec):
-        from encoders.weights import WeightsLocation, models_dir
-
         return WeightsLocation(models_dir() / self.family / spec.model / spec.weights, (CHECKPOINT_NAMES[0],))
 
     def config_file(self, spec) -> Path:
         return self.location(spec).directory / "open_clip_config.json"
 
     def find(self, spec, *, import_libraries: bool):
-        from encoders.weights import ResolvedWeights
-
         checkpoint = _checkpoint_in(self.location(spec).directory)
         if checkpoint:
             return ResolvedWeights(checkpoint, "models_dir", (checkpoint,))
@@ -39,9 +36,7 @@ class OpenClipWeights(WeightsLayout):
         return ResolvedWeights(cached, "cache", (cached,)) if cached else None
 
     def fetch(self, spec):
-        import open_clip
-
-        from encoders.weights import ResolvedWeights, weights_missing_error
+        import open_clip  # imports torch: workers only
 
         cfg = open_clip.get_pretrained_cfg(spec.model, spec.weights)
         if not cfg:
@@ -49,7 +44,7 @@ class OpenClipWeights(WeightsLayout):
         location = self.location(spec)
         location.directory.mkdir(parents=True, exist_ok=True)
         if cfg.get("hf_hub"):
-            from huggingface_hub import hf_hub_download
+            from huggingface_hub import hf_hub_download  # huggingface_hub: worker tier only
 
             repo_id, filename = split_hf_hub(cfg["hf_hub"])
             for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
@@ -59,7 +54,7 @@ class OpenClipWeights(WeightsLayout):
                 except Exception:
                     if name == "open_clip_pytorch_model.bin" or filename:
                         raise
-        from open_clip.pretrained import download_pretrained_from_url
+        from open_clip.pretrained import download_pretrained_from_url  # imports torch: workers only
 
         path = Path(download_pretrained_from_url(cfg["url"], cache_dir=str(location.directory)))
         return ResolvedWeights(path, "download", (path,))
@@ -104,7 +99,7 @@ def _cached(spec) -> Path | None:
     if not cfg:
         return None
     if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # huggingface_hub: worker tier only
 
         repo_id, filename = split_hf_hub(cfg["hf_hub"])
         for name in ([filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
@@ -132,8 +127,6 @@ def _architectures() -> set[str]:
 
 
 def _config(layout: OpenClipWeights, spec) -> dict | None:
-    from encoders.weights import read_json
-
     custom = read_json(layout.config_file(spec))
     if custom:
         return custom.get("model_cfg", custom)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from encoders.catalog import OPENAI_CLIP_MODELS
 from encoders.layouts import WeightsLayout, unknown_model
+from encoders.weights import ResolvedWeights, WeightsLocation, models_dir, weights_missing_error
 
 OPENAI_CLIP_CACHE = Path("~/.cache/clip").expanduser()  # clip.load's default download_root
 
@@ -18,13 +19,9 @@ def openai_clip_filename(model: str) -> str:
 
 class OpenAIClipWeights(WeightsLayout):
     def location(self, spec):
-        from encoders.weights import WeightsLocation, models_dir
-
         return WeightsLocation(models_dir() / self.family, (openai_clip_filename(spec.model),))
 
     def find(self, spec, *, import_libraries: bool):
-        from encoders.weights import ResolvedWeights
-
         location = self.location(spec)
         for directory, source in ((location.directory, "models_dir"), (OPENAI_CLIP_CACHE, "cache")):
             candidate = directory / location.files[0]
@@ -33,11 +30,9 @@ class OpenAIClipWeights(WeightsLayout):
         return None
 
     def fetch(self, spec):
-        from encoders.weights import ResolvedWeights, weights_missing_error
-
         if spec.model not in OPENAI_CLIP_MODELS:
             raise weights_missing_error(spec, reason="Only the CLIP package's own models can be fetched.")
-        import clip
+        import clip  # imports torch: workers only
 
         location = self.location(spec)
         location.directory.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import random
 import time
 
 import httpx
+from django.conf import settings
 
 from encoders.images import to_rgb
 from encoders.vlm.base import VisionLanguageModel, VlmRequest
@@ -67,8 +68,6 @@ class OpenAICompatibleVlm(VisionLanguageModel):
         return completion_text(response, url=self.url)
 
     def _post(self, payload: dict) -> httpx.Response:
-        from django.conf import settings
-
         timeout = float(settings.LOUPE_VLM_TIMEOUT_SECONDS)
         retries = max(0, int(settings.LOUPE_VLM_RETRIES))
         backoff = float(settings.LOUPE_VLM_RETRY_BACKOFF_SECONDS)

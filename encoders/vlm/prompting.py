@@ -27,6 +27,7 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -94,8 +95,6 @@ def load_template(name: str) -> str:
 
 
 def _override_dir() -> Path | None:
-    from django.conf import settings
-
     configured = getattr(settings, "LOUPE_VLM_PROMPTS_DIR", "")
     return Path(configured) if configured else None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import threading
 
+from django.conf import settings
+
 from encoders.vlm.base import VisionLanguageModel
 from encoders.vlm.errors import VlmNotAllowedError
 from encoders.vlm.spec import VlmSpec
@@ -62,7 +64,6 @@ _cache_lock = threading.Lock()
 def _resolve_device(spec: VlmSpec, requested: str | None) -> str:
     if spec.backend != "transformers":
         return REMOTE_DEVICE
-    from django.conf import settings
 
     from encoders.torch_runtime import resolve_device  # imports torch: only for local models
 
@@ -75,6 +76,4 @@ def _import_backend(backend: str):
 
 
 def _allowed_specs() -> set[str]:
-    from django.conf import settings
-
     return {str(VlmSpec.parse(s)) for s in getattr(settings, "LOUPE_ALLOWED_VLMS", []) if s.strip()}

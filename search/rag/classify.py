@@ -17,9 +17,16 @@ import time
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
+from PIL import Image, UnidentifiedImageError
 
+from albums.models import Image as AlbumImage
 from albums.storage import image_file_open
 from config.errors import ConflictError
+from encoders.images import open_rgb
+from encoders.registry import get_encoder
+from encoders.vlm import Evidence, VlmError, VlmRequest, get_vlm
+from search.query_encoding import query_encoding_mode
+from search.query_worker import ask_query_worker
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
@@ -27,6 +34,7 @@ from search.rag.models import SupportClass, SupportImage, SupportSet
 from search.rag.patches import image_patches
 from search.rag.retrieval import match_patches
 from search.rag.selectors import classes_without_ready_images
+from search.rag.services import check_patch_count
 
 VLM_QUERY_MAX_SIDE = 1024
 NO_VLM_EXPLANATION = (
@@ -55,10 +63,6 @@ def vlm_spec_for(support_set: SupportSet, params: ClassifyParams) -> str:
 
 
 def _open_query(image_bytes: bytes):
-    from PIL import Image, UnidentifiedImageError
-
-    from encoders.images import open_rgb
-
     try:
         return open_rgb(io.BytesIO(image_bytes))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -67,9 +71,6 @@ def _open_query(image_bytes: bytes):
 
 def _crops(evidence: list[dict]) -> list:
     """The evidence boxes cut from their support images, each image read and decoded once."""
-    from albums.models import Image as AlbumImage
-    from encoders.images import open_rgb
-
     pictures = {}
     for stored in AlbumImage.objects.filter(pk__in={item["image_id"] for item in evidence}).only("file"):
         with image_file_open(image=stored) as fp:
@@ -110,7 +111,6 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
     }
     if not spec:
         return decision
-    from encoders.vlm import Evidence, VlmError, VlmRequest, get_vlm
 
     chosen = [item for item in evidence if item["sent_to_vlm"]]
     # Full-size photos would become thousands of vision tokens (or megabytes of data URL) for no gain.
@@ -152,8 +152,6 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
 
 def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -> dict:
     """JSON-safe result, so a Celery task can return it."""
-    from encoders.registry import get_encoder
-
     started = time.perf_counter()
     options = ClassifyParams(**params)
     support_set = SupportSet.objects.get(pk=support_set_id)
@@ -237,21 +235,16 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
 def _runs_here(spec: str) -> bool:
     """Where search encodes its queries (search.query_encoding.query_encoding_mode), except that a
     vision-language model's generation runs on a worker unless the web is told to do it all."""
-    from search.query_encoding import query_encoding_mode
-
     if spec:
         return settings.LOUPE_QUERY_ENCODING == "web"
     return query_encoding_mode() == "web"
 
 
 def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyParams) -> dict:
-    from search.rag.services import check_patch_count
-
     check_patch_count(params.input_resolution or support_set.support_resolution, support_set.patch_size)
     if _runs_here(vlm_spec_for(support_set, params)):
         return classify_locally(support_set_id=support_set.pk, image_bytes=image_bytes, params=asdict(params))
-    from search.query_worker import ask_query_worker
-    from search.rag.tasks import query_classify
+    from search.rag.tasks import query_classify  # cycle: search.rag.tasks imports this module
 
     return ask_query_worker(query_classify, (support_set.pk, image_bytes, asdict(params)),
                             timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS, serializer="msgpack")

@@ -12,7 +12,11 @@ import logging
 from collections.abc import Sequence
 
 from django.db import transaction
+from PIL import UnidentifiedImageError
 
+from encoders.errors import EncoderError
+from encoders.images import open_rgb
+from encoders.registry import get_encoder
 from search.rag.models import PatchEmbedding, SupportImage, SupportSet
 from search.rag.patches import PatchGrid, image_patches
 
@@ -24,8 +28,6 @@ def model_key(encoder, support_set: SupportSet) -> str:
 
 
 def _compute(encoder, support_set: SupportSet, support_image: SupportImage) -> PatchGrid:
-    from encoders.images import open_rgb
-
     with support_image.image.file.open("rb") as fp:
         picture = open_rgb(fp)
     return image_patches(
@@ -74,9 +76,6 @@ def _fail(support_image_id: int, reason: str) -> None:
 def support_patches_compute(*, support_set_id: int, generation: int, support_image_ids: Sequence[int], encoder=None) -> dict:
     """Embed the patches of these support images. One bad image is recorded with its reason and
     never stops the others; a missing model fails them all with the same clear reason."""
-    from encoders.errors import EncoderError
-    from encoders.registry import get_encoder
-
     support_set = SupportSet.objects.filter(pk=support_set_id).first()
     if support_set is None or support_set.generation != generation:
         return {"skipped": "superseded"}
@@ -104,8 +103,6 @@ def support_patches_compute(*, support_set_id: int, generation: int, support_ima
 
 
 def _reason(exc: Exception) -> str:
-    from PIL import UnidentifiedImageError
-
     if isinstance(exc, FileNotFoundError):
         return "The image file is missing from storage."
     if isinstance(exc, UnidentifiedImageError | OSError | SyntaxError | ValueError):

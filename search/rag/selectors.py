@@ -4,7 +4,7 @@ albums the user is not a member of; a member below the role gets RoleRequiredErr
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from albums.roles import Role
 from albums.selectors import get_for_user, member_rows
@@ -41,8 +41,6 @@ def support_image_get_for_user(*, user: AbstractBaseUser, support_image_id: int,
 
 def support_classes_with_images(*, support_set: SupportSet) -> list[SupportClass]:
     """Classes in display order, each with `support_images` (and their album images) prefetched."""
-    from django.db.models import Prefetch
-
     images = SupportImage.objects.select_related("image").order_by("created_at", "id")
     return list(
         SupportClass.objects.filter(support_set=support_set)

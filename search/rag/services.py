@@ -143,6 +143,21 @@ class SupportAddResult:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class SupportAddSummary:
+    """What adding examples answers (SupportAddResponseSerializer): the counts, then each item's result."""
+
+    results: tuple[SupportAddResult, ...]
+
+    @property
+    def added(self) -> int:
+        return sum(r.status == "added" for r in self.results)
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.status == "rejected" for r in self.results)
+
+
 def _attach(support_class: SupportClass, image_id: int, name: str) -> SupportAddResult:
     existing = SupportImage.objects.filter(support_set_id=support_class.support_set_id, image_id=image_id).select_related(
         "support_class"
@@ -209,6 +224,7 @@ def _enqueue(support_set: SupportSet, support_image_ids: list[int]) -> None:
     set_id, generation = support_set.pk, support_set.generation
 
     def send():
+        # cycle: search.rag.tasks imports this module (through search.rag.classify)
         from search.rag.tasks import encode_support_patches
 
         encode_support_patches.delay(set_id, generation, support_image_ids)

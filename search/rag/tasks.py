@@ -1,15 +1,18 @@
 """Vision-RAG work for the workers: patch embedding on `encode`, classification on `query`."""
 
+import base64
+
 from celery import shared_task
 
 from config.errors import ApplicationError
+from encoders.errors import EncoderError
 from search.query_worker import error_as_data
+from search.rag.classify import classify_locally
+from search.rag.indexing import support_patches_compute
 
 
 @shared_task(acks_late=True)
 def encode_support_patches(support_set_id: int, generation: int, support_image_ids: list[int]) -> dict:
-    from search.rag.indexing import support_patches_compute
-
     return support_patches_compute(support_set_id=support_set_id, generation=generation, support_image_ids=support_image_ids)
 
 
@@ -17,10 +20,6 @@ def encode_support_patches(support_set_id: int, generation: int, support_image_i
 def query_classify(support_set_id: int, image: bytes | str, params: dict) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
     (sent with msgpack, as the web sends it), or base64 text from a JSON caller."""
-    import base64
-
-    from encoders.errors import EncoderError
-    from search.rag.classify import classify_locally
 
     try:
         image_bytes = base64.b64decode(image) if isinstance(image, str) else image

@@ -35,7 +35,7 @@ def test_imports_recursively_and_says_why_files_were_skipped(tree, album, alice)
     root, _ = tree
     report = folder_import(album=album, user=alice, path=str(root / "trip"))
     assert (report.created, report.duplicates) == (2, 1)
-    reasons = {row["path"]: row["reason"] for row in report.rejected}
+    reasons = {row.path: row.reason for row in report.rejected}
     assert set(reasons) == {"notes.txt", "fake.jpg", "link.jpg"}
     assert "outside the allowed import roots" in reasons["link.jpg"]
     assert "Not an image" in reasons["fake.jpg"] or "not_an_image" in str(report.rejected)

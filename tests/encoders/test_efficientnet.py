@@ -8,8 +8,8 @@ import torch
 
 from encoders import efficientnet_lite0
 from encoders.images import to_rgb
+from encoders.layouts.dense import efficientnet_lite0_package_file
 from encoders.registry import get_encoder
-from encoders.weights import efficientnet_lite0_package_file
 
 SPEC = "dense:efficientnet-lite0"
 PACKAGE_FILE = efficientnet_lite0_package_file()

@@ -12,11 +12,11 @@ from PIL import Image
 
 from albums import services as album_services
 from albums.models import Album
+from encoders.layouts.dense import efficientnet_lite0_package_file
 from encoders.model_ids import compose_model_id, parse_model_id
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
 from encoders.torch_runtime import cpu_has_bf16, default_image_precision
-from encoders.weights import efficientnet_lite0_package_file
 from search.query_encoding import encode_locally
 from tests.images import noise_png
 from workers.indexing import _kept_precision

@@ -3,9 +3,10 @@ import hashlib
 import pytest
 
 from encoders.errors import EncoderWeightsMissing
+from encoders.layouts.dense import efficientnet_lite0_package_file
 from encoders.registry import get_encoder
 from encoders.spec import EncoderSpec
-from encoders.weights import efficientnet_lite0_package_file, find_weights, resolve_weights
+from encoders.weights import find_weights, resolve_weights
 
 
 @pytest.mark.parametrize(

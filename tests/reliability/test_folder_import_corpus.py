@@ -45,17 +45,17 @@ def corpus_tree(tmp_path, settings, import_root):
 def test_folder_import_gives_every_file_an_outcome_and_never_leaves_the_roots(corpus_tree, album, alice):
     root, cases = corpus_tree
     report = folder_import(album=album, user=alice, path=str(root))
-    rejected = {row["path"]: row for row in report.rejected}
+    rejected = {row.path: row for row in report.rejected}
     for case in cases:
         name = _file_name(case)
         if case.status == "rejected":
-            assert rejected[name]["code"] == case.code, (case.kind, rejected.get(name))
+            assert rejected[name].code == case.code, (case.kind, rejected.get(name))
         else:
             assert name not in rejected, rejected.get(name)
-    assert rejected["escape-file.jpg"]["code"] == "skipped"
-    assert "outside the allowed import roots" in rejected["escape-file.jpg"]["reason"]
-    assert "outside the allowed import roots" in rejected["traversal-link.jpg"]["reason"]
-    assert rejected["pipe.jpg"]["reason"] == "Not a regular file."
+    assert rejected["escape-file.jpg"].code == "skipped"
+    assert "outside the allowed import roots" in rejected["escape-file.jpg"].reason
+    assert "outside the allowed import roots" in rejected["traversal-link.jpg"].reason
+    assert rejected["pipe.jpg"].reason == "Not a regular file."
     # The linked folder is not followed, so its file is neither imported nor listed.
     assert not any(path.startswith("escape-dir") for path in rejected)
     created = [c for c in cases if c.status == "created"]

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -75,13 +75,17 @@ class AlbumIndexApi(APIView):
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK)
 
 
+class RetryFailedSerializer(serializers.Serializer):  # reads a workers.services.RetryOutcome
+    retried = serializers.IntegerField()
+    job_id = serializers.IntegerField(allow_null=True)
+
+
 class AlbumRetryFailedApi(APIView):
-    @extend_schema(request=None, responses=inline_serializer("RetryFailed", {
-        "retried": serializers.IntegerField(), "job_id": serializers.IntegerField(allow_null=True)}))
+    @extend_schema(request=None, responses=RetryFailedSerializer)
     def post(self, request, album_id: int):
         """Set the album's failed images back to pending and index them again."""
         album = album_get_for_user(user=request.user, album_id=album_id, min_role=Role.EDITOR)
-        return Response(album_retry_failed(album=album, user=request.user))
+        return Response(RetryFailedSerializer(album_retry_failed(album=album, user=request.user)).data)
 
 
 class AlbumRebuildFailureDismissApi(APIView):

@@ -33,7 +33,7 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         for row in report.rejected:
-            self.stdout.write(f"  skipped {row['path']}: {row['reason']}")
+            self.stdout.write(f"  skipped {row.path}: {row.reason}")
         self.stdout.write(self.style.SUCCESS(
             f"{report.created} imported, {report.duplicates} already in the album, {len(report.rejected)} skipped."
         ))

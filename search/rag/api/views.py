@@ -6,6 +6,8 @@ viewers read and classify, editors change, and anyone else gets the same 404 as 
 
 from io import BytesIO
 
+from django.http import HttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -35,6 +37,7 @@ from search.rag.api.serializers import (
     SupportSetWriteSerializer,
 )
 from search.rag.classify import classify
+from search.rag.crops import crop_patch
 
 
 def _detail(support_set) -> dict:
@@ -172,19 +175,15 @@ class SupportClassImageListApi(GuardedUploadMixin, APIView):
         image_ids = _image_ids(request)
         if not uploads and not oversized and not image_ids:
             raise ApplicationError("Nothing to add: send files (multipart field 'files') or 'image_ids'.", code="no_files")
-        results = services.support_images_add(
+        summary = services.SupportAddSummary(tuple(services.support_images_add(
             support_class=support_class,
             user=request.user,
             files=[(f.name, f) for f in uploads],
             image_ids=image_ids,
             oversized=oversized,
-        )
-        body = {
-            "added": sum(r.status == "added" for r in results),
-            "rejected": sum(r.status == "rejected" for r in results),
-            "results": [r.__dict__ for r in results],
-        }
-        return Response(body, status=status.HTTP_201_CREATED if body["added"] else status.HTTP_200_OK)
+        )))
+        return Response(SupportAddResponseSerializer(summary).data,
+                        status=status.HTTP_201_CREATED if summary.added else status.HTTP_200_OK)
 
 
 class SupportImageDetailApi(APIView):
@@ -216,9 +215,6 @@ class SupportImageCropApi(APIView):
     )
     def get(self, request, support_image_id: int):
         """A patch of a support image (evidence), as WebP, at most `size` pixels a side."""
-        from django.http import HttpResponse
-
-        from search.rag.crops import crop_patch
 
         found = selectors.support_image_get_for_user(user=request.user, support_image_id=support_image_id)
         size = parse_int(request.query_params.get("size", CROP_SIZE_DEFAULT), name="size", minimum=16,
@@ -256,8 +252,6 @@ class SupportSetClassifyApi(APIView):
 
 
 def _with_crop_urls(body: dict) -> dict:
-    from django.urls import reverse
-
     for item in body["evidence"]:
         box = ",".join(str(v) for v in item["box"])
         item["crop_url"] = f"{reverse('api:support-image-crop', args=[item['support_image_id']])}?box={box}"

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         total = 0
         for album in chosen.order_by("pk"):
             outcome = album_retry_failed(album=album)
-            total += outcome["retried"]
-            self.stdout.write(f"album {album.pk} ({album.name}): {outcome['retried']} image(s) retried"
-                              + (f", index job {outcome['job_id']}" if outcome["job_id"] else ""))
+            total += outcome.retried
+            self.stdout.write(f"album {album.pk} ({album.name}): {outcome.retried} image(s) retried"
+                              + (f", index job {outcome.job_id}" if outcome.job_id else ""))
         self.stdout.write(f"{total} image(s) retried in all.")
