@@ -31,7 +31,9 @@ def album_search_page(request, album):
         "text_enabled": "text" in spec_modalities(model_spec),
         "model_spec": model_spec,
         "default_min_score": album.min_search_score if album.min_search_score is not None else default_min_score(model_spec),
-        "query_image_id": request.GET.get("image_id", ""),
+        # An album photo as the query ("search with this photo"); anything but an id is ignored here
+        # and the page's search says what is wrong with it.
+        "query_image_id": image_id if (image_id := request.GET.get("image_id", "")).isascii() and image_id.isdigit() else "",
         # A regions album answers box queries: the page lets the user draw one on the query image.
         "regions_enabled": bool(album.active_model_id) and parse_model_id(album.active_model_id).pooling == REGIONS,
         "summary": summary,

@@ -75,7 +75,7 @@ def test_the_album_page_gets_the_failed_rebuild(alice, album):
     client.force_login(alice)
     context = client.get(f"/albums/{album.pk}/").context
     assert context["failed_rebuild"]["job_id"] == job.pk
-    assert context["failed_rebuild"] == context["summary"]["last_failed_rebuild"]
+    assert context["failed_rebuild"] == context["summary"].last_failed_rebuild
     client.post(f"/api/v1/albums/{album.pk}/rebuild-failure/dismiss/")
     assert client.get(f"/albums/{album.pk}/").context["failed_rebuild"] is None
 

@@ -44,6 +44,7 @@ from workers.vector_store import (
 )
 from workers.models import IndexJob, IndexJobBatch
 from workers.pipeline import embed_stored_images, make_pool
+from workers.selectors import rebuild_failure_get
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,6 @@ def album_encoder_changed(*, album: Album, user=None) -> IndexJob:
 def rebuild_failure_dismiss(*, album: Album) -> int | None:
     """Stop showing the album's failed rebuild (workers.selectors.rebuild_failure_get): the id of the
     job dismissed, or None when there was none to dismiss."""
-    from workers.selectors import rebuild_failure_get
-
     job = rebuild_failure_get(album=album)
     if job is None:
         return None
