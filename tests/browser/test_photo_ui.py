@@ -63,7 +63,7 @@ def photo_album(owner, *, name: str, count: int, indexed: bool = True) -> tuple[
     a unit vector under MODEL, and the album searches with it."""
     album = services.album_create(owner=owner, name=name)
     files = [("camera.jpg", io.BytesIO(jpeg_with_exif(orientation=1, size=(120, 80))))]
-    files += [(f"photo-{i:04d}.jpg", io.BytesIO(image_bytes(size=(48, 36), color=(i % 256, (i * 7) % 256, (i * 13) % 256))))
+    files += [(f"photo-{i:04d}.jpg", io.BytesIO(image_bytes(size=(48, 36), color=(i % 256, (i // 256 * 37) % 256, (i * 13) % 256))))
               for i in range(1, count)]
     for start in range(0, len(files), 100):
         services.image_upload_many(album=album, user=owner, files=files[start : start + 100])
