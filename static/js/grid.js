@@ -47,21 +47,27 @@
     if (window.loupeSelectionChanged) window.loupeSelectionChanged();
   }
 
-  const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
-    for (const entry of entries) {
-      if (!entry.isIntersecting) continue;
-      if (entry.target.id === "grid-later") later();
-      if (entry.target.id === "grid-earlier") earlier();
-    }
+  // Later pages load ahead of the reader (800 px early). Earlier pages load only once the reader
+  // scrolls themselves: on a page opened at ?page=N the "earlier" link sits on screen at once, and
+  // loading above would shift what they came back to.
+  const ahead = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) later();
   }, { rootMargin: "800px 0px" }) : null;
+  const above = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) earlier();
+  }) : null;
+  let armed = false;
+  const arm = () => { if (!armed) { armed = true; watch(); } };
+  for (const type of ["wheel", "touchmove", "keydown"]) window.addEventListener(type, arm, { passive: true, once: true });
   function watch() {
-    if (!observer) return;
-    observer.disconnect();
-    for (const id of ["grid-later", "grid-earlier"]) {
-      const link = document.getElementById(id);
-      if (link) observer.observe(link);
-    }
+    if (!ahead) return;
+    ahead.disconnect(); above.disconnect();
+    const next = document.getElementById("grid-later");
+    if (next) ahead.observe(next);
+    const previous = document.getElementById("grid-earlier");
+    if (previous && armed) above.observe(previous);
   }
+  if (new URL(location.href).searchParams.get("page")) history.scrollRestoration = "manual";  // land on that page's first row
   holder.addEventListener("click", (e) => {
     const link = e.target.closest("#grid-later, #grid-earlier");
     if (!link) return;

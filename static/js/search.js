@@ -245,5 +245,5 @@
   updateAdjust();
   if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
   if (window.loupeViewer) window.loupeViewer.attach(results);
-  if (imageId.value || (form.elements.text && form.elements.text.value)) form.requestSubmit();
+  if (!carried && (imageId.value || (form.elements.text && form.elements.text.value))) form.requestSubmit();
 })();

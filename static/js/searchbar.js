@@ -8,13 +8,20 @@
   const MAX_BYTES = 4 * 1024 * 1024;  // sessionStorage holds ~5 MB of text; larger files are picked there
   const picker = document.getElementById("bar-image");
 
+  // Words typed before the image was given travel with it: the search combines both.
+  const target = (extra = {}) => {
+    const params = new URLSearchParams(extra);
+    const words = form.elements.text && form.elements.text.value.trim();
+    if (words) params.set("text", words);
+    return params.toString() ? `${form.action}?${params}` : form.action;
+  };
   function go(file) {
     if (!file || !file.type.startsWith("image/")) return;
-    if (file.size > MAX_BYTES) { location.href = `${form.action}?pick=1`; return; }
+    if (file.size > MAX_BYTES) { location.href = target({ pick: "1" }); return; }
     const reader = new FileReader();
     reader.onload = () => {
       try { sessionStorage.setItem(KEY, JSON.stringify({ name: file.name || "pasted image", data: reader.result })); } catch (e) { /* full: pick again there */ }
-      location.href = form.action;
+      location.href = target();
     };
     reader.readAsDataURL(file);
   }

@@ -187,13 +187,24 @@ def test_a_selection_deletes_exactly_what_it_counts(live_server, browser, make_u
     assert console.errors == []
 
 
-def test_search_results_scroll_on_and_keep_their_query_through_back_and_reload(live_server, browser, make_user):
+def test_search_results_scroll_on_and_keep_their_query_through_back_and_reload(live_server, browser, make_user, tmp_path):
     carol = make_user("carol")
     album, ids = photo_album(carol, name="Search me", count=130)
     console = Console()
     page = open_page(browser, console)
     sign_in(page, live_server.url, "carol")
-    # From the bar on the album page: an album image as the query (its "Search with this photo" link).
+    # The bar on the album page takes an image: it is carried to the search page and searched.
+    picked = tmp_path / "picked.jpg"
+    picked.write_bytes(Image.objects.get(pk=ids[3]).file.read())
+    page.goto(f"{live_server.url}/albums/{album.pk}/")
+    page.set_input_files("#bar-image", str(picked))
+    page.wait_for_url(f"**/albums/{album.pk}/search/")
+    page.locator("#q-image-chip").filter(has_text="picked.jpg").wait_for()
+    # Searched at once (this album's encoder has no weights here, so the answer is that message).
+    page.wait_for_function("""() => { const t = document.getElementById('search-status').textContent;
+                                      return t && !t.startsWith('Searching'); }""")
+    console.errors.clear()  # the browser logs that refused request; nothing else may
+    # An album photo as the query (the viewer's "Search with this photo" link), in the address.
     query = ids[5]
     page.goto(f"{live_server.url}/albums/{album.pk}/search/?image_id={query}&min_score=-1&max_results=120")
     page.locator("#search-status").filter(has_text="120 results, 50 shown").wait_for()
