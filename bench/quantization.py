@@ -114,13 +114,14 @@ def exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int)
 
 
 def measure(album_id: int, model_id: str, queries: np.ndarray, truth: list[np.ndarray], *, k_prime: int) -> dict:
+    from encoders.model_ids import parse_model_id
     from search.selectors import search_candidates
 
     recalls, times = [], []
     rows_seen = []
     for i, query in enumerate(queries):
         started = time.perf_counter()
-        candidates = search_candidates(album_id=album_id, model_id=model_id, queries={"image": query}, k=k_prime)
+        candidates = search_candidates(album_id=album_id, model=parse_model_id(model_id), queries={"image": query}, k=k_prime)
         elapsed = time.perf_counter() - started
         cos = candidates.cosines["image"]
         order = np.lexsort((candidates.image_ids, -cos))[:10]

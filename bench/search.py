@@ -361,6 +361,7 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
     from django.db import connection
 
     from albums.models import Album
+    from encoders.model_ids import parse_model_id
     from search import scoring
     from search.services import SearchQuery, _rank
 
@@ -415,7 +416,7 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
             def run_one(i, kind=kind):
                 timer.reset()
                 with connection.execute_wrapper(timer):
-                    candidates, order, _, _ = _rank(album=album_obj, model_id=model_id, vectors=parts[kind](i),
+                    candidates, order, _, _ = _rank(album=album_obj, model=parse_model_id(model_id), vectors=parts[kind](i),
                                                     query=query, calibrate=None, exclude=(), max_results=K,
                                                     min_score=-100.0, linear_text=True)
                 sql_s.append(timer.knn_s + timer.fetch_s)

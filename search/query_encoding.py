@@ -20,7 +20,7 @@ import numpy as np
 from django.conf import settings
 
 from config.errors import ApplicationError, ServiceUnavailableError
-from encoders.model_ids import parse_model_id
+from encoders.model_ids import ModelId, parse_model_id
 from encoders.pooling import MASKED
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
 
@@ -54,26 +54,33 @@ def spec_of_model_id(model_id: str) -> str:
 def encode_locally(
     *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> dict:
+    """`encode_with` for a model_id that arrives as text (the query task's argument): parsed here, once."""
+    return encode_with(model=parse_model_id(model_id), texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
+
+
+def encode_with(
+    *, model: ModelId, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+) -> dict:
     """Encode on this process's cached encoder, pooled as the album's vectors were. JSON-safe result,
     so a Celery task can return it. With `box`, the image part is the box's region vector."""
     from encoders.pooled_encoder import PooledEncoder
     from encoders.registry import get_encoder
 
-    ids = parse_model_id(model_id)
-    base = get_encoder(ids.spec)
-    if base.model_id != ids.encoder_model_id:
+    model_id = str(model)
+    base = get_encoder(model.spec)
+    if base.model_id != model.encoder_model_id:
         raise EmbeddingModelMismatchError(
             f"The album's vectors were made with {model_id}, but this server now loads {base.model_id} "
             "(the weights file changed). Re-index the album to search it again.",
             extra={"album_model_id": model_id, "loaded_model_id": base.model_id},
         )
     segmenter = None
-    if ids.pooling == MASKED:
+    if model.pooling == MASKED:
         from encoders.segmenter import get_person_segmenter
 
         segmenter = get_person_segmenter()
     # The precision the album's vectors were made in, whatever this machine would pick for new ones.
-    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage, segmenter=segmenter, precision=ids.precision)
+    encoder = PooledEncoder(base, pooling=model.pooling, storage=model.storage, segmenter=segmenter, precision=model.precision)
     if encoder.model_id != model_id:  # the person segmenter changed (or was set or unset) since indexing
         raise EmbeddingModelMismatchError(
             f"The album's vectors were made with {model_id}, but this server now makes {encoder.model_id} "
@@ -185,17 +192,17 @@ def query_encoding_mode() -> str:
 
 
 def encode_query(
-    *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+    *, model: ModelId, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> EncodedQuery:
     with query_admission().slot():
         if query_encoding_mode() == "web":
-            result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
+            result = encode_with(model=model, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
         else:
             from search.query_worker import ask_query_worker
             from search.tasks import query_encode
 
-            result = ask_query_worker(
-                query_encode, (model_id, texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
+            result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
+                query_encode, (str(model), texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
                 serializer="msgpack",
             )
     return EncodedQuery(
