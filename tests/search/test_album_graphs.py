@@ -131,13 +131,18 @@ def test_a_stored_image_query_reads_the_graph_and_ranks_as_the_exact_scan(big_al
                                  max_results=20, page_size=20)
     with CaptureQueriesContext(connection) as captured:
         result = services.album_search(user=alice, album=large, query=query)
-    statement = captured.captured_queries[-1]["sql"]
-    assert "LIMIT 20" in statement and "albums_albummembership" in statement
+    execute = captured.captured_queries[-1]["sql"]  # as served: a statement prepared once per connection
+    assert execute.startswith("EXECUTE loupe_")
     with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE name = %s", [execute[8:execute.index("(")]])
+        statement = cursor.fetchone()[0].split(" AS ", 1)[1]
         cursor.execute("SET enable_sort = off")  # a small table: make the planner show it can use the graph
-        cursor.execute("EXPLAIN " + statement)
+        cursor.execute("PREPARE again (bigint, bigint, bigint[]) AS " + statement)
+        cursor.execute("EXPLAIN EXECUTE again" + execute[execute.index("(") :])
         plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE again")
         cursor.execute("RESET enable_sort")
+    assert "LIMIT 20" in statement and "albums_albummembership" in statement
     assert name in plan and "InitPlan" in plan
 
     cosines = vectors @ vectors[7]

@@ -285,9 +285,10 @@ def test_combined_query_vector_math():
 def test_search_query_count_as_served(transactional_db, indexed, alice, client_for, django_assert_num_queries,
                                       monkeypatch):
     """As gunicorn serves it (autocommit, a persistent connection): the album, then one statement
-    that checks the query image's access, reads its stored vector and scores the candidates in SQL.
-    The HNSW scan settings are set once per connection, not in a transaction per search
-    (search.selectors.hnsw_settings), and the model's vector width once per process."""
+    that checks the query image's access, reads its stored vector and scores the candidates in SQL,
+    prepared once per connection. The HNSW scan settings are set once per connection, not in a
+    transaction per search (search.selectors.hnsw_settings), and the vectors' width read once per
+    process and album."""
     album, ids = indexed
     client = client_for(alice)
     from django.db import connection
@@ -296,13 +297,23 @@ def test_search_query_count_as_served(transactional_db, indexed, alice, client_f
     if hasattr(connection.connection, "_loupe_hnsw_settings"):
         del connection.connection._loupe_hnsw_settings
     monkeypatch.setattr(selectors, "_dims", {})
-    with django_assert_num_queries(4) as first:
+    if hasattr(connection.connection, "_loupe_prepared"):
+        del connection.connection._loupe_prepared
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+    with django_assert_num_queries(5) as first:
         assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
     assert any("set_config('hnsw.ef_search'" in q["sql"] for q in first.captured_queries)
+    prepare = next(q["sql"] for q in first.captured_queries if q["sql"].startswith("PREPARE"))
+    assert "albums_albummembership" in prepare  # the access check is in the statement
     with django_assert_num_queries(2) as later:
         assert search(client, album, image_id=ids["b"], min_score=-1).status_code == 200
-    assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT")) for q in later.captured_queries)
-    assert "albums_albummembership" in later.captured_queries[-1]["sql"]  # the access check is in the statement
-    # More like this: the image (with the caller's role), then the same one statement.
-    with django_assert_num_queries(2):
+    assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT", "PREPARE"))
+                   for q in later.captured_queries)
+    assert later.captured_queries[-1]["sql"].startswith("EXECUTE loupe_")
+    # More like this: the image (with the caller's role), then the same one statement (one row deeper
+    # for the image it leaves out: prepared once more).
+    with django_assert_num_queries(3):
         assert client.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1").status_code == 200
+    with django_assert_num_queries(2):
+        assert client.get(f"/api/v1/images/{ids['c']}/similar/?min_score=-1").status_code == 200
