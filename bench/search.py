@@ -7,7 +7,8 @@ album size it reports p50/p95 latency and recall@10 / recall@100 against the exa
 - Loupe's path: `search.services._rank` (= `search_candidates`: per-part k' nearest through the HNSW
   index with iterative scan, union, full vectors fetched; then the exact NumPy combine/rank), for
   a 1-part (text only) and a 3-part (image + text − negative) query, for several k'
-  (`LOUPE_SEARCH_CANDIDATES`; hnsw.ef_search is twice k'). The SQL statements inside are timed
+  (`LOUPE_SEARCH_CANDIDATES`; hnsw.ef_search is twice k'; a 1-part query on a float32 index takes
+  only max_results rows at that ef, `search.selectors.single_part_depth`). The SQL statements inside are timed
   separately (kNN statement, vector fetch) with a Django execute wrapper;
 - exact SQL: `ORDER BY vector <=> q LIMIT k` without the indexed expression (so no HNSW), and the
   combined score as one SQL expression for the 3-part query;
