@@ -350,6 +350,9 @@ def clean_plan(plan: str) -> str:
 def explain(statement: str, params, settings_call=None) -> str:
     from django.db import connection, transaction
 
+    # The product sends query vectors as binary parameters (search.selectors._vector_cursor); this
+    # plain cursor binds on the client, so they go as pgvector's text here: the same plan.
+    params = [__import__("pgvector").Vector._to_db(p) if isinstance(p, np.ndarray) else p for p in params]
     with transaction.atomic(), connection.cursor() as cursor:
         if settings_call is not None:
             cursor.execute(*settings_call)
