@@ -39,7 +39,7 @@ from django.db import connection, transaction
 from bench.doc_sections import replace_marked_section
 from bench.search import server_info, temporary_django
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
-from encoders.model_ids import compose_model_id
+from encoders.model_ids import compose_model_id, parse_model_id
 from workers.vector_store import hnsw_index_ensure, index_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def measure(album_id: int, model_id: str, queries: np.ndarray, truth: list[np.nd
     rows_seen = []
     for i, query in enumerate(queries):
         started = time.perf_counter()
-        candidates = search_candidates(album_id=album_id, model_id=model_id, queries={"image": query}, k=k_prime)
+        candidates = search_candidates(album_id=album_id, model=parse_model_id(model_id), queries={"image": query}, k=k_prime)
         elapsed = time.perf_counter() - started
         cos = candidates.cosines["image"]
         order = np.lexsort((candidates.image_ids, -cos))[:10]

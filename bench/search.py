@@ -7,7 +7,8 @@ album size it reports p50/p95 latency and recall@10 / recall@100 against the exa
 - Loupe's path: `search.services._rank` (= `search_candidates`: per-part k' nearest through the HNSW
   index with iterative scan, union, full vectors fetched; then the exact NumPy combine/rank), for
   a 1-part (text only) and a 3-part (image + text − negative) query, for several k'
-  (`LOUPE_SEARCH_CANDIDATES`; hnsw.ef_search is twice k'). The SQL statements inside are timed
+  (`LOUPE_SEARCH_CANDIDATES`; hnsw.ef_search is twice k'; a 1-part query on a float32 index takes
+  only max_results rows at that ef, `search.selectors.single_part_depth`). The SQL statements inside are timed
   separately (kNN statement, vector fetch) with a Django execute wrapper;
 - exact SQL: `ORDER BY vector <=> q LIMIT k` without the indexed expression (so no HNSW), and the
   combined score as one SQL expression for the 3-part query;
@@ -48,9 +49,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection, connections, transaction
+from pgvector import Vector
 from psycopg import sql
 
 from albums.roles import Role
+from encoders.model_ids import parse_model_id
+from search import scoring
 from bench.doc_sections import replace_marked_section
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
 from config.runtime import _pg_user, _postgres_dir, start_postgres
@@ -332,6 +336,9 @@ def clean_plan(plan: str) -> str:
 
 
 def explain(statement: str, params, settings_call=None) -> str:
+    # The product sends query vectors as binary parameters (search.selectors._vector_cursor); this
+    # plain cursor binds on the client, so they go as pgvector's text here: the same plan.
+    params = [Vector._to_db(p) if isinstance(p, np.ndarray) else p for p in params]
     with transaction.atomic(), connection.cursor() as cursor:
         if settings_call is not None:
             cursor.execute(*settings_call)
@@ -395,7 +402,7 @@ def measure_album(album: AlbumData, space: ClusteredSpace, *, table_rows: int, a
             def run_one(i, kind=kind):
                 timer.reset()
                 with connection.execute_wrapper(timer):
-                    candidates, order, _, _ = _rank(album=album_obj, model_id=model_id, vectors=parts[kind](i),
+                    candidates, order, _, _ = _rank(album=album_obj, model=parse_model_id(model_id), vectors=parts[kind](i),
                                                     query=query, calibrate=None, exclude=(), max_results=K,
                                                     min_score=-100.0, linear_text=True)
                 sql_s.append(timer.knn_s + timer.fetch_s)

@@ -18,7 +18,7 @@ a vector is never compared with one pooled or indexed another way, or made in an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from encoders.pooling import DEFAULT_POOLING, MASKED, POOLINGS, REGION_COLS, REGION_ROWS, REGIONS
@@ -29,13 +29,19 @@ PRECISIONS = (FLOAT32, "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class ModelIdParts:
+class ModelId:
+    """A model_id parsed once (`parse_model_id`) and passed on as it is: search reads the album's
+    model_id string, parses it, and hands this value to the query encoder and the vector SQL, so no
+    layer splits the string again. `str()` gives back the exact text it was parsed from (the text
+    the vectors are stored under), else the canonical composition."""
+
     encoder_model_id: str  # "<spec>@sha256:<hex>", what the loaded encoder reports
     pooling: str = DEFAULT_POOLING
     storage: str = DEFAULT_STORAGE
     region_grid: tuple[int, int] = (REGION_ROWS, REGION_COLS)
     segmenter: str | None = None  # checksum of the person-segmentation weights that made masks, if any
     precision: str = FLOAT32  # the dtype the image tower ran in
+    text: str | None = field(default=None, compare=False, repr=False)  # as parsed, verbatim
 
     @property
     def spec(self) -> str:
@@ -54,6 +60,10 @@ class ModelIdParts:
         return self.spec + (f" ({', '.join(notes)})" if notes else "")
 
     def __str__(self) -> str:
+        return self.text if self.text is not None else self.compose()
+
+    def compose(self) -> str:
+        """The canonical text: the encoder's model_id and the options that differ from the defaults."""
         suffix = ""
         if self.pooling != DEFAULT_POOLING:
             label = self.pooling
@@ -69,6 +79,9 @@ class ModelIdParts:
         return self.encoder_model_id + suffix
 
 
+ModelIdParts = ModelId  # the earlier name
+
+
 def compose_model_id(
     encoder_model_id: str, *, pooling: str = DEFAULT_POOLING, storage: str = DEFAULT_STORAGE, segmenter: str | None = None,
     precision: str = FLOAT32,
@@ -79,17 +92,17 @@ def compose_model_id(
         raise ValueError("a segmenter only makes masks for masked pooling")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    return str(ModelIdParts(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter, precision=precision))
+    return ModelId(encoder_model_id, pooling=pooling, storage=storage, segmenter=segmenter, precision=precision).compose()
 
 
 @lru_cache(maxsize=1024)
-def parse_model_id(model_id: str) -> ModelIdParts:
+def parse_model_id(model_id: str) -> ModelId:
     """The inverse of `compose_model_id`. `+` never occurs after the `@` of an encoder model_id.
-    Cached: the value is frozen, and a search meets the same few model ids in every layer it crosses
-    (services, the query encoder, the vector store) without each paying for the parse."""
+    Cached (the value is frozen): processes that meet a model_id string at their edge (a task's
+    argument, an album row read by the indexer) parse the same few again and again."""
     head, at, tail = model_id.rpartition("@")
     if not at:
-        return ModelIdParts(model_id)
+        return ModelId(model_id, text=model_id)
     checksum, *options = tail.split("+")
     values = dict(option.partition("=")[::2] for option in options)
     pooling = values.get("pooling", DEFAULT_POOLING)
@@ -97,5 +110,5 @@ def parse_model_id(model_id: str) -> ModelIdParts:
     if pooling.startswith(REGIONS + "-"):
         rows, _, cols = pooling[len(REGIONS) + 1 :].partition("x")
         pooling, grid = REGIONS, (int(rows), int(cols))
-    return ModelIdParts(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid,
-                        segmenter=values.get("segmenter") or None, precision=values.get("dtype", FLOAT32))
+    return ModelId(f"{head}@{checksum}", pooling=pooling, storage=values.get("storage", DEFAULT_STORAGE), region_grid=grid,
+                   segmenter=values.get("segmenter") or None, precision=values.get("dtype", FLOAT32), text=model_id)

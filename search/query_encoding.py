@@ -20,9 +20,16 @@ import numpy as np
 from django.conf import settings
 
 from config.errors import ApplicationError, ServiceUnavailableError
-from encoders.model_ids import parse_model_id
+from PIL import Image
+
+from encoders.base import siglip_calibrate
+from encoders.images import ENCODER_DRAFT, open_decoded
+from encoders.model_ids import ModelId, parse_model_id
+from encoders.pooled_encoder import PooledEncoder, keep_alpha
+from encoders.registry import get_encoder
 from encoders.pooling import MASKED
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
+from search.query_worker import ask_query_worker
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -39,9 +46,6 @@ class EncodedQuery:
     def calibrate(self, cos: np.ndarray) -> np.ndarray:
         if self.siglip_logits is None:
             return np.asarray(cos, dtype=np.float32)
-        # hoistable (no cycle, no torch): left to the query-path rework under way
-        from encoders.base import siglip_calibrate
-
         scale, bias = self.siglip_logits
         return siglip_calibrate(cos, logit_scale=scale, logit_bias=bias)
 
@@ -55,27 +59,30 @@ def spec_of_model_id(model_id: str) -> str:
 def encode_locally(
     *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> dict:
+    """`encode_with` for a model_id that arrives as text (the query task's argument): parsed here, once."""
+    return encode_with(model=parse_model_id(model_id), texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
+
+
+def encode_with(
+    *, model: ModelId, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+) -> dict:
     """Encode on this process's cached encoder, pooled as the album's vectors were. JSON-safe result,
     so a Celery task can return it. With `box`, the image part is the box's region vector."""
-    # hoistable (no cycle, no torch): left to the query-path rework under way
-    from encoders.pooled_encoder import PooledEncoder
-    from encoders.registry import get_encoder
-
-    ids = parse_model_id(model_id)
-    base = get_encoder(ids.spec)
-    if base.model_id != ids.encoder_model_id:
+    model_id = str(model)
+    base = get_encoder(model.spec)
+    if base.model_id != model.encoder_model_id:
         raise EmbeddingModelMismatchError(
             f"The album's vectors were made with {model_id}, but this server now loads {base.model_id} "
             "(the weights file changed). Re-index the album to search it again.",
             extra={"album_model_id": model_id, "loaded_model_id": base.model_id},
         )
     segmenter = None
-    if ids.pooling == MASKED:
+    if model.pooling == MASKED:
         from encoders.segmenter import get_person_segmenter  # imports torch: the web tier imports this module
 
         segmenter = get_person_segmenter()
     # The precision the album's vectors were made in, whatever this machine would pick for new ones.
-    encoder = PooledEncoder(base, pooling=ids.pooling, storage=ids.storage, segmenter=segmenter, precision=ids.precision)
+    encoder = PooledEncoder(base, pooling=model.pooling, storage=model.storage, segmenter=segmenter, precision=model.precision)
     if encoder.model_id != model_id:  # the person segmenter changed (or was set or unset) since indexing
         raise EmbeddingModelMismatchError(
             f"The album's vectors were made with {model_id}, but this server now makes {encoder.model_id} "
@@ -120,12 +127,6 @@ def _result(future: Future):
 def _decode_query_image(image_bytes: bytes):
     """Decoded as the indexer decodes (workers/pipeline.py), alpha kept for masked pooling. The web
     checked only the header (search/api/views.py), so damaged data is reported here, as a 400."""
-    from PIL import Image  # hoistable (no cycle, no torch): left to the query-path rework under way
-
-    # hoistable (no cycle, no torch): left to the query-path rework under way
-    from encoders.images import ENCODER_DRAFT, open_decoded
-    from encoders.pooled_encoder import keep_alpha
-
     try:
         return open_decoded(io.BytesIO(image_bytes), draft_size=ENCODER_DRAFT, convert=keep_alpha)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -188,17 +189,16 @@ def query_encoding_mode() -> str:
 
 
 def encode_query(
-    *, model_id: str, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
+    *, model: ModelId, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> EncodedQuery:
     with query_admission().slot():
         if query_encoding_mode() == "web":
-            result = encode_locally(model_id=model_id, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
+            result = encode_with(model=model, texts=texts, image_bytes=image_bytes, ensemble=ensemble, box=box)
         else:
-            from search.query_worker import ask_query_worker  # hoistable: left to the query-path rework
             from search.tasks import query_encode  # cycle: search.tasks imports this module
 
-            result = ask_query_worker(
-                query_encode, (model_id, texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
+            result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
+                query_encode, (str(model), texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
                 serializer="msgpack",
             )
     return EncodedQuery(

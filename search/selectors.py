@@ -10,23 +10,34 @@ candidates; for an album of at most k' images that is the exact order, full stop
 
 from __future__ import annotations
 
+import hashlib
+import re
+import struct
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import ProgrammingError, connection, transaction
+from django.db.backends.postgresql.base import ServerBindingCursor
+from pgvector import Vector
 from psycopg import sql
 
+from encoders.model_ids import ModelId
 from workers.models import Embedding
 from workers.vector_store import (
     BINARY,
     BINARY_OVERSAMPLE,
+    VECTOR,
     distance_operator,
     index_expression,
+    index_kind,
     query_operand,
-    storage_of,
 )
+
 
 _to_db = Embedding._meta.get_field("vector").get_prep_value
 
@@ -55,10 +66,12 @@ def hnsw_settings(*, ef_search: int, max_scan_tuples: int):
     transaction they are set for the session, and only when they change: no BEGIN, set_config and
     COMMIT round trips per search. Inside a transaction a session-level SET would be undone by a
     rollback, so there they are set local to the transaction, as before. They matter only to HNSW
-    scans; every other statement ignores them."""
-    wanted = (str(int(ef_search)), "relaxed_order", str(int(max_scan_tuples)))
+    scans; every other statement ignores them. `plan_cache_mode` too: the statements search prepares
+    (`_execute_prepared`) keep one generic plan instead of being planned again for every execution;
+    nothing else on these connections is prepared (Django binds parameters on the client)."""
+    wanted = (str(int(ef_search)), "relaxed_order", str(int(max_scan_tuples)), "force_generic_plan")
     statement = ("SELECT set_config('hnsw.ef_search', %s, {local}), set_config('hnsw.iterative_scan', %s, {local}), "
-                 "set_config('hnsw.max_scan_tuples', %s, {local})")
+                 "set_config('hnsw.max_scan_tuples', %s, {local}), set_config('plan_cache_mode', %s, {local})")
     if connection.in_atomic_block:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement.format(local="true"), list(wanted))
@@ -73,86 +86,285 @@ def hnsw_settings(*, ef_search: int, max_scan_tuples: int):
 
 
 def candidate_count(max_results: int) -> int:
+    """k' for a query of several parts: each proposing part brings this many nearest vectors to the
+    exact re-rank, whose combined order can differ from every part's own."""
     return max(settings.LOUPE_SEARCH_CANDIDATES, int(max_results))
 
 
-def _nearest_sql(*, album_id: int, model_id: str, dim: int) -> sql.Composable:
+def index_ranks_exactly(model: ModelId, dim: int) -> bool:
+    """Whether the index orders by the final score itself: float32 cosine (not a halfvec or binary
+    proxy). A single-part query on such an index needs only its first max_results rows."""
+    return index_kind(dim, model.storage) == VECTOR
+
+
+def single_part_depth(model: ModelId, dim: int, max_results: int) -> int:
+    """k' for a query of one part (a stored or uploaded image alone, a text alone): it is ranked by
+    the very distance the index orders by, so its top max_results are the index's first max_results
+    rows, under the same ef_search as a deeper k' (`search_candidates` keeps ef at the multi-part
+    depth's): the same rows, in the same order, as the first max_results of k' = 200. A proxy index
+    (halfvec, binary) keeps the full depth: its order is not the score's."""
+    return int(max_results) if index_ranks_exactly(model, dim) else candidate_count(max_results)
+
+
+def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composable | None = None,
+                 limit: int | None = None) -> sql.Composable:
     """The album's k nearest rows under the model. Album and model are literals, so the planner can
     prove a partial index's predicate: the album's own graph (vector_store.album_graph_ensure), else
-    the model's graph, else the (album, model) btree and an exact sort."""
-    storage = storage_of(model_id)
+    the model's graph, else the (album, model) btree and an exact sort. `query`: the query operand in
+    the indexed form (a `%s` parameter by default); `limit`: k as a literal (a `%s` by default). A
+    literal it must be where the statement is bound on the server: a bound LIMIT changed which rows
+    pgvector's iterative scan returned (measured: up to 38 of 200 rows differed from a literal's)."""
     return sql.SQL(
         "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id} "
-        "ORDER BY {expr} {op} {query} LIMIT %s)"
+        "ORDER BY {expr} {op} {query} LIMIT {limit})"
     ).format(
-        album_id=sql.Literal(int(album_id)), model_id=sql.Literal(model_id), expr=index_expression(dim, storage),
-        op=distance_operator(dim, storage), query=query_operand(dim, storage),
+        limit=sql.SQL("%s") if limit is None else sql.Literal(int(limit)),
+        album_id=sql.Literal(int(album_id)), model_id=sql.Literal(str(model)),
+        expr=index_expression(dim, model.storage), op=distance_operator(dim, model.storage),
+        query=query if query is not None else query_operand(dim, model.storage),
     )
 
 
-def proposals_per_part(model_id: str, k: int) -> int:
+def proposals_per_part(model: ModelId, k: int) -> int:
     """How many nearest rows each proposing part takes from the index: k, or more for an index whose
     distance is coarser than the final score (binary)."""
-    return k * BINARY_OVERSAMPLE if storage_of(model_id) == BINARY else k
+    return k * BINARY_OVERSAMPLE if model.storage == BINARY else k
+
+
+@dataclass(frozen=True)
+class StoredQuery:
+    """The query vector is an image's stored vector under the searched model, read inside the
+    candidate statement (it never travels to Python and back), and only if `viewer_id` is a member
+    of the image's album."""
+
+    image_id: int
+    viewer_id: int
+
+
+def _vector_from_text(text: str) -> np.ndarray:
+    return np.asarray(Vector.from_text(text).to_numpy(), dtype=np.float32)
+
+
+_ROW_FIELDS = ("original_name", "width", "height", "taken_at")
 
 
 def search_candidates(
     *,
     album_id: int,
-    model_id: str,
-    queries: dict[str, np.ndarray],
+    model: ModelId,
+    queries: dict[str, np.ndarray | StoredQuery],
     k: int,
     exclude_image_ids: tuple[int, ...] = (),
     proposers: list[np.ndarray] | None = None,
-) -> Candidates:
+    dim: int | None = None,
+    ef_depth: int | None = None,
+) -> Candidates | None:
     """Union of the proposing parts' k nearest vectors, each scored against every query part.
 
     The cosines are computed in PostgreSQL on the full-precision column (vectors are unit-norm, so
     the negated inner product is the cosine): shipping 200 vectors to Python to do the same cost
-    ~4x the latency (docs/benchmarks.md)."""
+    ~4x the latency (docs/benchmarks.md). `ef_depth`: the k' that sets hnsw.ef_search (default k),
+    so a shallower single-part k' reads the same graph neighbourhood as the deep one; excluded images
+    widen the LIMIT, not ef, so a search and a more-like-this share the connection's settings.
+
+    A `StoredQuery` (a single part: `{"image": StoredQuery(...)}`, `dim` given) makes it one
+    statement: access check, query vector and candidates. None then means the query row was not
+    there (the image is not the viewer's to see, or has no vector under this model); an empty
+    Candidates means the vector was there and nothing else was."""
     parts = sorted(queries)
+    stored = next((q for q in queries.values() if isinstance(q, StoredQuery)), None)
+    if stored is not None:
+        if len(queries) != 1 or dim is None:
+            raise ValueError("a stored query vector is searched alone, with its dimension given")
+        return _stored_candidates(album_id=album_id, model=model, part=parts[0], stored=stored, k=k, dim=dim,
+                                  exclude_image_ids=exclude_image_ids, ef_depth=ef_depth or k)
     if proposers is None:
         proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
-    nearest = _nearest_sql(album_id=album_id, model_id=model_id, dim=dim)
-    k_fetch = proposals_per_part(model_id, k + len(exclude_image_ids))
-    statement = sql.SQL(
-        "WITH candidates AS ({union}) "
-        "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at "
-        "FROM candidates c JOIN search_embedding e ON e.id = c.id JOIN albums_image i ON i.id = e.image_id "
-        "WHERE NOT (e.image_id = ANY(%s))"
-    ).format(
-        union=sql.SQL(" UNION ").join([nearest] * len(proposers)),
-        cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
-    )
-    texts: dict[int, str] = {}  # the same vector (an image part that also proposes) is formatted once
+    k_fetch = proposals_per_part(model, k + len(exclude_image_ids))
 
-    def as_text(vector: np.ndarray) -> str:
-        if id(vector) not in texts:
-            texts[id(vector)] = _to_db(vector)
-        return texts[id(vector)]
+    def statement() -> sql.Composable:
+        return sql.SQL(
+            "WITH candidates AS ({union}) "
+            "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at "
+            "FROM candidates c JOIN search_embedding e ON e.id = c.id JOIN albums_image i ON i.id = e.image_id "
+            "WHERE NOT (e.image_id = ANY(%s))"
+        ).format(
+            union=sql.SQL(" UNION ").join(
+                [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch)] * len(proposers)),
+            cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
+        )
+    params = [*proposers, *(queries[part] for part in parts), list(map(int, exclude_image_ids))]
+    ef_fetch = proposals_per_part(model, ef_depth or k)
+    key = ("parts", album_id, str(model), model.storage, dim, len(proposers), len(parts), k_fetch)
+    with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
+        text = _statement_text(key, statement, cursor)
+        with _vector_cursor() as vector_cursor:
+            vector_cursor.execute(text, params)
+            rows = vector_cursor.fetchall()
+    return _candidates(rows, parts)
 
-    params: list = []
-    for vector in proposers:
-        params += [as_text(vector), k_fetch]
-    params += [as_text(queries[part]) for part in parts]
-    params.append(list(exclude_image_ids))
-    with hnsw_settings(ef_search=ef_search(k_fetch), max_scan_tuples=max(20_000, 4 * k_fetch)) as cursor:
-        cursor.execute(statement.as_string(cursor.connection), params)
+
+def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: StoredQuery, k: int, dim: int,
+                       exclude_image_ids: tuple[int, ...], ef_depth: int) -> Candidates | None:
+    """The stored-vector query in one statement. `q` is the query row, there only when the viewer is
+    a member of its image's album; the kNN orders by it as an InitPlan (pgvector's index scan takes
+    it as a parameter) and is gated on it; the LEFT JOIN answers one all-NULL row when the query row
+    was found and nothing else, no row at all when it was not."""
+    k_fetch = proposals_per_part(model, k + len(exclude_image_ids))
+
+    def statement() -> sql.Composable:
+        query = sql.SQL("(SELECT {expr} FROM q)").format(expr=index_expression(dim, model.storage))
+        return sql.SQL(
+            "WITH q AS (SELECT qe.vector FROM search_embedding qe JOIN albums_image qi ON qi.id = qe.image_id "
+            "  WHERE qe.image_id = $1 AND qe.model_id = {model_id} AND qe.dim = {dim} AND qi.album_id IN "
+            "  (SELECT m.album_id FROM albums_albummembership m WHERE m.user_id = $2)), "
+            "candidates AS {nearest} "
+            "SELECT e.image_id, -(e.vector <#> q.vector), i.original_name, i.width, i.height, i.taken_at "
+            "FROM q LEFT JOIN (candidates c JOIN search_embedding e ON e.id = c.id "
+            "  JOIN albums_image i ON i.id = e.image_id AND NOT (e.image_id = ANY($3))) ON true"
+        ).format(model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
+                 nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch))
+
+    ef_fetch = proposals_per_part(model, ef_depth)
+    key = ("stored", album_id, str(model), model.storage, dim, k_fetch)
+    with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
+        _execute_prepared(cursor, _statement_text(key, statement, cursor), "(bigint, bigint, bigint[])",
+                          [int(stored.image_id), int(stored.viewer_id), list(map(int, exclude_image_ids))])
         rows = cursor.fetchall()
+    if not rows:
+        return None
+    return _candidates([row for row in rows if row[0] is not None], [part])
+
+
+# Composed statements by what shapes them (album, model, storage, dimension, parts): composing one
+# with psycopg.sql cost more Python than running it.
+_statements: dict[tuple, str] = {}
+
+
+def _statement_text(key: tuple, build: Callable[[], sql.Composable], cursor) -> str:
+    if (text := _statements.get(key)) is None:
+        if len(_statements) > 1024:
+            _statements.clear()
+        text = _statements[key] = build().as_string(cursor.connection)
+    return text
+
+
+class _VectorBinaryDumper(psycopg.adapt.Dumper):
+    """A float32 NumPy vector as pgvector's binary `vector` (dimension, 0, big-endian floats): what
+    text formatting cost in Python (~1-2 ms for 1,280 values) and in the server's parser, gone."""
+
+    format = psycopg.pq.Format.BINARY
+
+    def dump(self, obj: np.ndarray) -> bytes:
+        values = np.asarray(obj, dtype=">f4")
+        return struct.pack(">HH", values.shape[-1], 0) + values.tobytes()
+
+
+class _UnpreparedCursor(ServerBindingCursor):
+    """psycopg would prepare a statement run five times, and a generic plan (`hnsw_settings`) must
+    not guess the LIMIT a kNN takes."""
+
+    def execute(self, query, params=None, **kwargs):
+        return super().execute(query, params, **{**kwargs, "prepare": False})
+
+
+@contextmanager
+def _vector_cursor():
+    """A cursor of Django's connection (same transaction, counted and logged like any other) whose
+    parameters are bound on the server, NumPy arrays sent as binary vectors. Django binds on the
+    client, as text; this one statement is the exception. Not prepared: its plan depends on k."""
+    connection.ensure_connection()
+    raw = connection.connection
+    dumper = getattr(raw, "_loupe_vector_dumper", None)
+    if dumper is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 'vector'::regtype::oid")
+            dumper = type("VectorDumper", (_VectorBinaryDumper,), {"oid": cursor.fetchone()[0]})
+        raw._loupe_vector_dumper = dumper
+    bound = _UnpreparedCursor(raw)
+    bound.adapters.register_dumper(np.ndarray, dumper)
+    wrapped = connection.make_debug_cursor(bound) if connection.queries_logged else connection.make_cursor(bound)
+    try:
+        yield wrapped
+    finally:
+        bound.close()
+
+
+def _execute_prepared(cursor, text: str, types: str, params: list) -> None:
+    """Run `text` (parameters `$1…`) as a prepared statement of this session: parsed and planned
+    once per connection (a generic plan, `hnsw_settings`), then only executed. Measured on the
+    stored-image statement: ~1 ms of PostgreSQL's CPU less per search. Outside a transaction only:
+    inside one (tests) it runs as a plain statement."""
+    if connection.in_atomic_block:
+        in_order = [params[int(n) - 1] for n in re.findall(r"\$(\d+)", text)]
+        cursor.execute(re.sub(r"\$\d+", "%s", text), in_order)
+        return
+    raw = connection.connection
+    prepared: set[str] | None = getattr(raw, "_loupe_prepared", None)
+    if prepared is None:
+        prepared = raw._loupe_prepared = set()
+    name = "loupe_" + hashlib.sha256(text.encode()).hexdigest()[:24]
+    execute = f"EXECUTE {name}({', '.join(['%s'] * len(params))})"
+    if name in prepared:
+        try:
+            cursor.execute(execute, params)
+            return
+        except ProgrammingError as exc:  # the session lost it (DISCARD ALL): prepare it again
+            if not isinstance(exc.__cause__, psycopg.errors.InvalidSqlStatementName):
+                raise
+            prepared.clear()
+    if len(prepared) >= 256:  # one per album, model and depth searched on this connection
+        cursor.execute("DEALLOCATE ALL")
+        prepared.clear()
+    cursor.execute(f"PREPARE {name} {types} AS {text}")
+    prepared.add(name)
+    cursor.execute(execute, params)
+
+
+def _candidates(rows: list[tuple], parts: list[str]) -> Candidates:
     n_parts = len(parts)
     return Candidates(
         image_ids=np.array([r[0] for r in rows], dtype=np.int64),
         cosines={part: np.array([r[1 + j] for r in rows], dtype=np.float32) for j, part in enumerate(parts)},
-        rows={
-            r[0]: dict(zip(("original_name", "width", "height", "taken_at"), r[1 + n_parts :], strict=True)) for r in rows
-        },
+        rows={r[0]: dict(zip(_ROW_FIELDS, r[1 + n_parts :], strict=True)) for r in rows},
     )
 
 
-def image_vector(*, image_id: int, model_id: str) -> np.ndarray | None:
-    vector = Embedding.objects.filter(image_id=image_id, model_id=model_id).values_list("vector", flat=True).first()
-    return None if vector is None else np.asarray(vector, dtype=np.float32)
+# (album, model_id) -> the width of its vectors there: fixed by the weights the model_id names.
+_dims: dict[tuple[int, str], int] = {}
+
+
+def model_dim(*, album_id: int, model: ModelId) -> int | None:
+    """The width of the album's vectors under the model (for the index expression), remembered per
+    process; None when the album holds none under it."""
+    key = (int(album_id), str(model))
+    if key not in _dims:
+        dim = Embedding.objects.filter(album_id=album_id, model_id=key[1]).values_list("dim", flat=True).first()
+        if dim is None:
+            return None
+        if len(_dims) > 4096:
+            _dims.clear()
+        _dims[key] = int(dim)
+    return _dims[key]
+
+
+def stored_query_vector(*, user: AbstractBaseUser, image_id: int, model: ModelId) -> tuple[bool, np.ndarray | None]:
+    """Whether the user may use the image as a query (a member of its album) and, if so, its stored
+    vector under the model (None when it has none yet): one statement."""
+    if not user.is_authenticated:
+        return False, None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT e.vector FROM search_embedding e WHERE e.image_id = i.id AND e.model_id = %s) "
+            "FROM albums_image i WHERE i.id = %s AND i.album_id IN "
+            "(SELECT m.album_id FROM albums_albummembership m WHERE m.user_id = %s)",
+            [str(model), int(image_id), int(user.pk)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return False, None
+    return True, None if row[0] is None else _vector_from_text(row[0])
 
 
 def album_vector_count(*, album_id: int, model_id: str) -> int:
@@ -177,7 +389,7 @@ class RegionMatches:
     rows: dict[int, dict]
 
 
-def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: int,
+def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: int,
                    exclude_image_ids: tuple[int, ...] = ()) -> RegionMatches:
     """Images ranked by their best region (max-sim of the query against each of their region tokens).
 
@@ -186,9 +398,9 @@ def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: in
     small album instead), then every region of each candidate is scored exactly and the best kept.
     An image has 12 regions, so twice k' region rows are proposed (× the binary oversampling)."""
     dim = int(np.asarray(query).shape[-1])
-    storage = storage_of(model_id)
+    storage = model.storage
     k = candidate_count(limit)
-    n_rows = 2 * proposals_per_part(model_id, k)
+    n_rows = 2 * proposals_per_part(model, k)
     statement = sql.SQL(
         "WITH near AS (SELECT image_id FROM search_regionembedding WHERE album_id = %s AND model_id = {model_id} "
         "  ORDER BY {expr} {op} {query} LIMIT %s), "
@@ -198,7 +410,7 @@ def region_matches(*, album_id: int, model_id: str, query: np.ndarray, limit: in
         "  ORDER BY r.image_id, r.vector <#> %s::vector, r.cell) "
         "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at "
         "FROM best b JOIN albums_image i ON i.id = b.image_id ORDER BY b.score DESC, b.image_id LIMIT %s"
-    ).format(model_id=sql.Literal(model_id), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
+    ).format(model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
              query=query_operand(dim, storage))
     q = _to_db(np.asarray(query, dtype=np.float32))
     with hnsw_settings(ef_search=ef_search(n_rows), max_scan_tuples=max(20_000, 4 * n_rows)) as cursor:

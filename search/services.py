@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 
+from albums.errors import ImageNotFoundError
 from albums.models import Album, Image
+from albums.selectors import image_visible_to
 from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
-from encoders.model_ids import ModelIdParts, parse_model_id
+from encoders.model_ids import ModelId, parse_model_id
 from encoders.pooling import REGIONS
 from encoders.registry import default_min_score, spec_modalities
 from search import scoring
 from search.query_encoding import EncodedQuery, encode_query
-from search.selectors import candidate_count, image_vector, region_matches, search_candidates
+from search.selectors import (
+    Candidates,
+    StoredQuery,
+    candidate_count,
+    model_dim,
+    region_matches,
+    search_candidates,
+    single_part_depth,
+    stored_query_vector,
+)
 
 
 class AlbumNotIndexedError(ConflictError):
@@ -32,7 +45,7 @@ class SearchQuery:
     text: str = ""
     negative_text: str = ""
     image_bytes: bytes | None = None
-    image_id: int | None = None  # an image the caller can see (checked by the view)
+    image_id: int | None = None  # checked by the search: an image in one of the searching user's albums
     weights: scoring.Weights = scoring.Weights()
     min_score: float | None = None
     max_results: int | None = None
@@ -46,6 +59,39 @@ class SearchQuery:
     # images with the same content. Off by default, so an image_id and the same image's bytes rank
     # alike (the image first, at 1.0); more-like-this sets it.
     exclude_query_image: bool = False
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image_id: int
+    score: float
+    cosines: dict[str, float]  # part -> its (calibrated) cosine, rounded as served
+    original_name: str
+    width: int | None
+    height: int | None
+    taken_at: datetime.datetime | None
+    region: dict[str, int] | None = None  # box queries: the stored region that matched (cell, row, col)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search answers: what was searched, one page of hits, and where the time went. The API
+    view turns it into the response body (search/api/views.py: search_body)."""
+
+    model: ModelId
+    rebuilding: bool
+    min_score: float
+    max_results: int
+    count: int
+    page: int
+    page_size: int
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]  # encode, search, total
+    region_grid: tuple[int, int] | None = None  # box queries: (rows, cols) of the stored regions
+
+    @property
+    def model_id(self) -> str:
+        return str(self.model)
 
 
 def _present_parts(query: SearchQuery) -> set[str]:
@@ -68,15 +114,16 @@ def _check_modalities(album: Album, model_spec: str, parts: set[str]) -> None:
         )
 
 
-def _album_model(album: Album) -> str:
+def _album_model(album: Album) -> ModelId:
+    """The model the album's search reads, parsed here once and passed on as it is."""
     if not album.active_model_id:
         raise AlbumNotIndexedError()
-    return album.active_model_id
+    return parse_model_id(album.active_model_id)
 
 
-def _rebuilding(album: Album, ids: ModelIdParts) -> bool:
+def _rebuilding(album: Album, model: ModelId) -> bool:
     """Whether search still reads vectors made under other settings than the album's current ones."""
-    return (ids.spec, ids.pooling, ids.storage) != (album.encoder_spec, album.pooling, album.vector_storage)
+    return (model.spec, model.pooling, model.storage) != (album.encoder_spec, album.pooling, album.vector_storage)
 
 
 def _limits(album: Album, query: SearchQuery, model_spec: str) -> tuple[float, int]:
@@ -84,7 +131,11 @@ def _limits(album: Album, query: SearchQuery, model_spec: str) -> tuple[float, i
     min_score = query.min_score
     if min_score is None:
         min_score = album.min_search_score if album.min_search_score is not None else default_min_score(model_spec)
-    return min_score, min(query.max_results or album.max_search_results, settings.LOUPE_MAX_SEARCH_RESULTS)
+    return min_score, _max_results(album, query)
+
+
+def _max_results(album: Album, query: SearchQuery) -> int:
+    return min(query.max_results or album.max_search_results, settings.LOUPE_MAX_SEARCH_RESULTS)
 
 
 def _stored_query_image(image_id: int) -> bytes:
@@ -92,36 +143,31 @@ def _stored_query_image(image_id: int) -> bytes:
         return fp.read()
 
 
-def _page(*, album: Album, model_id: str, ids: ModelIdParts, query: SearchQuery, min_score: float, max_results: int,
-          count: int, results: list[dict], times: tuple[float, float, float], **extra) -> dict:
-    """The body both searches answer: what was searched, the page, and where the time went."""
+def _result(*, album: Album, model: ModelId, query: SearchQuery, min_score: float, max_results: int, count: int,
+            hits: list[SearchHit], times: tuple[float, float, float], region_grid: tuple[int, int] | None = None,
+            ) -> SearchResult:
     started, encoded_at, finished = times
-    return {
-        "model_id": model_id,
-        "rebuilding": _rebuilding(album, ids),
-        "min_score": min_score,
-        "max_results": max_results,
-        "count": count,
-        "page": query.page,
-        "page_size": query.page_size,
-        **extra,
-        "results": results,
-        "timings_ms": {
+    return SearchResult(
+        model=model, rebuilding=_rebuilding(album, model), min_score=min_score, max_results=max_results, count=count,
+        page=query.page, page_size=query.page_size, hits=hits, region_grid=region_grid,
+        timings_ms={
             "encode": round((encoded_at - started) * 1000, 1),
             "search": round((finished - encoded_at) * 1000, 1),
             "total": round((finished - started) * 1000, 1),
         },
-    }
+    )
 
 
-def album_search(*, album: Album, query: SearchQuery) -> dict:
+def album_search(*, user: AbstractBaseUser, album: Album, query: SearchQuery) -> SearchResult:
+    """The album searched as `user` (a member: the caller got the album through album_get_for_user).
+    A query image given by id must be in one of the user's albums, else ImageNotFoundError."""
     once = _region_search_once if query.box is not None else _album_search_once
-    result, had_candidates = once(album=album, query=query)
-    if not had_candidates and (switched_to := _model_switched_since(album, result["model_id"])):
+    result, had_candidates = once(user=user, album=album, query=query)
+    if not had_candidates and (switched_to := _model_switched_since(album, result.model_id)):
         # A rebuild switched the album between our read of its model and the candidate statement,
         # and deleted the old vectors in the same commit: ask again, once, under the new model.
         album.active_model_id = switched_to
-        result, _ = once(album=album, query=query)
+        result, _ = once(user=user, album=album, query=query)
     return result
 
 
@@ -131,59 +177,112 @@ def _model_switched_since(album: Album, model_id: str) -> str | None:
     return current if current and current != model_id else None
 
 
-def _album_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]:
+def _stored_image_alone(album: Album, query: SearchQuery) -> bool:
+    """A query by a stored image and nothing else, on an indexed album: the path that never lets the
+    vector leave PostgreSQL (nothing in it can fail before the access check it holds)."""
+    return (query.image_id is not None and query.box is None and bool(album.active_model_id)
+            and query.weights.image > 0 and not query.text.strip() and not query.negative_text.strip())
+
+
+def _album_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQuery) -> tuple[SearchResult, bool]:
     """One search under the album's model as read; also whether any vector was a candidate."""
     started = time.perf_counter()
-    model_id = _album_model(album)
-    ids = parse_model_id(model_id)  # once per search
-    model_spec = ids.spec
-    active = scoring.active_parts(_present_parts(query), query.weights)
-    _check_modalities(album, model_spec, active)
-
+    if _stored_image_alone(album, query) and user.is_authenticated:
+        answered = _stored_image_search(user=user, album=album, query=query, started=started)
+        if answered is not None:
+            return answered
+    if query.image_id is not None and not album.active_model_id:
+        if not image_visible_to(user=user, image_id=query.image_id):
+            raise ImageNotFoundError()
+    model = _album_model(album)
     stored_image_vector = None
+    if query.image_id is not None:
+        visible, stored_image_vector = stored_query_vector(user=user, image_id=query.image_id, model=model)
+        if not visible:
+            raise ImageNotFoundError()
+    active = scoring.active_parts(_present_parts(query), query.weights)
+    _check_modalities(album, model.spec, active)
+
     image_bytes = query.image_bytes
-    if "image" in active and query.image_id is not None:
-        stored_image_vector = image_vector(image_id=query.image_id, model_id=model_id)
-        if stored_image_vector is None:  # not indexed under this model yet: encode its file
-            image_bytes = _stored_query_image(query.image_id)
+    if "image" in active and query.image_id is not None and stored_image_vector is None:
+        # Not indexed under this model: encode its file, unless a rebuild has just switched the album
+        # (and deleted this model's vectors): then nothing, and album_search asks the new model.
+        if _model_switched_since(album, str(model)):
+            return _result(album=album, model=model, query=query, min_score=0.0, max_results=0, count=0, hits=[],
+                           times=(started, started, time.perf_counter())), False
+        image_bytes = _stored_query_image(query.image_id)
     texts = {"text": query.text.strip(), "negative": query.negative_text.strip()}
     texts = {part: value for part, value in texts.items() if part in active}
     ensemble = album.use_query_optimization if query.use_query_optimization is None else query.use_query_optimization
     needs_encoding = bool(texts) or ("image" in active and stored_image_vector is None)
     encoded = (
-        encode_query(model_id=model_id, texts=texts, image_bytes=image_bytes if "image" in active else None, ensemble=ensemble)
+        encode_query(model=model, texts=texts, image_bytes=image_bytes if "image" in active else None,
+                     ensemble=ensemble)
         if needs_encoding
-        else EncodedQuery(model_id=model_id, vectors={})
+        else EncodedQuery(model_id=str(model), vectors={})
     )
     vectors = dict(encoded.vectors)
-    if stored_image_vector is not None:
+    if "image" in active and stored_image_vector is not None:
         vectors["image"] = stored_image_vector
     encoded_at = time.perf_counter()
     exclude = _query_image_ids(album, query) if query.exclude_query_image else ()
-    min_score, max_results = _limits(album, query, model_spec)
-    candidates, order, scores, parts = _rank(album=album, model_id=model_id, vectors=vectors, query=query,
+    min_score, max_results = _limits(album, query, model.spec)
+    candidates, order, scores, parts = _rank(album=album, model=model, vectors=vectors, query=query,
                                              calibrate=encoded.calibrate, exclude=exclude, max_results=max_results,
                                              min_score=min_score, linear_text=encoded.siglip_logits is None)
+    hits = _hits(candidates, order, scores, parts, query)
+    result = _result(album=album, model=model, query=query, min_score=min_score, max_results=max_results,
+                     count=int(len(order)), hits=hits, times=(started, encoded_at, time.perf_counter()))
+    return result, len(candidates.image_ids) > 0
+
+
+def _stored_image_search(*, user: AbstractBaseUser, album: Album, query: SearchQuery,
+                         started: float) -> tuple[SearchResult, bool] | None:
+    """A stored image alone, in one statement: the access check, its vector and the candidates
+    (search.selectors.StoredQuery). None when the query row was not found (not the user's to see,
+    not indexed under this model, no vectors at all): the general path then says which."""
+    model = _album_model(album)
+    dim = model_dim(album_id=album.pk, model=model)
+    if dim is None:
+        return None
+    max_results = _max_results(album, query)
+    exclude = (query.image_id,) if query.exclude_query_image else ()
+    candidates = search_candidates(
+        album_id=album.pk, model=model, queries={"image": StoredQuery(image_id=query.image_id, viewer_id=user.pk)},
+        k=single_part_depth(model, dim, max_results), ef_depth=candidate_count(max_results), dim=dim,
+        exclude_image_ids=exclude,
+    )
+    if candidates is None:
+        return None
+    min_score, _ = _limits(album, query, model.spec)
+    encoded_at = started  # nothing to encode
+    order, scores, parts = _order(candidates, query, calibrate=None, min_score=min_score, max_results=max_results)
+    hits = _hits(candidates, order, scores, parts, query)
+    result = _result(album=album, model=model, query=query, min_score=min_score, max_results=max_results,
+                     count=int(len(order)), hits=hits, times=(started, encoded_at, time.perf_counter()))
+    return result, len(candidates.image_ids) > 0
+
+
+def _hits(candidates: Candidates, order: np.ndarray, scores: np.ndarray, parts: dict[str, np.ndarray],
+          query: SearchQuery) -> list[SearchHit]:
     start = (query.page - 1) * query.page_size
-    results = [
-        {
-            "image_id": int(candidates.image_ids[index]),
-            "score": round(float(scores[index]), 4),
-            "cosines": {part: round(float(values[index]), 4) for part, values in sorted(parts.items())},
-            **candidates.rows[int(candidates.image_ids[index])],
-        }
-        for index in order[start : start + query.page_size]
-    ]
-    body = _page(album=album, model_id=model_id, ids=ids, query=query, min_score=min_score, max_results=max_results,
-                 count=int(len(order)), results=results, times=(started, encoded_at, time.perf_counter()))
-    return body, len(candidates.image_ids) > 0
+    hits = []
+    for index in order[start : start + query.page_size].tolist():
+        image_id = int(candidates.image_ids[index])
+        hits.append(SearchHit(
+            image_id=image_id, score=round(float(scores[index]), 4),
+            cosines={part: round(float(values[index]), 4) for part, values in sorted(parts.items())},
+            **candidates.rows[image_id],
+        ))
+    return hits
 
 
-def image_similar(*, image: Image, min_score: float | None, max_results: int | None, page: int, page_size: int) -> dict:
+def image_similar(*, user: AbstractBaseUser, image: Image, min_score: float | None, max_results: int | None, page: int,
+                  page_size: int) -> SearchResult:
     """More like this: the album's images nearest this one, itself excluded."""
     album = image.album
     return album_search(
-        album=album,
+        user=user, album=album,
         query=SearchQuery(image_id=image.pk, weights=scoring.Weights(image=1, text=0, negative=0), min_score=min_score,
                           max_results=max_results, page=page, page_size=page_size, exclude_query_image=True),
     )
@@ -198,57 +297,67 @@ def _query_image_ids(album: Album, query: SearchQuery) -> tuple[int, ...]:
     return tuple(Image.objects.filter(album=album, sha256=digest).values_list("pk", flat=True))
 
 
-def _rank(*, album, model_id, vectors, query: SearchQuery, calibrate, exclude, max_results: int, min_score: float,
-          linear_text: bool):
+def _rank(*, album: Album, model: ModelId, vectors: dict[str, np.ndarray], query: SearchQuery, calibrate, exclude,
+          max_results: int, min_score: float, linear_text: bool):
     """The album's candidates for the query vectors, scored; `order` ranks those kept."""
     proposers = [vectors[part] for part in ("image", "text") if part in vectors]
     # With calibrated (SigLIP) text the combined score is not linear, and only the parts propose.
     if linear_text and len(vectors) > 1 and (combined := scoring.combined_query(vectors, query.weights)) is not None:
         proposers.append(combined)
+    if len(vectors) == 1:  # ranked by the index's own distance (calibration is monotonic)
+        k = single_part_depth(model, int(next(iter(vectors.values())).shape[-1]), max_results)
+    else:
+        k = candidate_count(max_results)
     candidates = search_candidates(
-        album_id=album.pk, model_id=model_id, queries=vectors, k=candidate_count(max_results),
+        album_id=album.pk, model=model, queries=vectors, k=k, ef_depth=candidate_count(max_results),
         exclude_image_ids=exclude, proposers=proposers,
     )
-    if not len(candidates.image_ids):
-        return candidates, np.zeros(0, dtype=np.int64), np.zeros(0), {}
-    scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)
-    order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
+    order, scores, parts = _order(candidates, query, calibrate=calibrate, min_score=min_score, max_results=max_results)
     return candidates, order, scores, parts
 
 
-def _region_search_once(*, album: Album, query: SearchQuery) -> tuple[dict, bool]:
+def _order(candidates: Candidates, query: SearchQuery, *, calibrate, min_score: float, max_results: int):
+    if not len(candidates.image_ids):
+        return np.zeros(0, dtype=np.int64), np.zeros(0), {}
+    scores, parts = scoring.combine(candidates.cosines, query.weights, calibrate=calibrate)
+    order = scoring.rank(scores, candidates.image_ids, min_score=min_score, max_results=max_results)
+    return order, scores, parts
+
+
+def _region_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQuery) -> tuple[SearchResult, bool]:
     """A box on the query image against every stored region token of the album: images ranked by
     their best-matching region (max-sim), each result naming the cell that matched; also whether
     any region was a candidate."""
     started = time.perf_counter()
-    model_id = _album_model(album)
-    ids = parse_model_id(model_id)
+    if query.image_id is not None and not image_visible_to(user=user, image_id=query.image_id):
+        raise ImageNotFoundError()
+    model = _album_model(album)
     if query.image_bytes is None and query.image_id is None:
         raise ApplicationError("A box query needs a query image (image, image_base64 or image_id).", code="box_needs_image")
     if query.text.strip() or query.negative_text.strip():
         raise ApplicationError("A box query matches image regions only: leave text and negative_text empty.",
                                code="box_with_text")
-    if ids.pooling != REGIONS:
+    if model.pooling != REGIONS:
         raise ApplicationError(
             "This album's vectors have no region tokens: set its pooling to 'regions' (a dense backbone) and let it "
             "re-index, then search with a box.",
             code="regions_not_indexed",
         )
     image_bytes = query.image_bytes if query.image_bytes is not None else _stored_query_image(query.image_id)
-    encoded = encode_query(model_id=model_id, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
+    encoded = encode_query(model=model, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
     encoded_at = time.perf_counter()
-    min_score, max_results = _limits(album, query, ids.spec)
-    matches = region_matches(album_id=album.pk, model_id=model_id, query=encoded.vectors["region"], limit=max_results)
+    min_score, max_results = _limits(album, query, model.spec)
+    matches = region_matches(album_id=album.pk, model=model, query=encoded.vectors["region"], limit=max_results)
     keep = np.flatnonzero(matches.cosines >= min_score)
-    _, cols = ids.region_grid
+    _, cols = model.region_grid
     start = (query.page - 1) * query.page_size
-    results = []
+    hits = []
     for index in keep[start : start + query.page_size]:
         image_id, cell = int(matches.image_ids[index]), int(matches.cells[index])
         cosine = round(float(matches.cosines[index]), 4)
-        results.append({"image_id": image_id, "score": cosine, "cosines": {"region": cosine},
-                        "region": {"cell": cell, "row": cell // cols, "col": cell % cols}, **matches.rows[image_id]})
-    body = _page(album=album, model_id=model_id, ids=ids, query=query, min_score=min_score, max_results=max_results,
-                 count=int(len(keep)), results=results, times=(started, encoded_at, time.perf_counter()),
-                 region_grid={"rows": ids.region_grid[0], "cols": ids.region_grid[1]})
-    return body, len(matches.image_ids) > 0
+        hits.append(SearchHit(image_id=image_id, score=cosine, cosines={"region": cosine},
+                              region={"cell": cell, "row": cell // cols, "col": cell % cols}, **matches.rows[image_id]))
+    result = _result(album=album, model=model, query=query, min_score=min_score, max_results=max_results,
+                     count=int(len(keep)), hits=hits, times=(started, encoded_at, time.perf_counter()),
+                     region_grid=model.region_grid)
+    return result, len(matches.image_ids) > 0

@@ -70,6 +70,7 @@ def test_applied_once_to_torch_when_the_first_encoder_loads(monkeypatch, setting
 def test_a_real_worker_sets_it_from_its_concurrency_and_reports_it(worker, settings, tiny_models_dir):
     """The session's worker runs 2 task threads: once it has encoded a query, its torch uses
     cores ÷ 2 threads, and its heartbeat says so for operators."""
+    from encoders.model_ids import parse_model_id
     from encoders.registry import get_encoder
     from search.query_encoding import encode_query
     from tests.conftest import wait_for
@@ -79,7 +80,7 @@ def test_a_real_worker_sets_it_from_its_concurrency_and_reports_it(worker, setti
     settings.LOUPE_MODELS_DIR = tiny_models_dir
     settings.LOUPE_QUERY_ENCODING = "worker"
     model_id = get_encoder(OPEN_CLIP_TINY, device="cpu").model_id
-    encoded = encode_query(model_id=model_id, texts={"text": "a red square"}, image_bytes=None, ensemble=False)
+    encoded = encode_query(model=parse_model_id(model_id), texts={"text": "a red square"}, image_bytes=None, ensemble=False)
     assert set(encoded.vectors) == {"text"}
     name = next(n for n, beat in live_workers().items() if "query" in beat["queues"])
     assert live_workers()[name]["concurrency"] == 2

@@ -59,9 +59,9 @@ def world(make_user, settings, monkeypatch):
     settings.LOUPE_QUERY_ENCODING = "web"  # never wait on a query worker that is not running
     settings.LOUPE_VLM = ""
 
-    def encode_query(*, model_id, texts, image_bytes, ensemble, box=None):
+    def encode_query(*, model, texts, image_bytes, ensemble, box=None):
         parts = set(texts) | ({"image"} if image_bytes is not None else set())
-        return EncodedQuery(model_id=model_id, vectors={part: np.eye(1, 4, dtype=np.float32)[0] for part in parts})
+        return EncodedQuery(model_id=str(model), vectors={part: np.eye(1, 4, dtype=np.float32)[0] for part in parts})
 
     monkeypatch.setattr(search_services, "encode_query", encode_query)
     return populate(make_user("fuzzer"))

@@ -10,6 +10,7 @@ from django.db import connection
 from albums import services as album_services
 from albums.models import Album, Image
 from bench.search_data import ClusteredSpace
+from encoders.model_ids import parse_model_id
 from search.selectors import _nearest_sql, search_candidates
 from workers.vector_store import album_graph_ensure, album_graphs_prune, album_index_name, embeddings_insert
 from workers.indexing import index_job_finish
@@ -52,7 +53,7 @@ def _index_names() -> set[str]:
 
 
 def _plan(album: Album, query: np.ndarray, k: int = 50) -> str:
-    statement = _nearest_sql(album_id=album.pk, model_id=album.active_model_id, dim=DIM)
+    statement = _nearest_sql(album_id=album.pk, model=parse_model_id(album.active_model_id), dim=DIM)
     with connection.cursor() as cursor:
         cursor.execute("SET enable_sort = off")  # a small table: make the planner show it can use the graph
         cursor.execute("EXPLAIN " + statement.as_string(cursor.connection)[1:-1],
@@ -76,7 +77,7 @@ def test_small_albums_keep_an_exact_scan_and_large_ones_get_their_own_graph(big_
     assert name in _plan(large, vectors[0])
     assert name not in _plan(small, vectors[0])
     # Through the graph, the album's own nearest rows, and none of another album's.
-    candidates = search_candidates(album_id=large.pk, model_id=MODEL, queries={"image": vectors[7]}, k=50)
+    candidates = search_candidates(album_id=large.pk, model=parse_model_id(MODEL), queries={"image": vectors[7]}, k=50)
     exact = ids[np.argsort(-(vectors @ vectors[7]), kind="stable")[:10]]
     found = candidates.image_ids[np.argsort(-candidates.cosines["image"], kind="stable")[:10]]
     assert set(found) == set(exact)
@@ -113,3 +114,43 @@ def test_the_recovery_sweep_drops_graphs_of_deleted_albums(big_album):
     names = _index_names()
     assert gone_name not in names and album_index_name(kept.pk, MODEL, DIM) in names
     assert album_graphs_prune() == []
+
+
+def test_a_stored_image_query_reads_the_graph_and_ranks_as_the_exact_scan(big_album, alice):
+    """A stored image alone is one statement whose kNN orders by the stored vector (an InitPlan) on
+    the album's graph, and takes only max_results rows at the deep k's ef_search: the same hits, in
+    the same order and with the same scores, as the exact ranking and as k' = 200."""
+    from django.test.utils import CaptureQueriesContext
+
+    from search import selectors, services
+    from search.scoring import Weights
+
+    large, ids, vectors = big_album("large")
+    name = album_graph_ensure(album_id=large.pk, model_id=MODEL, dim=DIM)
+    query = services.SearchQuery(image_id=int(ids[7]), weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                 max_results=20, page_size=20)
+    with CaptureQueriesContext(connection) as captured:
+        result = services.album_search(user=alice, album=large, query=query)
+    execute = captured.captured_queries[-1]["sql"]  # as served: a statement prepared once per connection
+    assert execute.startswith("EXECUTE loupe_")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE name = %s", [execute[8:execute.index("(")]])
+        statement = cursor.fetchone()[0].split(" AS ", 1)[1]
+        cursor.execute("SET enable_sort = off")  # a small table: make the planner show it can use the graph
+        cursor.execute("PREPARE again (bigint, bigint, bigint[]) AS " + statement)
+        cursor.execute("EXPLAIN EXECUTE again" + execute[execute.index("(") :])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE again")
+        cursor.execute("RESET enable_sort")
+    assert "LIMIT 20" in statement and "albums_albummembership" in statement
+    assert name in plan and "InitPlan" in plan
+
+    cosines = vectors @ vectors[7]
+    exact = np.lexsort((ids, -cosines))[:20]
+    assert [hit.image_id for hit in result.hits] == ids[exact].tolist()
+    assert [hit.score for hit in result.hits] == [round(float(c), 4) for c in cosines[exact]]
+    deep = search_candidates(album_id=large.pk, model=parse_model_id(MODEL), queries={"image": vectors[7]}, k=200)
+    top = np.lexsort((deep.image_ids, -deep.cosines["image"]))[:20]
+    assert deep.image_ids[top].tolist() == ids[exact].tolist()
+    assert selectors.single_part_depth(parse_model_id(MODEL), DIM, 20) == 20
+    assert selectors.single_part_depth(parse_model_id(MODEL + "+storage=binary"), DIM, 20) == 200  # a proxy index

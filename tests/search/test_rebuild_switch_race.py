@@ -53,31 +53,32 @@ def _switch_between_reads(monkeypatch, job):
             switcher = threading.Thread(target=index_job_finish, kwargs={"job_id": job.pk})
             switcher.start()
             switcher.join()
-        calls.append(kwargs["model_id"])
+        calls.append(str(kwargs["model"]))
         return real(**kwargs)
 
     monkeypatch.setattr(services, "search_candidates", candidates_after_switch)
     return calls
 
 
-def test_search_caught_by_the_switch_answers_from_the_new_model(rebuilt_album, monkeypatch):
+def test_search_caught_by_the_switch_answers_from_the_new_model(rebuilt_album, alice, monkeypatch):
     album, ids, job = rebuilt_album
     calls = _switch_between_reads(monkeypatch, job)
 
     result = services.album_search(
-        album=album, query=services.SearchQuery(image_id=ids[3], weights=Weights(image=1, text=0, negative=0), min_score=-1,
-                                          exclude_query_image=True)
+        user=alice, album=album,
+        query=services.SearchQuery(image_id=ids[3], weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                   exclude_query_image=True)
     )
 
     job.refresh_from_db()
     assert job.status == IndexJob.Status.SUCCEEDED and "Removed 20 vector(s)" in job.message
     assert calls == [OLD, NEW]
-    assert result["model_id"] == NEW
-    assert result["count"] == len(ids) - 1  # every other image, the query image excluded
-    assert ids[3] not in [r["image_id"] for r in result["results"]]
+    assert result.model_id == NEW
+    assert result.count == len(ids) - 1  # every other image, the query image excluded
+    assert ids[3] not in [hit.image_id for hit in result.hits]
 
 
-def test_an_album_with_nothing_to_find_is_asked_once(rebuilt_album, monkeypatch):
+def test_an_album_with_nothing_to_find_is_asked_once(rebuilt_album, alice, monkeypatch):
     """An empty answer without a switch (the query image is the only vector) is not retried."""
     album, ids, job = rebuilt_album
     from workers.models import Embedding
@@ -85,11 +86,12 @@ def test_an_album_with_nothing_to_find_is_asked_once(rebuilt_album, monkeypatch)
     Embedding.objects.filter(model_id=OLD).exclude(image_id=ids[0]).delete()
     calls = []
     real = services.search_candidates
-    monkeypatch.setattr(services, "search_candidates", lambda **kw: calls.append(kw["model_id"]) or real(**kw))
+    monkeypatch.setattr(services, "search_candidates", lambda **kw: calls.append(str(kw["model"])) or real(**kw))
 
     result = services.album_search(
-        album=album, query=services.SearchQuery(image_id=ids[0], weights=Weights(image=1, text=0, negative=0), min_score=-1,
-                                          exclude_query_image=True)
+        user=alice, album=album,
+        query=services.SearchQuery(image_id=ids[0], weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                   exclude_query_image=True)
     )
 
-    assert calls == [OLD] and result["count"] == 0 and result["model_id"] == OLD
+    assert calls == [OLD] and result.count == 0 and result.model_id == OLD

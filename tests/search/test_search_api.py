@@ -9,6 +9,7 @@ import pytest
 
 from albums import services as album_services
 from albums.models import Album, Image
+from search import selectors
 from search import services as search_services
 from workers.models import Embedding
 from search.query_encoding import EncodedQuery
@@ -53,10 +54,10 @@ def query_vectors(monkeypatch):
     calls = []
     state = {"vectors": {}, "logits": None}
 
-    def fake_encode_query(*, model_id, texts, image_bytes, ensemble):
-        calls.append({"model_id": model_id, "texts": texts, "image": image_bytes is not None, "ensemble": ensemble})
+    def fake_encode_query(*, model, texts, image_bytes, ensemble):
+        calls.append({"model_id": str(model), "texts": texts, "image": image_bytes is not None, "ensemble": ensemble})
         wanted = set(texts) | ({"image"} if image_bytes is not None else set())
-        return EncodedQuery(model_id=model_id, vectors={p: unit(state["vectors"][p]) for p in wanted},
+        return EncodedQuery(model_id=str(model), vectors={p: unit(state["vectors"][p]) for p in wanted},
                             siglip_logits=state["logits"])
 
     monkeypatch.setattr(search_services, "encode_query", fake_encode_query)
@@ -206,13 +207,18 @@ def test_unindexed_album_is_a_409(alice, client_for):
     assert response.status_code == 409 and response.json()["code"] == "album_not_indexed"
 
 
-def test_search_query_count_is_pinned(indexed, alice, client_for, query_vectors, django_assert_num_queries):
+def test_search_query_count_is_pinned(indexed, alice, client_for, query_vectors, django_assert_num_queries,
+                                      monkeypatch):
     album, ids = indexed
     client = client_for(alice)
-    # album, image access check, stored vector, search settings, candidates scored in SQL — plus the
-    # SAVEPOINT/RELEASE pair that the search transaction becomes inside the test's own transaction.
-    with django_assert_num_queries(7):
+    monkeypatch.setattr(selectors, "_dims", {})  # the model's vector width is read once per process
+    # album, the width, then one statement (access check, stored vector and candidates scored in SQL)
+    # with its search settings — plus the SAVEPOINT/RELEASE pair that the search transaction becomes
+    # inside the test's own transaction.
+    with django_assert_num_queries(6):
         assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
+    with django_assert_num_queries(5):
+        assert search(client, album, image_id=ids["b"], min_score=-1).status_code == 200
 
 
 def test_similar_and_duplicates(indexed, alice, client_for):
@@ -276,10 +282,13 @@ def test_combined_query_vector_math():
     assert combined_query({"image": unit([1, 0, 0, 0]), "negative": unit([1, 0, 0, 0])}, Weights(negative=1)) is None
 
 
-def test_search_query_count_as_served(transactional_db, indexed, alice, client_for, django_assert_num_queries):
-    """As gunicorn serves it (autocommit, a persistent connection): the album, the image access
-    check, the stored vector, and the candidates scored in SQL. The HNSW scan settings are set once
-    per connection, not in a transaction per search (search.selectors.hnsw_settings)."""
+def test_search_query_count_as_served(transactional_db, indexed, alice, client_for, django_assert_num_queries,
+                                      monkeypatch):
+    """As gunicorn serves it (autocommit, a persistent connection): the album, then one statement
+    that checks the query image's access, reads its stored vector and scores the candidates in SQL,
+    prepared once per connection. The HNSW scan settings are set once per connection, not in a
+    transaction per search (search.selectors.hnsw_settings), and the vectors' width read once per
+    process and album."""
     album, ids = indexed
     client = client_for(alice)
     from django.db import connection
@@ -287,9 +296,27 @@ def test_search_query_count_as_served(transactional_db, indexed, alice, client_f
     connection.ensure_connection()
     if hasattr(connection.connection, "_loupe_hnsw_settings"):
         del connection.connection._loupe_hnsw_settings
+    monkeypatch.setattr(selectors, "_dims", {})
+    if hasattr(connection.connection, "_loupe_prepared"):
+        del connection.connection._loupe_prepared
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
     with django_assert_num_queries(5) as first:
         assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
     assert any("set_config('hnsw.ef_search'" in q["sql"] for q in first.captured_queries)
-    with django_assert_num_queries(4) as later:
-        assert search(client, album, image_id=ids["b"], min_score=-1).status_code == 200
-    assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT")) for q in later.captured_queries)
+    prepare = next(q["sql"] for q in first.captured_queries if q["sql"].startswith("PREPARE"))
+    assert "albums_albummembership" in prepare  # the access check is in the statement
+    with django_assert_num_queries(2) as later:
+        response = search(client, album, image_id=ids["b"], min_score=-1)
+    # The prepared statement's generic plan finds every image of a small album (no starved kNN).
+    assert names(response, ids) == ["b", "a", "c", "d"]
+    assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT", "PREPARE"))
+                   for q in later.captured_queries)
+    assert later.captured_queries[-1]["sql"].startswith("EXECUTE loupe_")
+    # More like this: the image (with the caller's role), then the same one statement (one row deeper
+    # for the image it leaves out: prepared once more).
+    with django_assert_num_queries(3):
+        assert client.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1").status_code == 200
+    with django_assert_num_queries(2):
+        similar = client.get(f"/api/v1/images/{ids['c']}/similar/?min_score=-1")
+    assert [r["image_id"] for r in similar.json()["results"]] == [ids["b"], ids["a"], ids["d"]]

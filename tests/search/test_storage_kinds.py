@@ -10,7 +10,7 @@ from django.db import connection
 from albums import services
 from albums.models import Image
 from bench.search_data import ClusteredSpace
-from encoders.model_ids import compose_model_id
+from encoders.model_ids import compose_model_id, parse_model_id
 from search import selectors
 from workers.models import Embedding
 from search.selectors import search_candidates
@@ -74,7 +74,7 @@ def test_each_kind_indexes_its_own_form_and_round_trips(stored):
 def _recall_and_exactness(album, ids, vectors, model_id, queries, k):
     recalls = []
     for query in queries:
-        candidates = search_candidates(album_id=album.pk, model_id=model_id, queries={"image": query}, k=k)
+        candidates = search_candidates(album_id=album.pk, model=parse_model_id(model_id), queries={"image": query}, k=k)
         by_id = dict(zip(ids.tolist(), vectors))
         expected_cos = np.array([by_id[i] @ query for i in candidates.image_ids.tolist()], dtype=np.float32)
         np.testing.assert_allclose(candidates.cosines["image"], expected_cos, atol=1e-5)  # re-scored in float32
@@ -133,7 +133,7 @@ def test_region_matches_through_the_region_index_are_exact_max_sim_on_the_candid
     try:
         recalls = []
         for query in queries:
-            got = region_matches(album_id=album.pk, model_id=model_id, query=query, limit=10)
+            got = region_matches(album_id=album.pk, model=parse_model_id(model_id), query=query, limit=10)
             sims = regions @ query  # (n, cells)
             best = sims.max(axis=1)
             np.testing.assert_allclose(got.cosines, best[np.searchsorted(ids, got.image_ids)], atol=1e-5)
