@@ -26,7 +26,9 @@ def member_rows(queryset: QuerySet, *, user: AbstractBaseUser, album_path: str =
     if not user.is_authenticated:
         return queryset.none()
     prefix = f"{album_path}__" if album_path else ""
-    return queryset.filter(**{f"{prefix}memberships__user": user}).annotate(role=role_subquery(user, album_path or "pk"))
+    # The role comes from the membership row the filter already joined (one per album and user, a
+    # unique constraint), not from a second lookup: this runs on every request that names an album.
+    return queryset.filter(**{f"{prefix}memberships__user": user}).annotate(role=F(f"{prefix}memberships__role"))
 
 
 def get_for_user(queryset: QuerySet, *, user: AbstractBaseUser, pk: int, album_path: str = "",
