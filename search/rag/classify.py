@@ -179,15 +179,17 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
         resolution=options.input_resolution or support_set.support_resolution,
         patch_size=support_set.patch_size,
         source=support_set.patch_source,
+        background_std=settings.LOUPE_RAG_BACKGROUND_STD,
     )
     t_query = time.perf_counter()
-    matches = match_patches(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k)
+    matches = match_patches(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k,
+                            query_keep=grid.foreground)
     t_retrieval = time.perf_counter()
     by_class: dict[int, list] = {c.pk: [] for c in classes}
     for item in matches.evidence:
         by_class[item.class_id].append(item)
     labels = {c.pk: c.label for c in classes}
-    means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()})
+    means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()}, keep=grid.foreground)
     temperature = options.score_temperature or settings.LOUPE_RAG_SCORE_TEMPERATURE
     scores = scoring.softmax_scores(means, temperature=temperature)
     spec = vlm_spec_for(support_set, options)
@@ -219,7 +221,8 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
         "score_temperature": temperature,
         "decision": decision,
         "evidence": evidence,
-        "query": {"width": query.width, "height": query.height, "patches": len(grid.patches)},
+        "query": {"width": query.width, "height": query.height, "patches": len(grid.patches),
+                  "foreground_patches": int(grid.foreground.sum())},
         "embedded_now": embedded_now,
         "params": asdict(options),
         "timings_ms": {
