@@ -79,7 +79,10 @@ def _reflect_pad(square: Image.Image, fraction: float) -> Image.Image:
 
 
 def foreground_cells(square: Image.Image, n: int, *, background_std: float) -> np.ndarray:
-    """(n*n,) bool, row-major: which cells of an n×n grid over `square` are not near-uniform."""
+    """(n*n,) bool, row-major: which cells of an n×n grid over `square` are not near-uniform (all of
+    them when `background_std` is 0: nothing is background)."""
+    if background_std <= 0:
+        return np.ones(n * n, dtype=bool)
     pixels = np.asarray(square.convert("RGB"), dtype=np.float32)
     side = pixels.shape[0]
     return np.array([

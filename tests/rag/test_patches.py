@@ -131,6 +131,8 @@ def test_near_uniform_patches_are_background(efficientnet):
         grid = image_patches(efficientnet, photo, resolution=224, patch_size=56, source=source, background_std=2.0)
         assert grid.foreground.reshape(4, 4).tolist() == [[False, False, True, True]] * 4
     assert image_patches(efficientnet, photo, resolution=224, patch_size=56, source=TOKENS).foreground is None
+    # 0 turns it off: every patch counts, a perfectly flat one too.
+    assert image_patches(efficientnet, photo, resolution=224, patch_size=56, source=TOKENS, background_std=0).foreground.all()
     # A transparent canvas is composited onto one colour when decoded, so it is background too.
     rgba = Image.new("RGBA", (224, 224), (0, 0, 0, 0))
     rgba.paste(Image.fromarray(data.chelsea()).resize((112, 224)), (0, 0))
