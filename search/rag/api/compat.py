@@ -201,8 +201,9 @@ class SupportUploadCompatApi(GuardedUploadMixin, CompatApi):
 
 class InvocationSerializer(serializers.Serializer):
     encodedImage = serializers.CharField()
-    systemPrompt = serializers.CharField(allow_blank=True, max_length=8000, required=False, default="")
-    userPrompt = serializers.CharField(allow_blank=True, max_length=8000, required=False, default="")
+    # Not trimmed: with a flagKey they reach the model exactly as sent.
+    systemPrompt = serializers.CharField(allow_blank=True, max_length=8000, required=False, default="", trim_whitespace=False)
+    userPrompt = serializers.CharField(allow_blank=True, max_length=8000, required=False, default="", trim_whitespace=False)
     kRetrieval = serializers.IntegerField(min_value=1, max_value=200, required=False, default=4)
     maxPatchesPerClass = serializers.IntegerField(min_value=0, max_value=20, required=False, default=3)
     maxNewTokens = serializers.IntegerField(min_value=1, max_value=4096, required=False, default=200)
