@@ -1,10 +1,13 @@
 """Patch grids: boxes, area-weighted pooling of token grids, and both ways of embedding patches
 through real encoders (EfficientNet-Lite0 with its ImageNet weights; a tiny OpenCLIP)."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from encoders.images import to_rgb
 from tests.tiny_models import SIGLIP2_TINY
 from search.rag.patches import CROPS, TOKENS, _reflect_pad, cell_boxes, cells_per_side, image_patches
 
@@ -118,8 +121,6 @@ def test_a_patch_at_the_edge_sees_the_edge(efficientnet, monkeypatch):
 def test_near_uniform_patches_are_background(efficientnet):
     """A photo cut out on black, JPEG-compressed as the RAG Vision Engine's demo cars are: the black
     cells are background, the photo's cells are not, whichever way the patches are embedded."""
-    import io
-
     from skimage import data
 
     canvas = Image.new("RGB", (448, 224), (0, 0, 0))
@@ -136,7 +137,5 @@ def test_near_uniform_patches_are_background(efficientnet):
     # A transparent canvas is composited onto one colour when decoded, so it is background too.
     rgba = Image.new("RGBA", (224, 224), (0, 0, 0, 0))
     rgba.paste(Image.fromarray(data.chelsea()).resize((112, 224)), (0, 0))
-    from encoders.images import to_rgb
-
     grid = image_patches(efficientnet, to_rgb(rgba), resolution=224, patch_size=112, source=TOKENS, background_std=2.0)
     assert grid.foreground.tolist() == [True, False, True, False]
