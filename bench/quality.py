@@ -457,6 +457,7 @@ class PatchSet:
     vectors: np.ndarray  # (patches, d), unit rows
     boxes: list[tuple[int, int, int, int]]  # in the original image's pixels
     blank: np.ndarray  # (patches,) bool: nothing but background under the box
+    foreground: np.ndarray | None = None  # (patches,) bool: what the product's score counts (search/rag/patches.py); None: all
 
 
 def is_blank(pixels: np.ndarray, box: Sequence[int]) -> bool:
@@ -470,9 +471,11 @@ def direct_patches(encoder, samples: Sequence[Sample], pixels: Sequence[np.ndarr
     classify request do it."""
     out = []
     for n, (sample, image) in enumerate(zip(samples, pixels, strict=True), 1):
-        grid = image_patches(encoder, decode(sample), resolution=SUPPORT_RESOLUTION, patch_size=PATCH_SIZE, source=patch_source)
+        grid = image_patches(encoder, decode(sample), resolution=SUPPORT_RESOLUTION, patch_size=PATCH_SIZE, source=patch_source,
+                             background_std=settings.LOUPE_RAG_BACKGROUND_STD)
         boxes = [p.box for p in grid.patches]
-        out.append(PatchSet(grid.vectors.astype(np.float32), boxes, np.array([is_blank(image, b) for b in boxes])))
+        out.append(PatchSet(grid.vectors.astype(np.float32), boxes, np.array([is_blank(image, b) for b in boxes]),
+                            grid.foreground))
         if n % 250 == 0:
             _progress(f"  patches of {n}/{len(samples)}")
     return out
@@ -483,6 +486,7 @@ def direct_patches(encoder, samples: Sequence[Sample], pixels: Sequence[np.ndarr
 PRODUCT = "max-sim"  # what search/rag/scoring.py computes; the "k=…" variants are its first version
 BLANK_QUERY_OUT = "blank query patches left out"
 BLANK_BOTH_OUT = "blank patches left out on both sides"
+EVERY_QUERY_PATCH = "every query patch counted"  # the product before near-uniform query patches were left out
 
 
 @dataclass(frozen=True)
@@ -498,6 +502,7 @@ def patch_class_scores(queries: Sequence[PatchSet], support: Sequence[tuple[int,
     patches left out of the query or of both sides."""
     query_vectors = np.stack([q.vectors for q in queries])
     query_keep = np.stack([~q.blank for q in queries])
+    product_keep = np.stack([np.ones(len(q.vectors), dtype=bool) if q.foreground is None else q.foreground for q in queries])
     labels = sorted({label for label, _ in support})
     means: dict[str, list[np.ndarray]] = {}
     blank_hits = total = 0
@@ -512,7 +517,8 @@ def patch_class_scores(queries: Sequence[PatchSet], support: Sequence[tuple[int,
         means.setdefault(f"k={k}, {BLANK_QUERY_OUT}", []).append(top_k_means(best_shape, k))
         shaped = ~blank if (~blank).any() else np.ones_like(blank)
         means.setdefault(f"k={k}, {BLANK_BOTH_OUT}", []).append(top_k_means(best_shape[:, shaped], k))
-        means.setdefault(PRODUCT, []).append(query_best_means(vectors, query_vectors))
+        means.setdefault(PRODUCT, []).append(query_best_means(vectors, query_vectors, product_keep))
+        means.setdefault(f"{PRODUCT}, {EVERY_QUERY_PATCH}", []).append(query_best_means(vectors, query_vectors))
         means.setdefault(f"{PRODUCT}, {BLANK_QUERY_OUT}", []).append(query_best_means(vectors, query_vectors, query_keep))
         means.setdefault(f"{PRODUCT}, {BLANK_BOTH_OUT}", []).append(query_best_means(vectors[shaped], query_vectors, query_keep))
     return FewShotScores({name: np.stack(cols, axis=1) for name, cols in means.items()}, blank_hits / max(1, total))

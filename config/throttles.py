@@ -34,9 +34,32 @@ class _LoupeRateThrottle(UserRateThrottle):
 
 
 class AuthRateThrottle(_LoupeRateThrottle):
-    """Password → token exchanges, per client address (no user yet)."""
+    """Credential checks, per client address: password → token exchanges and sign-ins count every
+    attempt; HTTP Basic with a token (albums/tokens.py) is refused while the address is over the
+    allowance and counts its failures. Keyed on the address alone, also for a signed-in caller, so it
+    can run while DRF is still authenticating (reading request.user there would recurse)."""
 
     scope = "auth"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def exhausted(self, request) -> bool:
+        """Whether the address has used its allowance, without counting this request."""
+        self._counting = False
+        try:
+            return not self.allow_request(request, None)
+        finally:
+            self._counting = True
+
+    def count(self, request) -> None:
+        """Count one attempt (a failed credential)."""
+        self.allow_request(request, None)
+
+    def throttle_success(self):
+        if getattr(self, "_counting", True):
+            return super().throttle_success()
+        return True
 
 
 class SearchRateThrottle(_LoupeRateThrottle):

@@ -12,6 +12,7 @@ urlpatterns = [
     # The RAG Vision Engine's endpoints, for its existing clients (search/rag/api/compat.py).
     path("api/support/upload/image", ragvision_compat.SupportUploadCompatApi.as_view(), name="ragvision-support-upload"),
     path("api/ragvision/invocations", ragvision_compat.RagVisionInvocationCompatApi.as_view(), name="ragvision-invocations"),
+    path("api/ragvision/healthcheck", ragvision_compat.RagVisionHealthcheckCompatApi.as_view(), name="ragvision-healthcheck"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),

@@ -203,6 +203,12 @@ def test_patch_class_scores_and_the_blank_variants():
     shape_cos = 0.9 / np.sqrt(0.82)
     assert scores.means[quality.PRODUCT][0].tolist() == pytest.approx([0.5, (1.0 + shape_cos) / 2])
     assert scores.means[f"{quality.PRODUCT}, {quality.BLANK_QUERY_OUT}"][0].tolist() == pytest.approx([0.0, shape_cos])
+    assert scores.means[f"{quality.PRODUCT}, {quality.EVERY_QUERY_PATCH}"][0].tolist() == pytest.approx([0.5, (1.0 + shape_cos) / 2])
+    # With the product's foreground mask (near-uniform patches out), only the shape counts.
+    masked = quality.PatchSet(query.vectors, query.boxes, query.blank, np.array([False, True]))
+    product = quality.patch_class_scores([masked], support, k=1, ks=(2,))
+    assert product.means[quality.PRODUCT][0].tolist() == pytest.approx([0.0, shape_cos])
+    assert product.means[f"{quality.PRODUCT}, {quality.EVERY_QUERY_PATCH}"][0].tolist() == pytest.approx([0.5, (1.0 + shape_cos) / 2])
 
 
 def test_query_best_means_is_the_products_score():
@@ -211,10 +217,14 @@ def test_query_best_means_is_the_products_score():
     rng = np.random.default_rng(3)
     queries = quality.l2_normalize(rng.normal(size=(4, 6, 5))).astype(np.float32)
     support = quality.l2_normalize(rng.normal(size=(9, 5))).astype(np.float32)
+    keep = rng.random((4, 6)) > 0.4
+    keep[2] = False  # nothing kept: every patch counts, in both
     for i in range(4):
         best = (queries[i] @ support.T).max(axis=1)
         expected = scoring.class_means({"c": best})["c"]
         assert quality.query_best_means(support, queries, chunk=3)[i] == pytest.approx(expected, abs=1e-6)
+        kept = scoring.class_means({"c": best}, keep=keep[i])["c"]
+        assert quality.query_best_means(support, queries, keep, chunk=3)[i] == pytest.approx(kept, abs=1e-6)
 
 
 def test_is_blank_reads_the_box_in_original_pixels():

@@ -191,6 +191,9 @@ LOUPE_DUPLICATES_MAX_GROUPS = env.int("LOUPE_DUPLICATES_MAX_GROUPS", default=500
 LOUPE_VLM = env.str("LOUPE_VLM", default="")
 LOUPE_CLASSIFY_TIMEOUT_SECONDS = env.float("LOUPE_CLASSIFY_TIMEOUT_SECONDS", default=300.0)
 LOUPE_RAG_SCORE_TEMPERATURE = env.float("LOUPE_RAG_SCORE_TEMPERATURE", default=0.05)  # softmax over class means
+# Query patches this flat (per-channel standard deviation of 8-bit pixels, at the patch resolution) are
+# background and left out of the class scores (search/rag/scoring.py); 0 counts every patch.
+LOUPE_RAG_BACKGROUND_STD = env.float("LOUPE_RAG_BACKGROUND_STD", default=2.0)
 # Support matrices (patch vectors) each process keeps for classification, in MB (search/rag/retrieval.py).
 LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself

@@ -15,7 +15,7 @@ from numbers import Integral, Real
 from PIL import Image
 
 from encoders.vlm.errors import VlmRequestError
-from encoders.vlm.parsing import parse_answer
+from encoders.vlm.parsing import parse_answer, parse_flag
 from encoders.vlm.prompting import Conversation, build_conversation
 
 
@@ -39,6 +39,9 @@ class VlmRequest:
     temperature: float = 0.2  # 0 → greedy decoding
     top_p: float = 0.9
     max_new_tokens: int = 200
+    # The RAG Vision Engine's contract: the caller's prompts go verbatim (prompting.py) and the
+    # answer is `<flag_key>: True|False`, read into VlmAnswer.flag_value. None: Loupe's class prompt.
+    flag_key: str | None = None
 
     def __post_init__(self):
         # Checked here rather than in each backend, so a bad request fails the same way (400) before
@@ -66,6 +69,8 @@ class VlmRequest:
             or self.max_new_tokens < 1
         ):
             raise VlmRequestError(f"max_new_tokens must be an integer >= 1; got {self.max_new_tokens!r}.")
+        if self.flag_key is not None and not (isinstance(self.flag_key, str) and self.flag_key.strip()):
+            raise VlmRequestError("A flag key must be a non-empty string.")
         if not all(_finite(e.similarity) for e in self.evidence) or not all(map(_finite, self.class_scores.values())):
             raise VlmRequestError("Evidence similarities and class scores must be finite numbers.")
         # NumPy scalars pass the checks above; plain Python numbers are what JSON and generate() take.
@@ -84,11 +89,12 @@ class VlmRequest:
 
 @dataclass(frozen=True)
 class VlmAnswer:
-    flag: str | None  # one of request.classes, or None when the answer could not be parsed
+    flag: str | None  # one of request.classes, or None when the answer could not be parsed (or a flag key was asked)
     parsed: bool
     explanation: str  # the model's explanation ("" when none)
     raw: str  # the raw generated text (the transcript)
     model: str  # the VLM spec that answered
+    flag_value: bool | None = None  # with a flag key: the model's True/False, None when it wrote none
 
 
 class VisionLanguageModel(ABC):
@@ -96,6 +102,11 @@ class VisionLanguageModel(ABC):
 
     def answer(self, request: VlmRequest) -> VlmAnswer:
         raw = self.generate(build_conversation(request), request)
+        if request.flag_key is not None:
+            read = parse_flag(raw, request.flag_key)
+            return VlmAnswer(
+                flag=None, parsed=read.parsed, explanation=read.explanation, raw=raw, model=self.spec, flag_value=read.value
+            )
         parsed = parse_answer(raw, request.classes)
         return VlmAnswer(
             flag=parsed.flag, parsed=parsed.parsed, explanation=parsed.explanation, raw=raw, model=self.spec

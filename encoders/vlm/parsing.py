@@ -5,6 +5,9 @@ emphasis, brackets and trailing punctuation — first exactly, then ignoring cas
 searched for a class name ("it is not dirty" must not become "dirty"). Where the model writes
 several class lines (it corrected itself), the last one that names a class wins. `Flag:` is read as
 a synonym of `Class:`; a reply that is nothing but one label counts too.
+
+With a flag key (the RAG Vision Engine's contract, `parse_flag`) the answer is a boolean instead:
+`<key>: True|False` or `<key> = True|False`, any case, with or without an explanation after it.
 """
 
 from __future__ import annotations
@@ -75,3 +78,43 @@ def normalize_label(value: str) -> str:
 def _clean_explanation(lines: list[str]) -> str:
     text = "\n".join(line.rstrip() for line in lines).strip()
     return text.strip("*_ ").strip()
+
+
+@dataclass(frozen=True)
+class ParsedFlag:
+    value: bool | None
+    parsed: bool
+    explanation: str
+
+
+_TRAILER = " \t.,;:!?-–—()[]*_"
+
+
+def parse_flag(raw: str, key: str) -> ParsedFlag:
+    """`VisibleDirtyFlag: True`, `visibledirtyflag = false — mud on the door`, `**VisibleDirtyFlag**: TRUE`.
+
+    The key must stand as a word (`NotVisibleDirtyFlag` is another key); where the model writes it
+    more than once, the last one counts, as in the engine. The explanation is the last
+    `Explanation:` field when there is one, else what follows the value on its line.
+    """
+    flag_line = re.compile(
+        rf"(?<!\w){re.escape(key.strip())}(?!\w)[\s*_`\"']*[:：=]\s*[*_`\"']*(true|false)(?!\w)(.*)$", re.IGNORECASE
+    )
+    value, after = None, ""
+    explanations: list[list[str]] = []
+    current: list[str] | None = None
+    for line in raw.splitlines():
+        flag = flag_line.search(line)
+        field = _FIELD_LINE.match(line)
+        if flag:
+            value, after = flag.group(1).lower() == "true", flag.group(2)
+            current = None
+        elif field and field.group(1).lower() == "explanation":
+            current = [field.group(2)]
+            explanations.append(current)
+        elif field:
+            current = None
+        elif current is not None:
+            current.append(line)
+    explanation = _clean_explanation(explanations[-1]) if explanations else after.strip(_TRAILER)
+    return ParsedFlag(value=value, parsed=value is not None, explanation=explanation)

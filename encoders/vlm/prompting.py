@@ -18,6 +18,10 @@ system and user prompts:
     $number, $label, $similarity   evidence.txt only: 1-based position, class, cosine (2 decimals)
 
 Unknown placeholders are left as written (`safe_substitute`), so a `$` in a prompt is harmless.
+
+A request with a flag key (the RAG Vision Engine's contract) uses none of this: its system prompt
+and user prompt go exactly as the caller wrote them, the images first, in the engine's order (the
+query, then the evidence crops class by class), and no template, placeholder or word of Loupe's.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Conversation:
 
 
 def build_conversation(request: VlmRequest) -> Conversation:
+    if request.flag_key is not None:
+        return verbatim_conversation(request)
     values = {
         "classes": ", ".join(_quoted(label) for label in request.classes),
         "class_scores": _score_lines(request),
@@ -84,6 +90,11 @@ def build_conversation(request: VlmRequest) -> Conversation:
         parts.append(ImagePart(evidence.image, "evidence"))
     parts.append(TextPart("\n" + _render(load_template("user.txt"), values)))
     return Conversation(system=system, parts=tuple(parts))
+
+
+def verbatim_conversation(request: VlmRequest) -> Conversation:
+    images = [ImagePart(request.query, "query"), *(ImagePart(e.image, "evidence") for e in request.evidence)]
+    return Conversation(system=request.system_prompt, parts=(*images, TextPart(request.user_prompt)))
 
 
 def load_template(name: str) -> str:

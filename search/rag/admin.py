@@ -10,7 +10,8 @@ class SupportClassInline(admin.TabularInline):
 
 @admin.register(SupportSet)
 class SupportSetAdmin(admin.ModelAdmin):
-    list_display = ["name", "album", "encoder_spec", "patch_source", "support_resolution", "patch_size", "generation"]
+    list_display = ["name", "album", "encoder_spec", "patch_source", "support_resolution", "patch_size", "flag_true_label",
+                    "generation"]
     list_filter = ["patch_source"]
     search_fields = ["name", "album__name"]
     list_select_related = ["album"]

@@ -55,6 +55,9 @@ class ClassifyParams:
     temperature: float = 0.2
     top_p: float = 0.9
     max_new_tokens: int = 200
+    # The RAG Vision Engine's flag: the prompts go to the VLM verbatim and its `<flag_key>: True|False`
+    # is the answer (decision["flag_value"]); without a VLM, the set's flag_true_label decides.
+    flag_key: str | None = None
 
 
 def vlm_spec_for(support_set: SupportSet, params: ClassifyParams) -> str:
@@ -97,6 +100,17 @@ def _ensure_patches(support_set: SupportSet, encoder, key: str) -> int:
     return len(stale)
 
 
+def _retrieval_flag_value(support_set: SupportSet, classes, retrieval_class: str | None) -> tuple[bool | None, str]:
+    """The flag without a model: whether the decided class is the one the set says means true."""
+    true_label = support_set.flag_true_label
+    if not true_label:
+        return None, (" The set names no class that means true (flag_true_label), so the flag is null;"
+                      " the class decided is in `decision`.")
+    if true_label not in {c.label for c in classes}:
+        return None, f" The set's flag_true_label {true_label!r} names none of its classes, so the flag is null."
+    return retrieval_class == true_label, f" The flag is true when the class is {true_label!r}."
+
+
 def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict:
     retrieval_flag = scoring.retrieval_decision(scores)
     decision = {
@@ -109,6 +123,11 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
         "vlm": spec or None,
         "vlm_error": None,
     }
+    why = ""
+    if params.flag_key is not None:  # the engine's boolean: flag_key and flag_value join the decision
+        decision["flag_key"] = params.flag_key
+        decision["flag_value"], why = _retrieval_flag_value(support_set, classes, retrieval_flag)
+        decision["explanation"] += why
     if not spec:
         return decision
 
@@ -129,6 +148,7 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
         temperature=params.temperature,
         top_p=params.top_p,
         max_new_tokens=params.max_new_tokens,
+        flag_key=params.flag_key,
     )
     try:
         answer = get_vlm(spec).answer(request)
@@ -137,10 +157,14 @@ def _decide(support_set, classes, scores, evidence, query, params, spec) -> dict
         decision["vlm_error"] = {"code": getattr(exc, "code", "vlm_error"), "message": str(getattr(exc, "message", exc))}
         decision["explanation"] = f"The vision-language model failed ({decision['vlm_error']['message']}); " + NO_VLM_EXPLANATION.format(
             why="answered"
-        )
+        ) + why
         return decision
+    if params.flag_key is not None:
+        # The model answered the flag, not a class: the class decision stays retrieval's.
+        decision.update(flag_value=answer.flag_value)
+    else:
+        decision.update(flag=answer.flag)
     decision.update(
-        flag=answer.flag,
         source="vlm",
         parsed=answer.parsed,
         explanation=answer.explanation,
@@ -179,15 +203,17 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
         resolution=options.input_resolution or support_set.support_resolution,
         patch_size=support_set.patch_size,
         source=support_set.patch_source,
+        background_std=settings.LOUPE_RAG_BACKGROUND_STD,
     )
     t_query = time.perf_counter()
-    matches = match_patches(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k)
+    matches = match_patches(support_set_id=support_set.pk, model_key=key, query_vectors=grid.vectors, k=options.k,
+                            query_keep=grid.foreground)
     t_retrieval = time.perf_counter()
     by_class: dict[int, list] = {c.pk: [] for c in classes}
     for item in matches.evidence:
         by_class[item.class_id].append(item)
     labels = {c.pk: c.label for c in classes}
-    means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()})
+    means = scoring.class_means({labels[cid]: best for cid, best in matches.best_per_query.items()}, keep=grid.foreground)
     temperature = options.score_temperature or settings.LOUPE_RAG_SCORE_TEMPERATURE
     scores = scoring.softmax_scores(means, temperature=temperature)
     spec = vlm_spec_for(support_set, options)
@@ -219,7 +245,8 @@ def classify_locally(*, support_set_id: int, image_bytes: bytes, params: dict) -
         "score_temperature": temperature,
         "decision": decision,
         "evidence": evidence,
-        "query": {"width": query.width, "height": query.height, "patches": len(grid.patches)},
+        "query": {"width": query.width, "height": query.height, "patches": len(grid.patches),
+                  "foreground_patches": int(grid.foreground.sum())},
         "embedded_now": embedded_now,
         "params": asdict(options),
         "timings_ms": {

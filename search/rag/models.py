@@ -30,6 +30,12 @@ class SupportSet(models.Model):
         default=64, validators=[MinValueValidator(MIN_PATCH_SIZE), MaxValueValidator(MAX_RESOLUTION)]
     )
     use_vlm = models.BooleanField(default=True)
+    # The RAG Vision Engine's boolean `flag` (a request with flagKey) when no vision-language model
+    # answers: true when the decided class has this label, false for any other; blank: null. A label,
+    # not a key to a class, so that it outlives an `index == 0` upload, which recreates the classes.
+    flag_true_label = models.CharField(
+        max_length=100, blank=True, help_text="The class whose decision means flag = true on the RAG Vision compatible API."
+    )
     # Bumped by every change of encoder or patch settings; patch writes of an older one are dropped.
     generation = models.PositiveIntegerField(default=1)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

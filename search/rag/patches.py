@@ -12,6 +12,11 @@ patch's vector:
   but it works with every encoder and gives each patch a full-strength embedding.
 
 Boxes are in the original image's pixels, so a client can draw them on the image it has.
+
+Each patch also says whether it shows anything (`foreground`): a patch whose pixels are nearly one
+colour (per-channel standard deviation at most `background_std`, measured on the square the grid is
+cut from) is background — the black around a cut-out car, the canvas a transparent image was
+composited onto — and the class scores leave it out (search/rag/scoring.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Patch:
 class PatchGrid:
     source: str  # what was used: tokens, or crops when the encoder has no token grid
     patches: list[Patch]
+    foreground: np.ndarray | None = None  # (patches,) bool: not near-uniform; None: not measured
 
     @property
     def vectors(self) -> np.ndarray:
@@ -72,7 +78,21 @@ def _reflect_pad(square: Image.Image, fraction: float) -> Image.Image:
     return Image.fromarray(np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
 
 
-def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patch_size: int, source: str) -> PatchGrid:
+def foreground_cells(square: Image.Image, n: int, *, background_std: float) -> np.ndarray:
+    """(n*n,) bool, row-major: which cells of an n×n grid over `square` are not near-uniform (all of
+    them when `background_std` is 0: nothing is background)."""
+    if background_std <= 0:
+        return np.ones(n * n, dtype=bool)
+    pixels = np.asarray(square.convert("RGB"), dtype=np.float32)
+    side = pixels.shape[0]
+    return np.array([
+        float(pixels[y0:y1, x0:x1].reshape(-1, 3).std(axis=0).mean()) > background_std
+        for _, _, (x0, y0, x1, y1) in cell_boxes(n, side, side)
+    ], dtype=bool)
+
+
+def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patch_size: int, source: str,
+                  background_std: float | None = None) -> PatchGrid:
     rgb = image.convert("RGB")
     square = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC)
     n = cells_per_side(resolution, patch_size)
@@ -93,4 +113,5 @@ def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patc
         vectors = encoder.encode_images(tiles)
         used = CROPS
     patches = [Patch(row=r, col=c, box=box, vector=vectors[i]) for i, (r, c, box) in enumerate(boxes)]
-    return PatchGrid(source=used, patches=patches)
+    foreground = None if background_std is None else foreground_cells(square, n, background_std=background_std)
+    return PatchGrid(source=used, patches=patches, foreground=foreground)

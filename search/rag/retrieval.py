@@ -130,7 +130,11 @@ class PatchMatches:
     evidence: list[RetrievedPatch]  # per class, best first
 
 
-def match_patches(*, support_set_id: int, model_key: str, query_vectors: np.ndarray, k: int) -> PatchMatches:
+def match_patches(*, support_set_id: int, model_key: str, query_vectors: np.ndarray, k: int,
+                  query_keep: np.ndarray | None = None) -> PatchMatches:
+    """`query_keep` marks the query patches evidence may match (the foreground; None or none marked:
+    all), so that black background is not shown as black background's best evidence. Every query
+    patch still gets its best cosine per class; the scores choose which to count."""
     queries = np.asarray(query_vectors, dtype=np.float32)
     matrix, class_ids = support_matrix(support_set_id, model_key)
     if not len(matrix.ids):
@@ -138,7 +142,10 @@ def match_patches(*, support_set_id: int, model_key: str, query_vectors: np.ndar
     if matrix.vectors.shape[1] != queries.shape[1]:
         raise ValueError(f"query patches have {queries.shape[1]} dims, the support patches {matrix.vectors.shape[1]}")
     sims = matrix.vectors @ queries.T  # (support patches, query patches), cosines of unit vectors
-    best_query = sims.argmax(axis=1)  # the first maximum: ties go to the lower query patch
+    kept = np.arange(len(queries))
+    if query_keep is not None and np.any(query_keep):
+        kept = np.flatnonzero(query_keep)
+    best_query = kept[sims[:, kept].argmax(axis=1)]  # the first maximum: ties go to the lower query patch
     best_sim = sims[np.arange(len(sims)), best_query]
 
     best: dict[int, np.ndarray] = {}

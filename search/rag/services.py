@@ -37,7 +37,7 @@ def check_patch_count(resolution: int, patch_size: int) -> None:
 
 
 PATCH_SETTINGS = ("encoder_spec", "patch_source", "support_resolution", "patch_size")
-EDITABLE = ("name", "description", "use_vlm", *PATCH_SETTINGS)
+EDITABLE = ("name", "description", "use_vlm", "flag_true_label", *PATCH_SETTINGS)
 
 
 def _clean(obj) -> None:

@@ -19,13 +19,16 @@ from search.rag.models import SupportSet
 class SupportSetForm(forms.ModelForm):
     class Meta:
         model = SupportSet
-        fields = ["name", "description", "patch_source", "support_resolution", "patch_size", "use_vlm"]
+        fields = ["name", "description", "patch_source", "support_resolution", "patch_size", "use_vlm", "flag_true_label"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"use_vlm": "Use a vision-language model", "patch_source": "Patches from"}
+        labels = {"use_vlm": "Use a vision-language model", "patch_source": "Patches from",
+                  "flag_true_label": "Class that means flag = true"}
         help_texts = {
             "support_resolution": "Example images are resized to this square before they are cut into patches.",
             "patch_size": "Patch side in pixels at that resolution (448 / 64 gives 7 × 7 patches; at least 32).",
             "use_vlm": "Ask the server's vision-language model to decide and explain, when one is configured.",
+            "flag_true_label": "For RAG Vision Engine clients that send a flagKey: without a vision-language model, "
+                               "their boolean flag is true when this class is decided. Blank: the flag is null.",
         }
 
 

@@ -95,6 +95,18 @@ def test_changing_patch_settings_repatches_and_old_rows_go(two_class_set, alice,
     assert PatchEmbedding.objects.count() == 2 * 4
 
 
+def test_the_class_meaning_flag_true_is_a_setting_of_the_set_that_repatches_nothing(two_class_set, alice, client_for,
+                                                                                   viewer_of):
+    api = client_for(alice)
+    assert api.get(f"/api/v1/support-sets/{two_class_set['id']}/").json()["flag_true_label"] == ""
+    response = api.patch(f"/api/v1/support-sets/{two_class_set['id']}/", {"flag_true_label": " cup "}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["flag_true_label"], response.json()["generation"]) == ("cup", 1)
+    refused = client_for(viewer_of).patch(f"/api/v1/support-sets/{two_class_set['id']}/", {"flag_true_label": "cat"},
+                                          format="json")
+    assert refused.status_code == 403 and SupportSet.objects.get(pk=two_class_set["id"]).flag_true_label == "cup"
+
+
 def test_crops_patch_source_works_too(two_class_set, alice, client_for):
     api = client_for(alice)
     api.patch(f"/api/v1/support-sets/{two_class_set['id']}/", {"patch_source": "crops", "patch_size": 112}, format="json")

@@ -73,3 +73,17 @@ def test_the_support_set_form_speaks_plainly(alice, album):
     form = SupportSetForm()
     assert form.fields["use_vlm"].label == "Use a vision-language model"
     assert "at least 32" in form.fields["patch_size"].help_text
+
+
+def test_the_class_meaning_flag_true_is_set_from_the_settings_form(two_class_set, alice):
+    client = signed_in(alice)
+    page = client.get(f"/support-sets/{two_class_set['id']}/").content.decode()
+    assert 'name="set-flag_true_label"' in page and "Class that means flag = true" in page
+    response = client.post(
+        f"/support-sets/{two_class_set['id']}/",
+        {"action": "settings", "set-name": "cat or cup", "set-patch_source": "tokens", "set-support_resolution": 224,
+         "set-patch_size": 32, "set-use_vlm": "on", "set-flag_true_label": "cup"},
+    )
+    assert response.status_code == 302
+    support_set = SupportSet.objects.get(pk=two_class_set["id"])
+    assert (support_set.flag_true_label, support_set.generation) == ("cup", 1)  # a decision rule: nothing re-patched

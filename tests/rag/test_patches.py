@@ -1,10 +1,13 @@
 """Patch grids: boxes, area-weighted pooling of token grids, and both ways of embedding patches
 through real encoders (EfficientNet-Lite0 with its ImageNet weights; a tiny OpenCLIP)."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from encoders.images import to_rgb
 from tests.tiny_models import SIGLIP2_TINY
 from search.rag.patches import CROPS, TOKENS, _reflect_pad, cell_boxes, cells_per_side, image_patches
 
@@ -113,3 +116,26 @@ def test_a_patch_at_the_edge_sees_the_edge(efficientnet, monkeypatch):
     monkeypatch.setattr(type(efficientnet), "patch_view_fraction", 1.0)
     left_cropped, _ = _left_and_right_change(efficientnet)
     assert left > 2 * left_cropped
+
+
+def test_near_uniform_patches_are_background(efficientnet):
+    """A photo cut out on black, JPEG-compressed as the RAG Vision Engine's demo cars are: the black
+    cells are background, the photo's cells are not, whichever way the patches are embedded."""
+    from skimage import data
+
+    canvas = Image.new("RGB", (448, 224), (0, 0, 0))
+    canvas.paste(Image.fromarray(data.chelsea()).resize((224, 224)), (224, 0))  # the right half
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=85)
+    photo = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    for source in (TOKENS, CROPS):
+        grid = image_patches(efficientnet, photo, resolution=224, patch_size=56, source=source, background_std=2.0)
+        assert grid.foreground.reshape(4, 4).tolist() == [[False, False, True, True]] * 4
+    assert image_patches(efficientnet, photo, resolution=224, patch_size=56, source=TOKENS).foreground is None
+    # 0 turns it off: every patch counts, a perfectly flat one too.
+    assert image_patches(efficientnet, photo, resolution=224, patch_size=56, source=TOKENS, background_std=0).foreground.all()
+    # A transparent canvas is composited onto one colour when decoded, so it is background too.
+    rgba = Image.new("RGBA", (224, 224), (0, 0, 0, 0))
+    rgba.paste(Image.fromarray(data.chelsea()).resize((112, 224)), (0, 0))
+    grid = image_patches(efficientnet, to_rgb(rgba), resolution=224, patch_size=112, source=TOKENS, background_std=2.0)
+    assert grid.foreground.tolist() == [True, False, True, False]

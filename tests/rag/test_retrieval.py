@@ -159,3 +159,23 @@ def test_no_ready_patches_match_nothing_and_a_dimension_mismatch_is_an_error(sup
     add_example(album, support_set, classes["a"], unit_rows(rng, CELLS))
     with pytest.raises(ValueError, match="3 dims"):
         retrieval.match_patches(support_set_id=support_set.pk, model_key=KEY, query_vectors=np.ones((2, 3)), k=3)
+
+
+def test_evidence_matches_only_the_kept_query_patches_and_every_patch_keeps_its_best(support):
+    album, support_set, classes = support
+    rng = np.random.default_rng(5)
+    queries = unit_rows(rng, 4)
+    # Class a holds an exact copy of query patch 0 (the background, say) and one of patch 2.
+    add_example(album, support_set, classes["a"], np.vstack([queries[0:1], queries[2:3], unit_rows(rng, 2)]))
+    keep = np.array([False, True, True, True])
+    everything = retrieval.match_patches(support_set_id=support_set.pk, model_key=KEY, query_vectors=queries, k=4)
+    kept = retrieval.match_patches(support_set_id=support_set.pk, model_key=KEY, query_vectors=queries, k=4, query_keep=keep)
+    copies = {(item.query_patch, round(item.similarity, 4)) for item in everything.evidence[:2]}
+    assert copies == {(0, 1.0), (2, 1.0)}
+    assert {item.query_patch for item in kept.evidence} <= {1, 2, 3}
+    assert kept.evidence[0].query_patch == 2 and kept.evidence[0].similarity == pytest.approx(1.0)
+    np.testing.assert_allclose(kept.best_per_query[classes["a"].pk], everything.best_per_query[classes["a"].pk])
+    # Nothing kept: every query patch may be matched, as without a mask.
+    none = retrieval.match_patches(support_set_id=support_set.pk, model_key=KEY, query_vectors=queries, k=4,
+                                   query_keep=np.zeros(4, dtype=bool))
+    assert [(i.patch_id, i.query_patch) for i in none.evidence] == [(i.patch_id, i.query_patch) for i in everything.evidence]

@@ -51,3 +51,13 @@ def test_decision_is_the_top_class_and_ties_go_to_the_first_listed():
     assert scoring.retrieval_decision({"a": 0.2, "b": 0.8}) == "b"
     assert scoring.retrieval_decision({"x": 0.5, "y": 0.5}) == "x"
     assert scoring.retrieval_decision({}) is None
+
+
+def test_background_query_patches_are_left_out_of_the_means():
+    # Two background patches match both classes perfectly; the object's patch decides.
+    best = {"clean": [1.0, 1.0, 0.2], "dirty": [1.0, 1.0, 0.6]}
+    keep = [False, False, True]
+    assert scoring.class_means(best, keep=keep) == pytest.approx({"clean": 0.2, "dirty": 0.6})
+    assert scoring.class_means(best) == pytest.approx({"clean": 2.2 / 3, "dirty": 2.6 / 3})
+    # A query with nothing but background still gets scores: every patch counts then.
+    assert scoring.class_means(best, keep=[False] * 3) == scoring.class_means(best)

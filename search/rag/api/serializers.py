@@ -62,7 +62,7 @@ class SupportSetSerializer(serializers.ModelSerializer):
         model = SupportSet
         fields = [
             "id", "album", "name", "description", "encoder_spec", "patch_source", "support_resolution", "patch_size",
-            "use_vlm", "generation", "role", "created_at", "updated_at",
+            "use_vlm", "flag_true_label", "generation", "role", "created_at", "updated_at",
         ]
 
 
@@ -104,6 +104,10 @@ class SupportSetWriteSerializer(StrictSerializer):
     support_resolution = serializers.IntegerField(min_value=MIN_RESOLUTION, max_value=MAX_RESOLUTION, required=False)
     patch_size = serializers.IntegerField(min_value=MIN_PATCH_SIZE, max_value=MAX_RESOLUTION, required=False)
     use_vlm = serializers.BooleanField(required=False)
+    flag_true_label = serializers.CharField(
+        max_length=100, required=False, allow_blank=True,
+        help_text="the class meaning flag = true for the RAG Vision compatible API's flagKey when no VLM answers",
+    )
 
 
 class SupportClassWriteSerializer(StrictSerializer):
@@ -159,4 +163,4 @@ class ClassifyRequestSerializer(StrictSerializer):
 
     def params(self) -> ClassifyParams:
         v = self.validated_data
-        return ClassifyParams(**{name: v[name] for name in ClassifyParams.__dataclass_fields__})
+        return ClassifyParams(**{name: v[name] for name in ClassifyParams.__dataclass_fields__ if name in v})

@@ -171,3 +171,18 @@ def test_a_slow_server_times_out_once_without_a_retry(vlm_settings, chat_endpoin
 def test_one_client_per_spec_is_cached(vlm_settings, chat_endpoint):
     spec = spec_for(chat_endpoint)
     assert get_vlm(spec) is get_vlm(f"  OPENAI:{chat_endpoint.base.upper().replace('HTTP://', 'http://')}/v1/{MODEL}")
+
+
+def test_a_flag_key_request_sends_the_prompts_verbatim_and_reads_the_boolean(vlm_settings, chat_endpoint, vlm_request):
+    from dataclasses import replace
+
+    chat_endpoint.replies.append(Reply(body=chat_completion("VisibleDirtyFlag = True\nExplanation: Mud on the doors.")))
+    request = replace(vlm_request, system_prompt="You inspect cars.", user_prompt="VisibleDirtyFlag: True or False",
+                      flag_key="VisibleDirtyFlag")
+    answer = get_vlm(spec_for(chat_endpoint)).answer(request)
+    assert (answer.flag_value, answer.parsed, answer.flag) == (True, True, None)
+    assert answer.explanation == "Mud on the doors."
+    system, user = chat_endpoint.requests[0].json["messages"]
+    assert system["content"] == "You inspect cars."
+    assert [p["type"] for p in user["content"]] == ["image_url"] * 5 + ["text"]
+    assert user["content"][-1]["text"] == "VisibleDirtyFlag: True or False"

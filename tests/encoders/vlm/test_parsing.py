@@ -1,6 +1,6 @@
 import pytest
 
-from encoders.vlm.parsing import match_class, normalize_label, parse_answer
+from encoders.vlm.parsing import match_class, normalize_label, parse_answer, parse_flag
 
 CLASSES = ("clean", "dirty", "cracked glass")
 
@@ -76,3 +76,45 @@ def test_exact_case_decides_between_labels_that_differ_only_by_case():
 def test_normalize_label_strips_nested_decoration():
     assert normalize_label(' **"dirty".** ') == "dirty"
     assert normalize_label("cracked   glass") == "cracked glass"
+
+
+# --- The RAG Vision Engine's flag: `<flagKey>: True|False` ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value", "explanation"),
+    [
+        ("VisibleDirtyFlag = True", True, ""),
+        ("VisibleDirtyFlag: False", False, ""),
+        ("visibledirtyflag: TRUE", True, ""),
+        ("VISIBLEDIRTYFLAG=false", False, ""),
+        ("**VisibleDirtyFlag**: True", True, ""),
+        ("VisibleDirtyFlag = True, mud covers the rear door.", True, "mud covers the rear door"),
+        ("VisibleDirtyFlag: False — only reflections.", False, "only reflections"),
+        ("VisibleDirtyFlag: True\nExplanation: Mud on the sill\nand the wheel arch.", True, "Mud on the sill\nand the wheel arch."),
+        ("Explanation: Dust on the bonnet.\nVisibleDirtyFlag = True", True, "Dust on the bonnet."),
+        ("VisibleDirtyFlag: True\nOn a second look, VisibleDirtyFlag: False", False, ""),  # the last one counts, as in the engine
+    ],
+)
+def test_a_flag_key_answer_is_read_with_any_case_separator_and_trailing_explanation(raw, value, explanation):
+    answer = parse_flag(raw, "VisibleDirtyFlag")
+    assert (answer.value, answer.parsed, answer.explanation) == (value, True, explanation)
+
+
+@pytest.mark.parametrize("raw", [
+    "Class: dirty",
+    "dirty",
+    "VisibleDirtyFlag: maybe",
+    "VisibleDirtyFlag: Truest",
+    "NotVisibleDirtyFlag: True",  # another key
+    "VisibleDirtyFlagged: True",
+    "",
+])
+def test_no_flag_line_for_the_key_is_unparsed(raw):
+    answer = parse_flag(raw, "VisibleDirtyFlag")
+    assert (answer.value, answer.parsed) == (None, False)
+
+
+def test_a_flag_key_is_matched_literally():
+    assert parse_flag("a.b+: true", "a.b+").value is True
+    assert parse_flag("axb+: true", "a.b+").value is None

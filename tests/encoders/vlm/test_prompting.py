@@ -106,3 +106,21 @@ def test_numpy_numbers_become_plain_python_ones(vlm_request):
 
 def _evidence_of(request, part):
     return next(e for e in request.evidence if e.image is part.image)
+
+
+def test_with_a_flag_key_the_callers_prompts_go_verbatim_after_the_images(vlm_settings, vlm_request):
+    """The RAG Vision Engine's conversation: its system prompt, then the query and the evidence crops,
+    then its user prompt — no template, no placeholder filled, no word of Loupe's."""
+    system = "You inspect cars.\nOutput only:\nVisibleDirtyFlag = True\nor\nVisibleDirtyFlag = False\n"
+    user = "Is it dirty? $classes stays as written.\nVisibleDirtyFlag: True or False\n"
+    conversation = build_conversation(replace(vlm_request, system_prompt=system, user_prompt=user, flag_key="VisibleDirtyFlag"))
+    assert conversation.system == system
+    assert [p.role for p in conversation.parts if isinstance(p, ImagePart)] == ["query"] + ["evidence"] * 4
+    assert conversation.images == vlm_request.images
+    assert [p.text for p in conversation.parts if isinstance(p, TextPart)] == [user]
+    assert conversation.text_with_placeholders() == "<image>" * 5 + user
+
+
+def test_a_flag_key_must_be_a_word(vlm_request):
+    with pytest.raises(VlmRequestError, match="flag key"):
+        replace(vlm_request, flag_key="  ")
