@@ -4,7 +4,7 @@ and the file as `upload.jpg`, the invocation as JSON with the engine's camelCase
 types its Gradio inputs give (numbers as floats). Nothing else of the client changes.
 
 Also: a `flagKey` round trip through a stub OpenAI-compatible server on loopback, and the engine's
-own demo (../shared/datasets/rag-vision-example, MIT) as a golden test: it must answer dirty."""
+own demo (tests/data/rag-vision-example, MIT) as a golden test: it must answer dirty."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from tests.rag.conftest import augmented, jpeg, photo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DEMO = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "rag-vision-example"
+# The engine's example set (MIT, its LICENSE beside it), kept in the repository so the golden test runs everywhere.
+DEMO = Path(__file__).resolve().parents[1] / "data" / "rag-vision-example"
 FLAG_KEY = "VisibleDirtyFlag"
 SYSTEM_PROMPT = (
     "You are an expert in vehicle surface contamination detection.\n"
@@ -166,8 +167,6 @@ def test_the_engines_demo_answers_dirty(engine_client, alice, client_for):
     """The engine's README shows its demo answering dirty (0.89). Loupe, retrieval only, with the shipped
     EfficientNet-Lite0: clean 0.70 before background patches were left out of the scores and the
     caller's set was patched from crops; dirty 0.645 since (docs/encoders.md, "Compatibility")."""
-    if not DEMO.is_dir():
-        pytest.skip(f"the RAG Vision Engine's example set is not at {DEMO}")
     classes = json.dumps(["dirty", "clean"])
     index = 0
     for label in ("dirty", "clean"):  # as the engine's UI uploads its two galleries
