@@ -17,35 +17,29 @@
     if (!response.ok) return null;
     return new DOMParser().parseFromString(await response.text(), "text/html");
   }
-  async function later() {
-    const link = document.getElementById("grid-later");
+  // One more page, after the last tile ("later") or before the first ("earlier"); the link that
+  // fetched it gives way to the fragment's own link onward, or goes when there is none.
+  async function load(id) {
+    const link = document.getElementById(id);
     if (!link || busy) return;
     busy = true;
     const doc = await fetchPage(link);
     busy = false;
     if (!doc) return;
-    grid().append(...doc.querySelectorAll("#photo-grid > li.tile"));
-    const next = doc.getElementById("grid-later");
-    if (next) link.replaceWith(next); else link.parentElement.remove();
+    const tiles = doc.querySelectorAll("#photo-grid > li.tile");
+    if (id === "grid-later") grid().append(...tiles);
+    else {  // keep what is on screen where it is while photos arrive above it
+      const before = document.documentElement.scrollHeight;
+      grid().prepend(...tiles);
+      window.scrollBy(0, document.documentElement.scrollHeight - before);
+    }
+    const onward = doc.getElementById(id);
+    if (onward) link.replaceWith(onward); else link.parentElement.remove();
     watch();
     if (window.loupeSelectionChanged) window.loupeSelectionChanged();
   }
-  async function earlier() {
-    const link = document.getElementById("grid-earlier");
-    if (!link || busy) return;
-    busy = true;
-    const doc = await fetchPage(link);
-    busy = false;
-    if (!doc) return;
-    // Keep what is on screen where it is while photos arrive above it.
-    const before = document.documentElement.scrollHeight;
-    grid().prepend(...doc.querySelectorAll("#photo-grid > li.tile"));
-    window.scrollBy(0, document.documentElement.scrollHeight - before);
-    const previous = doc.getElementById("grid-earlier");
-    if (previous) link.replaceWith(previous); else link.parentElement.remove();
-    watch();
-    if (window.loupeSelectionChanged) window.loupeSelectionChanged();
-  }
+  const later = () => load("grid-later");
+  const earlier = () => load("grid-earlier");
 
   // Later pages load ahead of the reader (800 px early). Earlier pages load only once the reader
   // scrolls themselves: on a page opened at ?page=N the "earlier" link sits on screen at once, and

@@ -96,7 +96,9 @@ def no_proxy(monkeypatch):
 
 
 @pytest.fixture
-def engine_client(live_server, alice, rag_settings, no_proxy):
+def engine_client(live_server, alice, rag_settings, no_proxy, worker):
+    """The real worker shares the media root: the upload's queued patch task is consumed by it (or
+    embedded inline by the first classification), never by a worker that cannot read the files."""
     _, key = api_token_create(user=alice, name="rag vision client")
     return EngineStyleClient(with_credentials(live_server.url, "alice", key))
 
