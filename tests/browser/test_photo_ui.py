@@ -238,6 +238,8 @@ PAGES = {
     "search": "/albums/{album}/search/?image_id={image}&min_score=-1",
     "duplicates": "/albums/{album}/duplicates/",
     "classify": "/albums/{album}/support-sets/",
+    "support-set": "/support-sets/{support_set}/",
+    "classify-image": "/support-sets/{support_set}/classify/",
     "members": "/albums/{album}/members/",
     "settings": "/albums/{album}/settings/",
     "photo": "/images/{image}/",
@@ -251,6 +253,11 @@ PAGES = {
 def test_every_page_fits_the_screen_and_logs_no_error(live_server, browser, make_user, viewport):
     carol = make_user("carol")
     album, ids = photo_album(carol, name="A rather long album name that has to wrap on a phone", count=20)
+    from search.rag import services as rag_services
+
+    support_set = rag_services.support_set_create(album=album, user=carol, name="Kinds of blue",
+                                                  encoder_spec="dense:efficientnet-lite0")
+    rag_services.support_class_create(support_set=support_set, label="navy")
     console = Console()
     page = open_page(browser, console, viewport)
     page.goto(f"{live_server.url}/accounts/login/")
@@ -260,7 +267,7 @@ def test_every_page_fits_the_screen_and_logs_no_error(live_server, browser, make
     sign_in(page, live_server.url, "carol")
     overflow = {}
     for name, path in PAGES.items():
-        response = page.goto(live_server.url + path.format(album=album.pk, image=ids[0]))
+        response = page.goto(live_server.url + path.format(album=album.pk, image=ids[0], support_set=support_set.pk))
         assert response.status == 200, name
         page.wait_for_load_state("networkidle")
         width = page.evaluate("document.documentElement.scrollWidth")
