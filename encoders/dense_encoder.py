@@ -150,6 +150,12 @@ class DenseEncoder(Encoder):
         both = self._batched(self._embed_with_concepts, [to_rgb(image) for image in images], batch_size)
         return l2_normalize(both[:, : self.dim]), both[:, self.dim :]
 
+    def concepts_of_grid(self, grid: np.ndarray) -> np.ndarray:
+        """(n, h, w, c) raw grid (`raw_grid`) → (n, 1000) class probabilities of the whole images."""
+        with torch.inference_mode():
+            pooled = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)).to(self.device).mean(dim=(1, 2))
+            return to_numpy(self.backbone.class_probabilities(pooled).float())
+
     def _embed_with_concepts(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):
             pooled = mean_pool(self.backbone.feature_grid(images))
