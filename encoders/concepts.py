@@ -30,6 +30,10 @@ from encoders.errors import ConceptNotFoundError
 DATA = Path(__file__).resolve().parent / "data" / "imagenet_concepts.json"
 NUM_CLASSES = 1000
 MAX_PHRASE = 4
+# The default least score of a word query: 1 % of the classifier's probability on the concept. The
+# encoder's default (a cosine between images, 0.3) would hide photos where the concept is present
+# but not the main subject.
+CONCEPT_MIN_SCORE = 0.01
 FILLER = frozenset("a an the of and or with in on at some my photo photos picture pictures image images".split())
 _WORD = re.compile(r"[a-z0-9][a-z0-9'\-.]*")
 

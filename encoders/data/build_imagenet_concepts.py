@@ -69,7 +69,7 @@ def build(wordnet_root: Path, wnids: list[str]) -> dict:
         root = _staged(wordnet_root, Path(staging))
         # nltk ≥ 3.10 reads only below its data roots: the staging directory is made one.
         os.environ["NLTK_DATA"] = staging
-        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+        from nltk.corpus.reader.wordnet import WordNetCorpusReader  # a development-time package, not a requirement; after NLTK_DATA is set
 
         class Reader(WordNetCorpusReader):
             def map_wn(self, version="wordnet"):
