@@ -5,7 +5,7 @@ from albums.models import Album
 from albums.roles import Role
 from encoders.catalog import SAPIENS2_RESPONSIBLE_USE, responsible_use_notice
 from encoders.errors import EncoderError
-from encoders.registry import default_encoder_spec, known_specs, spec_modalities
+from encoders.registry import TEXT_CONCEPTS, TEXT_EMBEDDING, default_encoder_spec, known_specs, text_search
 
 
 CUSTOM_ENCODER = "(custom)"
@@ -17,7 +17,7 @@ def encoder_choices(current: str | None = None) -> list:
     each with what it is good for."""
     installed, missing = [], []
     for entry in known_specs():
-        label = entry["spec"] + (" — words and images" if "text" in entry["modalities"] else " — by example image only")
+        label = entry["spec"] + _TEXT_LABELS[entry.get("text_search")]
         if responsible_use_notice(entry["spec"]):
             label += " — license: no biometric or identity use"
         (installed if entry.get("weights_present", False) else missing).append((entry["spec"], label + (
@@ -132,8 +132,17 @@ class MemberAddForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
 
 
+_TEXT_LABELS = {
+    TEXT_EMBEDDING: " — words and images",
+    TEXT_CONCEPTS: " — images, and words for 1,000 ImageNet concepts",
+    None: " — by example image only",
+}
+
+
 def _has_text(spec: str) -> bool:
+    """Whether the spec embeds words (prompt ensembling has something to average); concept search
+    (EfficientNet-Lite0) matches words to classes instead."""
     try:
-        return "text" in spec_modalities(spec)
+        return text_search(spec) == TEXT_EMBEDDING
     except EncoderError:
         return True  # an unknown spec: do not lock the setting

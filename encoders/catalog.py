@@ -41,12 +41,14 @@ class DenseModel:
     name: str
     dim: int
     hf_id: str | None  # where the Hugging Face cache or hub has it, when it comes from there
+    # Keeps its ImageNet classifier head: words search it through WordNet concepts (encoders/concepts.py).
+    concepts: bool = False
 
 
 DENSE_MODELS = {
     m.name: m
     for m in (
-        DenseModel("efficientnet-lite0", 1280, None),
+        DenseModel("efficientnet-lite0", 1280, None, concepts=True),
         DenseModel("dinov2-small", 384, "facebook/dinov2-small"),
         DenseModel("dinov2-base", 768, "facebook/dinov2-base"),
         DenseModel("dinov2-large", 1024, "facebook/dinov2-large"),
@@ -63,6 +65,11 @@ SAPIENS2_RESPONSIBLE_USE = (
     "offers similarity of pose, clothing and appearance within albums you own; it does not offer face or "
     "identity matching, and must not be used for it."
 )
+
+
+def has_concepts(backend: str, model: str) -> bool:
+    """Whether words search this model through its classifier's ImageNet concepts."""
+    return backend == "dense" and model in DENSE_MODELS and DENSE_MODELS[model].concepts
 
 
 def is_sapiens2(model: str) -> bool:

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 from encoders.backends import get_backend
-from encoders.base import Encoder
+from encoders.base import Encoder, l2_normalize
 from encoders.catalog import is_sapiens2
+from encoders.errors import EncoderModalityError
 from encoders.images import to_rgb
 from encoders.pooling import resize_coverage
 from encoders.sapiens2 import Sapiens2Backbone
@@ -99,6 +100,12 @@ class EfficientNetLite0Backbone:
     def feature_grid(self, images: list[Image.Image]) -> torch.Tensor:
         return self.model.forward_features(self.pixels(images)).permute(0, 2, 3, 1)
 
+    def class_probabilities(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(n, 1280) mean-pooled grid → (n, 1000) ImageNet class probabilities. timm's head is the
+        same average pool then the linear classifier (dropout is off in eval), so this equals the
+        model's own output without a second forward pass."""
+        return torch.softmax(self.model.get_classifier()(pooled), dim=-1)
+
 
 def mean_pool(grid: torch.Tensor) -> torch.Tensor:
     return grid.float().mean(dim=(1, 2))
@@ -128,6 +135,31 @@ class DenseEncoder(Encoder):
     def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):
             return to_numpy(mean_pool(self.backbone.feature_grid(images)))
+
+    @property
+    def has_concepts(self) -> bool:
+        """Whether the backbone keeps its ImageNet classifier head (EfficientNet-Lite0): its class
+        probabilities make concept search by words (encoders/concepts.py)."""
+        return hasattr(self.backbone, "class_probabilities")
+
+    def encode_images_with_concepts(self, images: Sequence[Image.Image], *, batch_size: int | None = None
+                                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors (n, dim) and class probabilities (n, 1000) from one forward pass per batch."""
+        if not self.has_concepts:
+            raise EncoderModalityError(f"Encoder {self.spec} has no classifier head: no concepts to score.")
+        both = self._batched(self._embed_with_concepts, [to_rgb(image) for image in images], batch_size)
+        return l2_normalize(both[:, : self.dim]), both[:, self.dim :]
+
+    def concepts_of_grid(self, grid: np.ndarray) -> np.ndarray:
+        """(n, h, w, c) raw grid (`raw_grid`) → (n, 1000) class probabilities of the whole images."""
+        with torch.inference_mode():
+            pooled = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)).to(self.device).mean(dim=(1, 2))
+            return to_numpy(self.backbone.class_probabilities(pooled).float())
+
+    def _embed_with_concepts(self, images: list[Image.Image]) -> np.ndarray:
+        with inference(self.device):
+            pooled = mean_pool(self.backbone.feature_grid(images))
+            return to_numpy(torch.cat([pooled, self.backbone.class_probabilities(pooled).float()], dim=1))
 
     def _patch_grid(self, images: list[Image.Image]) -> np.ndarray:
         with inference(self.device):

@@ -51,3 +51,9 @@ class EncoderWeightsInvalid(EncoderError):
     """Weights that are present but do not fit the architecture (unreadable file, wrong key layout)."""
 
     code = "encoder_weights_invalid"
+
+
+class ConceptNotFoundError(EncoderError, ValueError):
+    """Query words that name none of the ImageNet concepts a classifier-head encoder knows."""
+
+    code = "concept_not_found"

@@ -80,6 +80,11 @@ class PooledEncoder:
         self.parts: ModelIdParts = parse_model_id(self.model_id)
 
     @property
+    def has_concepts(self) -> bool:
+        """Whether the backbone scores ImageNet concepts (encoders/concepts.py) beside its vectors."""
+        return bool(getattr(self.encoder, "has_concepts", False))
+
+    @property
     def needs_alpha(self) -> bool:
         return self.pooling == MASKED
 
@@ -100,6 +105,9 @@ class PooledEncoder:
 
     def _embed(self, images, *, batch_size, masks) -> Pooled:
         if self.pooling == MEAN:
+            if self.has_concepts:
+                vectors, concepts = self.encoder.encode_images_with_concepts(images, batch_size=batch_size)
+                return Pooled(vectors=vectors, notes=[""] * len(images), concepts=concepts)
             return Pooled(vectors=self.encoder.encode_images(images, batch_size=batch_size), notes=[""] * len(images))
         given = list(masks) if masks is not None else [None] * len(images)
         if len(given) != len(images):
@@ -113,12 +121,16 @@ class PooledEncoder:
             vectors=np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, self.dim), dtype=np.float32),
             regions=np.concatenate([p.regions for p in parts]) if parts and parts[0].regions is not None else None,
             notes=[note for p in parts for note in p.notes],
+            concepts=np.concatenate([p.concepts for p in parts]) if parts and parts[0].concepts is not None else None,
         )
 
     def _pool_chunk(self, images: Sequence[Image.Image], masks: Sequence[Image.Image | None]) -> Pooled:
         rows, cols = self.region_grid
         if self.pooling == REGIONS:
-            return pool(self.encoder.raw_grid(images, batch_size=len(images)), pooling=REGIONS, rows=rows, cols=cols)
+            grid = self.encoder.raw_grid(images, batch_size=len(images))
+            pooled = pool(grid, pooling=REGIONS, rows=rows, cols=cols)
+            pooled.concepts = self.encoder.concepts_of_grid(grid) if self.has_concepts else None
+            return pooled
         found, reasons = [], []
         for image, mask in zip(images, masks, strict=True):
             if mask is not None:
@@ -135,6 +147,8 @@ class PooledEncoder:
         grid = self.encoder.raw_grid([to_rgb(image) for image in images], batch_size=len(images))
         coverage = self.encoder.cell_coverage(found, grid.shape[1:3])
         pooled = pool(grid, pooling=MASKED, coverage=coverage)
+        # Concepts are the whole image's, whatever the pooling: the classifier saw the whole grid.
+        pooled.concepts = self.encoder.concepts_of_grid(grid) if self.has_concepts else None
         # The specific reason (opaque alpha) beats the generic "no alpha channel".
         pooled.notes = [reason if reason and note else note for note, reason in zip(pooled.notes, reasons)]
         return pooled

@@ -103,6 +103,9 @@ class Pooled:
     vectors: np.ndarray  # (n, c)
     regions: np.ndarray | None = None  # (n, rows * cols, c), row-major
     notes: list[str] = field(default_factory=list)
+    # (n, 1000) ImageNet class probabilities of the whole image, for encoders with a classifier head
+    # (EfficientNet-Lite0): what word queries score (encoders/concepts.py). None elsewhere.
+    concepts: np.ndarray | None = None
 
 
 def mean_pool(grid: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from encoders.backends import Backend, backend_prefixes, get_backend, layout_of, register_backend
-from encoders.catalog import catalog_specs
+from encoders.backends import TEXT, Backend, backend_prefixes, get_backend, layout_of, register_backend
+from encoders.catalog import catalog_specs, has_concepts
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
 from encoders.threads import apply_once
@@ -23,6 +23,9 @@ from encoders.weights import expected_location, find_weights, models_dir
 if TYPE_CHECKING:
     from encoders.base import Encoder
 
+TEXT_EMBEDDING = "embedding"
+TEXT_CONCEPTS = "concepts"
+
 __all__ = [
     "Backend",
     "register_backend",
@@ -30,6 +33,7 @@ __all__ = [
     "get_encoder",
     "known_specs",
     "spec_modalities",
+    "text_search",
     "default_min_score",
     "spec_dim",
     "default_encoder_spec",
@@ -50,13 +54,25 @@ def validate_spec(spec: str | EncoderSpec) -> EncoderSpec:
 
 
 def spec_modalities(spec: str | EncoderSpec) -> frozenset[str]:
-    return _backend(spec).modalities
+    """What a query to an album on this encoder may hold. `text` includes concept search: an
+    image-only backbone with an ImageNet head takes words through WordNet (`text_search`)."""
+    parsed = _parsed(spec)
+    modalities = get_backend(parsed.backend).modalities
+    return modalities | {TEXT} if has_concepts(parsed.backend, parsed.model) else modalities
+
+
+def text_search(spec: str | EncoderSpec) -> str | None:
+    """How this encoder searches by words: `embedding` (a text tower: CLIP, OpenCLIP, SigLIP),
+    `concepts` (the ImageNet classes of its head, through WordNet: encoders/concepts.py), or None."""
+    parsed = _parsed(spec)
+    if TEXT in get_backend(parsed.backend).modalities:
+        return TEXT_EMBEDDING
+    return TEXT_CONCEPTS if has_concepts(parsed.backend, parsed.model) else None
 
 
 def ensemble_by_default(spec: str | EncoderSpec) -> bool:
     """Whether a new album on this encoder ensembles its text queries over prompt templates."""
-    backend = _backend(spec)
-    return backend.ensemble_by_default and "text" in backend.modalities
+    return _backend(spec).ensemble_by_default and text_search(spec) == TEXT_EMBEDDING
 
 
 def default_min_score(spec: str | EncoderSpec) -> float:
@@ -86,7 +102,8 @@ def known_specs() -> list[dict]:
             {
                 "spec": text,
                 "backend": spec.backend,
-                "modalities": sorted(backend.modalities),
+                "modalities": sorted(spec_modalities(spec)),
+                "text_search": text_search(spec),
                 "dim": spec_dim(spec),
                 "default_min_score": backend.default_min_score,
                 "weights_present": found is not None,
@@ -136,9 +153,12 @@ def _import_encoder_factory(backend: Backend):
     return getattr(importlib.import_module(module_name), attribute)
 
 
+def _parsed(spec: str | EncoderSpec) -> EncoderSpec:
+    return spec if isinstance(spec, EncoderSpec) else EncoderSpec.parse(spec)
+
+
 def _backend(spec: str | EncoderSpec) -> Backend:
-    parsed = spec if isinstance(spec, EncoderSpec) else EncoderSpec.parse(spec)
-    return get_backend(parsed.backend)
+    return get_backend(_parsed(spec).backend)
 
 
 def _allowed_specs() -> set[str]:

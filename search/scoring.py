@@ -106,3 +106,11 @@ def combined_query(vectors: dict[str, np.ndarray], weights: Weights) -> np.ndarr
         q = q - weights.negative * np.asarray(vectors["negative"], dtype=np.float64)
     norm = np.linalg.norm(q)
     return None if norm < 1e-9 else (q / norm).astype(np.float32)
+
+
+def concept_mass(probabilities: np.ndarray, classes: tuple[int, ...] | list[int]) -> np.ndarray:
+    """A word query's `text` part on a classifier-head encoder (encoders/concepts.py): each image's
+    probability mass on the matched classes, (n, 1000) → (n,) in [0, 1]. Already a probability, so
+    it needs no calibration and sits in the score space beside image cosines as SigLIP's does."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return probabilities[:, list(classes)].sum(axis=1).astype(np.float32)

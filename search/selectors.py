@@ -423,3 +423,60 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
         cells=np.array([r[2] for r in rows], dtype=np.int64),
         rows={r[0]: dict(zip(("original_name", "width", "height", "taken_at"), r[3:], strict=True)) for r in rows},
     )
+
+
+def _text_vector(values: np.ndarray) -> str:
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
+def concept_candidates(
+    *,
+    album_id: int,
+    model: ModelId,
+    concepts: dict[str, np.ndarray],
+    image: np.ndarray | None,
+    weights,
+    limit: int,
+    exclude_image_ids: tuple[int, ...] = (),
+) -> Candidates:
+    """Word queries on a classifier-head encoder (encoders/concepts.py): the album's images ranked by
+    the score-space combination (search/scoring.py: combine) of their probability mass on each word
+    part's classes (`concepts`: part → (1000,) 0/1 indicator, so the inner product is the mass) and,
+    when given, the cosine with the query image. An exact scan of the album's rows under the model,
+    in PostgreSQL: 1,000 halfvec products per image, no index (the masses are not a metric space).
+    The best `limit` come back with each part's value, for combine to score again in Python."""
+    parts = sorted([*concepts, *(["image"] if image is not None else [])])
+    values = {part: sql.SQL("-(c.probabilities <#> %s::halfvec)") for part in concepts}
+    if image is not None:
+        values["image"] = sql.SQL("-(e.vector <#> %s::vector)")
+    positive = [p for p in ("image", "text") if p in values and getattr(weights, p) > 0]
+    total = sum(getattr(weights, p) for p in positive) or 1.0
+    score = sql.SQL(" + ").join(sql.SQL("{} * {}").format(sql.Literal(getattr(weights, p) / total), sql.Identifier(p))
+                                for p in positive)
+    if "negative" in values and weights.negative > 0:
+        score = sql.SQL("{} - {} * negative").format(score, sql.Literal(float(weights.negative)))
+    statement = sql.SQL(
+        "SELECT image_id, {parts}, original_name, width, height, taken_at FROM ("
+        "SELECT c.image_id, {values}, i.original_name, i.width, i.height, i.taken_at "
+        "FROM workers_imageconcepts c JOIN albums_image i ON i.id = c.image_id {join} "
+        "WHERE c.album_id = %s AND c.model_id = %s AND NOT (c.image_id = ANY(%s))) AS scored "
+        "ORDER BY {score} DESC, image_id LIMIT %s"
+    ).format(
+        parts=sql.SQL(", ").join(sql.Identifier(p) for p in parts),
+        values=sql.SQL(", ").join(sql.SQL("{} AS {}").format(values[p], sql.Identifier(p)) for p in parts),
+        join=sql.SQL("JOIN search_embedding e ON e.image_id = c.image_id AND e.model_id = c.model_id")
+        if image is not None else sql.SQL(""),
+        score=score,
+    )
+    params = [_text_vector(concepts[p]) if p in concepts else _text_vector(image) for p in parts]
+    params += [album_id, str(model), list(map(int, exclude_image_ids)), int(limit)]
+    with connection.cursor() as cursor:
+        cursor.execute(statement.as_string(cursor.connection), params)
+        return _candidates(cursor.fetchall(), parts)
+
+
+def album_has_concepts(*, album_id: int, model: ModelId) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM workers_imageconcepts WHERE album_id = %s AND model_id = %s)",
+                       [album_id, str(model)])
+        return bool(cursor.fetchone()[0])

@@ -18,13 +18,16 @@ from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
 from encoders.model_ids import ModelId, parse_model_id
 from encoders.pooling import REGIONS
-from encoders.registry import default_min_score, spec_modalities
+from encoders.concepts import CONCEPT_MIN_SCORE, concept_index
+from encoders.registry import TEXT_CONCEPTS, default_min_score, spec_modalities, text_search
 from search import scoring
 from search.query_encoding import EncodedQuery, encode_query
 from search.selectors import (
     Candidates,
     StoredQuery,
+    album_has_concepts,
     candidate_count,
+    concept_candidates,
     model_dim,
     region_matches,
     search_candidates,
@@ -202,6 +205,9 @@ def _album_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQue
             raise ImageNotFoundError()
     active = scoring.active_parts(_present_parts(query), query.weights)
     _check_modalities(album, model.spec, active)
+    if active & {"text", "negative"} and text_search(model.spec) == TEXT_CONCEPTS:
+        return _concept_search(album=album, model=model, query=query, active=active,
+                               stored_image_vector=stored_image_vector, started=started)
 
     image_bytes = query.image_bytes
     if "image" in active and query.image_id is not None and stored_image_vector is None:
@@ -230,6 +236,46 @@ def _album_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQue
     candidates, order, scores, parts = _rank(album=album, model=model, vectors=vectors, query=query,
                                              calibrate=encoded.calibrate, exclude=exclude, max_results=max_results,
                                              min_score=min_score, linear_text=encoded.siglip_logits is None)
+    hits = _hits(candidates, order, scores, parts, query)
+    result = _result(album=album, model=model, query=query, min_score=min_score, max_results=max_results,
+                     count=int(len(order)), hits=hits, times=(started, encoded_at, time.perf_counter()))
+    return result, len(candidates.image_ids) > 0
+
+
+class ConceptsNotIndexedError(ConflictError):
+    code = "concepts_not_indexed"
+
+    def __init__(self) -> None:
+        super().__init__("This album's images were indexed before its encoder kept their ImageNet concepts, so words "
+                         "cannot search them yet: re-index the album (or search with an image).")
+
+
+def _concept_search(*, album: Album, model: ModelId, query: SearchQuery, active: set[str],
+                    stored_image_vector: np.ndarray | None, started: float) -> tuple[SearchResult, bool]:
+    """Words on an encoder with an ImageNet head (EfficientNet-Lite0): each word part is the images'
+    probability mass on the classes its words name through WordNet (encoders/concepts.py), a
+    probability already, so it combines with the image part's cosine as SigLIP's calibrated text
+    does. Unknown words are a 400 (ConceptNotFoundError) naming them."""
+    texts = {"text": query.text.strip(), "negative": query.negative_text.strip()}
+    index = concept_index()
+    concepts = {part: index.match(texts[part]).indicator() for part in ("text", "negative") if part in active}
+    image_vector = None
+    if "image" in active:
+        image_vector = stored_image_vector
+        if image_vector is None:
+            image_bytes = query.image_bytes if query.image_bytes is not None else _stored_query_image(query.image_id)
+            image_vector = encode_query(model=model, texts={}, image_bytes=image_bytes, ensemble=False).vectors["image"]
+    encoded_at = time.perf_counter()
+    exclude = _query_image_ids(album, query) if query.exclude_query_image else ()
+    min_score, max_results = _limits(album, query, model.spec)
+    if query.min_score is None and album.min_search_score is None:
+        min_score = CONCEPT_MIN_SCORE
+    candidates = concept_candidates(album_id=album.pk, model=model, concepts=concepts, image=image_vector,
+                                    weights=query.weights, limit=max_results, exclude_image_ids=exclude)
+    if not len(candidates.image_ids) and not album_has_concepts(album_id=album.pk, model=model):
+        if not _model_switched_since(album, str(model)):
+            raise ConceptsNotIndexedError()
+    order, scores, parts = _order(candidates, query, calibrate=None, min_score=min_score, max_results=max_results)
     hits = _hits(candidates, order, scores, parts, query)
     result = _result(album=album, model=model, query=query, min_score=min_score, max_results=max_results,
                      count=int(len(order)), hits=hits, times=(started, encoded_at, time.perf_counter()))

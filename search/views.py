@@ -16,7 +16,7 @@ from albums.views import with_album
 from config.errors import NotFoundError
 from encoders.model_ids import parse_model_id
 from encoders.pooling import REGIONS
-from encoders.registry import default_min_score, spec_modalities
+from encoders.registry import TEXT_CONCEPTS, default_min_score, spec_modalities, text_search
 from search.query_encoding import spec_of_model_id
 from workers.selectors import job_list_for_user
 
@@ -29,6 +29,8 @@ def album_search_page(request, album):
         "album": album,
         "is_owner": role_at_least(album.role, Role.OWNER),
         "text_enabled": "text" in spec_modalities(model_spec),
+        # EfficientNet-Lite0: words name ImageNet concepts (encoders/concepts.py), not free text.
+        "text_by_concepts": text_search(model_spec) == TEXT_CONCEPTS,
         "model_spec": model_spec,
         "default_min_score": album.min_search_score if album.min_search_score is not None else default_min_score(model_spec),
         # An album photo as the query ("search with this photo"); anything but an id is ignored here

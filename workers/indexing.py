@@ -36,6 +36,7 @@ from workers.models import Embedding
 from workers.vector_store import (
     album_graph_ensure,
     album_graphs_prune,
+    concepts_insert,
     embeddings_delete_model,
     embeddings_delete_other_models,
     embeddings_insert,
@@ -305,6 +306,8 @@ def index_batch_run(*, job_id: int, seq: int, image_ids: Sequence[int]) -> dict:
         embeddings_insert(model_id=job.model_id, image_ids=embedded.image_ids, vectors=embedded.vectors, notes=embedded.notes)
         if embedded.regions is not None:
             regions_insert(model_id=job.model_id, image_ids=embedded.image_ids, regions=embedded.regions)
+        if embedded.concepts is not None:
+            concepts_insert(model_id=job.model_id, image_ids=embedded.image_ids, concepts=embedded.concepts)
         for image_id, reason in embedded.failures.items():
             Image.objects.filter(pk=image_id).update(status=Image.Status.FAILED, failure_reason=reason[:2000])
         if job.model_id == active_model_id:
@@ -347,6 +350,8 @@ def _drop_remasked(embedded, *, since) -> None:
     embedded.vectors = embedded.vectors[keep]
     if embedded.regions is not None:
         embedded.regions = embedded.regions[keep]
+    if embedded.concepts is not None:
+        embedded.concepts = embedded.concepts[keep]
     embedded.notes = {k: v for k, v in embedded.notes.items() if k not in changed}
 
 

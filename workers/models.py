@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from pgvector.django import VectorField
+from pgvector.django import HalfVectorField, VectorField
 
 
 class IndexJob(models.Model):
@@ -159,3 +159,23 @@ class RegionEmbedding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} #{self.image_id} cell {self.cell}"
+
+
+class ImageConcepts(models.Model):
+    """An image's ImageNet class probabilities under one model (encoders with a classifier head:
+    EfficientNet-Lite0), written beside its vector by the same forward pass. A word query scores the
+    probability mass on the classes its words name (encoders/concepts.py) as one inner product in
+    PostgreSQL. halfvec(1000): 2 KB a row, exact for any set of classes, where top-k would drop the
+    tail that broad words ("food": 48 classes, "dog": 118) add up."""
+
+    image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="+")
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_id = models.CharField(max_length=300)
+    probabilities = HalfVectorField(dimensions=1000)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "model_id"], name="concepts_unique_image_model")]
+        indexes = [models.Index(fields=["album", "model_id"], name="concepts_album_model")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} concepts #{self.image_id}"

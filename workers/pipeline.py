@@ -50,6 +50,7 @@ class Embedded:
     failures: dict[int, str] = field(default_factory=dict)
     regions: np.ndarray | None = None  # (n, R, dim) for regions pooling, rows as image_ids
     notes: dict[int, str] = field(default_factory=dict)  # image_id -> why masked pooling fell back
+    concepts: np.ndarray | None = None  # (n, 1000) class probabilities, rows as image_ids (encoders/concepts.py)
 
 
 def _open(fp, draft: tuple[int, int], alpha: bool) -> Image.Image:
@@ -214,6 +215,8 @@ def embed_stored_images(
     result.vectors = np.concatenate([c.vectors for c in chunks]) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
     if any(c.regions is not None for c in chunks):
         result.regions = np.concatenate([c.regions for c in chunks if c.regions is not None])
+    if any(c.concepts is not None for c in chunks):
+        result.concepts = np.concatenate([c.concepts for c in chunks if c.concepts is not None])
     notes = [note for c in chunks for note in c.notes]
     result.notes = {image_id: note for image_id, note in zip(result.image_ids, notes, strict=True) if note}
     return result
@@ -235,7 +238,8 @@ def _pooled_fixed_shape(encoder, images: list) -> Pooled:
     else:
         out = Pooled(vectors=encoder.encode_images(batch, batch_size=padded), notes=[""] * padded)
     n = len(images)
-    return Pooled(vectors=out.vectors[:n], regions=None if out.regions is None else out.regions[:n], notes=out.notes[:n])
+    return Pooled(vectors=out.vectors[:n], regions=None if out.regions is None else out.regions[:n], notes=out.notes[:n],
+                  concepts=None if out.concepts is None else out.concepts[:n])
 
 
 def encode_fixed_shape(encoder, images: list) -> np.ndarray:
@@ -251,8 +255,9 @@ def _concat(parts: list[Pooled], encoder) -> Pooled:
     if not parts:
         return _empty(encoder)
     regions = [p.regions for p in parts if p.regions is not None]
+    concepts = [p.concepts for p in parts if p.concepts is not None]
     return Pooled(vectors=np.concatenate([p.vectors for p in parts]), regions=np.concatenate(regions) if regions else None,
-                  notes=[note for p in parts for note in p.notes])
+                  notes=[note for p in parts for note in p.notes], concepts=np.concatenate(concepts) if concepts else None)
 
 
 class EncoderOutOfMemoryError(Exception):

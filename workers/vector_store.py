@@ -251,17 +251,40 @@ def regions_insert(*, model_id: str, image_ids: Sequence[int], regions: np.ndarr
         return cursor.rowcount
 
 
-def embeddings_delete_model(*, album_id: int, model_id: str) -> int:
-    """Drop an album's vectors and region tokens of one model (a cancelled rebuild's partial work)."""
+def concepts_insert(*, model_id: str, image_ids: Sequence[int], concepts: np.ndarray) -> int:
+    """Insert each image's class probabilities ((n, 1000)) in one statement, beside its vector;
+    rows already there are kept, as for embeddings, so a redelivered chunk writes nothing twice."""
+    if not len(image_ids):
+        return 0
+    concepts = np.asarray(concepts, dtype=np.float32)
+    assert concepts.shape[0] == len(image_ids), "one row of class probabilities per image"
     with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO workers_imageconcepts (image_id, album_id, model_id, probabilities) "
+            "SELECT t.image_id, i.album_id, %s, t.p::halfvec "
+            "FROM unnest(%s::bigint[], %s::text[]) AS t(image_id, p) "
+            "JOIN albums_image i ON i.id = t.image_id "
+            "ON CONFLICT (image_id, model_id) DO NOTHING",
+            [model_id, list(map(int, image_ids)), [_to_db(p) for p in concepts]],
+        )
+        return cursor.rowcount
+
+
+def embeddings_delete_model(*, album_id: int, model_id: str) -> int:
+    """Drop an album's vectors, region tokens and concepts of one model (a cancelled rebuild's partial work)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM workers_imageconcepts WHERE album_id = %s AND model_id = %s", [album_id, model_id])
         cursor.execute("DELETE FROM search_regionembedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
         cursor.execute("DELETE FROM search_embedding WHERE album_id = %s AND model_id = %s", [album_id, model_id])
         return cursor.rowcount
 
 
 def embeddings_delete_other_models(*, album_id: int, keep_model_id: str) -> int:
-    """Drop an album's vectors (and region tokens) of every model but the one search now uses."""
+    """Drop an album's vectors (and region tokens, concepts) of every model but the one search now uses."""
     with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM workers_imageconcepts WHERE album_id = %s AND model_id <> %s", [album_id, keep_model_id]
+        )
         cursor.execute(
             "DELETE FROM search_regionembedding WHERE album_id = %s AND model_id <> %s", [album_id, keep_model_id]
         )

@@ -162,7 +162,7 @@ def test_the_new_album_form_offers_installed_encoders_first_and_a_custom_one(ali
     choices = [value for value, _ in flat_choices(grouped)]
     assert installed and set(choices[: len(installed)]) == installed and choices[-1] == CUSTOM_ENCODER
     labels = dict(flat_choices(grouped))
-    assert labels["dense:efficientnet-lite0"].endswith("by example image only")  # installed: no note
+    assert labels["dense:efficientnet-lite0"].endswith("words for 1,000 ImageNet concepts")  # installed: no note
     assert "words and images" in labels["open-clip:ViT-B-32/laion2b_s34b_b79k"]
     client = signed_in(alice)
     page = client.get("/").content.decode()

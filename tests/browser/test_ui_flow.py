@@ -92,8 +92,9 @@ def test_sign_in_upload_index_and_search_by_image(worker, live_server, page, mak
     page.wait_for_function("() => document.querySelectorAll('#photo-grid .tile').length === 3")
 
     page.get_by_role("link", name="Search", exact=True).click()
-    assert page.locator("#text-disabled").is_visible()  # EfficientNet-Lite0 is image-only
-    assert page.locator("#q-text").is_disabled()
+    # EfficientNet-Lite0 has no text tower: words go to its ImageNet concepts, and the page says so.
+    assert page.locator("#text-concepts").is_visible() and page.locator("#text-disabled").count() == 0
+    assert page.locator("#q-text").is_enabled()
     page.set_input_files("#q-image", files[1])
     open_adjust(page)
     page.locator("#min-score").fill("-1")

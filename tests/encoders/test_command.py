@@ -16,7 +16,7 @@ def test_list_shows_presence_dim_threshold_and_modalities(models_dir):
     lines = {line.split()[0]: line.split() for line in _run("list").splitlines()[1:]}
     assert lines[OPEN_CLIP_TINY][1:] == ["present", "32", "0.200", "image,text"]
     assert lines["open-clip:ViT-B-32/laion2b_s34b_b79k"][1:] == ["missing", "512", "0.200", "image,text"]
-    assert lines["dense:efficientnet-lite0"][1:] == ["present", "1280", "0.300", "image"]
+    assert lines["dense:efficientnet-lite0"][1:] == ["present", "1280", "0.300", "image,text"]  # text: ImageNet concepts
 
 
 def test_check_embeds_an_image_and_a_text(models_dir):

@@ -89,3 +89,43 @@ def test_an_augmented_copy_finds_its_original_first(models_dir):
     similarity = encoder.encode_images(copies) @ encoder.encode_images(photos).T
     assert similarity.argmax(axis=1).tolist() == list(range(len(photos)))
     assert similarity.diagonal().min() > encoder.default_min_score
+
+
+@needs_package
+def test_class_probabilities_come_from_the_same_forward_pass(models_dir):
+    from tests.tiny_models import make_images
+
+    encoder = get_encoder(SPEC, device="cpu")
+    assert encoder.has_concepts
+    images = make_images()
+    vectors, probabilities = encoder.encode_images_with_concepts(images)
+    np.testing.assert_allclose(vectors, encoder.encode_images(images), atol=1e-5)
+    assert probabilities.shape == (4, 1000)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    backbone = encoder.backbone
+    with torch.inference_mode():  # the model's own output on the same pixels
+        expected = backbone.model(backbone.pixels([to_rgb(i) for i in images])).softmax(-1).numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+CONCEPT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera", "coins")
+
+
+@pytest.mark.golden
+@needs_package
+@pytest.mark.parametrize("query, expected", [("cat", "chelsea"), ("coffee", "coffee"), ("cup", "coffee"),
+                                             ("a photo of a cat", "chelsea"), ("missile", "rocket")])
+def test_a_word_query_ranks_the_matching_photo_first(models_dir, query, expected):
+    data = pytest.importorskip("skimage.data", reason="scikit-image (requirements/test.txt) provides the sample photos")
+    from PIL import Image
+
+    from encoders.concepts import concept_index
+    from search.scoring import concept_mass
+
+    encoder = get_encoder(SPEC, device="cpu")
+    photos = [Image.fromarray(getattr(data, name)()) for name in CONCEPT_PHOTOS]
+    _, probabilities = encoder.encode_images_with_concepts(photos)
+    mass = concept_mass(probabilities, concept_index().match(query).classes)
+    ranked = [CONCEPT_PHOTOS[i] for i in np.argsort(-mass)]
+    assert ranked[0] == expected, dict(zip(CONCEPT_PHOTOS, mass.round(4).tolist()))
+    assert mass.max() > 0.05 and np.sort(mass)[-2] < mass.max() / 2

@@ -10,7 +10,15 @@ import pytest
 from encoders.backends import Backend, IMAGE_ONLY, register_backend
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
-from encoders.registry import default_min_score, get_encoder, known_specs, spec_dim, spec_modalities, validate_spec
+from encoders.registry import (
+    default_min_score,
+    get_encoder,
+    known_specs,
+    spec_dim,
+    spec_modalities,
+    text_search,
+    validate_spec,
+)
 
 from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SIGLIP_TINY
 
@@ -49,7 +57,7 @@ print(json.dumps({"torch": "torch" in sys.modules, "open_clip": "open_clip" in s
         "open_clip": False,
         "transformers": False,
         "rows": report["rows"],
-        "modalities": ["image"],
+        "modalities": ["image", "text"],  # words through its ImageNet concepts
         "score": 0.005,
         "dim": 512,
     }
@@ -90,6 +98,10 @@ def test_allow_list_refuses_other_specs(models_dir, settings):
 
 def test_modalities_scores_and_dims_without_loading():
     assert spec_modalities("dense:dinov2-small") == frozenset({"image"})
+    # No text tower, but an ImageNet head: words search it through WordNet concepts.
+    assert spec_modalities("dense:efficientnet-lite0") == frozenset({"image", "text"})
+    assert [text_search(s) for s in ("dense:efficientnet-lite0", "dense:dinov2-small", "openai-clip:ViT-B/32")] == [
+        "concepts", None, "embedding"]
     assert spec_modalities("openai-clip:ViT-B/32") == frozenset({"image", "text"})
     assert default_min_score("siglip:google/siglip-base-patch16-224") == pytest.approx(0.005)
     assert default_min_score("open-clip:ViT-B-32/laion2b_s34b_b79k") == pytest.approx(0.2)

@@ -30,8 +30,15 @@ def test_search_page_for_members_with_text_enabled_for_text_encoders(alice, albu
     assert 'id="w-image"' in page and 'id="w-negative"' in page and 'value="0.2000"' in page
 
 
-def test_image_only_album_disables_text_with_a_reason(alice, album):
+def test_concept_album_takes_words_and_says_which(alice, album):
     Album.objects.filter(pk=album.pk).update(encoder_spec="dense:efficientnet-lite0")
+    page = signed_in(alice).get(f"/albums/{album.pk}/search/").content.decode()
+    assert 'id="text-concepts"' in page and "1,000 ImageNet concepts" in page and "image-only" not in page
+    assert 'id="q-text"' in page and "This album searches by image" not in page
+
+
+def test_image_only_album_disables_text_with_a_reason(alice, album):
+    Album.objects.filter(pk=album.pk).update(encoder_spec="dense:dinov2-small")
     page = signed_in(alice).get(f"/albums/{album.pk}/search/").content.decode()
     assert "image-only" in page and "switch the encoder in Settings" in page
     assert 'placeholder="This album searches by image: drop, paste or choose one" disabled' in page

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from search import scoring
 from search.scoring import QueryError, Weights, active_parts, combine, rank
 
 
@@ -61,3 +62,15 @@ def test_rank_filters_by_min_score_orders_and_breaks_ties_by_id():
     assert ids[order].tolist() == [10, 50, 20, 30]
     assert ids[rank(scores, ids, min_score=0.2, max_results=2)].tolist() == [10, 50]
     assert rank(scores, ids, min_score=0.95, max_results=10).tolist() == []
+
+
+def test_concept_mass_is_the_probability_on_the_matched_classes():
+    probabilities = np.zeros((2, 1000), dtype=np.float32)
+    probabilities[0, [281, 282]] = [0.4, 0.3]
+    probabilities[0, 967] = 0.3
+    probabilities[1, 967] = 1.0
+    np.testing.assert_allclose(scoring.concept_mass(probabilities, (281, 282, 285)), [0.7, 0.0], atol=1e-6)
+    # as the text part it combines like a calibrated SigLIP text score: a weighted mean with the image part
+    scores, parts = scoring.combine({"image": np.array([0.2, 0.9]), "text": scoring.concept_mass(probabilities, (967,))},
+                                    scoring.Weights(image=1, text=3))
+    np.testing.assert_allclose(scores, [(0.2 + 3 * 0.3) / 4, (0.9 + 3 * 1.0) / 4], atol=1e-6)

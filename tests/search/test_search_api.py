@@ -194,11 +194,20 @@ def test_bad_queries_are_clear_400s(indexed, alice, client_for, query_vectors, b
 
 def test_text_on_an_image_only_album_says_why(indexed, alice, client_for, query_vectors):
     album, _ = indexed
-    Album.objects.filter(pk=album.pk).update(active_model_id="dense:efficientnet-lite0@sha256:0123456789ab")
+    Album.objects.filter(pk=album.pk).update(active_model_id="dense:dinov2-small@sha256:0123456789ab")
     response = search(client_for(alice), album, text="dog")
     assert response.status_code == 400
     assert response.json()["code"] == "encoder_modality_unsupported"
     assert "image-only" in response.json()["message"]
+
+
+def test_words_on_an_album_indexed_without_concepts_say_to_reindex(indexed, alice, client_for):
+    album, _ = indexed
+    Album.objects.filter(pk=album.pk).update(active_model_id="dense:efficientnet-lite0@sha256:0123456789ab")
+    response = search(client_for(alice), album, text="dog")
+    assert response.status_code == 409 and response.json()["code"] == "concepts_not_indexed"
+    unknown = search(client_for(alice), album, text="blorfish")  # the words are checked first
+    assert unknown.status_code == 400 and unknown.json()["code"] == "concept_not_found"
 
 
 def test_unindexed_album_is_a_409(alice, client_for):

