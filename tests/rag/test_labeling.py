@@ -1,35 +1,11 @@
 """Labeling an album with a support set: the job's batches, resume, bad images, and review."""
 
-import io
-
 import pytest
 
 from albums.models import Image
 from search.rag import labeling
 from search.rag.models import Label, SupportSet
-from tests.rag.conftest import augmented, jpeg, photo
 from workers.models import IndexJob
-
-
-def upload(api, album_id, named: dict[str, bytes]) -> dict[str, int]:
-    files = []
-    for name, data in named.items():
-        f = io.BytesIO(data)
-        f.name = name
-        files.append(f)
-    response = api.post(f"/api/v1/albums/{album_id}/images/", {"files": files}, format="multipart")
-    assert response.status_code in (200, 201), response.content
-    return {name: Image.objects.get(album_id=album_id, original_name=name).pk for name in named}
-
-
-@pytest.fixture
-def album_to_label(two_class_set, alice, client_for):
-    api = client_for(alice)
-    ids = upload(api, two_class_set["album"].pk, {
-        "cat-2.jpg": augmented("chelsea"), "cup-2.jpg": augmented("coffee"),
-        "cat-3.jpg": jpeg(photo("chelsea").rotate(180)), "astronaut.jpg": jpeg(photo("astronaut")),
-    })
-    return {**two_class_set, "images": ids}
 
 
 def run(job: IndexJob) -> IndexJob:
