@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from albums import services as album_services
-from albums.models import Image
+from albums.models import Image as AlbumImage
 from albums.roles import Role
 
 ENCODER = "dense:efficientnet-lite0"
@@ -98,7 +98,7 @@ def upload(api, album_id, named: dict[str, bytes]) -> dict[str, int]:
         files.append(f)
     response = api.post(f"/api/v1/albums/{album_id}/images/", {"files": files}, format="multipart")
     assert response.status_code in (200, 201), response.content
-    return {name: Image.objects.get(album_id=album_id, original_name=name).pk for name in named}
+    return {name: AlbumImage.objects.get(album_id=album_id, original_name=name).pk for name in named}
 
 
 @pytest.fixture
