@@ -149,6 +149,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("rag:delete", "POST"): EDITOR,
     ("rag:classify", "GET"): VIEWER,
     ("rag:classify", "POST"): VIEWER,  # renders the page; classification itself goes through the API
+    ("rag:review", "GET"): VIEWER,  # the page; jobs and reviews go through the API, which checks editors
+    ("rag:review", "POST"): NOT_ALLOWED,
 }
 
 # Bodies for writes, so that a missing check would really change something: (format, maker(world)).
