@@ -279,13 +279,13 @@ def label_job_run(*, job_id: int, after_id: int = 0) -> dict:
     """On a worker: label batch after batch until the scope is done, the job is cancelled, or this
     task has run LOUPE_RAG_LABEL_TASK_SECONDS (then the next task goes on after the last image)."""
     if after_id == 0:
-        claimed = IndexJob.objects.filter(pk=job_id, status=IndexJob.Status.QUEUED).update(
+        IndexJob.objects.filter(pk=job_id, status=IndexJob.Status.QUEUED).update(
             status=IndexJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
-        if not claimed:
-            return {"skipped": "not queued"}
-    job = IndexJob.objects.get(pk=job_id)
-    if job.status != IndexJob.Status.RUNNING:
-        return {"skipped": job.status}
+    job = IndexJob.objects.filter(pk=job_id).first()
+    if job is None or job.status != IndexJob.Status.RUNNING:
+        # Cancelled, finished or gone. A running one is this job's task redelivered after its worker
+        # died (acks_late): it goes on after the images already labeled.
+        return {"skipped": job.status if job else "gone"}
     try:
         ctx = _context(job)
     except (ApplicationError, SupportSet.DoesNotExist) as exc:
