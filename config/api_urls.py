@@ -4,6 +4,7 @@ from albums.api import views as albums
 from config.auth_api import TokenObtainApi
 from config.health import HealthApi, WebHealthApi
 from search.api import views as search
+from search.rag.api import labels as rag_labels
 from search.rag.api import views as rag
 from workers.api import views as jobs
 
@@ -40,6 +41,12 @@ urlpatterns = [
     path("support-sets/<int:support_set_id>/", rag.SupportSetDetailApi.as_view(), name="support-set-detail"),
     path("support-sets/<int:support_set_id>/classes/", rag.SupportClassListApi.as_view(), name="support-set-classes"),
     path("support-sets/<int:support_set_id>/classify/", rag.SupportSetClassifyApi.as_view(), name="support-set-classify"),
+    path("support-sets/<int:support_set_id>/label-jobs/", rag_labels.LabelJobApi.as_view(), name="support-set-label-jobs"),
+    path("support-sets/<int:support_set_id>/labels/", rag_labels.LabelListApi.as_view(), name="support-set-labels"),
+    path("support-sets/<int:support_set_id>/labels/export", rag_labels.LabelExportApi.as_view(),
+         name="support-set-labels-export"),
+    path("labels/<int:label_id>/", rag_labels.LabelDetailApi.as_view(), name="label-detail"),
+    path("labels/<int:label_id>/add-to-set/", rag_labels.LabelAddToSetApi.as_view(), name="label-add-to-set"),
     path("support-classes/<int:class_id>/", rag.SupportClassDetailApi.as_view(), name="support-class-detail"),
     path("support-classes/<int:class_id>/images/", rag.SupportClassImageListApi.as_view(), name="support-class-images"),
     path("support-images/<int:support_image_id>/", rag.SupportImageDetailApi.as_view(), name="support-image-detail"),

@@ -17,7 +17,7 @@ from albums.roles import Role
 from albums.tokens import api_token_create
 from workers.models import Embedding
 from search.rag import services as rag_services
-from search.rag.models import PatchEmbedding, SupportClass, SupportImage, SupportSet
+from search.rag.models import Label, PatchEmbedding, SupportClass, SupportImage, SupportSet
 from workers.vector_store import embeddings_insert
 from tests.images import image_bytes
 from workers.indexing import index_job_start
@@ -46,6 +46,7 @@ class Populated:
     support_image: SupportImage
     patch: PatchEmbedding
     job: IndexJob
+    label: Label
 
 
 def populate(owner) -> Populated:
@@ -67,8 +68,14 @@ def populate(owner) -> Populated:
     patch = PatchEmbedding.objects.create(support_image=support_image, support_class=support_class, model_key=PATCH_KEY,
                                           row=0, col=0, x0=0, y0=0, x1=32, y1=32, dim=DIM, vector=[1.0, 0, 0, 0])
     job, _ = index_job_start(album=album, user=owner, countdown=0)  # queued on commit: never, in a test transaction
+    label = Label.objects.create(image=image, support_set=support_set, support_class=support_class, label=support_class.label,
+                                 predicted_label=support_class.label, scores={support_class.label: 1.0}, margin=1.0,
+                                 evidence=[{"label": support_class.label, "patch_id": patch.pk, "similarity": 1.0,
+                                            "query_box": [0, 0, 32, 32], "support_image_id": support_image.pk,
+                                            "image_id": image.pk, "box": [0, 0, 32, 32]}])
     return Populated(
         owner=owner, member=member, group=group, album=album, membership=membership, image=image, api_token=api_token,
         api_key=api_key, drf_token=Token.objects.create(user=owner), embedding=Embedding.objects.get(image=image),
         support_set=support_set, support_class=support_class, support_image=support_image, patch=patch, job=job,
+        label=label,
     )

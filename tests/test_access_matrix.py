@@ -9,7 +9,7 @@ from albums import services
 from albums.models import Album, AlbumMembership, Image
 from albums.roles import Role, role_at_least
 from search.rag import services as rag_services
-from search.rag.models import SupportClass, SupportImage, SupportSet
+from search.rag.models import Label, SupportClass, SupportImage, SupportSet
 from tests.images import image_bytes
 from workers.models import IndexJob
 
@@ -60,6 +60,13 @@ ENDPOINTS = [
     ("get", "/api/v1/support-images/{support_image}/", Role.VIEWER, None),
     ("delete", "/api/v1/support-images/{support_image}/", Role.EDITOR, None),
     ("get", "/api/v1/support-images/{support_image}/crop?box=0,0,1,1", Role.VIEWER, None),
+    ("post", "/api/v1/support-sets/{support_set}/label-jobs/", Role.EDITOR, lambda: {"scope": "album"}),
+    ("get", "/api/v1/support-sets/{support_set}/labels/", Role.VIEWER, None),
+    ("get", "/api/v1/support-sets/{support_set}/labels/export?format=csv", Role.VIEWER, None),
+    ("get", "/api/v1/support-sets/{support_set}/labels/export?format=zip", Role.VIEWER, None),
+    ("get", "/api/v1/labels/{label}/", Role.VIEWER, None),
+    ("patch", "/api/v1/labels/{label}/", Role.EDITOR, lambda: {"state": "accepted"}),
+    ("post", "/api/v1/labels/{label}/add-to-set/", Role.EDITOR, None),
 ]
 IDS = [f"{m.upper()} {p}" for m, p, _, _ in ENDPOINTS]
 
@@ -73,7 +80,9 @@ def world(alice, make_user):
     support_set = rag_services.support_set_create(album=album, user=alice, name="set")
     support_class = rag_services.support_class_create(support_set=support_set, label="a")
     [added] = rag_services.support_images_add(support_class=support_class, user=alice, image_ids=[result.image_id])
-    return {"album": album.pk, "image": result.image_id, "job": job.pk, "owner": alice.pk, "support_set": support_set.pk,
+    label = Label.objects.create(image_id=result.image_id, support_set=support_set, support_class=support_class, label="a",
+                                 predicted_label="a", scores={"a": 1.0}, margin=1.0)
+    return {"label": label.pk, "album": album.pk, "image": result.image_id, "job": job.pk, "owner": alice.pk, "support_set": support_set.pk,
             "support_class": support_class.pk, "support_image": added.support_image_id}
 
 
@@ -92,6 +101,7 @@ def _snapshot():
         list(SupportSet.objects.values_list("pk", "name", "generation")),
         list(SupportClass.objects.values_list("pk", "label")),
         list(SupportImage.objects.values_list("pk", "support_class")),
+        list(Label.objects.values_list("pk", "state", "label")),
     )
 
 

@@ -26,7 +26,7 @@ def album_index_state(*, album) -> hooks.IndexState:
     """The indexing job under way and a failed rebuild not yet dismissed (serialized) for
     albums.hooks.index_summary."""
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
-           .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES]).first())
+           .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES, IndexJob.Kind.LABEL]).first())
     failed = rebuild_failure_get(album=album)
     return hooks.IndexState(
         active_job=JobSerializer(job).data if job else None,

@@ -12,6 +12,7 @@ class IndexJob(models.Model):
         REBUILD = "rebuild", "Rebuild"
         IMPORT = "import", "Folder import"
         DUPLICATES = "duplicates", "Near-duplicates"
+        LABEL = "label", "Labeling"  # a support set classifies album images (search/rag/labeling.py)
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -197,6 +197,10 @@ LOUPE_RAG_BACKGROUND_STD = env.float("LOUPE_RAG_BACKGROUND_STD", default=2.0)
 # Support matrices (patch vectors) each process keeps for classification, in MB (search/rag/retrieval.py).
 LOUPE_RAG_CACHE_MB = env.int("LOUPE_RAG_CACHE_MB", default=256)
 LOUPE_RAG_INLINE_PATCH_MAX = env.int("LOUPE_RAG_INLINE_PATCH_MAX", default=16)  # examples a classify may embed itself
+# Labeling jobs (search/rag/labeling.py): images whose query patches are encoded together, and how long
+# one task runs before it hands the rest of the job to a new one (below CELERY_TASK_SOFT_TIME_LIMIT).
+LOUPE_RAG_LABEL_BATCH = env.int("LOUPE_RAG_LABEL_BATCH", default=16)
+LOUPE_RAG_LABEL_TASK_SECONDS = env.float("LOUPE_RAG_LABEL_TASK_SECONDS", default=120.0)
 LOUPE_PENDING_THUMBNAIL_SECONDS = 3600  # a thumbnail rendered before the worker's is cached this long
 LOUPE_CHUNK_MAX_ATTEMPTS = env.int("LOUPE_CHUNK_MAX_ATTEMPTS", default=3)  # a chunk failing for a non-transient cause
 LOUPE_MAX_SEARCH_RESULTS = env.int("LOUPE_MAX_SEARCH_RESULTS", default=2000)  # results one search may rank

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from search.rag.models import PatchEmbedding, SupportClass, SupportImage, SupportSet
+from search.rag.models import Label, PatchEmbedding, SupportClass, SupportImage, SupportSet
 
 
 class SupportClassInline(admin.TabularInline):
@@ -33,3 +33,13 @@ class PatchEmbeddingAdmin(admin.ModelAdmin):
     list_select_related = ["support_image"]
     exclude = ["vector"]  # hundreds of floats help nobody in a form
     readonly_fields = ["support_image", "support_class", "model_key", "row", "col", "x0", "y0", "x1", "y1", "dim"]
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = ["image", "support_set", "label", "predicted_label", "margin", "source", "state", "updated_at"]
+    list_filter = ["state", "source"]
+    search_fields = ["image__original_name", "label", "support_set__name"]
+    list_select_related = ["image", "support_set"]
+    raw_id_fields = ["image", "support_set", "support_class", "job", "reviewed_by"]
+    readonly_fields = ["scores", "margin", "evidence", "predicted_label", "source", "explanation", "job"]

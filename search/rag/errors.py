@@ -23,6 +23,13 @@ class SupportImageNotFoundError(NotFoundError):
         super().__init__("Support image not found.")
 
 
+class LabelNotFoundError(NotFoundError):
+    code = "label_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Label not found.")
+
+
 class SupportSetConflictError(ConflictError):
     code = "support_set_conflict"
 

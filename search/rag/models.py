@@ -128,3 +128,54 @@ class PatchEmbedding(models.Model):
     @property
     def box(self) -> list[int]:
         return [self.x0, self.y0, self.x1, self.y1]
+
+
+class Label(models.Model):
+    """A support set's answer for one album image, written by a labeling job (search/rag/labeling.py)
+    and then reviewed: `predicted` until an editor accepts it, corrects its class or rejects it."""
+
+    class State(models.TextChoices):
+        PREDICTED = "predicted", "Predicted"
+        ACCEPTED = "accepted", "Accepted"
+        CORRECTED = "corrected", "Corrected"
+        REJECTED = "rejected", "Rejected"
+
+    class Source(models.TextChoices):
+        RETRIEVAL = "retrieval", "Retrieval"
+        MODEL = "model", "Vision-language model"
+
+    REVIEWED_STATES = (State.ACCEPTED, State.CORRECTED, State.REJECTED)
+
+    image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="rag_labels")
+    support_set = models.ForeignKey(SupportSet, on_delete=models.CASCADE, related_name="labels")
+    # The class now (the prediction, or the correction). A label, not only a key, so that export and
+    # review still read it after the class is deleted or an `index == 0` upload recreates the classes.
+    support_class = models.ForeignKey(SupportClass, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    label = models.CharField(max_length=100)
+    predicted_label = models.CharField(max_length=100)  # what the job decided, kept through a correction
+    scores = models.JSONField(default=dict)  # class label → normalized score (they sum to 1)
+    margin = models.FloatField()  # top score minus the second (1 with a single class)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.RETRIEVAL)
+    explanation = models.TextField(blank=True)
+    # Per class, the support patch that best matched a foreground query patch (the review page's crops).
+    evidence = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PREDICTED)
+    job = models.ForeignKey("workers.IndexJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["margin", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "support_set"], name="label_unique_image_set"),
+            models.CheckConstraint(condition=models.Q(state__in=["predicted", "accepted", "corrected", "rejected"]),
+                                   name="label_state_valid"),
+            models.CheckConstraint(condition=models.Q(source__in=["retrieval", "model"]), name="label_source_valid"),
+        ]
+        indexes = [models.Index(fields=["support_set", "margin"], name="label_set_margin"),
+                   models.Index(fields=["support_set", "label"], name="label_set_label")]
+
+    def __str__(self) -> str:
+        return f"{self.label} #{self.image_id} ({self.state})"

@@ -93,25 +93,38 @@ def foreground_cells(square: Image.Image, n: int, *, background_std: float) -> n
 
 def image_patches(encoder: Encoder, image: Image.Image, *, resolution: int, patch_size: int, source: str,
                   background_std: float | None = None) -> PatchGrid:
-    rgb = image.convert("RGB")
-    square = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    return images_patches(encoder, [image], resolution=resolution, patch_size=patch_size, source=source,
+                          background_std=background_std)[0]
+
+
+def images_patches(encoder: Encoder, images: list[Image.Image], *, resolution: int, patch_size: int, source: str,
+                   background_std: float | None = None) -> list[PatchGrid]:
+    """`image_patches` of several images, encoded together: one forward pass over the batch (token
+    grid), or one `encode_images` call over every image's tiles (crops). Same vectors as one by one."""
+    if not images:
+        return []
+    rgbs = [image.convert("RGB") for image in images]
+    squares = [rgb.resize((resolution, resolution), Image.Resampling.BICUBIC) for rgb in rgbs]
     n = cells_per_side(resolution, patch_size)
-    boxes = cell_boxes(n, rgb.width, rgb.height)
     if source == TOKENS and encoder.supports_patches:
         # Where the transform keeps only the centre of its input (crop_pct), pad so that the
         # centre is our square and the token grid covers it edge to edge.
         fraction = float(getattr(encoder, "patch_view_fraction", 1.0))
-        grid = encoder.patch_features([_reflect_pad(square, fraction)])[0]
+        grids = encoder.patch_features([_reflect_pad(square, fraction) for square in squares])
         # More patches than tokens would only repeat tokens: the grid is as fine as the encoder's.
-        n_tokens = min(n, grid.shape[0], grid.shape[1])
-        if n_tokens != n:
-            n, boxes = n_tokens, cell_boxes(n_tokens, rgb.width, rgb.height)
-        vectors = pool_grid_to_regions(grid, n, n).reshape(n * n, -1)
+        n = min(n, grids.shape[1], grids.shape[2])
+        per_image = [pool_grid_to_regions(grid, n, n).reshape(n * n, -1) for grid in grids]
         used = TOKENS
     else:
-        tiles = [square.crop(box) for _, _, box in cell_boxes(n, resolution, resolution)]
+        cells = cell_boxes(n, resolution, resolution)
+        tiles = [square.crop(box) for square in squares for _, _, box in cells]
         vectors = encoder.encode_images(tiles)
+        per_image = [vectors[i * len(cells) : (i + 1) * len(cells)] for i in range(len(squares))]
         used = CROPS
-    patches = [Patch(row=r, col=c, box=box, vector=vectors[i]) for i, (r, c, box) in enumerate(boxes)]
-    foreground = None if background_std is None else foreground_cells(square, n, background_std=background_std)
-    return PatchGrid(source=used, patches=patches, foreground=foreground)
+    out = []
+    for rgb, square, vectors in zip(rgbs, squares, per_image, strict=True):
+        boxes = cell_boxes(n, rgb.width, rgb.height)
+        patches = [Patch(row=r, col=c, box=box, vector=vectors[i]) for i, (r, c, box) in enumerate(boxes)]
+        foreground = None if background_std is None else foreground_cells(square, n, background_std=background_std)
+        out.append(PatchGrid(source=used, patches=patches, foreground=foreground))
+    return out

@@ -8,8 +8,8 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 
 from albums.roles import Role
 from albums.selectors import get_for_user, member_rows
-from search.rag.errors import SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
-from search.rag.models import SupportClass, SupportImage, SupportSet
+from search.rag.errors import LabelNotFoundError, SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
+from search.rag.models import Label, SupportClass, SupportImage, SupportSet
 
 
 def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = None) -> QuerySet[SupportSet]:
@@ -64,3 +64,8 @@ def classes_without_ready_images(*, support_set: SupportSet) -> list[str]:
         .order_by("position", "id")
         .values_list("label", flat=True)
     )
+
+
+def label_get_for_user(*, user: AbstractBaseUser, label_id: int, min_role: str = Role.VIEWER) -> Label:
+    return get_for_user(Label.objects.select_related("support_set__album", "image"), user=user, pk=label_id,
+                        album_path="support_set__album", not_found=LabelNotFoundError, min_role=min_role)

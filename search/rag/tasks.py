@@ -9,6 +9,7 @@ from encoders.errors import EncoderError
 from search.query_worker import error_as_data
 from search.rag.classify import classify_locally
 from search.rag.indexing import support_patches_compute
+from search.rag.labeling import label_job_run
 
 
 @shared_task(acks_late=True)
@@ -26,3 +27,9 @@ def query_classify(support_set_id: int, image: bytes | str, params: dict) -> dic
         return classify_locally(support_set_id=support_set_id, image_bytes=image_bytes, params=params)
     except (EncoderError, ApplicationError) as exc:
         return error_as_data(exc)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def encode_label_images(job_id: int, after_id: int = 0) -> dict:
+    """A labeling job (search/rag/labeling.py), on the `encode` queue where the encoders are."""
+    return label_job_run(job_id=job_id, after_id=after_id)

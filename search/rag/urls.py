@@ -9,4 +9,5 @@ urlpatterns = [
     path("support-sets/<int:support_set_id>/", views.support_set_page, name="detail"),
     path("support-sets/<int:support_set_id>/delete/", views.support_set_delete_page, name="delete"),
     path("support-sets/<int:support_set_id>/classify/", views.classify_page, name="classify"),
+    path("support-sets/<int:support_set_id>/review/", views.review_page, name="review"),
 ]

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from albums.roles import Role, role_at_least
 from albums.views import resolve_for_user, with_album
@@ -124,3 +124,22 @@ def classify_page(request, support_set):
         "vlm": settings.LOUPE_VLM if support_set.use_vlm else "",
     }
     return render(request, "rag/classify.html", context)
+
+
+@require_GET
+@with_support_set()
+def review_page(request, support_set):
+    """Labels of the set, lowest margin first, reviewed with the keyboard; everything through the
+    labeling API (search/rag/api/labels.py), which checks the roles again."""
+    album = support_set.album
+    album.role = support_set.role
+    classes = selectors.support_classes_with_images(support_set=support_set)
+    context = {
+        "album": album,
+        "support_set": support_set,
+        "classes": classes,
+        "class_labels": [c.label for c in classes],
+        "can_edit": role_at_least(support_set.role, Role.EDITOR),
+        "vlm": settings.LOUPE_VLM if support_set.use_vlm else "",
+    }
+    return render(request, "rag/review.html", context)

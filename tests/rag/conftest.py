@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from albums import services as album_services
+from albums.models import Image as AlbumImage
 from albums.roles import Role
 
 ENCODER = "dense:efficientnet-lite0"
@@ -87,3 +88,24 @@ def viewer_of(rag_album, make_user):
     user = make_user("victor")
     album_services.album_member_add(album=rag_album, username=user.username, role=Role.VIEWER)
     return user
+
+
+def upload(api, album_id, named: dict[str, bytes]) -> dict[str, int]:
+    files = []
+    for name, data in named.items():
+        f = io.BytesIO(data)
+        f.name = name
+        files.append(f)
+    response = api.post(f"/api/v1/albums/{album_id}/images/", {"files": files}, format="multipart")
+    assert response.status_code in (200, 201), response.content
+    return {name: AlbumImage.objects.get(album_id=album_id, original_name=name).pk for name in named}
+
+
+@pytest.fixture
+def album_to_label(two_class_set, alice, client_for):
+    api = client_for(alice)
+    ids = upload(api, two_class_set["album"].pk, {
+        "cat-2.jpg": augmented("chelsea"), "cup-2.jpg": augmented("coffee"),
+        "cat-3.jpg": jpeg(photo("chelsea").rotate(180)), "astronaut.jpg": jpeg(photo("astronaut")),
+    })
+    return {**two_class_set, "images": ids}

@@ -87,3 +87,17 @@ def test_the_class_meaning_flag_true_is_set_from_the_settings_form(two_class_set
     assert response.status_code == 302
     support_set = SupportSet.objects.get(pk=two_class_set["id"])
     assert (support_set.flag_true_label, support_set.generation) == ("cup", 1)  # a decision rule: nothing re-patched
+
+
+def test_the_review_page_is_linked_from_the_set_and_shows_controls_to_editors_only(two_class_set, alice, viewer_of, bob):
+    set_id = two_class_set["id"]
+    detail = signed_in(alice).get(f"/support-sets/{set_id}/").content.decode()
+    assert f'href="/support-sets/{set_id}/review/"' in detail
+    page = signed_in(alice).get(f"/support-sets/{set_id}/review/").content.decode()
+    assert 'id="label-job"' in page and 'data-can-edit="1"' in page and "js/review.js" in page
+    assert f"/api/v1/support-sets/{set_id}/labels/export?format=zip" in page
+    assert '<script id="review-classes" type="application/json">["cat", "cup"]</script>' in page
+    viewer_page = signed_in(viewer_of).get(f"/support-sets/{set_id}/review/").content.decode()
+    assert 'id="label-job"' not in viewer_page and 'data-can-edit="0"' in viewer_page
+    assert signed_in(bob).get(f"/support-sets/{set_id}/review/").status_code == 404
+    assert signed_in(alice).post(f"/support-sets/{set_id}/review/").status_code == 405

@@ -126,3 +126,40 @@ def test_the_tiny_qwen2_vl_runs_the_whole_pipeline(two_class_set, alice, client_
     assert decision["flag"] in ("cat", "cup", None)
     assert decision["parsed"] is (decision["flag"] is not None)
     assert isinstance(decision["raw_response"], str)
+
+
+def test_a_labeling_job_asks_the_model_only_below_the_margin_threshold(album_to_label, alice, endpoint):
+    from search.rag import labeling
+    from search.rag.models import Label, SupportSet
+
+    support_set = SupportSet.objects.get(pk=album_to_label["id"])
+    for _ in range(10):
+        endpoint.replies.append(Reply(body=chat_completion("Class: cup\nExplanation: The model says cup.")))
+    job, _ = labeling.label_job_start(support_set=support_set, user=alice, margin_threshold=0.99)
+    labeling.label_job_run(job_id=job.pk)
+    labels = list(Label.objects.filter(support_set=support_set))
+    asked = [label for label in labels if label.margin < 0.99]
+    assert asked and len(asked) < len(labels) and len(endpoint.requests) == len(asked)
+    for label in labels:
+        if label.margin < 0.99:
+            assert (label.source, label.label, label.explanation) == ("model", "cup", "The model says cup.")
+            assert label.scores and label.predicted_label == "cup"
+        else:
+            assert label.source == "retrieval" and label.explanation == ""
+
+
+def test_a_labeling_job_without_a_threshold_never_asks_and_a_failing_model_keeps_retrieval(album_to_label, alice, endpoint):
+    from search.rag import labeling
+    from search.rag.models import Label, SupportSet
+
+    support_set = SupportSet.objects.get(pk=album_to_label["id"])
+    labeling.label_job_run(job_id=labeling.label_job_start(support_set=support_set, user=alice)[0].pk)
+    assert not endpoint.requests and set(Label.objects.values_list("source", flat=True)) == {"retrieval"}
+    for _ in range(20):
+        endpoint.replies.append(Reply(status=500, body=b"{}"))
+    job, _ = labeling.label_job_start(support_set=support_set, user=alice, margin_threshold=0.99, relabel=True)
+    labeling.label_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.failed == 0
+    low = Label.objects.filter(support_set=support_set, margin__lt=0.99)
+    assert low.exists() and all(label.source == "retrieval" and "failed" in label.explanation for label in low)

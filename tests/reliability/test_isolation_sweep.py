@@ -99,6 +99,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:support-image-detail", "GET"): VIEWER,
     ("api:support-image-detail", "DELETE"): EDITOR,
     ("api:support-image-crop", "GET"): VIEWER,
+    ("api:support-set-label-jobs", "POST"): EDITOR,
+    ("api:support-set-labels", "GET"): VIEWER,
+    ("api:support-set-labels-export", "GET"): VIEWER,
+    ("api:label-detail", "GET"): VIEWER,
+    ("api:label-detail", "PATCH"): EDITOR,
+    ("api:label-add-to-set", "POST"): EDITOR,
     # The RAG Vision Engine's endpoints: uploads go to the caller's own set; an invocation names a set
     ("ragvision-support-upload", "POST"): SIGNED_IN,
     ("ragvision-invocations", "POST"): VIEWER,
@@ -143,6 +149,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("rag:delete", "POST"): EDITOR,
     ("rag:classify", "GET"): VIEWER,
     ("rag:classify", "POST"): VIEWER,  # renders the page; classification itself goes through the API
+    ("rag:review", "GET"): VIEWER,  # the page; jobs and reviews go through the API, which checks editors
+    ("rag:review", "POST"): NOT_ALLOWED,
 }
 
 # Bodies for writes, so that a missing check would really change something: (format, maker(world)).
@@ -169,6 +177,8 @@ BODIES = {
     ("api:support-set-classes", "POST"): ("json", lambda w: {"label": "dirty"}),
     ("api:support-set-classify", "POST"): ("json", lambda w: {"image_base64": "eA=="}),
     ("api:support-class-detail", "PATCH"): ("json", lambda w: {"label": "renamed"}),
+    ("api:support-set-label-jobs", "POST"): ("json", lambda w: {"scope": "album"}),
+    ("api:label-detail", "PATCH"): ("json", lambda w: {"state": "accepted"}),
     ("api:support-class-images", "POST"): ("multipart", lambda w: {"files": [io.BytesIO(image_bytes(color=(7, 8, 9)))]}),
     ("ragvision-support-upload", "POST"): ("multipart", lambda w: {
         "className": "clean", "classes": '["clean"]', "index": "0", "file": io.BytesIO(image_bytes(color=(3, 3, 3)))}),
@@ -251,6 +261,10 @@ def _the_class(w, actor):
     return _support_class(w)
 
 
+def _the_label(w, actor):
+    return _label(w)
+
+
 def _own_album_named(name: str):
     return _exists("albums.Album", name=name, owner=_the_actor)
 
@@ -324,6 +338,9 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:support-class-images", "POST"): Effect(201, _exists("rag.SupportImage", support_class=_the_class)),
     ("api:support-image-detail", "DELETE"): Effect(204, _gone("rag.SupportImage", "support_image_id")),
     ("api:support-image-crop", "GET"): Effect(400),  # no box given: invalid_box
+    ("api:support-set-label-jobs", "POST"): Effect(400),  # the set has no classes yet: no job
+    ("api:label-detail", "PATCH"): Effect(200, _exists("rag.Label", pk=_the_label, state="accepted")),
+    ("api:label-add-to-set", "POST"): Effect(409),  # only a reviewed label becomes an example
     ("ragvision-support-upload", "POST"): Effect(200, _ragvision_upload_landed),
     ("ragvision-invocations", "POST"): Effect(400),
     ("ragvision-healthcheck", "GET"): Effect(201),  # the engine's answer, kept for its monitors
@@ -371,6 +388,17 @@ def _support_image(world) -> int:
     return SupportImage.objects.get(support_class=world["support_class"]).pk
 
 
+def _label(world) -> int:
+    from search.rag.models import Label
+
+    _support_class(world)
+    if "label" not in world:
+        world["label"] = Label.objects.create(image=world["image"], support_set=world["support_set"],
+                                              support_class=world["support_class"], label="clean",
+                                              predicted_label="clean", scores={"clean": 1.0}, margin=1.0)
+    return world["label"].pk
+
+
 OBJECT_MAKERS = {
     "album_id": lambda w: w["album"].pk,
     "image_id": lambda w: w["image"].pk,
@@ -380,6 +408,7 @@ OBJECT_MAKERS = {
     "support_class_id": _support_class,
     "class_id": _support_class,
     "support_image_id": _support_image,
+    "label_id": _label,
 }
 # Kwargs that name the acting user's own things, not the album's: never offset for "missing".
 NOT_ALBUM_OBJECTS = {"user_id"}

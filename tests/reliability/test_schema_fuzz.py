@@ -71,7 +71,7 @@ def real_ids(world) -> dict[str, int]:
     return {
         "album_id": world.album.pk, "image_id": world.image.pk, "support_set_id": world.support_set.pk,
         "class_id": world.support_class.pk, "support_image_id": world.support_image.pk, "job_id": world.job.pk,
-        "user_id": world.member.pk,
+        "user_id": world.member.pk, "label_id": world.label.pk,
     }
 
 
