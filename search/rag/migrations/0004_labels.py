@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('albums', '0004_imagemask_from_search'),
         ('rag', '0003_support_set_flag_true_label'),
-        ('workers', '0005_labels'),
+        ('workers', '0006_labels'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

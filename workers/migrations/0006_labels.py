@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workers', '0004_indexjob_dismissed_at'),
+        ('workers', '0005_image_concepts'),
     ]
 
     operations = [
