@@ -109,3 +109,18 @@ def album_to_label(two_class_set, alice, client_for):
         "cat-3.jpg": jpeg(photo("chelsea").rotate(180)), "astronaut.jpg": jpeg(photo("astronaut")),
     })
     return {**two_class_set, "images": ids}
+
+
+def cat_and_cup_set(api, album_id: int, *, name: str, extra_files: tuple[bytes, ...] = ()) -> int:
+    """A support set of two classes through the API (224 px, 32 px patches): "cat" with chelsea, "cup"
+    with coffee, each plus `extra_files`; its id."""
+    set_id = api.post(
+        "/api/v1/support-sets/", {"album": album_id, "name": name, "support_resolution": 224, "patch_size": 32},
+        format="json",
+    ).json()["id"]
+    for label, sample in (("cat", "chelsea"), ("cup", "coffee")):
+        class_id = api.post(f"/api/v1/support-sets/{set_id}/classes/", {"label": label}, format="json").json()["id"]
+        files = [io.BytesIO(jpeg(photo(sample))), *(io.BytesIO(extra) for extra in extra_files)]
+        added = api.post(f"/api/v1/support-classes/{class_id}/images/", {"files": files}, format="multipart")
+        assert added.status_code == 201, added.content
+    return set_id

@@ -1,28 +1,19 @@
 """The labeling job through a real Celery worker consuming the real broker: started through the API,
 run on the `encode` queue, its labels read back through the API."""
 
-import io
 
 import pytest
 
 from albums.models import Image
 from search.rag.models import Label
 from tests.conftest import wait_for
-from tests.rag.conftest import augmented, jpeg, photo, upload
+from tests.rag.conftest import augmented, cat_and_cup_set, jpeg, photo, upload
 
 
 @pytest.fixture
 def set_and_album_on_worker(worker, rag_album, alice, client_for):
     api = client_for(alice)
-    set_id = api.post(
-        "/api/v1/support-sets/", {"album": rag_album.pk, "name": "label set", "support_resolution": 224, "patch_size": 32},
-        format="json",
-    ).json()["id"]
-    for label, sample in (("cat", "chelsea"), ("cup", "coffee")):
-        class_id = api.post(f"/api/v1/support-sets/{set_id}/classes/", {"label": label}, format="json").json()["id"]
-        added = api.post(f"/api/v1/support-classes/{class_id}/images/", {"files": [io.BytesIO(jpeg(photo(sample)))]},
-                         format="multipart")
-        assert added.status_code == 201
+    set_id = cat_and_cup_set(api, rag_album.pk, name="label set")
     ids = upload(api, rag_album.pk, {"cat-2.jpg": augmented("chelsea"), "cup-2.jpg": augmented("coffee"),
                                      "lost.jpg": jpeg(photo("astronaut"))})
     lost = Image.objects.get(pk=ids["lost.jpg"])

@@ -1,26 +1,18 @@
 """The real path: example images added through the API are embedded by a Celery worker on the
 `encode` queue, and classification runs on the `query` queue — the same answer as in-process."""
 
-import io
 
 import pytest
 
 from search.rag.models import PatchEmbedding, SupportImage
 from tests.conftest import wait_for
-from tests.rag.conftest import augmented, b64, jpeg, photo
+from tests.rag.conftest import augmented, b64, cat_and_cup_set
 
 
 @pytest.fixture
 def set_on_worker(worker, rag_album, alice, client_for):
     api = client_for(alice)
-    set_id = api.post(
-        "/api/v1/support-sets/", {"album": rag_album.pk, "name": "worker set", "support_resolution": 224, "patch_size": 32},
-        format="json",
-    ).json()["id"]
-    for label, sample in (("cat", "chelsea"), ("cup", "coffee")):
-        class_id = api.post(f"/api/v1/support-sets/{set_id}/classes/", {"label": label}, format="json").json()["id"]
-        files = [io.BytesIO(jpeg(photo(sample))), io.BytesIO(b"GIF89a broken")]
-        assert api.post(f"/api/v1/support-classes/{class_id}/images/", {"files": files}, format="multipart").status_code == 201
+    set_id = cat_and_cup_set(api, rag_album.pk, name="worker set", extra_files=(b"GIF89a broken",))
     return set_id
 
 
