@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from albums import services as album_services
+from albums.models import Image
 from albums.roles import Role
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -168,3 +170,18 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def upload_and_index(api, album, named: dict[str, bytes], *, timeout: float = 180) -> dict[str, int]:
+    """Upload files by name through the API, wait until the worker has indexed every one, and return
+    their image ids by name (without the extension)."""
+    files = []
+    for name, data in named.items():
+        handle = io.BytesIO(data)
+        handle.name = name
+        files.append(handle)
+    uploaded = api.post(f"/api/v1/albums/{album.pk}/images/", {"files": files}, format="multipart")
+    assert uploaded.status_code == 201 and uploaded.json()["created"] == len(named), uploaded.content
+    wait_for(lambda: Image.objects.filter(album=album, status="indexed").count() == len(named),
+             timeout=timeout, what="the worker to index the photos")
+    return {r["name"].rsplit(".", 1)[0]: r["image_id"] for r in uploaded.json()["results"]}

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from albums import services as album_services
-from albums.models import Image as AlbumImage
 from encoders.concepts import concept_index
-from tests.conftest import wait_for
+from tests.conftest import upload_and_index
 from tests.test_golden_retrieval import encoded, sample
 from workers.models import ImageConcepts
 
@@ -25,14 +24,7 @@ def search(api, album, **body):
 def test_words_find_the_photo_through_its_concepts(worker, alice, bob, client_for):
     album = album_services.album_create(owner=alice, name="concepts", encoder_spec="dense:efficientnet-lite0")
     api = client_for(alice)
-    files = [io.BytesIO(encoded(sample(name), "PNG")) for name in PHOTOS]
-    for handle, name in zip(files, PHOTOS, strict=True):
-        handle.name = f"{name}.png"
-    uploaded = api.post(f"/api/v1/albums/{album.pk}/images/", {"files": files}, format="multipart")
-    assert uploaded.status_code == 201, uploaded.content
-    ids = {r["name"].removesuffix(".png"): r["image_id"] for r in uploaded.json()["results"]}
-    wait_for(lambda: AlbumImage.objects.filter(album=album, status="indexed").count() == len(PHOTOS),
-             timeout=180, what="the worker to index the photos")
+    ids = upload_and_index(api, album, {f"{name}.png": encoded(sample(name), "PNG") for name in PHOTOS})
 
     # The index job wrote one row of class probabilities per image, under the vectors' model.
     album.refresh_from_db()

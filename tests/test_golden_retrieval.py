@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from albums import services as album_services
-from albums.models import Image as AlbumImage
-from tests.conftest import wait_for
+from tests.conftest import upload_and_index
 
 # scikit-image's bundled samples (no download): varied scenes, two of them greyscale.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "camera", "coins")
@@ -39,17 +38,7 @@ def edited_copy(image: Image.Image) -> bytes:
 def test_an_edited_copy_of_each_real_photo_finds_its_original_first(worker, alice, client_for):
     album = album_services.album_create(owner=alice, name="golden", encoder_spec="dense:efficientnet-lite0")
     api = client_for(alice)
-    files = [io.BytesIO(encoded(sample(name), "PNG")) for name in PHOTOS]
-    for handle, name in zip(files, PHOTOS, strict=True):
-        handle.name = f"{name}.png"
-    uploaded = api.post(f"/api/v1/albums/{album.pk}/images/", {"files": files}, format="multipart")
-    assert uploaded.status_code == 201 and uploaded.json()["created"] == len(PHOTOS)
-    ids = {r["name"].removesuffix(".png"): r["image_id"] for r in uploaded.json()["results"]}
-    wait_for(
-        lambda: AlbumImage.objects.filter(album=album, status="indexed").count() == len(PHOTOS),
-        timeout=180,
-        what="the worker to index the photos",
-    )
+    ids = upload_and_index(api, album, {f"{name}.png": encoded(sample(name), "PNG") for name in PHOTOS})
     for name in PHOTOS:
         response = api.post(
             f"/api/v1/albums/{album.pk}/search/",
@@ -83,14 +72,7 @@ def test_a_box_on_a_collage_finds_the_photo_under_it(worker, alice, client_for):
                                         pooling="regions")
     api = client_for(alice)
     names = (*QUADRANTS, "rocket", "hubble_deep_field")
-    files = [io.BytesIO(encoded(sample(name), "JPEG", quality=92)) for name in names]
-    for handle, name in zip(files, names, strict=True):
-        handle.name = f"{name}.jpg"
-    uploaded = api.post(f"/api/v1/albums/{album.pk}/images/", {"files": files}, format="multipart")
-    assert uploaded.status_code == 201, uploaded.content
-    ids = {r["name"].removesuffix(".jpg"): r["image_id"] for r in uploaded.json()["results"]}
-    wait_for(lambda: AlbumImage.objects.filter(album=album, status="indexed").count() == len(names),
-             timeout=180, what="the worker to index the photos")
+    ids = upload_and_index(api, album, {f"{name}.jpg": encoded(sample(name), "JPEG", quality=92) for name in names})
     query = encoded(collage(), "JPEG", quality=90)
     for name, box in QUADRANTS.items():
         response = api.post(
