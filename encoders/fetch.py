@@ -73,19 +73,21 @@ def hub_file(spec: EncoderSpec) -> HubFile | None:
     endpoint = hub_endpoint()
     for name in names:
         url = hf_hub_url(repo_id, name, endpoint=endpoint)
-        # A thread bounds the wait even where name resolution ignores the socket timeout.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(get_hf_file_metadata, url, timeout=PROBE_SECONDS)
-            try:
-                metadata = future.result(timeout=PROBE_SECONDS + 1)
-            except EntryNotFoundError:
-                continue  # the repository keeps its checkpoint under the next name
-            except FutureTimeout as error:
-                raise HubUnreachableError(unreachable_message(spec, endpoint, "timed out")) from error
-            except Exception as error:  # the hub client raises many kinds; none of them is a file to fetch
-                if _is_connection_error(error):
-                    raise HubUnreachableError(unreachable_message(spec, endpoint, error)) from error
-                raise
+        # A thread bounds the wait even where name resolution ignores the socket timeout; it is
+        # left behind (not joined) when it overruns.
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            metadata = pool.submit(get_hf_file_metadata, url, timeout=PROBE_SECONDS).result(timeout=PROBE_SECONDS + 1)
+        except EntryNotFoundError:
+            continue  # the repository keeps its checkpoint under the next name
+        except FutureTimeout as error:
+            raise HubUnreachableError(unreachable_message(spec, endpoint, "timed out")) from error
+        except Exception as error:  # the hub client raises many kinds; only connection failures mean "no hub"
+            if _is_connection_error(error):
+                raise HubUnreachableError(unreachable_message(spec, endpoint, error)) from error
+            raise
+        finally:
+            pool.shutdown(wait=False)
         etag = (metadata.etag or "").lower()
         return HubFile(repo_id, name, metadata.size, etag if _SHA256.match(etag) else None)
     raise EncoderError(f"The hub at {endpoint} has none of {', '.join(names)} in {repo_id} for {spec}.",

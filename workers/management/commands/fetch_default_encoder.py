@@ -3,6 +3,7 @@
 
 from django.core.management.base import BaseCommand
 
+from encoders.errors import EncoderError
 from encoders.registry import default_text_encoder
 from encoders.weights import default_fetch_allowed, find_weights
 from workers.fetching import model_fetch_start
@@ -13,6 +14,12 @@ class Command(BaseCommand):
             "missing (LOUPE_ALLOW_DOWNLOADS auto or true); progress on the jobs page and in Flower.")
 
     def handle(self, *args, **options):
+        try:
+            self._start()
+        except EncoderError as error:  # a bad LOUPE_DEFAULT_ENCODERS: said here, and again by album creation
+            self.stderr.write(f"Not downloading the default text encoder: {error.message}")
+
+    def _start(self) -> None:
         if not default_fetch_allowed():
             self.stdout.write("LOUPE_ALLOW_DOWNLOADS=false: no model is downloaded.")
             return
