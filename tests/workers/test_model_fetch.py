@@ -117,6 +117,19 @@ def test_no_hub_fails_the_fetch_at_once_and_new_albums_fall_back(db, fetchable, 
     assert IndexJob.objects.filter(kind="fetch").count() == 1
 
 
+def test_a_hub_that_takes_the_connection_but_never_answers_fails_the_fetch_too(db, fetchable, monkeypatch):
+    """A firewall that drops packets looks like this: the probe's timeout ends it, not a hung download."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        job, _ = model_fetch_start(spec=fetchable)
+        model_fetch_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.message.startswith(f"No model hub answered at {endpoint} within 3 s"), job.message
+
+
 def test_downloads_false_never_starts_a_fetch(db, fetchable, alice, settings):
     settings.LOUPE_ALLOW_DOWNLOADS = False
     assert album_services.album_create(owner=alice, name="offline").encoder_spec == EFFICIENTNET
