@@ -10,11 +10,13 @@ import json
 import shutil
 import socket
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from albums import services as album_services
 from albums.models import Album, Image
@@ -24,6 +26,7 @@ from tests.conftest import wait_for
 from tests.tiny_models import make_images
 from workers.fetching import model_fetch_run, model_fetch_start
 from workers.models import IndexJob
+from workers.recovery import resume_pending_work
 
 EFFICIENTNET = "dense:efficientnet-lite0"
 CHECKPOINT = "open_clip_model.safetensors"
@@ -130,6 +133,17 @@ def test_a_hub_that_takes_the_connection_but_never_answers_fails_the_fetch_too(d
     assert job.status == "failed" and job.message.startswith(f"No model hub answered at {endpoint} within 3 s"), job.message
 
 
+def test_the_recovery_sweep_replaces_a_download_whose_worker_died(db, fetchable):
+    job, _ = model_fetch_start(spec=fetchable)
+    IndexJob.objects.filter(pk=job.pk).update(status="running", created_at=timezone.now() - timedelta(hours=1),
+                                              heartbeat_at=timezone.now() - timedelta(hours=1))
+    started = resume_pending_work()["model_fetches"]
+    job.refresh_from_db()
+    assert job.status == "failed" and job.message.startswith("Stalled")
+    assert IndexJob.objects.get(pk=started[0]).model_id == fetchable and len(started) == 1
+    assert resume_pending_work()["model_fetches"] == []  # the new one is alive
+
+
 def test_downloads_false_never_starts_a_fetch(db, fetchable, alice, settings):
     settings.LOUPE_ALLOW_DOWNLOADS = False
     assert album_services.album_create(owner=alice, name="offline").encoder_spec == EFFICIENTNET
@@ -165,10 +179,13 @@ def test_an_album_made_while_the_model_downloads_gets_it_and_searches_by_words(w
         assert created.status_code == 201 and created.json()["encoder_spec"] == spec, created.content
         album = Album.objects.get(pk=created.json()["id"])
         fetch = IndexJob.objects.get(kind="fetch", model_id=spec)
-        wait_for(lambda: IndexJob.objects.filter(pk=fetch.pk, status="running").exists(), what="the download to start")
+        wait_for(lambda: IndexJob.objects.filter(pk=fetch.pk, status="running", total__gt=0).exists(),
+                 what="the download to start (the hub told its size)")
 
         client.force_login(alice)
         assert "Text search will be ready when the model has downloaded (" in client.get(f"/albums/{album.pk}/").content.decode()
+        progress = api.get(f"/api/v1/albums/{album.pk}/").json()["index"]["model_fetch"]
+        assert progress["status"] == "running" and progress["total"] == len(hub_model[1]), progress
         files = []
         for index, image in enumerate(make_images()[:2]):
             buffer = io.BytesIO()
