@@ -149,7 +149,8 @@ def local_hub():
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir, import_root, local_hub):
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir, import_root,
+                          local_hub):
     """A `celery worker` subprocess on the test database and broker, for the whole session."""
     import redis
 

@@ -243,7 +243,9 @@ def index_job_run(*, job_id: int) -> dict:
     if job.album.generation != job.generation:
         index_job_cancel(job=job, reason=SUPERSEDED)
         return {"skipped": "superseded"}
-    encoder, error = _job_encoder(job)
+    # While a fetch job brings the encoder, the job waits for it rather than load (or, with
+    # LOUPE_ALLOW_DOWNLOADS=true, download the same file a second time).
+    encoder, error = (None, WAITING_FOR_WEIGHTS) if active_fetch(job.album.encoder_spec) else _job_encoder(job)
     if error == WAITING_FOR_WEIGHTS:
         _wait_for_weights(job)
         return {"waiting": job.album.encoder_spec}

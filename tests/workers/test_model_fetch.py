@@ -130,7 +130,8 @@ def test_a_hub_that_takes_the_connection_but_never_answers_fails_the_fetch_too(d
         job, _ = model_fetch_start(spec=fetchable)
         model_fetch_run(job_id=job.pk)
     job.refresh_from_db()
-    assert job.status == "failed" and job.message.startswith(f"No model hub answered at {endpoint} within 3 s"), job.message
+    assert job.status == "failed", job.message
+    assert job.message.startswith(f"No model hub answered at {endpoint} within 3 s"), job.message
 
 
 def test_the_recovery_sweep_replaces_a_download_whose_worker_died(db, fetchable):
@@ -183,7 +184,8 @@ def test_an_album_made_while_the_model_downloads_gets_it_and_searches_by_words(w
                  what="the download to start (the hub told its size)")
 
         client.force_login(alice)
-        assert "Text search will be ready when the model has downloaded (" in client.get(f"/albums/{album.pk}/").content.decode()
+        page = client.get(f"/albums/{album.pk}/").content.decode()
+        assert "Text search will be ready when the model has downloaded (" in page
         progress = api.get(f"/api/v1/albums/{album.pk}/").json()["index"]["model_fetch"]
         assert progress["status"] == "running" and progress["total"] == len(hub_model[1]), progress
         files = []
