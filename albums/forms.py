@@ -2,7 +2,7 @@ from django import forms
 
 from albums.models import Album
 from albums.roles import Role
-from albums.services import album_default_encoder
+from albums.services import album_default_encoder, album_default_fallback_note
 from encoders.catalog import SAPIENS2_RESPONSIBLE_USE, responsible_use_notice
 from encoders.errors import EncoderError
 from encoders.registry import TEXT_CONCEPTS, TEXT_EMBEDDING, known_specs, text_search
@@ -74,6 +74,8 @@ class AlbumCreateForm(EncoderChoiceMixin, forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices()
         self.fields["encoder_spec"].initial = album_default_encoder()
+        if note := album_default_fallback_note():
+            self.fields["encoder_spec"].help_text = note
 
 
 class AlbumSettingsForm(EncoderChoiceMixin, forms.ModelForm):

@@ -79,6 +79,17 @@ def album_default_encoder() -> str:
     return default_encoder_spec(arriving=arriving if text_spec is not None else None)
 
 
+def album_default_fallback_note() -> str | None:
+    """Why new albums do not get the default text encoder, when its download failed: said on the
+    album form rather than leaving people to find that words search only ImageNet concepts."""
+    text_spec = default_text_encoder() if default_fetch_allowed() else None
+    state = hooks.model_fetch(spec=str(text_spec)) if text_spec is not None else None
+    if state is None or state.status != "failed" or find_weights(text_spec) is not None:
+        return None
+    return (f"The default text encoder {text_spec} could not be downloaded, so new albums get the next default: "
+            f"{state.message}")
+
+
 def _fetch_default_text_weights(spec: str) -> bool:
     """Start (or join) the model fetch of the default text encoder when it is `spec` and missing;
     True when its weights are on their way."""

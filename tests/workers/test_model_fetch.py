@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from albums import services as album_services
+from albums.forms import AlbumCreateForm
 from albums.models import Album, Image
 from encoders.registry import EncoderSpec
 from encoders.weights import find_weights
@@ -114,10 +115,13 @@ def test_no_hub_fails_the_fetch_at_once_and_new_albums_fall_back(db, fetchable, 
     assert job.message.startswith(f"No model hub answered at {endpoint} within 3 s")
     assert "LOUPE_ALLOW_DOWNLOADS=false" in job.message and str(EncoderSpec.parse(fetchable).model) in job.message
 
-    # Offline now known: the next album searches with what is here, and nobody tries again.
+    # Offline now known: the next album searches with what is here, says why, and nobody tries again.
     second = album_services.album_create(owner=alice, name="second")
     assert second.encoder_spec == EFFICIENTNET
     assert IndexJob.objects.filter(kind="fetch").count() == 1
+    form = AlbumCreateForm()
+    assert form.fields["encoder_spec"].initial == EFFICIENTNET
+    assert form.fields["encoder_spec"].help_text.startswith(f"The default text encoder {fetchable} could not be downloaded")
 
 
 def test_a_hub_that_takes_the_connection_but_never_answers_fails_the_fetch_too(db, fetchable, monkeypatch):
