@@ -2,11 +2,11 @@
 job runs (workers/fetching.py) when the default text encoder is missing (`LOUPE_ALLOW_DOWNLOADS`
 auto or true).
 
-The download is huggingface_hub's own `hf_hub_download` into the models directory, against
-`HF_ENDPOINT` (read at each call, so a mirror or a test's loopback server is honoured): it retries a
-cut connection in place with an HTTP Range request. Its first request asks for the file's size and
-LFS sha256 with a short timeout, so a machine with no network learns it at once instead of waiting
-on a download. Workers only: it imports huggingface_hub and, for OpenCLIP, open_clip (torch).
+The download is huggingface_hub's own `http_get` against `HF_ENDPOINT` (read at each call, so a
+mirror or a test's loopback server is honoured): it retries a cut connection in place with an HTTP
+Range request, and a fetch restarted after its worker died continues the partial file the same way.
+The first request asks for the file's size and LFS sha256 with a short timeout, so a machine with
+no network learns it at once instead of waiting on a download. Workers only: it imports huggingface_hub and, for OpenCLIP, open_clip (torch).
 """
 
 from __future__ import annotations
@@ -99,24 +99,44 @@ def fetch_with_progress(spec: EncoderSpec, *, progress: Progress) -> ResolvedWei
     target = hub_file(spec)
     if target is None:
         return fetch_weights(spec)  # the family's own fetch: no byte progress, no checksum to compare
-    from huggingface_hub import hf_hub_download  # worker tier only (requirements/worker.txt)
+    # huggingface_hub: worker tier only (requirements/worker.txt)
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
 
     directory = expected_location(spec).directory
-    directory.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(directory, target)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    # What an interrupted fetch (its worker killed) left is continued with a Range request:
+    # hf_hub_download would start over, as it keeps no partial file across processes.
+    start = partial.stat().st_size if partial.is_file() else 0
+    if target.size is not None and start > target.size:
+        start = 0
     total = target.size or 0
-    progress(0, total)
-    path = Path(hf_hub_download(target.repo_id, target.filename, local_dir=directory, endpoint=hub_endpoint(),
-                                tqdm_class=_progress_class(progress, total)))
+    progress(start, max(total, start))
+    with open(partial, "r+b" if start else "wb") as stream:
+        stream.truncate(start)
+        stream.seek(start)
+        http_get(hf_hub_url(target.repo_id, target.filename, endpoint=hub_endpoint()), stream, resume_size=start,
+                 headers=build_hf_headers(), expected_size=target.size, tqdm_class=_progress_class(progress, total))
     if target.sha256:
-        actual = file_sha256(path)
+        actual = file_sha256(partial)
         if actual != target.sha256:
-            path.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
             raise WeightsChecksumError(
                 f"{target.filename} from {target.repo_id} does not match the sha256 the hub publishes "
                 f"({actual} instead of {target.sha256}); the file was deleted. Fetch it again, or put a good copy at "
                 f"{expected_location(spec).describe()}.", extra={"spec": str(spec)})
+    path = directory / target.filename
+    partial.replace(path)  # whole and checked: only now does the loader see it
     progress(path.stat().st_size, path.stat().st_size)
     return ResolvedWeights(path, "download", (path,))
+
+
+def partial_path(directory: Path, target: HubFile) -> Path:
+    """Where a download grows until it is whole; named by the file's sha256, so a partial file of
+    another version is never continued."""
+    return directory / ".partial" / f"{target.filename}.{target.sha256 or 'unversioned'}.incomplete"
 
 
 def file_sha256(path: Path) -> str:

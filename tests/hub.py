@@ -86,9 +86,10 @@ class LocalHub:
     def add(self, repo: str, filename: str, data: bytes) -> None:
         self.files[(repo, filename)] = data
 
-    def gets(self, filename: str) -> list[str | None]:
-        """The Range header of each GET of `filename` (None: from the start)."""
-        return [r for method, path, r in self.requests if method == "GET" and path.endswith("/" + filename)]
+    def gets(self, repo: str, filename: str) -> list[str | None]:
+        """The Range header of each GET of the file (None: from the start)."""
+        return [r for method, path, r in self.requests
+                if method == "GET" and path.startswith(f"/{repo}/") and path.endswith("/" + filename)]
 
     def close(self) -> None:
         self.gate.set()

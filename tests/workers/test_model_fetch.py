@@ -5,6 +5,7 @@ job at once and albums fall back; `false` never starts one."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -22,7 +23,8 @@ from albums import services as album_services
 from albums.forms import AlbumCreateForm
 from albums.models import Album, Image
 from encoders.registry import EncoderSpec
-from encoders.weights import find_weights
+from encoders.fetch import HubFile, partial_path
+from encoders.weights import expected_location, find_weights
 from tests.conftest import wait_for
 from tests.tiny_models import make_images
 from workers.fetching import model_fetch_run, model_fetch_start
@@ -80,8 +82,24 @@ def test_a_fetch_downloads_with_byte_progress_resumes_a_cut_connection_and_check
     found = find_weights(EncoderSpec.parse(fetchable))
     assert found is not None and found.path.read_bytes() == data
     # huggingface_hub picked up where the cut connection left it instead of starting over.
-    ranges = local_hub.gets(CHECKPOINT)
+    ranges = local_hub.gets(repo, CHECKPOINT)
     assert len(ranges) == 2 and ranges[0] is None and ranges[1] == f"bytes={10 << 20}-", ranges
+
+
+def test_a_download_restarted_after_its_worker_died_continues_the_partial_file(db, fetchable, hub_model, local_hub,
+                                                                               settings):
+    repo, data = hub_model
+    spec = EncoderSpec.parse(fetchable)
+    target = HubFile(repo, CHECKPOINT, len(data), hashlib.sha256(data).hexdigest())
+    partial = partial_path(expected_location(spec).directory, target)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[:1000])  # what the killed worker had written
+    job, _ = model_fetch_start(spec=fetchable)
+    model_fetch_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.message
+    assert local_hub.gets(repo, CHECKPOINT) == ["bytes=1000-"]
+    assert find_weights(spec).path.read_bytes() == data and not partial.exists()
 
 
 def test_a_file_that_does_not_match_the_published_sha256_is_deleted(db, fetchable, hub_model, local_hub):
