@@ -6,7 +6,8 @@ The download is huggingface_hub's own `http_get` against `HF_ENDPOINT` (read at 
 mirror or a test's loopback server is honoured): it retries a cut connection in place with an HTTP
 Range request, and a fetch restarted after its worker died continues the partial file the same way.
 The first request asks for the file's size and LFS sha256 with a short timeout, so a machine with
-no network learns it at once instead of waiting on a download. Workers only: it imports huggingface_hub and, for OpenCLIP, open_clip (torch).
+no network learns it at once instead of waiting on a download. Importing this module is free; its
+functions import huggingface_hub and, for OpenCLIP, open_clip (torch): workers call them.
 """
 
 from __future__ import annotations
