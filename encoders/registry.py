@@ -133,7 +133,10 @@ def default_text_encoder() -> EncoderSpec | None:
     """The first of `LOUPE_DEFAULT_ENCODERS` with a text tower: what a model fetch job brings when
     its weights are missing (concept search does not count: it is the fallback)."""
     for text in settings.LOUPE_DEFAULT_ENCODERS:
-        spec = validate_spec(text)
+        try:
+            spec = validate_spec(text)
+        except EncoderSpecError:
+            continue  # not allowed here, or unknown: album creation names the problem when it gets there
         if text_search(spec) == TEXT_EMBEDDING:
             return spec
     return None
