@@ -43,7 +43,7 @@ from workers.vector_store import (
     hnsw_index_ensure,
     regions_insert,
 )
-from workers.fetching import active_fetch, last_fetch
+from workers.fetching import active_fetch, fetch_state, last_fetch
 from workers.models import IndexJob, IndexJobBatch
 from workers.pipeline import embed_stored_images, make_pool
 from workers.selectors import rebuild_failure_get
@@ -213,8 +213,6 @@ def _job_encoder(job: IndexJob):
         return PooledEncoder(encoder, pooling=album.pooling, storage=album.vector_storage, segmenter=segmenter,
                              precision=_kept_precision(album)), None
     except EncoderWeightsMissing as exc:
-        if active_fetch(album.encoder_spec) is not None:
-            return None, WAITING_FOR_WEIGHTS
         last = last_fetch(album.encoder_spec)
         failed = f" Their download failed: {last.message}" if last and last.status == IndexJob.Status.FAILED else ""
         _fail_job(job.pk, exc.message + failed)
@@ -229,7 +227,7 @@ def _wait_for_weights(job: IndexJob) -> None:
     from workers.tasks import encode_index_job  # cycle: workers.tasks imports this module
 
     fetch = active_fetch(job.album.encoder_spec)
-    percent = f" ({int(100 * fetch.done / fetch.total)} %)" if fetch is not None and fetch.total else ""
+    percent = f" ({fetch_state(fetch).percent} %)" if fetch is not None and fetch.total else ""
     IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.QUEUED).update(
         heartbeat_at=timezone.now(),
         message=f"Waiting for the weights of {job.album.encoder_spec} to download{percent}; indexing starts when they land.")

@@ -226,8 +226,9 @@ def test_an_album_made_while_the_model_downloads_gets_it_and_searches_by_words(w
         local_hub.gate.set()
         wait_for(lambda: Image.objects.filter(album=album, status="indexed").count() == 2, timeout=120,
                  what="the worker to index the photos once the weights landed")
-        waiting.refresh_from_db()
-        assert waiting.status == "succeeded", waiting.message
+        # The job that waited is the one that indexed them.
+        wait_for(lambda: IndexJob.objects.filter(pk=waiting.pk, status="succeeded").exists(),
+                 what="the waiting index job to finish")
 
         fetch.refresh_from_db()
         assert fetch.status == "succeeded" and fetch.done == fetch.total == len(hub_model[1]), fetch.message
