@@ -1,11 +1,12 @@
 from django import forms
-from django.conf import settings
 
 from albums.models import Album
 from albums.roles import Role
+from albums.services import album_default_encoder, album_default_fallback_note
 from encoders.catalog import SAPIENS2_RESPONSIBLE_USE, responsible_use_notice
 from encoders.errors import EncoderError
-from encoders.registry import TEXT_CONCEPTS, TEXT_EMBEDDING, default_encoder_spec, known_specs, text_search
+from encoders.registry import TEXT_CONCEPTS, TEXT_EMBEDDING, known_specs, text_search
+from encoders.weights import default_fetch_allowed, downloads_allowed
 
 
 CUSTOM_ENCODER = "(custom)"
@@ -28,7 +29,12 @@ def encoder_choices(current: str | None = None) -> list:
         groups.append(("This album's", [(current, current)]))
     groups.append(("Installed", installed))
     if missing:
-        where = "downloads on first use" if settings.LOUPE_ALLOW_DOWNLOADS else "downloads are off: an operator places the weights"
+        if downloads_allowed():
+            where = "downloads on first use"
+        elif default_fetch_allowed():
+            where = "the default text encoder downloads by itself; an operator places the others"
+        else:
+            where = "downloads are off: an operator places the weights"
         groups.append((f"Needs download ({where})", missing))
     return [*groups, (CUSTOM_ENCODER, "(custom) — a spec of your own, e.g. a checkpoint in the models folder")]
 
@@ -67,7 +73,9 @@ class AlbumCreateForm(EncoderChoiceMixin, forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["encoder_spec"].choices = encoder_choices()
-        self.fields["encoder_spec"].initial = default_encoder_spec()
+        self.fields["encoder_spec"].initial = album_default_encoder()
+        if note := album_default_fallback_note():
+            self.fields["encoder_spec"].help_text = note
 
 
 class AlbumSettingsForm(EncoderChoiceMixin, forms.ModelForm):

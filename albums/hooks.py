@@ -6,6 +6,9 @@
 - `album_vectors_changed(album, user)`: sent inside the transaction that bumped the album's
   generation (encoder, pooling or storage changed). The indexing layer cancels the album's job and
   starts a rebuild in that same transaction.
+- `model_fetch(spec, start)`: the model fetch job for an encoder's weights (a `ModelFetchState`),
+  started when asked and none is under way or failed, from the provider the indexing layer
+  registers; without it, None. New albums ask it before taking a default encoder that is not here yet.
 - `index_summary(album)`: image counts by status and the model search uses, plus what albums shows
   of its indexing but does not own (the job under way, a failed rebuild not yet dismissed: an
   `IndexState`), from the one provider the indexing layer registers; without it, both are None.
@@ -38,6 +41,45 @@ class IndexState:
     active_job: dict | None = None
     rebuilding: bool = False
     last_failed_rebuild: dict | None = None  # {job_id, encoder_spec, message, finished_at}
+    model_fetch: dict | None = None  # the album encoder's weights on their way: {status, done, total, percent}
+
+
+@dataclass(frozen=True)
+class ModelFetchState:
+    """A model fetch job as albums sees it: its status and bytes, never whose request started it."""
+
+    spec: str
+    status: str  # an IndexJob status: queued, running, succeeded, failed, cancelled
+    done: int  # bytes
+    total: int  # bytes; 0 until the hub has said how many
+    message: str = ""
+
+    @property
+    def arriving(self) -> bool:
+        return self.status in ("queued", "running")
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+_model_fetch: Callable[..., ModelFetchState | None] | None = None
+
+
+def provide_model_fetch(provider: Callable[..., ModelFetchState | None]) -> None:
+    global _model_fetch
+    _model_fetch = provider
+
+
+def model_fetch_provided() -> bool:
+    return _model_fetch is not None
+
+
+def model_fetch(*, spec: str, start: bool = False) -> ModelFetchState | None:
+    """The latest fetch of `spec`'s weights, or None; with `start`, one is started unless one is
+    under way or the last failed (a machine with no network does not try again at every new album:
+    the launcher tries once per start, `manage.py fetch_default_encoder` on demand)."""
+    return _model_fetch(spec=spec, start=start) if _model_fetch is not None else None
 
 
 @dataclass(frozen=True)
@@ -50,6 +92,7 @@ class IndexSummary:
     active_job: dict | None
     rebuilding: bool
     last_failed_rebuild: dict | None
+    model_fetch: dict | None = None
 
 
 _index_summary: Callable[..., IndexState] | None = None
@@ -72,6 +115,7 @@ def index_summary(*, album) -> IndexSummary:
         active_job=state.active_job,
         rebuilding=state.rebuilding,
         last_failed_rebuild=state.last_failed_rebuild,
+        model_fetch=state.model_fetch,
     )
 
 

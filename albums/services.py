@@ -24,9 +24,9 @@ from albums.storage import image_file_open
 from config.errors import ApplicationError, ConflictError
 from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.pooling import MEAN
-from encoders.registry import default_encoder_spec, ensemble_by_default, validate_spec
+from encoders.registry import default_encoder_spec, default_text_encoder, ensemble_by_default, validate_spec
 from encoders.spec import EncoderSpec
-from encoders.weights import downloads_allowed, find_weights, weights_missing_error
+from encoders.weights import default_fetch_allowed, downloads_allowed, find_weights, weights_missing_error
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,41 @@ def _check_pooling(*, encoder_spec: str, pooling: str) -> None:
         )
 
 
+def album_default_encoder() -> str:
+    """The encoder a new album gets. Where the default text encoder is missing but may be fetched
+    (`LOUPE_ALLOW_DOWNLOADS` auto or true), it is the one: album_create starts its model fetch job
+    (or joins the one under way) and the album indexes once the weights land. Only a fetch that
+    failed (no hub answered) leaves new albums on the next default that is here."""
+    text_spec = default_text_encoder() if default_fetch_allowed() and hooks.model_fetch_provided() else None
+
+    def arriving(spec: EncoderSpec) -> bool:
+        state = hooks.model_fetch(spec=str(spec)) if spec == text_spec else None
+        return spec == text_spec and (state is None or state.status != "failed")
+
+    return default_encoder_spec(arriving=arriving if text_spec is not None else None)
+
+
+def album_default_fallback_note() -> str | None:
+    """Why new albums do not get the default text encoder, when its download failed: said on the
+    album form rather than leaving people to find that words search only ImageNet concepts."""
+    text_spec = default_text_encoder() if default_fetch_allowed() else None
+    state = hooks.model_fetch(spec=str(text_spec)) if text_spec is not None else None
+    if state is None or state.status != "failed" or find_weights(text_spec) is not None:
+        return None
+    return (f"The default text encoder {text_spec} could not be downloaded, so new albums get the next default: "
+            f"{state.message}")
+
+
+def _fetch_default_text_weights(spec: str) -> bool:
+    """Start (or join) the model fetch of the default text encoder when it is `spec` and missing;
+    True when its weights are on their way."""
+    parsed = EncoderSpec.parse(spec)
+    if not default_fetch_allowed() or parsed != default_text_encoder() or find_weights(parsed) is not None:
+        return False
+    state = hooks.model_fetch(spec=spec, start=True)
+    return state is not None and state.arriving
+
+
 @transaction.atomic
 def album_create(
     *,
@@ -78,7 +113,7 @@ def album_create(
     pooling: str = MEAN,
     vector_storage: str = "vector",
 ) -> Album:
-    spec = validated_encoder_spec(encoder_spec or default_encoder_spec())
+    spec = validated_encoder_spec(encoder_spec or album_default_encoder())
     album = Album(
         owner=owner,
         name=name,
@@ -94,6 +129,7 @@ def album_create(
     _check_pooling(encoder_spec=album.encoder_spec, pooling=album.pooling)
     album.save()
     AlbumMembership.objects.create(album=album, user=owner, role=Role.OWNER)
+    _fetch_default_text_weights(spec)
     return album
 
 
@@ -128,7 +164,7 @@ def _check_weights_obtainable(spec: str) -> None:
     """Refuse a new encoder whose weights are neither here nor downloadable: its rebuild would fail
     and the album would stay on the old one, which the settings page used to call "saved"."""
     parsed = EncoderSpec.parse(spec)
-    if downloads_allowed() or find_weights(parsed) is not None:
+    if downloads_allowed() or find_weights(parsed) is not None or _fetch_default_text_weights(spec):
         return
     missing = weights_missing_error(parsed)
     raise ConflictError(missing.message, code="encoder_weights_missing", extra=missing.extra)

@@ -153,6 +153,9 @@ class Launcher:
             self.manage("migrate", "--noinput")
             self.manage("collectstatic", "--noinput", "--verbosity", "0")
             self.manage("ensure_admin")
+            # Queued before the workers start; a worker downloads while the web comes up (offline: it
+            # fails within seconds and albums fall back to the default that is here).
+            self.manage("fetch_default_encoder")
             self.start_children()
             _log(f"Loupe is up: http://{self.host}:{self.port}/  (Flower: http://{self.host}:{self.flower_port}/, "
                  f"{self.flower_credentials_note})")

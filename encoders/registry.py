@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -37,6 +38,7 @@ __all__ = [
     "default_min_score",
     "spec_dim",
     "default_encoder_spec",
+    "default_text_encoder",
 ]
 
 
@@ -115,15 +117,29 @@ def known_specs() -> list[dict]:
     return rows
 
 
-def default_encoder_spec() -> str:
+def default_encoder_spec(*, arriving: Callable[[EncoderSpec], bool] | None = None) -> str:
     """The encoder for new albums: the first of `LOUPE_DEFAULT_ENCODERS` whose weights this server
-    has (so a fresh install indexes with no file placed by hand), else the first entry."""
+    has (so a fresh install indexes with no file placed by hand) or, asked through `arriving`, whose
+    weights are on their way (a model fetch job); else the first entry."""
     candidates = list(settings.LOUPE_DEFAULT_ENCODERS)
     for text in candidates:
         spec = validate_spec(text)
-        if find_weights(spec, import_libraries=False) is not None:
+        if find_weights(spec, import_libraries=False) is not None or (arriving is not None and arriving(spec)):
             return str(spec)
     return candidates[0]
+
+
+def default_text_encoder() -> EncoderSpec | None:
+    """The first of `LOUPE_DEFAULT_ENCODERS` with a text tower: what a model fetch job brings when
+    its weights are missing (concept search does not count: it is the fallback)."""
+    for text in settings.LOUPE_DEFAULT_ENCODERS:
+        try:
+            spec = validate_spec(text)
+        except EncoderSpecError:
+            continue  # not allowed here, or unknown: album creation names the problem when it gets there
+        if text_search(spec) == TEXT_EMBEDDING:
+            return spec
+    return None
 
 
 def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encoder:

@@ -3,7 +3,8 @@
 
 Order: `LOUPE_MODELS_DIR` (layout below, also in docs/encoders.md), then the libraries' own caches
 (only looked into, never filled), then the hub — and the hub only when `LOUPE_ALLOW_DOWNLOADS` is
-on or an operator runs `manage.py encoders fetch`. Nothing here imports torch unless asked to
+true, an operator runs `manage.py encoders fetch`, or a model fetch job brings the default text
+encoder (`auto`, encoders/fetch.py). Nothing here imports torch unless asked to
 (`import_libraries=True`, which the workers' loaders pass), so the web tier can say whether an
 encoder's weights are present.
 
@@ -57,7 +58,13 @@ def models_dir() -> Path:
 
 
 def downloads_allowed() -> bool:
-    return bool(settings.LOUPE_ALLOW_DOWNLOADS)
+    """Whether any encoder may fetch its weights where it loads them (`LOUPE_ALLOW_DOWNLOADS=true`)."""
+    return settings.LOUPE_ALLOW_DOWNLOADS is True
+
+
+def default_fetch_allowed() -> bool:
+    """Whether the default text encoder is fetched in the background when missing (`auto` or `true`)."""
+    return settings.LOUPE_ALLOW_DOWNLOADS in (True, "auto")
 
 
 def expected_location(spec: EncoderSpec) -> WeightsLocation:

@@ -139,7 +139,18 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir, import_root):
+def local_hub():
+    """A model hub on loopback (tests/hub.py); workers get it as HF_ENDPOINT, so no test reaches the internet."""
+    from tests.hub import LocalHub
+
+    hub = LocalHub()
+    yield hub
+    hub.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, tiny_models_dir, import_root,
+                          local_hub):
     """A `celery worker` subprocess on the test database and broker, for the whole session."""
     import redis
 
@@ -147,7 +158,8 @@ def celery_worker_process(django_db_setup, django_db_blocker, tmp_path_factory, 
     media = tmp_path_factory.mktemp("worker-media")
     log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
     name = f"test-{os.getpid()}"
-    env = worker_env(media_root=media, models_dir=tiny_models_dir, LOUPE_IMPORT_ROOTS=str(import_root))
+    env = worker_env(media_root=media, models_dir=tiny_models_dir, LOUPE_IMPORT_ROOTS=str(import_root),
+                     HF_ENDPOINT=local_hub.url)
     process = start_worker(env, log_path, name=name)
     yield {"process": process, "media_root": media, "log": log_path, "name": name, "models_dir": tiny_models_dir}
     stop_worker(process)

@@ -84,12 +84,16 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
         LOUPE_VAR_DIR=str(tmp_path / "var"), LOUPE_PORT=str(port), LOUPE_FLOWER_PORT=str(flower_port),
         LOUPE_ADMIN_USERNAME="admin", LOUPE_ADMIN_PASSWORD="launcher-test-pw", LOUPE_WEB_WORKERS="1",
         LOUPE_DEFAULT_CONCURRENCY="1",
+        # No hub answers (a closed port), network or not: the default text encoder's download,
+        # queued at start (LOUPE_ALLOW_DOWNLOADS defaults to auto), fails and nothing waits on it.
+        HF_ENDPOINT=f"http://127.0.0.1:{free_port()}",
     )
     log_path = tmp_path / "launcher.log"
     with open(log_path, "wb") as log:
         process = start(env, log)
         try:
             assert wait_healthy(process, port, log_path) == {"status": "ok"}  # what a stranger sees
+            assert "open-clip:ViT-B-32/laion2b_s34b_b79k: downloading in the background" in log_path.read_text()
             admin_token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]
             report = health(port, admin_token)
             assert report["components"]["database"]["pgvector"].startswith("0.8")

@@ -7,7 +7,7 @@ from workers.models import Embedding, IndexJob
 
 @admin.register(IndexJob)
 class IndexJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "album", "kind", "status", "done", "failed", "total", "created_at", "flower"]
+    list_display = ["id", "album", "kind", "model_id", "status", "done", "failed", "total", "created_at", "flower"]
     list_filter = ["kind", "status"]
     search_fields = ["album__name", "celery_task_id"]
     list_select_related = ["album"]

@@ -4,7 +4,7 @@ WorkersConfig.ready."""
 from __future__ import annotations
 
 from albums import hooks
-from workers import indexing, services
+from workers import fetching, indexing, services
 from workers.api.views import FailedRebuildSerializer, JobSerializer
 from workers.models import IndexJob
 from workers.selectors import rebuild_failure_get
@@ -28,10 +28,15 @@ def album_index_state(*, album) -> hooks.IndexState:
     job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
            .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES, IndexJob.Kind.LABEL]).first())
     failed = rebuild_failure_get(album=album)
+    # Only the album's own encoder: members learn how far its weights are, not who asked for them.
+    download = fetching.active_fetch(album.encoder_spec)
+    state = fetching.fetch_state(download) if download else None
     return hooks.IndexState(
         active_job=JobSerializer(job).data if job else None,
         rebuilding=bool(job and job.kind == IndexJob.Kind.REBUILD),
         last_failed_rebuild=FailedRebuildSerializer(failed, context={"album": album}).data if failed else None,
+        model_fetch={"status": state.status, "done": state.done, "total": state.total, "percent": state.percent}
+        if state else None,
     )
 
 
@@ -40,3 +45,4 @@ def connect() -> None:
     hooks.images_uploaded.connect(queue_indexing, dispatch_uid="workers.queue_indexing")
     hooks.album_vectors_changed.connect(rebuild, dispatch_uid="workers.rebuild")
     hooks.provide_index_summary(album_index_state)
+    hooks.provide_model_fetch(fetching.model_fetch_state)

@@ -27,7 +27,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from albums.models import Album, Image, ImageMask
-from encoders.errors import EncoderError
+from encoders.errors import EncoderError, EncoderWeightsMissing
 from encoders.model_ids import parse_model_id
 from encoders.pooled_encoder import PooledEncoder
 from encoders.pooling import MASKED
@@ -43,6 +43,7 @@ from workers.vector_store import (
     hnsw_index_ensure,
     regions_insert,
 )
+from workers.fetching import active_fetch, fetch_state, last_fetch
 from workers.models import IndexJob, IndexJobBatch
 from workers.pipeline import embed_stored_images, make_pool
 from workers.selectors import rebuild_failure_get
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 SUPERSEDED = "Superseded: the album's encoder changed before this job finished."
 # In the message of a job the broker refused; the recovery sweep (workers/recovery.py) restarts those.
 BROKER_UNAVAILABLE = "broker unavailable"
+# An index job whose encoder is downloading (a model fetch job) looks again this often.
+FETCH_WAIT_SECONDS = 3
+WAITING_FOR_WEIGHTS = "waiting_for_weights"
 
 
 # --- starting, joining, cancelling ---------------------------------------------------------------
@@ -208,9 +212,26 @@ def _job_encoder(job: IndexJob):
         encoder = get_encoder(album.encoder_spec)
         return PooledEncoder(encoder, pooling=album.pooling, storage=album.vector_storage, segmenter=segmenter,
                              precision=_kept_precision(album)), None
+    except EncoderWeightsMissing as exc:
+        last = last_fetch(album.encoder_spec)
+        failed = f" Their download failed: {last.message}" if last and last.status == IndexJob.Status.FAILED else ""
+        _fail_job(job.pk, exc.message + failed)
+        return None, exc.code
     except EncoderError as exc:
         _fail_job(job.pk, exc.message)
         return None, exc.code
+
+
+def _wait_for_weights(job: IndexJob) -> None:
+    """The album's encoder is downloading (workers/fetching.py): look again shortly, alive meanwhile."""
+    from workers.tasks import encode_index_job  # cycle: workers.tasks imports this module
+
+    fetch = active_fetch(job.album.encoder_spec)
+    percent = f" ({fetch_state(fetch).percent} %)" if fetch is not None and fetch.total else ""
+    IndexJob.objects.filter(pk=job.pk, status=IndexJob.Status.QUEUED).update(
+        heartbeat_at=timezone.now(),
+        message=f"Waiting for the weights of {job.album.encoder_spec} to download{percent}; indexing starts when they land.")
+    encode_index_job.apply_async((job.pk,), countdown=FETCH_WAIT_SECONDS)
 
 
 def index_job_run(*, job_id: int) -> dict:
@@ -220,7 +241,12 @@ def index_job_run(*, job_id: int) -> dict:
     if job.album.generation != job.generation:
         index_job_cancel(job=job, reason=SUPERSEDED)
         return {"skipped": "superseded"}
-    encoder, error = _job_encoder(job)
+    # While a fetch job brings the encoder, the job waits for it rather than load (or, with
+    # LOUPE_ALLOW_DOWNLOADS=true, download the same file a second time).
+    encoder, error = (None, WAITING_FOR_WEIGHTS) if active_fetch(job.album.encoder_spec) else _job_encoder(job)
+    if error == WAITING_FOR_WEIGHTS:
+        _wait_for_weights(job)
+        return {"waiting": job.album.encoder_spec}
     if encoder is None:
         return {"failed": error}
     hnsw_index_ensure(model_id=encoder.model_id, dim=encoder.dim)

@@ -5,7 +5,9 @@ from pgvector.django import HalfVectorField, VectorField
 
 
 class IndexJob(models.Model):
-    """Progress of background work on an album: what progress bars, the jobs page and the API read."""
+    """Progress of background work on an album: what progress bars, the jobs page and the API read.
+    A model fetch (workers/fetching.py) is the one kind without an album: its `model_id` is the spec
+    whose weights it downloads, `done`/`total` count bytes, and only staff see it on the jobs page."""
 
     class Kind(models.TextChoices):
         INDEX = "index", "Index"
@@ -13,6 +15,7 @@ class IndexJob(models.Model):
         IMPORT = "import", "Folder import"
         DUPLICATES = "duplicates", "Near-duplicates"
         LABEL = "label", "Labeling"  # a support set classifies album images (search/rag/labeling.py)
+        FETCH = "fetch", "Model download"  # an encoder's weights from the hub (workers/fetching.py)
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -23,13 +26,13 @@ class IndexJob(models.Model):
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
 
-    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="jobs")
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="jobs", null=True, blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     generation = models.PositiveIntegerField(default=1)
     model_id = models.CharField(max_length=300, blank=True)
-    total = models.PositiveIntegerField(default=0)
-    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveBigIntegerField(default=0)  # bytes for a model fetch: checkpoints pass 2 GiB
+    done = models.PositiveBigIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
@@ -54,6 +57,14 @@ class IndexJob(models.Model):
                 condition=models.Q(status__in=["queued", "running"], kind__in=["index", "rebuild"]),
                 name="job_one_active_index_per_album",
             ),
+            # One download per model: a second request gets the one under way (workers.fetching).
+            models.UniqueConstraint(
+                fields=["model_id"],
+                condition=models.Q(status__in=["queued", "running"], kind="fetch"),
+                name="job_one_active_fetch_per_model",
+            ),
+            models.CheckConstraint(condition=models.Q(album__isnull=False) | models.Q(kind="fetch"),
+                                   name="job_album_unless_fetch"),
             models.CheckConstraint(condition=models.Q(done__lte=models.F("total")), name="job_done_within_total"),
             models.CheckConstraint(condition=models.Q(failed__lte=models.F("done")), name="job_failed_within_done"),
         ]

@@ -14,6 +14,7 @@ sweep, on the `default` queue:
   another reason (missing weights, say: a new job would only fail again) or was cancelled;
 - re-queues metadata for images that still have no thumbnail a while after upload and that no
   queued or running metadata task holds (workers/services.py marks them in the cache);
+- replaces a model download whose worker died (workers/fetching.py);
 - drops album HNSW graphs whose album is gone or searches another model now.
 """
 
@@ -29,6 +30,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from albums.models import Album, Image
+from workers.fetching import model_fetches_resume
 from workers.indexing import BROKER_UNAVAILABLE, INDEXING_KINDS, active_index_jobs, index_job_start, pending_scope
 from workers.models import IndexJob
 from workers.services import image_metadata_enqueue, images_without_metadata_task
@@ -93,10 +95,12 @@ def resume_pending_work() -> dict[str, list[int]]:
     if no_thumbnail:
         image_metadata_enqueue(image_ids=no_thumbnail)
     dropped = album_graphs_prune()
-    if resumed or no_thumbnail or dropped:
+    fetches = model_fetches_resume()
+    if resumed or no_thumbnail or dropped or fetches:
         logger.info("recovery sweep: index jobs started for albums %s; metadata re-queued for %d image(s); "
-                    "album graphs dropped: %s", resumed, len(no_thumbnail), dropped)
-    return {"albums": resumed, "metadata": no_thumbnail, "album_graphs_dropped": dropped}
+                    "album graphs dropped: %s; model downloads restarted: %s", resumed, len(no_thumbnail), dropped,
+                    fetches)
+    return {"albums": resumed, "metadata": no_thumbnail, "album_graphs_dropped": dropped, "model_fetches": fetches}
 
 
 def request_sweep(client, app, hostname: str) -> bool:

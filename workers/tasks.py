@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from albums.storage import StorageUnavailableError
-from workers import indexing, recovery, services
+from workers import fetching, indexing, recovery, services
 from workers.pipeline import EncoderOutOfMemoryError
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,14 @@ def _runs_started(job_id: int, seq: int) -> int:
 @shared_task(**RETRY_TRANSIENT)
 def folder_import_run(job_id: int, path: str) -> dict:
     return services.folder_import_job_run(job_id=job_id, path=path)
+
+
+# Not acks_late: a download outlasts the broker's visibility timeout, which would hand the message
+# to a second worker mid-download. A worker that dies leaves the job stale; the recovery sweep
+# starts another. Hours, not the default minutes: a checkpoint is hundreds of MB to GB.
+@shared_task(acks_late=False, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 60)
+def model_fetch_run(job_id: int) -> dict:
+    return fetching.model_fetch_run(job_id=job_id)
 
 
 @shared_task(**RETRY_TRANSIENT)

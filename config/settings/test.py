@@ -13,6 +13,8 @@ LOUPE_CPU_BF16 = env.str("LOUPE_CPU_BF16", default="false")  # noqa: F405
 TEST_VAR_DIR = VAR_DIR / "test"  # noqa: F405 — apart from `make run`'s data, so both can run at once
 MEDIA_ROOT = Path(env.str("LOUPE_MEDIA_ROOT", default=str(TEST_VAR_DIR / "media")))  # noqa: F405
 STATIC_ROOT = TEST_VAR_DIR / "static"
+# Tests never reach for a hub unless one opts in (tests/workers/test_model_fetch.py serves one on loopback).
+LOUPE_ALLOW_DOWNLOADS = downloads_setting(env.str("LOUPE_ALLOW_DOWNLOADS", default="false"))  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 REST_FRAMEWORK = {  # noqa: F405
     **REST_FRAMEWORK,  # noqa: F405

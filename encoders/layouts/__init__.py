@@ -48,6 +48,11 @@ class WeightsLayout:
         path = Path(snapshot_download(hf_id, local_dir=self.location(spec).directory))
         return ResolvedWeights(path, "download", hf_weight_files(path))
 
+    def hub_files(self, spec: EncoderSpec) -> tuple[str, tuple[str, ...]] | None:
+        """(hub repository, candidate file names, first found wins) for a model fetch job with byte
+        progress (encoders/fetch.py); None: the job falls back to `fetch`, which reports no bytes."""
+        return None
+
     def hf_id(self, spec: EncoderSpec) -> str | None:
         return spec.model if spec.model.count("/") == 1 else None
 

@@ -19,6 +19,7 @@ CHECKPOINT_NAMES = (
     "pytorch_model.bin",
 )
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+HUB_CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # what open_clip's hub repos hold
 
 
 class OpenClipWeights(WeightsLayout):
@@ -47,7 +48,7 @@ class OpenClipWeights(WeightsLayout):
             from huggingface_hub import hf_hub_download  # huggingface_hub: worker tier only
 
             repo_id, filename = split_hf_hub(cfg["hf_hub"])
-            for name in [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]:
+            for name in [filename] if filename else HUB_CHECKPOINT_NAMES:
                 try:
                     path = Path(hf_hub_download(repo_id, name, local_dir=location.directory))
                     return ResolvedWeights(path, "download", (path,))
@@ -58,6 +59,18 @@ class OpenClipWeights(WeightsLayout):
 
         path = Path(download_pretrained_from_url(cfg["url"], cache_dir=str(location.directory)))
         return ResolvedWeights(path, "download", (path,))
+
+    def hub_files(self, spec):
+        """open_clip's own table names the repository; an architecture defined in the models dir
+        may name one too, as `"hf_hub": "org/repo"` in its open_clip_config.json."""
+        import open_clip  # imports torch: workers only
+
+        source = (open_clip.get_pretrained_cfg(spec.model, spec.weights) or {}).get("hf_hub") \
+            or read_json(self.config_file(spec)).get("hf_hub")
+        if not source:
+            return None
+        repo_id, filename = split_hf_hub(source)
+        return repo_id, ((filename,) if filename else HUB_CHECKPOINT_NAMES)
 
     def custom_present(self, spec) -> bool:
         return self.config_file(spec).is_file()
@@ -102,7 +115,7 @@ def _cached(spec) -> Path | None:
         from huggingface_hub import try_to_load_from_cache  # huggingface_hub: worker tier only
 
         repo_id, filename = split_hf_hub(cfg["hf_hub"])
-        for name in ([filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]):
+        for name in ([filename] if filename else HUB_CHECKPOINT_NAMES):
             hit = try_to_load_from_cache(repo_id, name)
             if isinstance(hit, str):
                 return Path(hit)

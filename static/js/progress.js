@@ -1,6 +1,6 @@
 // The Index chip in every album page's header: "Up to date", "Queued", "Indexing 340 / 2,000
 // (42 img/s, ~1 min)", "Rebuilding for <encoder>". It polls the album (one cheap GET every 2 s)
-// only while a job is under way, and reloads the grid when one finishes. Its panel holds the
+// only while a job is under way or the album's encoder downloads, and reloads the grid when one finishes. Its panel holds the
 // counts and the Index / Retry buttons; a failed encoder switch shows below the tabs until dismissed.
 (function () {
   const box = document.getElementById("index-status");
@@ -50,6 +50,12 @@
         `Switching to ${failure.encoder_spec} failed: ${failure.message} The album still searches with its previous encoder.`;
       banner.hidden = false;
     }
+    // The album's encoder still downloading (a model fetch job): the line under the title follows it.
+    const download = index.model_fetch, line = document.getElementById("model-fetch");
+    if (line) {
+      line.hidden = !download;
+      if (download) line.textContent = `Text search will be ready when the model has downloaded (${download.percent} %).`;
+    }
     const job = index.active_job;
     if (job) {
       wrap.hidden = false;
@@ -64,7 +70,7 @@
       text.textContent = "";
       if (window.loupeReloadGrid) window.loupeReloadGrid();
     }
-    return false;
+    return Boolean(download);
   }
 
   async function poll() {

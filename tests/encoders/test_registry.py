@@ -12,6 +12,7 @@ from encoders.errors import EncoderNotAllowed, EncoderSpecError
 from encoders.spec import EncoderSpec
 from encoders.registry import (
     default_min_score,
+    default_text_encoder,
     get_encoder,
     known_specs,
     spec_dim,
@@ -162,3 +163,14 @@ def test_a_new_backend_is_one_registry_line_and_its_layout(settings, tmp_path):
     finally:
         backends._BACKENDS.pop("hf-test")
         backends._layouts.pop("hf-test", None)
+
+
+def test_the_default_text_encoder_is_the_first_default_with_a_text_tower_this_server_allows(settings):
+    """What a model fetch job brings (workers/fetching.py): concept search does not count, and a
+    default the allow-list leaves out is passed over rather than stopping album creation."""
+    settings.LOUPE_DEFAULT_ENCODERS = ["dense:efficientnet-lite0", "open-clip:ViT-B-16/laion2b_s34b_b88k",
+                                       "open-clip:ViT-B-32/laion2b_s34b_b79k"]
+    settings.LOUPE_ALLOWED_ENCODERS = ["dense:efficientnet-lite0", "open-clip:ViT-B-32/laion2b_s34b_b79k"]
+    assert default_text_encoder() == EncoderSpec.parse("open-clip:ViT-B-32/laion2b_s34b_b79k")
+    settings.LOUPE_DEFAULT_ENCODERS = ["dense:efficientnet-lite0"]
+    assert default_text_encoder() is None
