@@ -114,8 +114,16 @@ class LabelFilter:
                                            extra={"field": name}) from None
                 return None
 
-        return cls(support_set_id=number("support_set", int, 1, MAX_ID), label=(params.get("label") or "").strip()[:100],
-                   state=(params.get("label_state") or "").strip(), margin_below=number("margin_below", float, 0, 1))
+        def text(name: str) -> str:
+            value = (params.get(name) or "").strip()
+            if "\x00" in value:  # PostgreSQL text cannot hold it; no class or state does
+                if strict:
+                    raise ApplicationError(f"{name} holds a NUL character.", code="invalid_filter", extra={"field": name})
+                return ""
+            return value[:100]
+
+        return cls(support_set_id=number("support_set", int, 1, MAX_ID), label=text("label"), state=text("label_state"),
+                   margin_below=number("margin_below", float, 0, 1))
 
 
 class ImageLabels:

@@ -111,7 +111,7 @@ class ImageInfoSerializer(serializers.Serializer):
     size = serializers.CharField(allow_null=True, help_text='"4000 × 3000", upright')
 
 
-class LabelSerializer(serializers.Serializer):
+class ImageLabelSerializer(serializers.Serializer):
     """A label on an image, from a support set of its album (search.rag writes them)."""
 
     support_set = serializers.IntegerField()
@@ -139,7 +139,7 @@ class ImageSerializer(serializers.ModelSerializer):
         """The serializer's context for these images of `album`: their labels, read in one query."""
         return {"labels": hooks.image_labels(album=album, image_ids=[image.pk for image in images])}
 
-    @extend_schema_field(LabelSerializer(many=True))
+    @extend_schema_field(ImageLabelSerializer(many=True))
     def get_labels(self, image: Image) -> list[dict]:
         return self.context.get("labels", {}).get(image.pk, [])
 

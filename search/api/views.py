@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from albums.imaging import ImageRejected, probe_image
-from albums.api.serializers import LabelSerializer as ImageLabelSerializer
+from albums.api.serializers import ImageLabelSerializer
 from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
