@@ -115,6 +115,7 @@ class ImageLabelSerializer(serializers.Serializer):
     """A label on an image, from a support set of its album (search.rag writes them)."""
 
     support_set = serializers.IntegerField()
+    support_set_name = serializers.CharField()
     label = serializers.CharField(help_text="the class")
     state = serializers.ChoiceField(choices=["predicted", "accepted", "corrected", "rejected"])
     margin = serializers.FloatField(help_text="top score minus the second: how sure the prediction was")

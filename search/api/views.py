@@ -82,7 +82,9 @@ class SearchRequestSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def validate(self, attrs):
-        unknown = set(self.initial_data) - set(self.fields)
+        # A form spells a nested field's parts with dots ("label.support_set"): known too.
+        unknown = {name for name in set(self.initial_data) - set(self.fields)
+                   if not isinstance(self.fields.get(name.partition(".")[0]), serializers.Serializer)}
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
         given = [name for name in ("image", "image_base64", "image_id") if attrs.get(name) not in (None, "")]

@@ -77,11 +77,12 @@ def image_labels(*, album_id: int, image_ids: list[int]) -> dict[int, list[dict]
     """Image id → the labels of the album's sets on it, in one query (a page of the images list or
     of search results). Every member sees them: the sets are the album's."""
     rows = (Label.objects.filter(image_id__in=image_ids, support_set__album_id=album_id)
-            .order_by("image_id", "support_set_id").values_list("image_id", "support_set_id", "label", "state", "margin"))
+            .order_by("image_id", "support_set_id")
+            .values_list("image_id", "support_set_id", "support_set__name", "label", "state", "margin"))
     labels: dict[int, list[dict]] = {}
-    for image_id, set_id, label, state, margin in rows:
+    for image_id, set_id, set_name, label, state, margin in rows:
         labels.setdefault(image_id, []).append(
-            {"support_set": set_id, "label": label, "state": state, "margin": round(margin, 4)})
+            {"support_set": set_id, "support_set_name": set_name, "label": label, "state": state, "margin": round(margin, 4)})
     return labels
 
 
