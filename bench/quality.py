@@ -839,7 +839,14 @@ def render_labeling(lab: dict) -> list[str]:
         *([] if gain_all is None else [
             "",
             (f"Every reviewed image as an example (all {lab['reviewed']}, not {lab['added']}): the rest moves by "
-             f"{gain_all * 100:+.1f} points ({'meets' if gain_all >= 0.03 else 'misses'} ≥ 3)."),
+             f"{gain_all * 100:+.1f} points ({'meets' if gain_all >= 0.03 else 'misses'} ≥ 3; {lab['rest_changed_all']} "
+             "labels changed)"
+             + (", no better than a few examples, so the review page keeps adding examples one by one (E)." if gain_all <= gain
+                else ".")
+             + (" A likely reason, not measured here: a class's score is the mean of each query patch's best cosine "
+                "among the class's support patches, which grows with the number of patches, and the reviewed images "
+                "are the least certain ones, so they enlarge the few confusable classes and pull more images into them."
+                if gain_all < 0 else "")),
         ]),
     ]
 
