@@ -128,7 +128,7 @@ class LabelFilter:
 
 class ImageLabels:
     """What the labeling layer answers; albums only passes the dicts on:
-    `{"support_set": id, "label": "coat", "state": "predicted", "margin": 0.42}`."""
+    `{"support_set": id, "support_set_name": "…", "label": "coat", "state": "predicted", "margin": 0.42}`."""
 
     def labels(self, *, album: Album, image_ids: list[int]) -> dict[int, list[dict]]:  # one query
         raise NotImplementedError
