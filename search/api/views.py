@@ -3,12 +3,13 @@
 import base64
 import binascii
 import io
+import json
 
 from django.conf import settings
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -48,6 +49,24 @@ class SearchLabelSerializer(serializers.Serializer):
                                    help_text="default: predicted, accepted, corrected (not rejected)")
 
 
+@extend_schema_field(SearchLabelSerializer)
+class SearchLabelField(serializers.Field):
+    """A SearchLabelSerializer object; a multipart form (the search page's) sends it as one JSON text."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Not JSON: send {\"support_set\": id, \"label\": \"…\"}.") from None
+        body = SearchLabelSerializer(data=data)
+        body.is_valid(raise_exception=True)
+        return body.validated_data
+
+    def to_representation(self, value):
+        return value
+
+
 class SearchRequestSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
     negative_text = serializers.CharField(required=False, allow_blank=True, max_length=MAX_QUERY_TEXT, default="")
@@ -72,7 +91,7 @@ class SearchRequestSerializer(serializers.Serializer):
         help_text="[x0, y0, x1, y1], fractions of the query image's width and height: match this region against the "
         "album's region tokens (albums with pooling 'regions')",
     )
-    label = SearchLabelSerializer(required=False, help_text="only images a support set labeled with this class")
+    label = SearchLabelField(required=False, help_text="only images a support set labeled with this class")
 
     def to_internal_value(self, data):
         # Multipart forms carry the box as one "x0,y0,x1,y1" string.
@@ -82,9 +101,7 @@ class SearchRequestSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
     def validate(self, attrs):
-        # A form spells a nested field's parts with dots ("label.support_set"): known too.
-        unknown = {name for name in set(self.initial_data) - set(self.fields)
-                   if not isinstance(self.fields.get(name.partition(".")[0]), serializers.Serializer)}
+        unknown = set(self.initial_data) - set(self.fields)
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
         given = [name for name in ("image", "image_base64", "image_id") if attrs.get(name) not in (None, "")]

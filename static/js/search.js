@@ -239,14 +239,14 @@
     data.append("use_query_optimization", form.use_query_optimization.checked ? "true" : "false");
     if (queryFile) data.append("image", queryFile);
     else if (imageId.value) data.append("image_id", imageId.value);
-    // "Only label": candidates are the images a support set labeled so (the form's fields for the
-    // API's nested `label`); reviewed only = accepted or corrected, else predictions count too.
+    // "Only label": candidates are the images a support set labeled so (the API's `label`, as JSON
+    // in the form); reviewed only = accepted or corrected, else predictions count too.
     const only = form.elements.only_label;
     if (only && only.value) {
       const at = only.value.indexOf(":");
-      data.append("label.support_set", only.value.slice(0, at));
-      data.append("label.label", only.value.slice(at + 1));
-      if (document.getElementById("only-reviewed").checked) for (const s of ["accepted", "corrected"]) data.append("label.states", s);
+      const label = { support_set: Number(only.value.slice(0, at)), label: only.value.slice(at + 1) };
+      if (document.getElementById("only-reviewed").checked) label.states = ["accepted", "corrected"];
+      data.append("label", JSON.stringify(label));
     }
     if (boxInput && boxInput.value && (queryFile || imageId.value)) {
       data.append("box", boxInput.value);

@@ -3,6 +3,8 @@ and search results carry them, filter by them, and a search can be restricted to
 its candidate statement. Vectors and labels are written directly: what is under test is how they
 are read (search/rag/labeling.py writes labels; tests/rag covers that)."""
 
+import json
+
 import pytest
 
 from albums import services as album_services
@@ -108,10 +110,12 @@ def test_search_results_carry_labels_and_a_label_restricts_the_candidates(labele
     assert names(search(api, album, text="x", min_score=-1, label=wool), ids) == ["a"]
     assert names(search(api, album, image_id=ids["b"], min_score=-1, label={"support_set": clothes.pk, "support_set_name": "clothes", "label": "coat"}),
                  ids) == ["a", "d"]
-    # The search page sends a form: the label's fields are dotted names there.
-    form = api.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x", "min_score": "-1", "label.support_set": clothes.pk,
-                    "label.label": "coat", "label.states": ["predicted"]}, format="multipart")
+    # The search page sends a form: the label is one JSON text there.
+    only = json.dumps({"support_set": clothes.pk, "label": "coat", "states": ["predicted"]})
+    form = api.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x", "min_score": "-1", "label": only}, format="multipart")
     assert names(form, ids) == ["d"], form.content
+    bad = api.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x", "label": "coat"}, format="multipart")
+    assert bad.status_code == 400 and "label" in bad.json()["extra"]["fields"]
 
 
 def test_a_bad_label_restriction_is_refused_with_the_error_shape(labeled, alice, client_for, make_user, query_vectors):
