@@ -187,7 +187,9 @@
     const link = document.createElement("a");
     link.href = `/support-sets/${target}/review/?job=${body.id}&state=`;
     link.textContent = "review them";
-    count.textContent = `Labeling ${plural(body.total, "photo")} (job #${body.id}): `;
+    // A job skips photos the set labeled already (relabel is the review page's).
+    count.textContent = body.total ? `Labeling ${plural(body.total, "photo")} (job #${body.id}): `
+      : `The set has labeled ${selected.size === 1 ? "it" : "them"} already: `;
     count.append(link);
   });
   refresh();

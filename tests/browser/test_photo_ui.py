@@ -233,7 +233,8 @@ def test_search_results_scroll_on_and_keep_their_query_through_back_and_reload(l
 
 
 def test_labels_show_on_tiles_filter_the_grid_and_restrict_a_search(live_server, browser, make_user):
-    from search.rag.models import Label, SupportClass, SupportSet
+    from search.rag.models import Label, SupportClass, SupportImage, SupportSet
+    from workers.models import IndexJob
 
     carol = make_user("carol")
     album, ids = photo_album(carol, name="Wardrobe", count=8)
@@ -272,6 +273,21 @@ def test_labels_show_on_tiles_filter_the_grid_and_restrict_a_search(live_server,
     assert sorted(tile_ids(page, "#search-results .tile")) == sorted([str(ids[1]), str(ids[2])])
     assert page.locator("#search-results .label-chip").count() == 2
     assert f"only_label={clothes.pk}%3Acoat" in page.url
+    # The result, selected whole, labeled with the set: a job for those photos (nothing to do, both
+    # are labeled), and its link opens the review on them.
+    SupportImage.objects.create(support_class=coat, support_set=clothes, image_id=ids[0], status="ready")
+    page.locator("#search-results .tile .pick").first.click()
+    page.locator("#bulk-all").click()
+    page.locator("#bulk-count").filter(has_text="2 photos selected").wait_for()
+    page.locator("#bulk-label").click()
+    page.select_option("#bulk-dialog-choice", str(clothes.pk))
+    page.locator("#bulk-dialog-ok").click()
+    page.locator("#bulk-count").filter(has_text="The set has labeled them already").wait_for()
+    job = IndexJob.objects.get(kind="label", params__support_set_id=clothes.pk)
+    assert sorted(job.params["image_ids"]) == sorted([ids[1], ids[2]])
+    page.get_by_role("link", name="review them").click()
+    page.locator("#review-status").filter(has_text="2 labels").wait_for()
+    assert page.locator("#review-job").input_value() == str(job.pk)
     assert console.errors == []
 
 
