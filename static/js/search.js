@@ -138,7 +138,9 @@
     if (!append) results.innerHTML = "";
     const model = body.rebuilding ? ` (rebuild under way; using ${body.model_id})` : "";
     const shown = Math.min(body.count, body.page * body.page_size);
-    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"}${body.count > shown ? `, ${shown} shown` : ""} in ${body.timings_ms.total} ms${model}`;
+    const only = form.elements.only_label && form.elements.only_label.selectedOptions[0];
+    const restricted = only && only.value ? ` labeled ${only.textContent}` : "";
+    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"}${restricted}${body.count > shown ? `, ${shown} shown` : ""} in ${body.timings_ms.total} ms${model}`;
     more.hidden = shown >= body.count;
     more.dataset.page = String(body.page + 1);
     // Nothing passed the minimum score: say so, and offer the ones below it.
@@ -270,6 +272,8 @@
     }
   }
   updateAdjust();
+  // A restriction from the address is in force: show where it is set.
+  if (form.elements.only_label && form.elements.only_label.value) document.getElementById("adjust").open = true;
   if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
   if (window.loupeViewer) window.loupeViewer.attach(results);
   if (!carried && (imageId.value || (form.elements.text && form.elements.text.value))) form.requestSubmit();

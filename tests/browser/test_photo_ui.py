@@ -269,7 +269,7 @@ def test_labels_show_on_tiles_filter_the_grid_and_restrict_a_search(live_server,
     page.locator("#adjust summary").click()
     page.select_option("#only-label", f"{clothes.pk}:coat")
     page.locator("#search-form button[type=submit]").click()
-    page.locator("#search-status").filter(has_text="2 results").wait_for()
+    page.locator("#search-status").filter(has_text="2 results labeled coat").wait_for()
     assert sorted(tile_ids(page, "#search-results .tile")) == sorted([str(ids[1]), str(ids[2])])
     assert page.locator("#search-results .label-chip").count() == 2
     assert f"only_label={clothes.pk}%3Acoat" in page.url
