@@ -12,6 +12,10 @@
 - `index_summary(album)`: image counts by status and the model search uses, plus what albums shows
   of its indexing but does not own (the job under way, a failed rebuild not yet dismissed: an
   `IndexState`), from the one provider the indexing layer registers; without it, both are None.
+- `image_labels` / `images_labeled`: the labels the layer above gave an album's images (search.rag's
+  support sets), for the images page and API, and the images kept by a `LabelFilter`; from the one
+  `ImageLabels` provider search.rag registers. Without it an image has no labels and a label filter
+  is refused.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.dispatch import Signal
 
-from albums.models import Image
+from albums.models import Album, Image
+from config.errors import ApplicationError
+from config.params import MAX_ID
 from encoders.model_ids import parse_model_id
 
 logger = logging.getLogger(__name__)
@@ -117,6 +123,95 @@ def index_summary(*, album) -> IndexSummary:
         last_failed_rebuild=state.last_failed_rebuild,
         model_fetch=state.model_fetch,
     )
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """Keep the images with a label of one set (None: any of the album's sets), of one class, in one
+    state, with a margin below this (each blank: any)."""
+
+    support_set_id: int | None = None
+    label: str = ""
+    state: str = ""
+    margin_below: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.support_set_id or self.label or self.state or self.margin_below is not None)
+
+    @classmethod
+    def from_params(cls, params, *, strict: bool = True) -> LabelFilter:
+        """From a query string: `support_set`, `label`, `label_state`, `margin_below`. `strict` (the
+        API): a malformed number is a 400; else (the page) it is ignored, as the page does with junk."""
+        def number(name: str, convert, low: float, high: float):
+            raw = (params.get(name) or "").strip()
+            if not raw:
+                return None
+            try:
+                value = convert(raw)
+                if not low <= value <= high:
+                    raise ValueError
+                return value
+            except ValueError:
+                if strict:
+                    wanted = "an id (a positive integer)" if convert is int else f"a number from {low:g} to {high:g}"
+                    raise ApplicationError(f"{name} must be {wanted}.", code="invalid_filter",
+                                           extra={"field": name}) from None
+                return None
+
+        def text(name: str) -> str:
+            value = (params.get(name) or "").strip()
+            if "\x00" in value:  # PostgreSQL text cannot hold it; no class or state does
+                if strict:
+                    raise ApplicationError(f"{name} holds a NUL character.", code="invalid_filter", extra={"field": name})
+                return ""
+            return value[:100]
+
+        return cls(support_set_id=number("support_set", int, 1, MAX_ID), label=text("label"), state=text("label_state"),
+                   margin_below=number("margin_below", float, 0, 1))
+
+
+class ImageLabels:
+    """What the labeling layer answers; albums only passes the dicts on:
+    `{"support_set": id, "support_set_name": "…", "label": "coat", "state": "predicted", "margin": 0.42}`."""
+
+    def labels(self, *, album: Album, image_ids: list[int]) -> dict[int, list[dict]]:  # one query
+        raise NotImplementedError
+
+    def restrict(self, *, album: Album, images: QuerySet[Image], wanted: LabelFilter) -> QuerySet[Image]:
+        raise NotImplementedError
+
+    def label_sets(self, *, album: Album) -> list[dict]:  # [{"id", "name", "classes": [label, ...]}]
+        raise NotImplementedError
+
+
+_image_labels: ImageLabels | None = None
+
+
+def provide_image_labels(provider: ImageLabels) -> None:
+    global _image_labels
+    _image_labels = provider
+
+
+def image_labels(*, album: Album, image_ids: list[int]) -> dict[int, list[dict]]:
+    """Image id → its labels (images without any are left out)."""
+    if _image_labels is None or not image_ids:
+        return {}
+    return _image_labels.labels(album=album, image_ids=image_ids)
+
+
+def label_sets(*, album: Album) -> list[dict]:
+    """The album's label sources and their classes, for a filter control: `{"id", "name", "classes"}`."""
+    return _image_labels.label_sets(album=album) if _image_labels is not None else []
+
+
+def images_labeled(*, album: Album, images: QuerySet[Image], wanted: LabelFilter) -> QuerySet[Image]:
+    """`images` narrowed to those `wanted` keeps; a filter naming another album's set (or one that
+    does not exist) is the provider's not-found."""
+    if not wanted:
+        return images
+    if _image_labels is None:
+        raise ApplicationError("Labels are not available on this server.", code="invalid_filter")
+    return _image_labels.restrict(album=album, images=images, wanted=wanted)
 
 
 def announce(signal: Signal, **kwargs) -> None:

@@ -1,6 +1,7 @@
 """Server-rendered pages. Each checks membership through the same selectors as the API."""
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -65,6 +66,12 @@ def album_list(request):
     return render(request, "albums/list.html", {"albums": albums, "form": form})
 
 
+def _filter_query(*, status: str | None, sort: str, wanted: hooks.LabelFilter) -> str:
+    params = {"status": status, "sort": sort, "support_set": wanted.support_set_id, "label": wanted.label,
+              "label_state": wanted.state, "margin_below": wanted.margin_below}
+    return urlencode({name: value for name, value in params.items() if value not in (None, "")})
+
+
 @with_album()
 def album_detail(request, album):
     status = request.GET.get("status") or None
@@ -72,7 +79,15 @@ def album_detail(request, album):
     sort = sort if sort in selectors.IMAGE_SORTS else selectors.DEFAULT_IMAGE_SORT  # a page shows the default for junk
     images = selectors.image_list(album=album, status=status if status in ("pending", "indexed", "failed") else None,
                                   sort=sort)
+    wanted = hooks.LabelFilter.from_params(request.GET, strict=False)
+    try:
+        images = hooks.images_labeled(album=album, images=images, wanted=wanted)
+    except ApplicationError:  # another album's set, an unknown state: the page shows every photo
+        wanted = hooks.LabelFilter()
     page = Paginator(images, 60).get_page(request.GET.get("page"))
+    labels = hooks.image_labels(album=album, image_ids=[image.pk for image in page])
+    for image in page:
+        image.labels = labels.get(image.pk, [])
     summary = hooks.index_summary(album=album)
     context = {
         "album": album,
@@ -81,6 +96,10 @@ def album_detail(request, album):
         "page": page,
         "status": status,
         "sort": sort,
+        "label_filter": wanted,
+        "label_sets": hooks.label_sets(album=album) if not request.htmx else [],
+        # What the grid's onward links carry besides the page, so the next page keeps every filter.
+        "filter_query": _filter_query(status=status, sort=sort, wanted=wanted),
         "can_edit": role_at_least(album.role, Role.EDITOR),
         "is_owner": role_at_least(album.role, Role.OWNER),
         "import_enabled": bool(settings.LOUPE_IMPORT_ROOTS),  # no roots: folder import is off

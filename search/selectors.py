@@ -27,6 +27,7 @@ from pgvector import Vector
 from psycopg import sql
 
 from encoders.model_ids import ModelId
+from search.rag.models import Label
 from workers.models import Embedding
 from workers.vector_store import (
     BINARY,
@@ -106,8 +107,35 @@ def single_part_depth(model: ModelId, dim: int, max_results: int) -> int:
     return int(max_results) if index_ranks_exactly(model, dim) else candidate_count(max_results)
 
 
+@dataclass(frozen=True)
+class LabelRestriction:
+    """Only images a support set labeled with this class, in one of these states (search.rag's
+    labels): checked against the album before it gets here (search.rag.selectors.label_restriction)."""
+
+    support_set_id: int
+    label: str
+    states: tuple[str, ...]
+
+
+def _only_sql(only: LabelRestriction | None, column: str) -> sql.Composable:
+    """`AND column IN (the labeled images)`, literals included: it goes inside the kNN's own WHERE,
+    so the index scan (pgvector's iterative scan) keeps looking until it has k labeled rows, and a
+    selective label lets the planner scan just the labeled rows exactly; filtering the k nearest
+    afterwards would starve the result."""
+    if only is None:
+        return sql.SQL("")
+    return sql.SQL(
+        " AND {column} IN (SELECT l.image_id FROM {table} l WHERE l.support_set_id = {set} AND l.label = {label} "
+        "AND l.state IN ({states}))"
+    ).format(column=sql.SQL(column), table=sql.Identifier(Label._meta.db_table), set=sql.Literal(int(only.support_set_id)),
+             # Hex, not a quoted literal: a class may hold a "%", which the %s-parameter statements
+             # would read as a placeholder.
+             label=sql.SQL("convert_from(decode({hex}, 'hex'), 'UTF8')").format(hex=sql.Literal(only.label.encode().hex())),
+             states=sql.SQL(", ").join(sql.Literal(state) for state in only.states if state.isalpha()))
+
+
 def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composable | None = None,
-                 limit: int | None = None) -> sql.Composable:
+                 limit: int | None = None, only: LabelRestriction | None = None) -> sql.Composable:
     """The album's k nearest rows under the model. Album and model are literals, so the planner can
     prove a partial index's predicate: the album's own graph (vector_store.album_graph_ensure), else
     the model's graph, else the (album, model) btree and an exact sort. `query`: the query operand in
@@ -115,9 +143,9 @@ def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composab
     literal it must be where the statement is bound on the server: a bound LIMIT changed which rows
     pgvector's iterative scan returned (measured: up to 38 of 200 rows differed from a literal's)."""
     return sql.SQL(
-        "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id} "
+        "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id}{only} "
         "ORDER BY {expr} {op} {query} LIMIT {limit})"
-    ).format(
+    ).format(only=_only_sql(only, "image_id"),
         limit=sql.SQL("%s") if limit is None else sql.Literal(int(limit)),
         album_id=sql.Literal(int(album_id)), model_id=sql.Literal(str(model)),
         expr=index_expression(dim, model.storage), op=distance_operator(dim, model.storage),
@@ -158,6 +186,7 @@ def search_candidates(
     proposers: list[np.ndarray] | None = None,
     dim: int | None = None,
     ef_depth: int | None = None,
+    only: LabelRestriction | None = None,
 ) -> Candidates | None:
     """Union of the proposing parts' k nearest vectors, each scored against every query part.
 
@@ -170,14 +199,15 @@ def search_candidates(
     A `StoredQuery` (a single part: `{"image": StoredQuery(...)}`, `dim` given) makes it one
     statement: access check, query vector and candidates. None then means the query row was not
     there (the image is not the viewer's to see, or has no vector under this model); an empty
-    Candidates means the vector was there and nothing else was."""
+    Candidates means the vector was there and nothing else was. `only`: candidates are the images
+    with that label (the restriction is part of each kNN, see _only_sql)."""
     parts = sorted(queries)
     stored = next((q for q in queries.values() if isinstance(q, StoredQuery)), None)
     if stored is not None:
         if len(queries) != 1 or dim is None:
             raise ValueError("a stored query vector is searched alone, with its dimension given")
         return _stored_candidates(album_id=album_id, model=model, part=parts[0], stored=stored, k=k, dim=dim,
-                                  exclude_image_ids=exclude_image_ids, ef_depth=ef_depth or k)
+                                  exclude_image_ids=exclude_image_ids, ef_depth=ef_depth or k, only=only)
     if proposers is None:
         proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
@@ -191,12 +221,12 @@ def search_candidates(
             "WHERE NOT (e.image_id = ANY(%s))"
         ).format(
             union=sql.SQL(" UNION ").join(
-                [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch)] * len(proposers)),
+                [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch, only=only)] * len(proposers)),
             cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
         )
     params = [*proposers, *(queries[part] for part in parts), list(map(int, exclude_image_ids))]
     ef_fetch = proposals_per_part(model, ef_depth or k)
-    key = ("parts", album_id, str(model), model.storage, dim, len(proposers), len(parts), k_fetch)
+    key = ("parts", album_id, str(model), model.storage, dim, len(proposers), len(parts), k_fetch, only)
     with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
         text = _statement_text(key, statement, cursor)
         with _vector_cursor() as vector_cursor:
@@ -206,7 +236,8 @@ def search_candidates(
 
 
 def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: StoredQuery, k: int, dim: int,
-                       exclude_image_ids: tuple[int, ...], ef_depth: int) -> Candidates | None:
+                       exclude_image_ids: tuple[int, ...], ef_depth: int,
+                       only: LabelRestriction | None = None) -> Candidates | None:
     """The stored-vector query in one statement. `q` is the query row, there only when the viewer is
     a member of its image's album; the kNN orders by it as an InitPlan (pgvector's index scan takes
     it as a parameter) and is gated on it; the LEFT JOIN answers one all-NULL row when the query row
@@ -224,10 +255,10 @@ def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: Stor
             "FROM q LEFT JOIN (candidates c JOIN search_embedding e ON e.id = c.id "
             "  JOIN albums_image i ON i.id = e.image_id AND NOT (e.image_id = ANY($3))) ON true"
         ).format(model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
-                 nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch))
+                 nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch, only=only))
 
     ef_fetch = proposals_per_part(model, ef_depth)
-    key = ("stored", album_id, str(model), model.storage, dim, k_fetch)
+    key = ("stored", album_id, str(model), model.storage, dim, k_fetch, only)
     with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
         _execute_prepared(cursor, _statement_text(key, statement, cursor), "(bigint, bigint, bigint[])",
                           [int(stored.image_id), int(stored.viewer_id), list(map(int, exclude_image_ids))])
@@ -390,7 +421,7 @@ class RegionMatches:
 
 
 def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: int,
-                   exclude_image_ids: tuple[int, ...] = ()) -> RegionMatches:
+                   exclude_image_ids: tuple[int, ...] = (), only: LabelRestriction | None = None) -> RegionMatches:
     """Images ranked by their best region (max-sim of the query against each of their region tokens).
 
     As for whole-image search: the region tokens nearest the query propose candidate images through
@@ -402,7 +433,7 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
     k = candidate_count(limit)
     n_rows = 2 * proposals_per_part(model, k)
     statement = sql.SQL(
-        "WITH near AS (SELECT image_id FROM search_regionembedding WHERE album_id = %s AND model_id = {model_id} "
+        "WITH near AS (SELECT image_id FROM search_regionembedding WHERE album_id = %s AND model_id = {model_id}{only} "
         "  ORDER BY {expr} {op} {query} LIMIT %s), "
         "best AS (SELECT DISTINCT ON (r.image_id) r.image_id, r.cell, -(r.vector <#> %s::vector) AS score "
         "  FROM search_regionembedding r WHERE r.model_id = {model_id} "
@@ -411,7 +442,7 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
         "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at "
         "FROM best b JOIN albums_image i ON i.id = b.image_id ORDER BY b.score DESC, b.image_id LIMIT %s"
     ).format(model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
-             query=query_operand(dim, storage))
+             query=query_operand(dim, storage), only=_only_sql(only, "image_id"))
     q = _to_db(np.asarray(query, dtype=np.float32))
     with hnsw_settings(ef_search=ef_search(n_rows), max_scan_tuples=max(20_000, 4 * n_rows)) as cursor:
         cursor.execute(statement.as_string(cursor.connection),
@@ -438,6 +469,7 @@ def concept_candidates(
     weights,
     limit: int,
     exclude_image_ids: tuple[int, ...] = (),
+    only: LabelRestriction | None = None,
 ) -> Candidates:
     """Word queries on a classifier-head encoder (encoders/concepts.py): the album's images ranked by
     the score-space combination (search/scoring.py: combine) of their probability mass on each word
@@ -459,14 +491,14 @@ def concept_candidates(
         "SELECT image_id, {parts}, original_name, width, height, taken_at FROM ("
         "SELECT c.image_id, {values}, i.original_name, i.width, i.height, i.taken_at "
         "FROM workers_imageconcepts c JOIN albums_image i ON i.id = c.image_id {join} "
-        "WHERE c.album_id = %s AND c.model_id = %s AND NOT (c.image_id = ANY(%s))) AS scored "
+        "WHERE c.album_id = %s AND c.model_id = %s AND NOT (c.image_id = ANY(%s)){only}) AS scored "
         "ORDER BY {score} DESC, image_id LIMIT %s"
     ).format(
         parts=sql.SQL(", ").join(sql.Identifier(p) for p in parts),
         values=sql.SQL(", ").join(sql.SQL("{} AS {}").format(values[p], sql.Identifier(p)) for p in parts),
         join=sql.SQL("JOIN search_embedding e ON e.image_id = c.image_id AND e.model_id = c.model_id")
         if image is not None else sql.SQL(""),
-        score=score,
+        score=score, only=_only_sql(only, "c.image_id"),
     )
     params = [_text_vector(concepts[p]) if p in concepts else _text_vector(image) for p in parts]
     params += [album_id, str(model), list(map(int, exclude_image_ids)), int(limit)]

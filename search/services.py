@@ -24,6 +24,7 @@ from search import scoring
 from search.query_encoding import EncodedQuery, encode_query
 from search.selectors import (
     Candidates,
+    LabelRestriction,
     StoredQuery,
     album_has_concepts,
     candidate_count,
@@ -62,6 +63,8 @@ class SearchQuery:
     # images with the same content. Off by default, so an image_id and the same image's bytes rank
     # alike (the image first, at 1.0); more-like-this sets it.
     exclude_query_image: bool = False
+    # Only images with this label (search.rag): part of the candidate statement, not a filter after it.
+    label: LabelRestriction | None = None
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ def _concept_search(*, album: Album, model: ModelId, query: SearchQuery, active:
     if query.min_score is None and album.min_search_score is None:
         min_score = CONCEPT_MIN_SCORE
     candidates = concept_candidates(album_id=album.pk, model=model, concepts=concepts, image=image_vector,
-                                    weights=query.weights, limit=max_results, exclude_image_ids=exclude)
+                                    weights=query.weights, limit=max_results, exclude_image_ids=exclude,
+                                    only=query.label)
     if not len(candidates.image_ids) and not album_has_concepts(album_id=album.pk, model=model):
         if not _model_switched_since(album, str(model)):
             raise ConceptsNotIndexedError()
@@ -296,7 +300,7 @@ def _stored_image_search(*, user: AbstractBaseUser, album: Album, query: SearchQ
     candidates = search_candidates(
         album_id=album.pk, model=model, queries={"image": StoredQuery(image_id=query.image_id, viewer_id=user.pk)},
         k=single_part_depth(model, dim, max_results), ef_depth=candidate_count(max_results), dim=dim,
-        exclude_image_ids=exclude,
+        exclude_image_ids=exclude, only=query.label,
     )
     if candidates is None:
         return None
@@ -356,7 +360,7 @@ def _rank(*, album: Album, model: ModelId, vectors: dict[str, np.ndarray], query
         k = candidate_count(max_results)
     candidates = search_candidates(
         album_id=album.pk, model=model, queries=vectors, k=k, ef_depth=candidate_count(max_results),
-        exclude_image_ids=exclude, proposers=proposers,
+        exclude_image_ids=exclude, proposers=proposers, only=query.label,
     )
     order, scores, parts = _order(candidates, query, calibrate=calibrate, min_score=min_score, max_results=max_results)
     return candidates, order, scores, parts
@@ -393,7 +397,8 @@ def _region_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQu
     encoded = encode_query(model=model, texts={}, image_bytes=image_bytes, ensemble=False, box=list(query.box))
     encoded_at = time.perf_counter()
     min_score, max_results = _limits(album, query, model.spec)
-    matches = region_matches(album_id=album.pk, model=model, query=encoded.vectors["region"], limit=max_results)
+    matches = region_matches(album_id=album.pk, model=model, query=encoded.vectors["region"], limit=max_results,
+                             only=query.label)
     keep = np.flatnonzero(matches.cosines >= min_score)
     _, cols = model.region_grid
     start = (query.page - 1) * query.page_size

@@ -18,6 +18,7 @@ from encoders.model_ids import parse_model_id
 from encoders.pooling import REGIONS
 from encoders.registry import TEXT_CONCEPTS, default_min_score, spec_modalities, text_search
 from search.query_encoding import spec_of_model_id
+from search.rag.selectors import label_sets
 from workers.selectors import job_list_for_user
 
 
@@ -39,6 +40,7 @@ def album_search_page(request, album):
         # A regions album answers box queries: the page lets the user draw one on the query image.
         "regions_enabled": bool(album.active_model_id) and parse_model_id(album.active_model_id).pooling == REGIONS,
         "summary": summary,
+        "label_sets": label_sets(album_id=album.pk),  # the Adjust panel's "Only label"
     }
     return render(request, "search/search.html", context)
 

@@ -114,17 +114,38 @@ class ImageInfoSerializer(serializers.Serializer):
     size = serializers.CharField(allow_null=True, help_text='"4000 × 3000", upright')
 
 
+class ImageLabelSerializer(serializers.Serializer):
+    """A label on an image, from a support set of its album (search.rag writes them)."""
+
+    support_set = serializers.IntegerField()
+    support_set_name = serializers.CharField()
+    label = serializers.CharField(help_text="the class")
+    state = serializers.ChoiceField(choices=["predicted", "accepted", "corrected", "rejected"])
+    margin = serializers.FloatField(help_text="top score minus the second: how sure the prediction was")
+
+
 class ImageSerializer(serializers.ModelSerializer):
     file_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
     info = serializers.SerializerMethodField(help_text="camera, lens, exposure, capture time, place and size, readable")
+    labels = serializers.SerializerMethodField(
+        help_text="the labels the album's support sets gave it: [{support_set, label, state, margin}]")
 
     class Meta:
         model = Image
         fields = [
             "id", "album", "original_name", "sha256", "bytes", "width", "height", "mime", "status", "failure_reason",
-            "taken_at", "camera", "exif", "info", "created_at", "file_url", "thumbnail_url",
+            "taken_at", "camera", "exif", "info", "created_at", "file_url", "thumbnail_url", "labels",
         ]
+
+    @staticmethod
+    def context_for(*, album, images) -> dict:
+        """The serializer's context for these images of `album`: their labels, read in one query."""
+        return {"labels": hooks.image_labels(album=album, image_ids=[image.pk for image in images])}
+
+    @extend_schema_field(ImageLabelSerializer(many=True))
+    def get_labels(self, image: Image) -> list[dict]:
+        return self.context.get("labels", {}).get(image.pk, [])
 
     @extend_schema_field(ImageInfoSerializer)
     def get_info(self, image: Image) -> dict:

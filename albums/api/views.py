@@ -12,7 +12,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from albums import downloads, selectors, services
+from albums import downloads, hooks, selectors, services
 from albums.imaging import make_thumbnail
 from albums.api.serializers import (
     AlbumDetailSerializer,
@@ -114,6 +114,12 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
             OpenApiParameter("sort", OpenApiTypes.STR, enum=list(selectors.IMAGE_SORTS), default=selectors.DEFAULT_IMAGE_SORT,
                              description="added: upload time; taken: EXIF capture time (images without one last); "
                                          "a leading minus is newest first; ties by id"),
+            OpenApiParameter("support_set", OpenApiTypes.INT, description="only images labeled by this support set of the album"),
+            OpenApiParameter("label", OpenApiTypes.STR, description="only images labeled with this class"),
+            OpenApiParameter("label_state", OpenApiTypes.STR, enum=["predicted", "accepted", "corrected", "rejected"],
+                             description="only images with a label in this state"),
+            OpenApiParameter("margin_below", OpenApiTypes.FLOAT,
+                             description="only images with a label whose margin (top score − second) is below, 0 to 1"),
         ],
         responses=ImageSerializer(many=True),
     )
@@ -126,7 +132,9 @@ class AlbumImageListApi(GuardedUploadMixin, APIView):
             )
         sort = request.query_params.get("sort") or selectors.DEFAULT_IMAGE_SORT
         images = selectors.image_list(album=album, status=status_filter, sort=sort)
-        return paginate(request, images, ImageSerializer, view=self)
+        images = hooks.images_labeled(album=album, images=images, wanted=hooks.LabelFilter.from_params(request.query_params))
+        return paginate(request, images, ImageSerializer, view=self,
+                        context=lambda rows: ImageSerializer.context_for(album=album, images=rows))
 
     @extend_schema(
         request={
@@ -233,7 +241,8 @@ class AlbumImageCopyApi(_BulkImagesApi):
 class ImageDetailApi(APIView):
     @extend_schema(responses=ImageSerializer)
     def get(self, request, image_id: int):
-        return Response(ImageSerializer(selectors.image_get_for_user(user=request.user, image_id=image_id)).data)
+        image = selectors.image_get_for_user(user=request.user, image_id=image_id)
+        return Response(ImageSerializer(image, context=ImageSerializer.context_for(album=image.album, images=[image])).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, image_id: int):

@@ -3,18 +3,20 @@
 import base64
 import binascii
 import io
+import json
 
 from django.conf import settings
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from albums.imaging import ImageRejected, probe_image
+from albums.api.serializers import ImageLabelSerializer
 from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
@@ -23,7 +25,11 @@ from config.request_limits import declared_length, query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
 from encoders.pooling import MASKED
+from config.params import MAX_ID
 from search import duplicates, masks, scoring, services
+from search.rag import selectors as rag_selectors
+from search.rag.models import Label
+from search.selectors import LabelRestriction
 from search.query_encoding import query_admission
 from workers.api.views import JobSerializer
 
@@ -34,6 +40,31 @@ def within_search_depth(value: int | None) -> None:
     """How many results one search may rank: every one is a candidate fetched and scored."""
     if value is not None and value > settings.LOUPE_MAX_SEARCH_RESULTS:
         raise serializers.ValidationError(f"At most {settings.LOUPE_MAX_SEARCH_RESULTS} results per search.")
+
+
+class SearchLabelSerializer(serializers.Serializer):
+    support_set = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="a support set of this album")
+    label = serializers.CharField(max_length=100, help_text="one of its classes")
+    states = serializers.ListField(child=serializers.ChoiceField(choices=Label.State.values), required=False, min_length=1,
+                                   help_text="default: predicted, accepted, corrected (not rejected)")
+
+
+@extend_schema_field(SearchLabelSerializer)
+class SearchLabelField(serializers.Field):
+    """A SearchLabelSerializer object; a multipart form (the search page's) sends it as one JSON text."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                raise serializers.ValidationError("Not JSON: send {\"support_set\": id, \"label\": \"…\"}.") from None
+        body = SearchLabelSerializer(data=data)
+        body.is_valid(raise_exception=True)
+        return body.validated_data
+
+    def to_representation(self, value):
+        return value
 
 
 class SearchRequestSerializer(serializers.Serializer):
@@ -60,6 +91,7 @@ class SearchRequestSerializer(serializers.Serializer):
         help_text="[x0, y0, x1, y1], fractions of the query image's width and height: match this region against the "
         "album's region tokens (albums with pooling 'regions')",
     )
+    label = SearchLabelField(required=False, help_text="only images a support set labeled with this class")
 
     def to_internal_value(self, data):
         # Multipart forms carry the box as one "x0,y0,x1,y1" string.
@@ -93,6 +125,7 @@ class SearchResultSerializer(serializers.Serializer):
     file_url = serializers.CharField()
     region = serializers.DictField(child=serializers.IntegerField(), required=False,
                                    help_text="box queries: the stored region (cell, row, col) that matched best")
+    labels = ImageLabelSerializer(many=True, help_text="the labels the album's support sets gave it")
 
 
 class SearchResponseSerializer(serializers.Serializer):
@@ -150,10 +183,24 @@ def _url_template(name: str) -> str:
     return reverse(name, args=[_ID_PLACEHOLDER]).replace(str(_ID_PLACEHOLDER), "{}")
 
 
-def search_body(result: services.SearchResult) -> dict:
+def _label_restriction(album, wanted: dict | None) -> LabelRestriction | None:
+    if wanted is None:
+        return None
+    return rag_selectors.label_restriction(album_id=album.pk, support_set_id=wanted["support_set"], label=wanted["label"],
+                                           states=tuple(wanted.get("states") or ()))
+
+
+def _labels(album_id: int, result: services.SearchResult) -> dict[int, list[dict]]:
+    """The labels on the page's hits, in one query (none for an empty page)."""
+    ids = [hit.image_id for hit in result.hits]
+    return rag_selectors.image_labels(album_id=album_id, image_ids=ids) if ids else {}
+
+
+def search_body(result: services.SearchResult, *, labels: dict[int, list[dict]] | None = None) -> dict:
     """The response body of a search (SearchResponseSerializer's shape, fields in this order), read
     straight off the service's result: a page of 50 through DRF serializer fields cost more than the
-    rest of the view."""
+    rest of the view. `labels`: image id → the labels the album's sets gave it."""
+    labels = labels or {}
     thumbnail, file = _url_template("api:image-thumbnail"), _url_template("api:image-file")
     results = []
     for hit in result.hits:
@@ -161,7 +208,8 @@ def search_body(result: services.SearchResult) -> dict:
         if hit.region is not None:
             row["region"] = hit.region
         row.update(original_name=hit.original_name, width=hit.width, height=hit.height, taken_at=hit.taken_at,
-                   thumbnail_url=thumbnail.format(hit.image_id), file_url=file.format(hit.image_id))
+                   thumbnail_url=thumbnail.format(hit.image_id), file_url=file.format(hit.image_id),
+                   labels=labels.get(hit.image_id, []))
         results.append(row)
     body = {"model_id": result.model_id, "rebuilding": result.rebuilding, "min_score": result.min_score,
             "max_results": result.max_results, "count": result.count, "page": result.page, "page_size": result.page_size}
@@ -205,11 +253,12 @@ class AlbumSearchApi(APIView):
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
                 exclude_query_image=v["exclude_query_image"],
                 box=tuple(v["box"]) if v.get("box") is not None else None,
+                label=_label_restriction(album, v.get("label")),
             )
             result = services.album_search(user=request.user, album=album, query=query)  # checks image_id's access
         except scoring.QueryError as exc:
             raise ApplicationError(exc.message, code=exc.code) from None
-        return Response(search_body(result))
+        return Response(search_body(result, labels=_labels(album.pk, result)))
 
 
 class ImageSimilarApi(APIView):
@@ -225,7 +274,7 @@ class ImageSimilarApi(APIView):
         params = _SimilarParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         result = services.image_similar(user=request.user, image=image, **params.validated_data)
-        return Response(search_body(result))
+        return Response(search_body(result, labels=_labels(image.album_id, result)))
 
 
 class _SimilarParams(serializers.Serializer):

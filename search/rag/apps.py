@@ -6,3 +6,8 @@ class RagConfig(AppConfig):
     label = "rag"
     verbose_name = "Vision RAG"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from search.rag import hooks  # hooks import models: only once the app registry is ready
+
+        hooks.connect()  # albums shows and filters the labels this app writes

@@ -46,6 +46,7 @@ from search.rag.patches import images_patches
 from search.rag.retrieval import support_matrix
 from search.rag.selectors import classes_without_ready_images
 from workers.models import IndexJob
+from workers.selectors import JobNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -374,9 +375,32 @@ def label_add_to_set(*, label: Label, user):
 # --- Reading and export --------------------------------------------------------------------------
 
 
+def label_job_scope(*, support_set: SupportSet, job_id: int) -> list[int] | None:
+    """The image ids a labeling job of this set was started for (None: the whole album). A job of
+    another set, or no job, is JobNotFoundError: the same for a job the user cannot see."""
+    job = IndexJob.objects.filter(pk=job_id, kind=IndexJob.Kind.LABEL, params__support_set_id=support_set.pk).first()
+    if job is None:
+        raise JobNotFoundError()
+    return job.params.get("image_ids") if job.params.get("scope") == SCOPE_IMAGES else None
+
+
+def label_jobs_recent(*, support_set: SupportSet, limit: int = 20) -> list[dict]:
+    """The set's newest labeling jobs, each with a word on its scope: {id, status, created_at, scope, images}."""
+    jobs = (IndexJob.objects.filter(kind=IndexJob.Kind.LABEL, params__support_set_id=support_set.pk)
+            .order_by("-created_at", "-id")[:limit])
+    return [{"id": job.pk, "status": job.status, "created_at": job.created_at, "scope": job.params.get("scope"),
+             "images": len(job.params.get("image_ids") or [])} for job in jobs]
+
+
 def labels_filtered(*, support_set: SupportSet, class_label: str | None = None, state: str | None = None,
-                    margin_below: float | None = None) -> QuerySet[Label]:
+                    margin_below: float | None = None, job_id: int | None = None) -> QuerySet[Label]:
+    """`job_id`: the labels of the images that job was started for, whichever job wrote them last (a
+    job skips images already labeled, so its own rows alone would hide them)."""
     labels = Label.objects.filter(support_set=support_set).select_related("image")
+    if job_id is not None:
+        scope = label_job_scope(support_set=support_set, job_id=job_id)
+        if scope is not None:
+            labels = labels.filter(image_id__in=scope)
     if class_label:
         labels = labels.filter(label=class_label)
     if state:

@@ -8,8 +8,10 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 
 from albums.roles import Role
 from albums.selectors import get_for_user, member_rows
+from config.errors import ApplicationError
 from search.rag.errors import LabelNotFoundError, SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
 from search.rag.models import Label, SupportClass, SupportImage, SupportSet
+from search.selectors import LabelRestriction
 
 
 def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = None) -> QuerySet[SupportSet]:
@@ -69,3 +71,72 @@ def classes_without_ready_images(*, support_set: SupportSet) -> list[str]:
 def label_get_for_user(*, user: AbstractBaseUser, label_id: int, min_role: str = Role.VIEWER) -> Label:
     return get_for_user(Label.objects.select_related("support_set__album", "image"), user=user, pk=label_id,
                         album_path="support_set__album", not_found=LabelNotFoundError, min_role=min_role)
+
+
+def image_labels(*, album_id: int, image_ids: list[int]) -> dict[int, list[dict]]:
+    """Image id → the labels of the album's sets on it, in one query (a page of the images list or
+    of search results). Every member sees them: the sets are the album's."""
+    rows = (Label.objects.filter(image_id__in=image_ids, support_set__album_id=album_id)
+            .order_by("image_id", "support_set_id")
+            .values_list("image_id", "support_set_id", "support_set__name", "label", "state", "margin"))
+    labels: dict[int, list[dict]] = {}
+    for image_id, set_id, set_name, label, state, margin in rows:
+        labels.setdefault(image_id, []).append(
+            {"support_set": set_id, "support_set_name": set_name, "label": label, "state": state, "margin": round(margin, 4)})
+    return labels
+
+
+def labels_matching(*, album_id: int, support_set_id: int | None = None, label: str = "", states: tuple[str, ...] = (),
+                    margin_below: float | None = None) -> QuerySet[Label]:
+    """The album's labels a filter keeps (blank or None: any). A set that is not the album's is
+    SupportSetNotFoundError; a state that does not exist, a 400. The caller checked the album's access."""
+    bad = [state for state in states if state not in Label.State.values]
+    if bad:
+        raise ApplicationError(f"Unknown label state {bad[0]!r}; use one of {', '.join(Label.State.values)}.",
+                               code="invalid_filter", extra={"field": "label_state"})
+    labels = Label.objects.filter(support_set__album_id=album_id)
+    if support_set_id is not None:
+        if not SupportSet.objects.filter(pk=support_set_id, album_id=album_id).exists():
+            raise SupportSetNotFoundError()
+        labels = labels.filter(support_set_id=support_set_id)
+    if label:
+        labels = labels.filter(label=label)
+    if states:
+        labels = labels.filter(state__in=states)
+    if margin_below is not None:
+        labels = labels.filter(margin__lt=margin_below)
+    return labels
+
+
+def label_sets(*, album_id: int) -> list[dict]:
+    """The album's sets with their classes (display order), for the label filters and pickers."""
+    sets: dict[int, dict] = {}
+    rows = (SupportClass.objects.filter(support_set__album_id=album_id)
+            .order_by("support_set__name", "support_set_id", "position", "id")
+            .values_list("support_set_id", "support_set__name", "label"))
+    for set_id, name, label in rows:
+        sets.setdefault(set_id, {"id": set_id, "name": name, "classes": []})["classes"].append(label)
+    return list(sets.values())
+
+
+DEFAULT_RESTRICTION_STATES = (Label.State.PREDICTED, Label.State.ACCEPTED, Label.State.CORRECTED)
+
+
+def label_restriction(*, album_id: int, support_set_id: int, label: str,
+                      states: tuple[str, ...] | None = None) -> LabelRestriction:
+    """A search's "only images labeled `label` by this set", checked: a set that is not the album's
+    is not found (as for every id), a class the set has neither now nor on any label is a 400.
+    States default to every one but rejected (a rejected label says the image is not of the class)."""
+    states = tuple(dict.fromkeys(states)) if states else DEFAULT_RESTRICTION_STATES
+    bad = [state for state in states if state not in Label.State.values]
+    if bad:
+        raise ApplicationError(f"Unknown label state {bad[0]!r}; use one of {', '.join(Label.State.values)}.",
+                               code="invalid_label", extra={"field": "label.states"})
+    if not SupportSet.objects.filter(pk=support_set_id, album_id=album_id).exists():
+        raise SupportSetNotFoundError()
+    known = (SupportClass.objects.filter(support_set_id=support_set_id, label=label).exists()
+             or Label.objects.filter(support_set_id=support_set_id, label=label).exists())
+    if not known:
+        raise ApplicationError(f"The support set has no class {label!r}.", code="unknown_class",
+                               extra={"field": "label.label"})
+    return LabelRestriction(support_set_id=support_set_id, label=label, states=tuple(str(s) for s in states))

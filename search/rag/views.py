@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from albums.roles import Role, role_at_least
 from albums.views import resolve_for_user, with_album
 from config.errors import ApplicationError
-from search.rag import selectors, services
+from search.rag import labeling, selectors, services
 from search.rag.models import SupportSet
 
 
@@ -141,5 +141,7 @@ def review_page(request, support_set):
         "class_labels": [c.label for c in classes],
         "can_edit": role_at_least(support_set.role, Role.EDITOR),
         "vlm": settings.LOUPE_VLM if support_set.use_vlm else "",
+        # The set's labeling jobs, newest first, to review one job's scope (a selection, a search result).
+        "label_jobs": labeling.label_jobs_recent(support_set=support_set),
     }
     return render(request, "rag/review.html", context)

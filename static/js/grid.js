@@ -9,6 +9,12 @@
   const grid = () => document.getElementById("photo-grid");
 
   const filters = document.getElementById("grid-filters");
+  // A class is a class of one set: the chosen option names its set (runs before the form submits).
+  const labelFilter = document.getElementById("label-filter");
+  if (labelFilter) labelFilter.addEventListener("change", () => {
+    const option = labelFilter.selectedOptions[0];
+    document.getElementById("label-set").value = (option && option.dataset.set) || "";
+  });
   if (filters) filters.addEventListener("change", () => filters.submit());
 
   let busy = false;

@@ -110,9 +110,25 @@
     }
   }
 
+  // The filters live in the address too (a job started from a selection links here with ?job=…),
+  // so a reload or a shared link shows the same labels.
+  const fromAddress = new URLSearchParams(location.search);
+  for (const field of filters.elements) {
+    if (!field.name || !fromAddress.has(field.name)) continue;
+    if (field.tagName === "SELECT" && ![...field.options].some((o) => o.value === fromAddress.get(field.name))) {
+      field.append(new Option(`job #${fromAddress.get(field.name)}`, fromAddress.get(field.name)));
+    }
+    field.value = fromAddress.get(field.name);
+  }
   function filtered() {
     const params = new URLSearchParams({ page_size: "50" });
-    for (const [k, v] of new FormData(filters)) if (v) params.set(k, v);
+    const address = new URLSearchParams();
+    for (const [k, v] of new FormData(filters)) {
+      params.set(k, v);
+      if (!v) params.delete(k);
+      address.set(k, v);
+    }
+    history.replaceState(null, "", `?${address}`);
     return `${page.dataset.labelsUrl}?${params}`;
   }
 

@@ -119,11 +119,28 @@
   const lower = document.getElementById("search-lower");
   let lastQuery = null;  // the FormData of the search on screen, for its next pages
 
+  // The same chips as the album grid's (templates/albums/_label_chips.html): rejected ones left out.
+  function labelChips(labels) {
+    const holder = document.createElement("span");
+    holder.className = "label-chips";
+    for (const item of labels) {
+      if (item.state === "rejected") continue;
+      const chip = document.createElement("span");
+      chip.className = `label-chip ${item.state}`;
+      chip.textContent = item.label;
+      chip.title = `${item.label}: ${item.state}, margin ${item.margin}`;
+      holder.appendChild(chip);
+    }
+    return holder;
+  }
+
   function render(body, { append = false } = {}) {
     if (!append) results.innerHTML = "";
     const model = body.rebuilding ? ` (rebuild under way; using ${body.model_id})` : "";
     const shown = Math.min(body.count, body.page * body.page_size);
-    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"}${body.count > shown ? `, ${shown} shown` : ""} in ${body.timings_ms.total} ms${model}`;
+    const only = form.elements.only_label && form.elements.only_label.selectedOptions[0];
+    const restricted = only && only.value ? ` labeled ${only.textContent}` : "";
+    status.textContent = `${body.count} result${body.count === 1 ? "" : "s"}${restricted}${body.count > shown ? `, ${shown} shown` : ""} in ${body.timings_ms.total} ms${model}`;
     more.hidden = shown >= body.count;
     more.dataset.page = String(body.page + 1);
     // Nothing passed the minimum score: say so, and offer the ones below it.
@@ -147,6 +164,7 @@
       img.src = r.thumbnail_url; img.alt = r.original_name;
       li.querySelector(".pick").setAttribute("aria-label", `Select ${r.original_name}`);
       li.querySelector(".score").textContent = r.score.toFixed(4);
+      li.insertBefore(labelChips(r.labels || []), li.querySelector(".cosines"));
       // Each part's cosine, where the score combines more than one.
       if (Object.keys(r.cosines).length > 1 || r.region) li.querySelector(".cosines").textContent = parts;
       // Region search: the cell that matched, drawn on the whole (uncropped) thumbnail.
@@ -178,10 +196,12 @@
   // The query in the address (words and an album image; an uploaded file cannot travel there), so
   // Back from a photo and a reload find the same results.
   const REMEMBERED = ["text", "negative_text", "image_id", "image_weight", "text_weight", "negative_weight", "min_score",
-                      "max_results"];
+                      "max_results", "only_label"];
   function remember(data) {
     const params = new URLSearchParams();
     for (const name of REMEMBERED) if (data.get(name)) params.set(name, data.get(name));
+    const only = form.elements.only_label;
+    if (only && only.value) params.set("only_label", only.value);
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 
@@ -221,6 +241,15 @@
     data.append("use_query_optimization", form.use_query_optimization.checked ? "true" : "false");
     if (queryFile) data.append("image", queryFile);
     else if (imageId.value) data.append("image_id", imageId.value);
+    // "Only label": candidates are the images a support set labeled so (the API's `label`, as JSON
+    // in the form); reviewed only = accepted or corrected, else predictions count too.
+    const only = form.elements.only_label;
+    if (only && only.value) {
+      const at = only.value.indexOf(":");
+      const label = { support_set: Number(only.value.slice(0, at)), label: only.value.slice(at + 1) };
+      if (document.getElementById("only-reviewed").checked) label.states = ["accepted", "corrected"];
+      data.append("label", JSON.stringify(label));
+    }
     if (boxInput && boxInput.value && (queryFile || imageId.value)) {
       data.append("box", boxInput.value);
       data.delete("text"); data.delete("negative_text");  // a box query matches image regions only
@@ -243,6 +272,8 @@
     }
   }
   updateAdjust();
+  // A restriction from the address is in force: show where it is set.
+  if (form.elements.only_label && form.elements.only_label.value) document.getElementById("adjust").open = true;
   if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
   if (window.loupeViewer) window.loupeViewer.attach(results);
   if (!carried && (imageId.value || (form.elements.text && form.elements.text.value))) form.requestSubmit();

@@ -170,5 +170,27 @@
     const [response, body] = await api(`/api/v1/support-classes/${target}/images/`, { image_ids: ids() });
     say(response.ok ? "Added to the class." : body.message);
   });
+  // A labeling job for the selection (on the search page, "Select all" first: the whole result);
+  // its labels are reviewed on the set's review page, filtered to this job's photos.
+  const labelButton = document.getElementById("bulk-label");
+  if (labelButton) labelButton.addEventListener("click", async () => {
+    const sets = (await getAll(bar.dataset.supportSetsUrl)).filter((s) => s.role === "editor" || s.role === "owner");
+    const target = await ask({
+      title: `Label ${plural(selected.size, "photo")} with a support set`, label: "Support set", ok: "Start",
+      text: sets.length ? "A job predicts each photo's class; you then review the least certain first."
+        : "This album has no support set you can edit yet (see Classify).",
+      choices: sets.map((s) => [s.id, s.name]),
+    });
+    if (!target) return;
+    const [response, body] = await api(`/api/v1/support-sets/${target}/label-jobs/`, { scope: "images", image_ids: ids() });
+    if (!response.ok) { say(body.message); return; }
+    const link = document.createElement("a");
+    link.href = `/support-sets/${target}/review/?job=${body.id}&state=`;
+    link.textContent = "review them";
+    // A job skips photos the set labeled already (relabel is the review page's).
+    count.textContent = body.total ? `Labeling ${plural(body.total, "photo")} (job #${body.id}): `
+      : `The set has labeled ${selected.size === 1 ? "it" : "them"} already: `;
+    count.append(link);
+  });
   refresh();
 })();

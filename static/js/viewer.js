@@ -61,6 +61,18 @@
       }
       facts.append(dt, dd);
     }
+    // Labels from the album's support sets, each with its set, state and margin (rejected ones too:
+    // the panel says what the review decided).
+    for (const item of (image && image.labels) || []) {
+      const dt = document.createElement("dt"); dt.textContent = item.support_set_name || `Set #${item.support_set}`;
+      const dd = document.createElement("dd");
+      const chip = document.createElement("span");
+      chip.className = `label-chip ${item.state}`; chip.textContent = item.label;
+      const link = document.createElement("a");
+      link.href = `/support-sets/${item.support_set}/review/`; link.textContent = `${item.state}, margin ${item.margin.toFixed(2)}`;
+      dd.append(chip, " ", link);
+      facts.append(dt, dd);
+    }
     if (image && image.album) {
       const search = document.createElement("a");
       search.href = `/albums/${image.album}/search/?image_id=${item.id}`; search.textContent = "Search with this photo";

@@ -232,6 +232,65 @@ def test_search_results_scroll_on_and_keep_their_query_through_back_and_reload(l
     assert console.errors == []
 
 
+def test_labels_show_on_tiles_filter_the_grid_and_restrict_a_search(live_server, browser, make_user):
+    from search.rag.models import Label, SupportClass, SupportImage, SupportSet
+    from workers.models import IndexJob
+
+    carol = make_user("carol")
+    album, ids = photo_album(carol, name="Wardrobe", count=8)
+    clothes = SupportSet.objects.create(album=album, name="clothes", encoder_spec="dense:efficientnet-lite0")
+    coat, hat = (SupportClass.objects.create(support_set=clothes, label=label) for label in ("coat", "hat"))
+    for image_id, cls, state in ((ids[1], coat, "predicted"), (ids[2], coat, "accepted"), (ids[3], hat, "rejected")):
+        Label.objects.create(image_id=image_id, support_set=clothes, support_class=cls, label=cls.label,
+                             predicted_label=cls.label, scores={}, margin=0.25, state=state)
+    console = Console()
+    page = open_page(browser, console)
+    sign_in(page, live_server.url, "carol")
+    page.goto(f"{live_server.url}/albums/{album.pk}/")
+    # A prediction and a reviewed label look apart; a rejected one is no chip at all.
+    assert page.locator(f'.tile[data-id="{ids[1]}"] .label-chip.predicted').inner_text() == "coat"
+    assert page.locator(f'.tile[data-id="{ids[2]}"] .label-chip.accepted').inner_text() == "coat"
+    assert page.locator(f'.tile[data-id="{ids[3]}"] .label-chip').count() == 0
+    # The filter goes into the address and keeps to one set's class.
+    page.select_option("#label-filter", "coat")
+    page.wait_for_url(f"**support_set={clothes.pk}**")
+    assert "label=coat" in page.url
+    assert sorted(tile_ids(page)) == sorted([str(ids[1]), str(ids[2])])
+    # The viewer's info lists the photo's labels.
+    page.locator(f'.tile[data-id="{ids[1]}"] a.open').click()
+    page.locator(".pswp[data-ready]").wait_for()
+    page.keyboard.press("i")
+    page.locator(".pswp-info .facts").filter(has_text="predicted, margin 0.25").wait_for()
+    assert "clothes" in page.locator(".pswp-info .facts").inner_text()
+    page.keyboard.press("Escape")
+    # Search restricted to "coat": only the two coats, whatever else is nearer the query.
+    page.goto(f"{live_server.url}/albums/{album.pk}/search/?image_id={ids[5]}&min_score=-1")
+    page.locator("#search-status").filter(has_text="8 results").wait_for()
+    page.locator("#adjust summary").click()
+    page.select_option("#only-label", f"{clothes.pk}:coat")
+    page.locator("#search-form button[type=submit]").click()
+    page.locator("#search-status").filter(has_text="2 results labeled coat").wait_for()
+    assert sorted(tile_ids(page, "#search-results .tile")) == sorted([str(ids[1]), str(ids[2])])
+    assert page.locator("#search-results .label-chip").count() == 2
+    assert f"only_label={clothes.pk}%3Acoat" in page.url
+    # The result, selected whole, labeled with the set: a job for those photos (nothing to do, both
+    # are labeled), and its link opens the review on them.
+    SupportImage.objects.create(support_class=coat, support_set=clothes, image_id=ids[0], status="ready")
+    page.locator("#search-results .tile .pick").first.click()
+    page.locator("#bulk-all").click()
+    page.locator("#bulk-count").filter(has_text="2 photos selected").wait_for()
+    page.locator("#bulk-label").click()
+    page.select_option("#bulk-dialog-choice", str(clothes.pk))
+    page.locator("#bulk-dialog-ok").click()
+    page.locator("#bulk-count").filter(has_text="The set has labeled them already").wait_for()
+    job = IndexJob.objects.get(kind="label", params__support_set_id=clothes.pk)
+    assert sorted(job.params["image_ids"]) == sorted([ids[1], ids[2]])
+    page.get_by_role("link", name="review them").click()
+    page.locator("#review-status").filter(has_text="2 labels").wait_for()
+    assert page.locator("#review-job").input_value() == str(job.pk)
+    assert console.errors == []
+
+
 PAGES = {
     "albums": "/",
     "album": "/albums/{album}/",

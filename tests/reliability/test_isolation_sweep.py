@@ -620,3 +620,50 @@ def test_admin_is_for_staff_only(make_user):
         assert response.status_code == 302 and "/admin/login/" in response["Location"], path
     client.force_login(staff)
     assert client.get("/admin/albums/album/").status_code == 200
+
+
+# ---- Ids in query strings and bodies -------------------------------------------------------------------
+# An id of another album's object, sent to an endpoint of the actor's own album, answers exactly as an
+# id that does not exist (and never filters by it). Each row: (what, maker(world, own) → foreign id,
+# request(own, id) → (method, path, params or body)).
+
+def _foreign_label_job(world) -> int:
+    set_id = _support_set(world)
+    return IndexJob.objects.create(album=world["album"], kind=IndexJob.Kind.LABEL,
+                                   params={"support_set_id": set_id, "scope": "album", "image_ids": None}).pk
+
+
+ID_PARAMS = [
+    ("images list ?support_set", lambda w: _support_set(w),
+     lambda own, pk: ("GET", f"/api/v1/albums/{own['album'].pk}/images/", {"support_set": pk})),
+    ("search body label.support_set", lambda w: _support_set(w),
+     lambda own, pk: ("POST", f"/api/v1/albums/{own['album'].pk}/search/", {"text": "x", "label": {"support_set": pk, "label": "clean"}})),
+    ("labels list ?job", _foreign_label_job,
+     lambda own, pk: ("GET", f"/api/v1/support-sets/{own['support_set'].pk}/labels/", {"job": pk})),
+]
+
+
+@pytest.mark.parametrize("what, foreign, build", ID_PARAMS, ids=[row[0] for row in ID_PARAMS])
+def test_a_foreign_id_in_a_parameter_looks_missing(world, what, foreign, build):
+    from rest_framework.test import APIClient
+
+    from search.rag import services as rag
+
+    from albums.models import Album
+
+    outsider = world["users"]["outsider"]
+    album = Album.objects.get(name="the outsider's own")
+    own = {"album": album, "support_set": rag.support_set_create(album=album, user=outsider, name="own set")}
+    client = APIClient()
+    client.force_authenticate(outsider)
+    pk = foreign(world)
+
+    def answer(value):
+        method, path, data = build(own, value)
+        return client.get(path, data) if method == "GET" else client.post(path, data, format="json")
+
+    before = _snapshot()
+    found, missing = answer(pk), answer(pk + 1_000_000)
+    assert found.status_code == missing.status_code == 404, (what, found.content)
+    assert _stable(found.json()) == _stable(missing.json()), what
+    assert _snapshot() == before

@@ -23,6 +23,7 @@ from albums.roles import Role
 from albums.storage import image_file_open
 from config.errors import ApplicationError
 from config.pagination import LoupePagination, paginate
+from config.params import parse_id
 from config.throttles import BulkRateThrottle, UploadRateThrottle
 from search.rag import labeling, selectors
 from search.rag.api.serializers import SupportAddResponseSerializer
@@ -105,14 +106,18 @@ def _filtered(request, support_set):
         value = params.get(name) or ""
         if "\x00" in value or len(value) > 100:
             raise ApplicationError(f"{name} is not a class label or a state.", code="invalid_filter")
+    job_id = parse_id(params["job"], name="job", code="invalid_filter") if params.get("job") else None
     return labeling.labels_filtered(support_set=support_set, class_label=params.get("class") or None,
-                                    state=params.get("state") or None, margin_below=_margin(params.get("margin_below")))
+                                    state=params.get("state") or None, margin_below=_margin(params.get("margin_below")),
+                                    job_id=job_id)
 
 
 FILTERS = [
     OpenApiParameter("class", str, description="class label"),
     OpenApiParameter("state", str, enum=Label.State.values),
     OpenApiParameter("margin_below", float, description="only labels whose margin (top score − second) is below"),
+    OpenApiParameter("job", int, description="only the images in the scope of this labeling job of the set (the whole "
+                                             "album, or the selection or search result it was started for)"),
 ]
 
 
