@@ -9,6 +9,8 @@
   const label = document.getElementById("q-image-label");
   const drop = document.getElementById("q-drop");
   let queryFile = null;
+  // Several album photos as one query (the bar's "Search like these"): the mean of their vectors.
+  let queryIds = (new URLSearchParams(location.search).get("image_ids") || "").split(",").filter((id) => /^\d+$/.test(id));
 
   for (const name of ["image", "text", "negative"]) {
     const slider = document.getElementById(`w-${name}`);
@@ -62,7 +64,7 @@
   const thumb = document.getElementById("q-image-thumb");
   function setFile(file) {
     if (!file) return;
-    queryFile = file; imageId.value = ""; label.textContent = file.name || "pasted image";
+    queryFile = file; imageId.value = ""; queryIds = []; label.textContent = file.name || "pasted image";
     const url = URL.createObjectURL(file);
     thumb.src = url; chip.hidden = false;
     showPicker(url);
@@ -70,7 +72,7 @@
   }
   window.loupeImageInput(fileInput, drop, setFile);
   document.getElementById("q-image-clear").addEventListener("click", () => {
-    queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = ""; chip.hidden = true;
+    queryFile = null; imageId.value = ""; queryIds = []; fileInput.value = ""; label.textContent = ""; chip.hidden = true;
     thumb.removeAttribute("src");
     showPicker(null);
     updateAdjust();
@@ -94,7 +96,7 @@
     const hasText = Boolean(form.elements.text && !form.elements.text.disabled && form.elements.text.value.trim());
     const negative = form.elements.negative_text;
     const hasNegative = Boolean(negative && negative.value.trim());
-    const hasImage = Boolean(queryFile || imageId.value);
+    const hasImage = Boolean(queryFile || imageId.value || queryIds.length);
     const parts = [hasImage, hasText, hasNegative].filter(Boolean).length;
     document.getElementById("weights").hidden = parts < 2;
     document.getElementById("weight-image").hidden = !hasImage;
@@ -182,6 +184,7 @@
   function remember(data) {
     const params = new URLSearchParams();
     for (const name of REMEMBERED) if (data.get(name)) params.set(name, data.get(name));
+    if (data.has("image_ids")) params.set("image_ids", data.getAll("image_ids").join(","));
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 
@@ -221,6 +224,7 @@
     data.append("use_query_optimization", form.use_query_optimization.checked ? "true" : "false");
     if (queryFile) data.append("image", queryFile);
     else if (imageId.value) data.append("image_id", imageId.value);
+    else for (const id of queryIds) data.append("image_ids", id);
     if (boxInput && boxInput.value && (queryFile || imageId.value)) {
       data.append("box", boxInput.value);
       data.delete("text"); data.delete("negative_text");  // a box query matches image regions only
@@ -242,8 +246,13 @@
       field.dispatchEvent(new Event("input"));  // the sliders' read-outs follow
     }
   }
+  if (queryIds.length && !imageId.value) {
+    label.textContent = `${queryIds.length} photo${queryIds.length === 1 ? "" : "s"}`;
+    thumb.src = `/api/v1/images/${queryIds[0]}/thumbnail`;
+    chip.hidden = false;
+  }
   updateAdjust();
   if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
   if (window.loupeViewer) window.loupeViewer.attach(results);
-  if (!carried && (imageId.value || (form.elements.text && form.elements.text.value))) form.requestSubmit();
+  if (!carried && (imageId.value || queryIds.length || (form.elements.text && form.elements.text.value))) form.requestSubmit();
 })();

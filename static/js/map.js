@@ -1,0 +1,452 @@
+// The semantic map: every placed photo of the album as a point laid out by meaning (the map API),
+// drawn by regl-scatterplot (WebGL, vendored) so that 100k points pan and zoom smoothly. Zoomed in
+// until few points are on screen, the points become their thumbnails. Colour by cluster, date taken
+// or a support set's labels; hover for a preview, click to open the viewer, lasso to select (the
+// bulk bar of select.js acts on it); the album bar's search highlights its hits and dims the rest.
+import { createScatterplot } from "regl-scatterplot";
+
+const app = document.getElementById("map-app");
+const $ = (id) => document.getElementById(id);
+const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
+const canEdit = app.dataset.canEdit === "1";
+const status = $("map-status");
+
+const THUMBS_AT = 300;  // at most this many points on screen: draw them as thumbnails
+const NONE_COLOR = "#b8bdc9";
+const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+                 "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#3757d8",
+                 "#a0cbe8", "#ffbe7d"];
+// Viridis at five stops: dark = oldest, yellow = newest; readable for colour-blind readers.
+const GRADIENT = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const DATE_BINS = 64;
+
+let map = null;         // the API's answer on screen
+let plot = null;        // the scatterplot, once WebGL is known to work
+let index = new Map();  // image id → point index
+let categories = null;  // { values: int per point, colors: [...], name(i) → text for the tip }
+let hits = null;        // image ids the search found, or null when nothing is searched
+let lasso = false;      // the next select event comes from the lasso, not from a click
+let hovered = null;
+let pollTimer = null;
+
+async function api(url, { method = "GET", body = null } = {}) {
+  const init = { method, credentials: "same-origin", headers: { "X-CSRFToken": app.dataset.csrf } };
+  if (body instanceof FormData) init.body = body;
+  else if (body) { init.body = JSON.stringify(body); init.headers["Content-Type"] = "application/json"; }
+  const response = await fetch(url, init);
+  let data = {};
+  try { data = await response.json(); } catch (err) { data = { message: `HTTP ${response.status}` }; }
+  return [response, data];
+}
+
+// ---- States: no map, building, ready ------------------------------------------------------------
+
+const build = $("map-build");
+const buildText = $("map-build-text");
+const buildButton = $("map-build-button");
+const progress = $("map-progress");
+
+function showJob(job) {
+  const active = job && (job.status === "queued" || job.status === "running");
+  progress.hidden = !active;
+  if (!active) return false;
+  $("map-progress-bar").max = job.total || 1;
+  $("map-progress-bar").value = job.done || 0;
+  $("map-progress-text").textContent = job.status === "queued" ? "Queued: waiting for a worker"
+    : `Placing photos: step ${job.done} of ${job.total}${job.message ? ` (${job.message})` : ""}`;
+  return true;
+}
+
+async function rebuild() {
+  if (buildButton) buildButton.disabled = true;
+  const [response, body] = await api(app.dataset.rebuildUrl, { method: "POST" });
+  if (buildButton) buildButton.disabled = false;
+  if (!response.ok) { status.textContent = body.message || body.detail || `HTTP ${response.status}`; return; }
+  await load();
+}
+if (buildButton) buildButton.addEventListener("click", rebuild);
+
+function supportSetParam() {
+  return $("map-color").value === "label" && $("map-support-set").value ? `?support_set=${$("map-support-set").value}` : "";
+}
+
+async function load() {
+  clearTimeout(pollTimer);
+  const [response, body] = await api(app.dataset.url + supportSetParam());
+  if (!response.ok) { status.textContent = body.message || `The map could not be loaded (HTTP ${response.status}).`; return; }
+  const busy = showJob(body.job);
+  const ready = body.state === "ready" && body.points && body.points.image_id.length > 0;
+  build.hidden = ready && !busy;
+  if (buildButton) buildButton.hidden = busy || ready || app.dataset.indexed !== "1";
+  if (app.dataset.indexed !== "1" && !ready) {
+    buildText.textContent = "The map places photos by their search vectors: indexing must finish first (see the Index chip).";
+  } else if (busy) {
+    buildText.textContent = ready ? "The map is being updated; it shows the previous layout meanwhile." : "The map is being built.";
+    build.hidden = false;
+  } else if (!ready) {
+    buildText.textContent = canEdit ? "This album has no map yet." : "This album has no map yet: an editor of the album can build it.";
+  }
+  const unplaced = $("map-unplaced");
+  unplaced.hidden = !(ready && body.unplaced > 0);
+  if (!unplaced.hidden) {
+    unplaced.textContent = `${plural(body.unplaced, "new photo")} will appear after the next update of the map.`;
+    if (canEdit && !busy) {
+      const again = document.createElement("button");
+      again.type = "button"; again.className = "link"; again.textContent = "Update now";
+      again.addEventListener("click", rebuild);
+      unplaced.append(" ", again);
+    }
+  }
+  if (busy) pollTimer = setTimeout(load, 1500);
+  if (!ready) { status.textContent = busy ? "" : (body.state === "building" ? "Building…" : ""); $("map-layout").hidden = true; return; }
+  await show(body);
+}
+
+// ---- Drawing ------------------------------------------------------------------------------------
+
+function webglMissing() {
+  const probe = document.createElement("canvas");
+  return !(probe.getContext("webgl2") || probe.getContext("webgl"));
+}
+
+function hex(rgb) { return `#${rgb.map((v) => Math.round(v).toString(16).padStart(2, "0")).join("")}`; }
+function gradient(t) {
+  const at = Math.min(GRADIENT.length - 1.001, Math.max(0, t) * (GRADIENT.length - 1));
+  const i = Math.floor(at), f = at - i;
+  return hex(GRADIENT[i].map((v, k) => v + (GRADIENT[i + 1][k] - v) * f));
+}
+
+// Each colouring is one categorical value per point, its palette and the legend that explains it.
+function colouring(mode) {
+  const p = map.points, n = p.image_id.length;
+  const values = new Array(n);
+  if (mode === "date") {
+    let lo = Infinity, hi = -Infinity;
+    for (const t of p.taken) if (t !== null) { lo = Math.min(lo, t); hi = Math.max(hi, t); }
+    const span = hi - lo || 1;
+    for (let i = 0; i < n; i++) values[i] = p.taken[i] === null ? DATE_BINS : Math.min(DATE_BINS - 1, Math.floor(((p.taken[i] - lo) / span) * DATE_BINS));
+    const colors = Array.from({ length: DATE_BINS }, (_, i) => gradient(i / (DATE_BINS - 1))).concat(NONE_COLOR);
+    const day = (t) => new Date(t * 1000).toLocaleDateString();
+    const undated = values.filter((v) => v === DATE_BINS).length;
+    return { values, colors, title: "Date taken", range: Number.isFinite(lo) ? [day(lo), day(hi)] : null,
+             entries: undated ? [{ name: "No date", size: undated, color: NONE_COLOR, members: DATE_BINS }] : [],
+             name: (i) => (p.taken[i] === null ? "no date" : `taken ${day(p.taken[i])}`) };
+  }
+  if (mode === "label" && map.labels) {
+    const { names, index: labelOf, state } = map.labels;
+    for (let i = 0; i < n; i++) values[i] = labelOf[i] >= 0 ? labelOf[i] : names.length;
+    const colors = names.map((_, i) => PALETTE[i % PALETTE.length]).concat(NONE_COLOR);
+    const sizes = new Array(names.length + 1).fill(0);
+    for (const v of values) sizes[v]++;
+    const entries = names.map((name, i) => ({ name, size: sizes[i], color: colors[i], members: i }))
+      .concat([{ name: "No label", size: sizes[names.length], color: NONE_COLOR, members: names.length }]);
+    return { values, colors, title: "Labels", entries,
+             name: (i) => (labelOf[i] >= 0 ? `${names[labelOf[i]]}${state[i] ? ` (${state[i]})` : ""}` : "no label") };
+  }
+  // Clusters: their position in the list, noise last.
+  const slot = new Map(map.clusters.map((c, i) => [c.id, i]));
+  const noise = map.clusters.length;
+  for (let i = 0; i < n; i++) values[i] = slot.has(p.cluster[i]) ? slot.get(p.cluster[i]) : noise;
+  const colors = map.clusters.map((_, i) => PALETTE[i % PALETTE.length]).concat(NONE_COLOR);
+  const unclustered = values.filter((v) => v === noise).length;
+  const entries = map.clusters.map((c, i) => ({ name: c.name, size: c.size, color: colors[i], members: i }));
+  if (unclustered) entries.push({ name: "Not in a cluster", size: unclustered, color: NONE_COLOR, members: noise });
+  return { values, colors, title: "Clusters", entries,
+           name: (i) => (values[i] === noise ? "not in a cluster" : map.clusters[values[i]].name) };
+}
+
+function legend() {
+  $("map-legend-title").textContent = categories.title;
+  const gradientBox = $("map-gradient");
+  gradientBox.hidden = !categories.range;
+  if (categories.range) [$("map-gradient-from").textContent, $("map-gradient-to").textContent] = categories.range;
+  const list = $("map-legend");
+  list.innerHTML = "";
+  for (const entry of categories.entries) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button"; button.className = "legend-entry";
+    button.title = `Select and zoom to ${entry.name}`;
+    button.innerHTML = '<span class="swatch" aria-hidden="true"></span><span class="name"></span><span class="size"></span>';
+    button.querySelector(".swatch").style.background = entry.color;
+    button.querySelector(".name").textContent = entry.name;
+    button.querySelector(".size").textContent = entry.size.toLocaleString();
+    button.addEventListener("click", () => {
+      const members = [];
+      categories.values.forEach((v, i) => { if (v === entry.members) members.push(i); });
+      selectPoints(members);
+      if (plot && members.length) plot.zoomToPoints(members, { padding: 0.3, transition: true });
+    });
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+}
+
+function pointData() {
+  const p = map.points;
+  const bright = hits ? p.image_id.map((id) => (hits.has(id) ? 1 : 0)) : new Array(p.image_id.length).fill(1);
+  return { x: p.x, y: p.y, valueA: categories.values, valueB: bright };
+}
+
+async function redraw() {
+  categories = colouring($("map-color").value);
+  legend();
+  if (!plot) return;
+  const selected = plot.get("selectedPoints");
+  plot.set({ pointColor: categories.colors });
+  await plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", select: selected, preventFilterReset: true });
+  placeThumbs();
+}
+
+const layoutOf = (body) => `${body.fitted_at}|${body.points.image_id.length}|${body.labels ? body.labels.support_set : ""}`;
+
+async function show(body) {
+  const first = !map;
+  if (!first && layoutOf(body) === layoutOf(map)) { map = body; return; }  // a poll while nothing moved
+  map = body;
+  index = new Map(map.points.image_id.map((id, i) => [id, i]));
+  $("map-layout").hidden = false;
+  const n = map.points.image_id.length;
+  status.textContent = `${plural(n, "photo")} in ${plural(map.clusters.length, "cluster")}`;
+  if (first && webglMissing()) {
+    status.textContent += ". This browser cannot draw the map: WebGL is turned off or unavailable.";
+    app.dataset.webgl = "0";
+  } else if (first) {
+    plot = createScatterplot({
+      canvas: $("map-canvas"),
+      pointSize: n > 20000 ? 3 : n > 2000 ? 5 : 8,
+      opacityBy: "valueB", opacity: [0.12, 1],  // search hits bright, the rest dim
+      colorBy: "valueA",
+      pointColorHover: "#1d2230", pointColorActive: "#e0245e", backgroundColor: "#ffffff",
+      lassoColor: "#3757d8", lassoInitiator: false, deselectOnEscape: false, deselectOnDblClick: false,
+    });
+    plot.subscribe("pointOver", (i) => { hovered = i; tip(i); });
+    plot.subscribe("pointOut", () => { hovered = null; $("map-tip").hidden = true; });
+    plot.subscribe("lassoStart", () => { lasso = true; });
+    plot.subscribe("select", ({ points }) => picked(points));
+    plot.subscribe("view", () => scheduleThumbs());
+    app.dataset.webgl = "1";
+  }
+  await redraw();
+  if (first && plot) await highlight();
+  app.dataset.ready = "1";  // the first screen is drawn (tests and the timing wait for this)
+}
+
+// ---- Hover, click, selection --------------------------------------------------------------------
+
+function tip(i) {
+  const box = $("map-tip");
+  const [x, y] = plot.getScreenPosition(i);
+  $("map-tip-img").src = `/api/v1/images/${map.points.image_id[i]}/thumbnail`;
+  $("map-tip-text").textContent = categories.name(i);
+  box.style.left = `${x}px`; box.style.top = `${y}px`;
+  box.classList.toggle("left", x > $("map-stage").clientWidth / 2);
+  box.hidden = false;
+}
+
+function openPhoto(i) {
+  if (window.loupeViewer) window.loupeViewer.openId(String(map.points.image_id[i]), $("map-thumbs"));
+}
+
+let mirrored = [];  // the selection as select.js last heard it, so a click can put it back
+function selectPoints(points) {
+  mirrored = points;
+  if (plot) { if (points.length) plot.select(points, { preventEvent: true }); else plot.deselect({ preventEvent: true }); }
+  if (window.loupeSelection) window.loupeSelection.set(points.map((i) => map.points.image_id[i]));
+}
+
+let merging = false;
+function picked(points) {
+  if (lasso || merging) { lasso = false; selectPoints(points); return; }
+  // A plain click on a point opens it; the selection stays what it was.
+  selectPoints(mirrored);
+  if (points.length) openPhoto(points[points.length - 1]);
+}
+
+const canvas = $("map-canvas");
+canvas.addEventListener("pointerdown", (e) => { merging = e.ctrlKey || e.metaKey; }, true);
+// Thumbnails are larger than their points: a click on one that misses the point opens it too.
+canvas.addEventListener("click", (e) => {
+  if (hovered !== null || e.shiftKey || !thumbs.size) return;
+  const box = canvas.getBoundingClientRect();
+  const [x, y] = [e.clientX - box.left, e.clientY - box.top];
+  for (const [i, li] of thumbs) {
+    const half = li.offsetWidth / 2;
+    const [px, py] = plot.getScreenPosition(i);
+    if (Math.abs(x - px) <= half && Math.abs(y - py) <= half) { openPhoto(i); return; }
+  }
+});
+
+document.addEventListener("loupe:selection", (e) => {
+  if (!map || !plot) return;
+  const points = e.detail.ids.map((id) => index.get(id)).filter((i) => i !== undefined);
+  const now = plot.get("selectedPoints");
+  if (points.length === now.length && points.every((p, k) => p === now[k])) return;
+  mirrored = points;
+  if (points.length) plot.select(points, { preventEvent: true }); else plot.deselect({ preventEvent: true });
+});
+document.addEventListener("loupe:deleted", () => load());
+if (window.loupeSelection) window.loupeSelection.allIds = () => (map ? map.points.image_id : []);
+
+$("map-lasso").addEventListener("click", () => {
+  const on = $("map-lasso").getAttribute("aria-pressed") !== "true";
+  $("map-lasso").setAttribute("aria-pressed", String(on));
+  if (plot) plot.set({ mouseMode: on ? "lasso" : "panZoom" });
+});
+$("map-reset").addEventListener("click", () => { if (plot) plot.zoomToOrigin({ transition: true }); });
+
+// ---- Thumbnails when zoomed in ------------------------------------------------------------------
+
+const thumbs = new Map();  // point index → its tile on the overlay
+let thumbsQueued = false;
+function scheduleThumbs() {
+  if (thumbsQueued) return;
+  thumbsQueued = true;
+  requestAnimationFrame(() => { thumbsQueued = false; placeThumbs(); });
+}
+
+function placeThumbs() {
+  if (!plot || !map) return;
+  const inView = plot.get("pointsInView");
+  const layer = $("map-thumbs");
+  const wanted = inView.length <= THUMBS_AT ? new Set(inView) : new Set();
+  for (const [i, li] of thumbs) if (!wanted.has(i)) { li.remove(); thumbs.delete(i); }
+  const size = inView.length <= 40 ? 112 : inView.length <= 120 ? 80 : 56;
+  layer.style.setProperty("--thumb", `${size}px`);
+  for (const i of wanted) {
+    let li = thumbs.get(i);
+    if (!li) {
+      const id = map.points.image_id[i];
+      li = document.createElement("li");
+      li.className = "tile"; li.dataset.id = String(id);
+      li.innerHTML = '<a class="open"><img alt="" decoding="async"></a>';
+      const link = li.querySelector("a");
+      link.href = `/images/${id}/`; link.dataset.src = `/api/v1/images/${id}/file`;
+      li.querySelector("img").src = `/api/v1/images/${id}/thumbnail`;
+      thumbs.set(i, li);
+      layer.appendChild(li);
+    }
+    const [x, y] = plot.getScreenPosition(i);
+    li.style.transform = `translate(${x}px, ${y}px)`;
+    li.classList.toggle("dim", Boolean(hits) && !hits.has(map.points.image_id[i]));
+    li.style.borderColor = categories.colors[categories.values[i]];
+  }
+  app.dataset.thumbs = String(thumbs.size);
+}
+
+// ---- Search hits ------------------------------------------------------------------------------------
+
+const bar = $("album-bar");
+const barText = $("bar-text");
+const CARRIED = "loupe-query-image";  // an image the album bar hands over (static/js/searchbar.js)
+
+async function highlight() {
+  const params = new URLSearchParams(location.search);
+  const query = new FormData();
+  let what = "";
+  if (params.get("text")) { query.append("text", params.get("text")); what = `“${params.get("text")}”`; }
+  const carried = sessionStorage.getItem(CARRIED);
+  if (carried) {
+    sessionStorage.removeItem(CARRIED);
+    try {
+      const { name, data } = JSON.parse(carried);
+      query.append("image", new File([await (await fetch(data)).blob()], name));
+      what = what ? `${what} and ${name}` : name;
+    } catch (err) { /* a damaged hand-over: the reader picks the image again */ }
+  } else if (params.get("image_id")) {
+    query.append("image_id", params.get("image_id"));
+    what = what || `photo #${params.get("image_id")}`;
+  } else if (params.get("image_ids")) {
+    const ids = params.get("image_ids").split(",").filter((id) => /^\d+$/.test(id));
+    for (const id of ids) query.append("image_ids", id);
+    what = what || plural(ids.length, "photo");
+  }
+  if (!what) { setHits(null); return; }
+  $("map-matches").hidden = false;
+  $("map-matches-text").textContent = `Searching ${what}…`;
+  const found = new Set();
+  let count = 0;
+  query.set("page_size", "500");
+  for (let page = 1; ; page++) {
+    query.set("page", String(page));
+    const [response, body] = await api(app.dataset.searchUrl, { method: "POST", body: query });
+    if (!response.ok) { $("map-matches-text").textContent = body.message || `The search failed (HTTP ${response.status})`; return; }
+    for (const r of body.results) found.add(r.image_id);
+    count = body.count;
+    if (!body.results.length || page * body.page_size >= body.count) break;
+  }
+  setHits(found);
+  const onMap = [...found].filter((id) => index.has(id)).length;
+  $("map-matches-text").textContent = `${count.toLocaleString()} match${count === 1 ? "" : "es"} for ${what}` +
+    (onMap < count ? ` (${onMap.toLocaleString()} on the map)` : "");
+}
+
+function setHits(found) {
+  hits = found;
+  $("map-matches").hidden = !found;
+  if (plot && map) plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", preventFilterReset: true,
+                                            select: plot.get("selectedPoints") }).then(placeThumbs);
+}
+
+$("map-matches-clear").addEventListener("click", () => {
+  const url = new URL(location.href);
+  for (const name of ["text", "image_id", "image_ids"]) url.searchParams.delete(name);
+  history.replaceState(null, "", url);
+  if (barText) barText.value = "";
+  setHits(null);
+});
+
+// The album bar searches here: words highlight without leaving the page (an image reloads it, above).
+if (bar) {
+  if (barText && !barText.readOnly) barText.value = new URLSearchParams(location.search).get("text") || "";
+  bar.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const url = new URL(location.href);
+    for (const name of ["text", "image_id", "image_ids"]) url.searchParams.delete(name);
+    const words = barText && !barText.readOnly ? barText.value.trim() : "";
+    if (words) url.searchParams.set("text", words);
+    history.replaceState(null, "", url);
+    if (plot && map) highlight();
+  });
+}
+
+// ---- Colour choices -----------------------------------------------------------------------------
+
+async function supportSets() {
+  const choice = $("map-support-set");
+  if (choice.options.length) return;
+  const [response, body] = await api(app.dataset.supportSetsUrl);
+  const sets = response.ok ? body.results || [] : [];
+  for (const set of sets) choice.add(new Option(set.name, set.id));
+  if (!sets.length) choice.add(new Option("No support sets yet (see Classify)", ""));
+}
+
+$("map-color").addEventListener("change", async () => {
+  const mode = $("map-color").value;
+  $("map-support-set").hidden = mode !== "label";
+  remember();
+  if (mode === "label") { await supportSets(); await load(); } else await redraw();
+});
+$("map-support-set").addEventListener("change", () => { remember(); load(); });
+
+function remember() {
+  const url = new URL(location.href);
+  const mode = $("map-color").value;
+  if (mode === "cluster") url.searchParams.delete("color"); else url.searchParams.set("color", mode);
+  if (mode === "label" && $("map-support-set").value) url.searchParams.set("support_set", $("map-support-set").value);
+  else url.searchParams.delete("support_set");
+  history.replaceState(history.state, "", url);
+}
+
+async function start() {
+  const params = new URLSearchParams(location.search);
+  if (["date", "label"].includes(params.get("color"))) $("map-color").value = params.get("color");
+  if ($("map-color").value === "label") {
+    $("map-support-set").hidden = false;
+    await supportSets();
+    if (params.get("support_set")) $("map-support-set").value = params.get("support_set");
+  }
+  if (window.loupeViewer) window.loupeViewer.attach($("map-thumbs"));  // a shared ?view= link opens the photo
+  await load();
+}
+start();
