@@ -228,8 +228,8 @@ async function show(body) {
     app.dataset.webgl = "1";
   }
   await redraw();
-  if (first && plot) await highlight();
   app.dataset.ready = "1";  // the first screen is drawn (tests and the timing wait for this)
+  if (first && plot) highlight();
 }
 
 // ---- Hover, click, selection --------------------------------------------------------------------
@@ -253,6 +253,7 @@ function selectPoints(points) {
   mirrored = points;
   if (plot) { if (points.length) plot.select(points, { preventEvent: true }); else plot.deselect({ preventEvent: true }); }
   if (window.loupeSelection) window.loupeSelection.set(points.map((i) => map.points.image_id[i]));
+  scheduleThumbs();
 }
 
 let merging = false;
@@ -284,6 +285,7 @@ document.addEventListener("loupe:selection", (e) => {
   if (points.length === now.length && points.every((p, k) => p === now[k])) return;
   mirrored = points;
   if (points.length) plot.select(points, { preventEvent: true }); else plot.deselect({ preventEvent: true });
+  scheduleThumbs();
 });
 document.addEventListener("loupe:deleted", () => load());
 if (window.loupeSelection) window.loupeSelection.allIds = () => (map ? map.points.image_id : []);
@@ -305,14 +307,26 @@ function scheduleThumbs() {
   requestAnimationFrame(() => { thumbsQueued = false; placeThumbs(); });
 }
 
+// As large as the typical gap to the nearest neighbour allows, so that most photos stay visible.
+function thumbSize(points) {
+  const gaps = points.map(([x, y], k) => {
+    let best = Infinity;
+    points.forEach(([u, v], j) => { if (j !== k) best = Math.min(best, Math.hypot(x - u, y - v)); });
+    return best;
+  }).sort((a, b) => a - b);
+  const typical = gaps.length > 1 ? gaps[Math.floor(gaps.length / 2)] : 140;
+  return Math.round(Math.min(140, Math.max(36, typical * 0.95)));
+}
+
 function placeThumbs() {
   if (!plot || !map) return;
   const inView = plot.get("pointsInView");
   const layer = $("map-thumbs");
   const wanted = inView.length <= THUMBS_AT ? new Set(inView) : new Set();
   for (const [i, li] of thumbs) if (!wanted.has(i)) { li.remove(); thumbs.delete(i); }
-  const size = inView.length <= 40 ? 112 : inView.length <= 120 ? 80 : 56;
-  layer.style.setProperty("--thumb", `${size}px`);
+  const at = new Map([...wanted].map((i) => [i, plot.getScreenPosition(i)]));
+  layer.style.setProperty("--thumb", `${thumbSize([...at.values()])}px`);
+  const chosen = new Set(plot.get("selectedPoints"));
   for (const i of wanted) {
     let li = thumbs.get(i);
     if (!li) {
@@ -326,7 +340,8 @@ function placeThumbs() {
       thumbs.set(i, li);
       layer.appendChild(li);
     }
-    const [x, y] = plot.getScreenPosition(i);
+    const [x, y] = at.get(i);
+    li.classList.toggle("selected", chosen.has(i));
     li.style.transform = `translate(${x}px, ${y}px)`;
     li.classList.toggle("dim", Boolean(hits) && !hits.has(map.points.image_id[i]));
     li.style.borderColor = categories.colors[categories.values[i]];
