@@ -184,6 +184,9 @@ LOUPE_DUPLICATES_INLINE_MAX = env.int("LOUPE_DUPLICATES_INLINE_MAX", default=3_0
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 LOUPE_DUPLICATES_MAX_PAIRS = env.int("LOUPE_DUPLICATES_MAX_PAIRS", default=200_000)
 LOUPE_DUPLICATES_MAX_GROUPS = env.int("LOUPE_DUPLICATES_MAX_GROUPS", default=500)
+# The semantic map (workers/maps.py): after indexing, new images are placed on the album's map
+# without a refit until they pass this share of the images the map was fitted on.
+LOUPE_MAP_REFIT_SHARE = env.float("LOUPE_MAP_REFIT_SHARE", default=0.2)
 
 # --- Vision RAG (few-shot classification from support sets)
 # A vision-language model spec (`transformers:<dir or id>`, `openai:<base_url>/<model>`); empty: the
