@@ -139,6 +139,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("search:album", "POST"): VIEWER,
     ("search:duplicates", "GET"): VIEWER,
     ("search:duplicates", "POST"): VIEWER,
+    ("search:map", "GET"): VIEWER,
+    ("search:map", "POST"): VIEWER,  # renders the page; the map and its rebuild go through the API
     ("search:image", "GET"): VIEWER,
     ("search:image", "POST"): VIEWER,
     ("search:jobs", "GET"): SIGNED_IN,
