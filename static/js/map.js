@@ -228,6 +228,7 @@ async function show(body) {
     app.dataset.webgl = "1";
   }
   await redraw();
+  performance.mark("map-drawn");
   app.dataset.ready = "1";  // the first screen is drawn (tests and the timing wait for this)
   if (first && plot) highlight();
 }
