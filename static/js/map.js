@@ -373,7 +373,8 @@ async function highlight() {
     query.append("image_id", params.get("image_id"));
     what = what || `photo #${params.get("image_id")}`;
   } else if (params.get("image_ids")) {
-    const ids = params.get("image_ids").split(",").filter((id) => /^\d+$/.test(id));
+    const list = params.get("image_ids") === "selection" ? sessionStorage.getItem("loupe-query-ids") || "" : params.get("image_ids");
+    const ids = list.split(",").filter((id) => /^\d+$/.test(id));
     for (const id of ids) query.append("image_ids", id);
     what = what || plural(ids.length, "photo");
   }

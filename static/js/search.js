@@ -10,7 +10,10 @@
   const drop = document.getElementById("q-drop");
   let queryFile = null;
   // Several album photos as one query (the bar's "Search like these"): the mean of their vectors.
-  let queryIds = (new URLSearchParams(location.search).get("image_ids") || "").split(",").filter((id) => /^\d+$/.test(id));
+  // A long list waits in sessionStorage ("selection"): static/js/select.js.
+  let queryIds = new URLSearchParams(location.search).get("image_ids") || "";
+  if (queryIds === "selection") queryIds = sessionStorage.getItem("loupe-query-ids") || "";
+  queryIds = queryIds.split(",").filter((id) => /^\d+$/.test(id));
 
   for (const name of ["image", "text", "negative"]) {
     const slider = document.getElementById(`w-${name}`);
@@ -184,7 +187,8 @@
   function remember(data) {
     const params = new URLSearchParams();
     for (const name of REMEMBERED) if (data.get(name)) params.set(name, data.get(name));
-    if (data.has("image_ids")) params.set("image_ids", data.getAll("image_ids").join(","));
+    const ids = data.getAll("image_ids").join(",");
+    if (ids) params.set("image_ids", ids.length > 2000 ? "selection" : ids);
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 

@@ -68,6 +68,7 @@
   });
 
   const ids = () => Array.from(selected, Number);
+  const MAX_ADDRESS_IDS = 2000;  // characters of ids in an address; search.js and map.js read the same
   async function api(url, body) {
     const response = await fetch(url, {
       method: "POST", credentials: "same-origin",
@@ -164,7 +165,11 @@
   // The selection as one query: the search page ranks the album by the mean of their vectors.
   const like = document.getElementById("bulk-search");
   if (like) like.addEventListener("click", () => {
-    location.href = `${bar.dataset.searchUrl}?image_ids=${ids().join(",")}`;
+    const list = ids().join(",");
+    if (list.length <= MAX_ADDRESS_IDS) { location.href = `${bar.dataset.searchUrl}?image_ids=${list}`; return; }
+    // Too long for an address (gunicorn reads a 4 KB request line): the list waits in sessionStorage.
+    sessionStorage.setItem("loupe-query-ids", list);
+    location.href = `${bar.dataset.searchUrl}?image_ids=selection`;
   });
 
   document.getElementById("bulk-class").addEventListener("click", async () => {

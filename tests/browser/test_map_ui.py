@@ -118,10 +118,18 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     page.locator("#bulk-count").filter(has_text=f"{len(members[k])} photos selected").wait_for()
     assert {int(i) for i in page.eval_on_selector_all("#map-thumbs .tile.selected", "(els) => els.map((e) => e.dataset.id)")} \
         == set(members[k])
+    page.locator("#bulk-search").click()
+    page.wait_for_url(f"**/albums/{album.pk}/search/?image_ids=*")
+    page.locator("#q-image-chip").filter(has_text=f"{len(members[k])} photos").wait_for()
+    page.wait_for_function("() => /result/.test(document.getElementById('search-status').textContent)")
+    like = client_for(carol).post(f"/api/v1/albums/{album.pk}/search/", {"image_ids": members[k]}, format="json").json()
+    shown = [int(i) for i in page.eval_on_selector_all("#search-results .tile", "(els) => els.map((e) => e.dataset.id)")]
+    assert shown == [r["image_id"] for r in like["results"]] and not set(shown) & set(members[k])
+    page.go_back()
+    page.wait_for_function("() => document.querySelectorAll('#map-thumbs .tile').length === 36")
 
-    # Hover: a preview with the cluster's name; a click opens the photo in the viewer.
+    # Back on the map: hover shows a preview with the cluster's name; a click opens the photo in the viewer.
     target = members[0][0]
-    page.locator("#bulk-clear").click()
     page.mouse.move(*centres[target])
     page.locator("#map-tip").filter(has_text=NAMES[0]).wait_for()
     page.mouse.click(*centres[target])
