@@ -19,6 +19,7 @@ const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948
 // Viridis at five stops: dark = oldest, yellow = newest; readable for colour-blind readers.
 const GRADIENT = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const DATE_BINS = 64;
+const HOME = 1.15;  // the whole map with a margin, so that photos at its edge are not cut in half
 
 let map = null;         // the API's answer on screen
 let plot = null;        // the scatterplot, once WebGL is known to work
@@ -77,6 +78,7 @@ async function load() {
   const busy = showJob(body.job);
   const ready = body.state === "ready" && body.points && body.points.image_id.length > 0;
   build.hidden = ready && !busy;
+  $("map-toolbar").hidden = $("map-help").hidden = !ready;
   if (buildButton) buildButton.hidden = busy || ready || app.dataset.indexed !== "1";
   if (app.dataset.indexed !== "1" && !ready) {
     buildText.textContent = "The map places photos by their search vectors: indexing must finish first (see the Index chip).";
@@ -213,7 +215,7 @@ async function show(body) {
     app.dataset.webgl = "0";
   } else if (first) {
     plot = createScatterplot({
-      canvas: $("map-canvas"),
+      canvas: $("map-canvas"), cameraDistance: HOME,
       pointSize: n > 20000 ? 3 : n > 2000 ? 5 : 8,
       opacityBy: "valueB", opacity: [0.12, 1],  // search hits bright, the rest dim
       colorBy: "valueA",
@@ -296,7 +298,7 @@ $("map-lasso").addEventListener("click", () => {
   $("map-lasso").setAttribute("aria-pressed", String(on));
   if (plot) plot.set({ mouseMode: on ? "lasso" : "panZoom" });
 });
-$("map-reset").addEventListener("click", () => { if (plot) plot.zoomToOrigin({ transition: true }); });
+$("map-reset").addEventListener("click", () => { if (plot) plot.zoomToLocation([0, 0], HOME, { transition: true }); });
 
 // ---- Thumbnails when zoomed in ------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from albums import services
 from albums.models import Album, Image
 from search.rag import services as rag_services
 from search.rag.models import Label
-from tests.browser.test_photo_ui import MODEL, Console, browser, open_page, photo_album  # noqa: F401 (browser: the fixture)
+from tests.browser.test_photo_ui import MODEL, PHONE, Console, browser, open_page, photo_album  # noqa: F401 (browser: the fixture)
 from tests.browser.test_ui_flow import SCREENSHOTS, sign_in
 from workers.models import AlbumMap, IndexJob, MapCluster, MapPoint
 
@@ -39,7 +39,7 @@ def map_rows(album: Album, ids: list[int], *, seed: int = 3) -> dict[int, list[i
     points = []
     for k, image_id in enumerate(ids):
         cluster = k % len(CENTRES)
-        x, y = np.clip(np.array(CENTRES[cluster]) + rng.normal(0, 0.06 if len(ids) < 1000 else 0.2, 2), -1, 1)
+        x, y = np.clip(np.array(CENTRES[cluster]) + rng.normal(0, 0.1 if len(ids) < 1000 else 0.2, 2), -1, 1)
         points.append(MapPoint(image_id=image_id, album=album, model_id=MODEL, x=float(x), y=float(y), cluster=cluster))
         members[cluster].append(image_id)
     MapPoint.objects.bulk_create(points, batch_size=5000)
@@ -116,6 +116,7 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     xs, ys = [centres[i][0] for i in members[k]], [centres[i][1] for i in members[k]]
     lasso(page, [(min(xs) - 15, min(ys) - 15), (max(xs) + 15, min(ys) - 15), (max(xs) + 15, max(ys) + 15), (min(xs) - 15, max(ys) + 15)])
     page.locator("#bulk-count").filter(has_text=f"{len(members[k])} photos selected").wait_for()
+    page.wait_for_function(f"() => document.querySelectorAll('#map-thumbs .tile.selected').length === {len(members[k])}")
     assert {int(i) for i in page.eval_on_selector_all("#map-thumbs .tile.selected", "(els) => els.map((e) => e.dataset.id)")} \
         == set(members[k])
     page.locator("#bulk-search").click()
@@ -176,10 +177,26 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     dim = {int(i) for i in page.eval_on_selector_all("#map-thumbs .tile.dim", "(els) => els.map((e) => e.dataset.id)")}
     assert dim == set(ids) - hits
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "map.png"))
+    page.screenshot(path=str(SCREENSHOTS / "semantic-map.png"))
     page.locator("#map-matches-clear").click()
     page.wait_for_function("() => !document.querySelector('#map-thumbs .tile.dim')")
     assert "image_id" not in page.url
+
+    # On a phone the legend goes under the map, and nothing scrolls sideways.
+    page.set_viewport_size(PHONE)
+    page.reload()
+    page.wait_for_selector("#map-app[data-ready]", state="attached")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    stage, legend_box = page.locator("#map-stage").bounding_box(), page.locator(".map-legend").bounding_box()
+    assert stage["width"] > 300 and legend_box["y"] >= stage["y"] + stage["height"]
+    page.screenshot(path=str(SCREENSHOTS / "semantic-map-phone.png"))
+
+    # Without WebGL the page says so, and the legend still tells what the map holds.
+    page.add_init_script("HTMLCanvasElement.prototype.getContext = () => null;")
+    page.reload()
+    page.locator("#map-status").filter(has_text="cannot draw the map: WebGL").wait_for()
+    assert page.get_attribute("#map-app", "data-webgl") == "0"
+    assert page.locator("#map-legend .legend-entry").count() == 3
     assert console.errors == []
 
 
@@ -190,7 +207,7 @@ def test_a_large_map_loads_quickly(live_server, browser, make_user):
     console = Console()
     page = open_page(browser, console)
     sign_in(page, live_server.url, "carol")  # first: the album list would show covers of files that are not there
-    count = int(os.environ.get("LOUPE_UI_MAP_POINTS", "3000"))
+    count = int(os.environ.get("LOUPE_UI_MAP_POINTS", "1000"))
     album = services.album_create(owner=carol, name="Large")
     Album.objects.filter(pk=album.pk).update(active_model_id=MODEL, encoder_spec="open-clip:tiny-vit/random")
     start = timezone.now() - timedelta(days=count)
