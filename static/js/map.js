@@ -194,9 +194,8 @@ async function redraw() {
   categories = colouring($("map-color").value);
   legend();
   if (!plot) return;
-  const selected = plot.get("selectedPoints");
   plot.set({ pointColor: categories.colors });
-  await plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", select: selected, preventFilterReset: true });
+  await plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", select: mirrored, preventFilterReset: true });
   placeThumbs();
 }
 
@@ -205,8 +204,14 @@ const layoutOf = (body) => `${body.fitted_at}|${body.points.image_id.length}|${b
 async function show(body) {
   const first = !map;
   if (!first && layoutOf(body) === layoutOf(map)) { map = body; return; }  // a poll while nothing moved
+  // A new layout numbers its points afresh: the selection follows the photos, not the numbers.
+  const kept = plot && map ? plot.get("selectedPoints").map((i) => map.points.image_id[i]) : [];
   map = body;
   index = new Map(map.points.image_id.map((id, i) => [id, i]));
+  if (plot) {
+    mirrored = kept.map((id) => index.get(id)).filter((i) => i !== undefined);
+    plot.deselect({ preventEvent: true });
+  }
   $("map-layout").hidden = false;
   const n = map.points.image_id.length;
   status.textContent = `${plural(n, "photo")} in ${plural(map.clusters.length, "cluster")}`;
@@ -310,15 +315,15 @@ function scheduleThumbs() {
   requestAnimationFrame(() => { thumbsQueued = false; placeThumbs(); });
 }
 
-// As large as the typical gap to the nearest neighbour allows, so that most photos stay visible.
+// About the gap to the nearest neighbour (its upper quartile): large enough to see, most photos still uncovered.
 function thumbSize(points) {
   const gaps = points.map(([x, y], k) => {
     let best = Infinity;
     points.forEach(([u, v], j) => { if (j !== k) best = Math.min(best, Math.hypot(x - u, y - v)); });
     return best;
   }).sort((a, b) => a - b);
-  const typical = gaps.length > 1 ? gaps[Math.floor(gaps.length / 2)] : 140;
-  return Math.round(Math.min(140, Math.max(36, typical * 0.95)));
+  const typical = gaps.length > 1 ? gaps[Math.floor(gaps.length * 0.75)] : 140;
+  return Math.round(Math.min(140, Math.max(48, typical)));
 }
 
 function placeThumbs() {
