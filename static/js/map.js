@@ -151,7 +151,8 @@ function colouring(mode) {
   for (let i = 0; i < n; i++) values[i] = slot.has(p.cluster[i]) ? slot.get(p.cluster[i]) : noise;
   const colors = map.clusters.map((_, i) => PALETTE[i % PALETTE.length]).concat(NONE_COLOR);
   const unclustered = values.filter((v) => v === noise).length;
-  const entries = map.clusters.map((c, i) => ({ name: c.name, size: c.size, color: colors[i], members: i }));
+  const entries = map.clusters.map((c, i) => ({ name: c.name || `Cluster ${c.id + 1}`, size: c.size, color: colors[i], members: i,
+                                                medoids: c.medoid_image_ids.slice(0, 3) }));
   if (unclustered) entries.push({ name: "Not in a cluster", size: unclustered, color: NONE_COLOR, members: noise });
   return { values, colors, title: "Clusters", entries,
            name: (i) => (values[i] === noise ? "not in a cluster" : map.clusters[values[i]].name) };
@@ -173,6 +174,16 @@ function legend() {
     button.querySelector(".swatch").style.background = entry.color;
     button.querySelector(".name").textContent = entry.name;
     button.querySelector(".size").textContent = entry.size.toLocaleString();
+    if (entry.medoids && entry.medoids.length) {  // the photos nearest the cluster's mean: what it is about
+      const strip = document.createElement("span");
+      strip.className = "medoids";
+      for (const id of entry.medoids) {
+        const img = document.createElement("img");
+        img.src = `/api/v1/images/${id}/thumbnail`; img.alt = ""; img.loading = "lazy";
+        strip.appendChild(img);
+      }
+      button.appendChild(strip);
+    }
     button.addEventListener("click", () => {
       const members = [];
       categories.values.forEach((v, i) => { if (v === entry.members) members.push(i); });
@@ -355,6 +366,31 @@ function placeThumbs() {
     li.style.borderColor = categories.colors[categories.values[i]];
   }
   app.dataset.thumbs = String(thumbs.size);
+  placeNames(wanted.size > 0);
+}
+
+// Zoomed out, the largest clusters' names sit on the map at their most typical photo.
+const NAMED = 12;
+function placeNames(hidden) {
+  const layer = $("map-names");
+  layer.hidden = hidden || $("map-color").value !== "cluster";
+  if (layer.hidden) return;
+  const named = map.clusters.slice().sort((a, b) => b.size - a.size).slice(0, NAMED)
+    .filter((c) => c.name && c.medoid_image_ids.length && index.has(c.medoid_image_ids[0]));
+  if (layer.childElementCount !== named.length) {
+    layer.innerHTML = "";
+    for (const c of named) {
+      const span = document.createElement("span");
+      span.textContent = c.name;
+      layer.appendChild(span);
+    }
+  }
+  named.forEach((c, k) => {
+    const [x, y] = plot.getScreenPosition(index.get(c.medoid_image_ids[0]));
+    const span = layer.children[k];
+    span.textContent = c.name;
+    span.style.transform = `translate(${x}px, ${y}px) translate(-50%, -140%)`;
+  });
 }
 
 // ---- Search hits ------------------------------------------------------------------------------------

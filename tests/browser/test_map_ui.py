@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from albums import services
 from albums.models import Album, Image
 from search.rag import services as rag_services
 from search.rag.models import Label
@@ -208,13 +207,15 @@ def test_a_large_map_loads_quickly(live_server, browser, make_user):
     page = open_page(browser, console)
     sign_in(page, live_server.url, "carol")  # first: the album list would show covers of files that are not there
     count = int(os.environ.get("LOUPE_UI_MAP_POINTS", "1000"))
-    album = services.album_create(owner=carol, name="Large")
-    Album.objects.filter(pk=album.pk).update(active_model_id=MODEL, encoder_spec="open-clip:tiny-vit/random")
+    # Nine real photos first (each cluster's three most typical, shown in the legend), then rows
+    # without files: the whole map never asks for their thumbnails.
+    album, real = photo_album(carol, name="Large", count=9)
     start = timezone.now() - timedelta(days=count)
     Image.objects.bulk_create([
         Image(album=album, file=f"large/{k}.jpg", original_name=f"{k}.jpg", sha256=f"{k:064x}", bytes=1, mime="image/jpeg",
-              status="indexed", taken_at=start + timedelta(days=k) if k % 3 else None) for k in range(count)], batch_size=5000)
-    ids = list(Image.objects.filter(album=album).order_by("pk").values_list("pk", flat=True))
+              status="indexed", taken_at=start + timedelta(days=k) if k % 3 else None) for k in range(count - 9)],
+        batch_size=5000)
+    ids = sorted(real) + list(Image.objects.filter(album=album).exclude(pk__in=real).order_by("pk").values_list("pk", flat=True))
     map_rows(album, ids)
     started = time.perf_counter()
     page.goto(f"{live_server.url}/albums/{album.pk}/map/")
@@ -225,4 +226,7 @@ def test_a_large_map_loads_quickly(live_server, browser, make_user):
     print(f"\nmap of {count} points drawn in {1000 * (time.perf_counter() - started):.0f} ms; in the page: {timing}")
     assert page.locator("#map-status").inner_text() == f"{count:,} photos in 3 clusters"
     assert page.locator("#map-thumbs .tile").count() == 0  # too many on screen for thumbnails
+    # Zoomed out, the clusters are named on the map.
+    page.locator("#map-names span").filter(has_text=NAMES[2]).wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "semantic-map-overview.png"))
     assert console.errors == []
