@@ -71,9 +71,10 @@ function supportSetParam() {
   return $("map-color").value === "label" && $("map-support-set").value ? `?support_set=${$("map-support-set").value}` : "";
 }
 
-async function load() {
+async function load(pending = null) {
   clearTimeout(pollTimer);
-  const [response, body] = await api(app.dataset.url + supportSetParam());
+  const [response, body] = await (pending || api(app.dataset.url + supportSetParam()));
+  if (!map) performance.mark("map-parsed");
   if (!response.ok) { status.textContent = body.message || `The map could not be loaded (HTTP ${response.status}).`; return; }
   const busy = showJob(body.job);
   const ready = body.state === "ready" && body.points && body.points.image_id.length > 0;
@@ -210,6 +211,26 @@ async function redraw() {
   placeThumbs();
 }
 
+// The scatterplot (a WebGL context, ~0.2 s in software GL): made while the map is still on its way.
+function makePlot() {
+  if (plot) return true;
+  if (webglMissing()) return false;
+  plot = createScatterplot({
+    canvas: $("map-canvas"), cameraDistance: HOME,
+    opacityBy: "valueB", opacity: [0.12, 1],  // search hits bright, the rest dim
+    colorBy: "valueA",
+    pointColorHover: "#1d2230", pointColorActive: "#e0245e", backgroundColor: "#ffffff",
+    lassoColor: "#3757d8", lassoInitiator: false, deselectOnEscape: false, deselectOnDblClick: false,
+  });
+  plot.subscribe("pointOver", (i) => { hovered = i; tip(i); });
+  plot.subscribe("pointOut", () => { hovered = null; $("map-tip").hidden = true; });
+  plot.subscribe("lassoStart", () => { lasso = true; });
+  plot.subscribe("select", ({ points }) => picked(points));
+  plot.subscribe("view", () => scheduleThumbs());
+  app.dataset.webgl = "1";
+  return true;
+}
+
 const layoutOf = (body) => `${body.fitted_at}|${body.points.image_id.length}|${body.labels ? body.labels.support_set : ""}`;
 
 async function show(body) {
@@ -226,25 +247,11 @@ async function show(body) {
   $("map-layout").hidden = false;
   const n = map.points.image_id.length;
   status.textContent = `${plural(n, "photo")} in ${plural(map.clusters.length, "cluster")}`;
-  if (first && webglMissing()) {
+  if (first && !makePlot()) {
     status.textContent += ". This browser cannot draw the map: WebGL is turned off or unavailable.";
     app.dataset.webgl = "0";
-  } else if (first) {
-    plot = createScatterplot({
-      canvas: $("map-canvas"), cameraDistance: HOME,
-      pointSize: n > 20000 ? 3 : n > 2000 ? 5 : 8,
-      opacityBy: "valueB", opacity: [0.12, 1],  // search hits bright, the rest dim
-      colorBy: "valueA",
-      pointColorHover: "#1d2230", pointColorActive: "#e0245e", backgroundColor: "#ffffff",
-      lassoColor: "#3757d8", lassoInitiator: false, deselectOnEscape: false, deselectOnDblClick: false,
-    });
-    plot.subscribe("pointOver", (i) => { hovered = i; tip(i); });
-    plot.subscribe("pointOut", () => { hovered = null; $("map-tip").hidden = true; });
-    plot.subscribe("lassoStart", () => { lasso = true; });
-    plot.subscribe("select", ({ points }) => picked(points));
-    plot.subscribe("view", () => scheduleThumbs());
-    app.dataset.webgl = "1";
   }
+  if (plot) plot.set({ pointSize: n > 20000 ? 3 : n > 2000 ? 5 : 8 });
   await redraw();
   performance.mark("map-drawn");
   app.dataset.ready = "1";  // the first screen is drawn (tests and the timing wait for this)
@@ -507,6 +514,11 @@ async function start() {
     if (params.get("support_set")) $("map-support-set").value = params.get("support_set");
   }
   if (window.loupeViewer) window.loupeViewer.attach($("map-thumbs"));  // a shared ?view= link opens the photo
-  await load();
+  const pending = api(app.dataset.url + supportSetParam());
+  if (app.dataset.indexed === "1") {  // likely a map: the stage takes its size now, the plot its context
+    $("map-layout").hidden = false;
+    makePlot();
+  }
+  await load(pending);
 }
 start();
