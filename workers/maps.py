@@ -172,6 +172,8 @@ def map_job_run(*, job_id: int) -> dict:
         _finish(job_id, IndexJob.Status.FAILED, f"The map could not be made: {type(exc).__name__}: {exc}")
         return {"failed": type(exc).__name__}
     _drop_other_maps(album_id=album.pk)
+    # Images indexed while this job ran found it active and were not queued: take them in now.
+    map_refresh_after_index(album_id=album.pk)
     return result
 
 
