@@ -20,6 +20,8 @@ const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948
 const GRADIENT = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const DATE_BINS = 64;
 const HOME = 1.15;  // the whole map with a margin, so that photos at its edge are not cut in half
+// The camera fits [-1, 1] to the canvas's height: a portrait canvas (a phone) must step back further.
+const home = () => HOME * Math.max(1, $("map-stage").clientHeight / ($("map-stage").clientWidth || 1));
 
 let map = null;         // the API's answer on screen
 let plot = null;        // the scatterplot, once WebGL is known to work
@@ -216,7 +218,7 @@ function makePlot() {
   if (plot) return true;
   if (webglMissing()) return false;
   plot = createScatterplot({
-    canvas: $("map-canvas"), cameraDistance: HOME,
+    canvas: $("map-canvas"), cameraDistance: home(),
     opacityBy: "valueB", opacity: [0.12, 1],  // search hits bright, the rest dim
     colorBy: "valueA",
     pointColorHover: "#1d2230", pointColorActive: "#e0245e", backgroundColor: "#ffffff",
@@ -321,7 +323,7 @@ $("map-lasso").addEventListener("click", () => {
   $("map-lasso").setAttribute("aria-pressed", String(on));
   if (plot) plot.set({ mouseMode: on ? "lasso" : "panZoom" });
 });
-$("map-reset").addEventListener("click", () => { if (plot) plot.zoomToLocation([0, 0], HOME, { transition: true }); });
+$("map-reset").addEventListener("click", () => { if (plot) plot.zoomToLocation([0, 0], home(), { transition: true }); });
 
 // ---- Thumbnails when zoomed in ------------------------------------------------------------------
 

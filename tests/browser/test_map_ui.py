@@ -181,10 +181,14 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     page.wait_for_function("() => !document.querySelector('#map-thumbs .tile.dim')")
     assert "image_id" not in page.url
 
-    # On a phone the legend goes under the map, and nothing scrolls sideways.
+    # On a phone the legend goes under the map, and nothing scrolls sideways. A photo indexed since
+    # the map was made is counted until the next update places it.
+    MapPoint.objects.filter(image_id=ids[0]).delete()
     page.set_viewport_size(PHONE)
     page.reload()
     page.wait_for_selector("#map-app[data-ready]", state="attached")
+    assert page.locator("#map-status").inner_text() == "35 photos in 3 clusters"
+    assert page.locator("#map-unplaced").inner_text().startswith("1 new photo will appear after the next update")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     stage, legend_box = page.locator("#map-stage").bounding_box(), page.locator(".map-legend").bounding_box()
     assert stage["width"] > 300 and legend_box["y"] >= stage["y"] + stage["height"]
