@@ -304,6 +304,8 @@ def album_vectors_read(*, album_id: int, model_id: str) -> tuple[np.ndarray, np.
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    blob = b"".join(bytes(r[1])[4:] for r in rows)
-    vectors = np.frombuffer(blob, dtype=">f4").astype(np.float32).reshape(len(rows), -1)
+    dim = (len(rows[0][1]) - 4) // 4
+    vectors = np.empty((len(rows), dim), dtype=np.float32)  # filled row by row: no second copy of the album
+    for i, (_, data) in enumerate(rows):
+        vectors[i] = np.frombuffer(data, dtype=">f4", offset=4)
     return ids, vectors

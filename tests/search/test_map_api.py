@@ -3,16 +3,19 @@ tests: tests/workers/test_maps.py)."""
 
 import datetime
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
 from albums import services
 from albums.roles import Role
+from encoders.concepts import concept_index
 from search.rag import services as rag
 from search.rag.models import Label
 from tests.reliability.test_abuse import _vector_album
 from tests.search.test_search_api import MODEL
-from workers.models import AlbumMap, IndexJob, MapCluster, MapPoint
+from workers import map_layout, maps
+from workers.models import AlbumMap, ImageConcepts, IndexJob, MapCluster, MapPoint
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +102,20 @@ def test_a_support_sets_labels_come_per_point_and_another_albums_set_is_404(alic
         assert response.status_code == 404 and response.json()["code"] == "support_set_not_found"
     bad = client_for(alice).get(f"/api/v1/albums/{album.pk}/map/?support_set=x")
     assert bad.status_code == 400
+
+
+def test_clusters_of_an_encoder_with_imagenet_concepts_are_named_by_their_mean_probabilities(alice):
+    album = _vector_album(alice, [[1, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 1, 0, 0]])
+    a, b, c = album.images.order_by("pk").values_list("pk", flat=True)
+    for image_id, top in ((a, 207), (b, 208), (c, 954)):
+        probabilities = np.full(1000, 0.0001, dtype=np.float32)
+        probabilities[top] = 0.9
+        ImageConcepts.objects.create(image_id=image_id, album=album, model_id=MODEL, probabilities=probabilities)
+    ids, clusters = np.array([a, b, c]), np.array([0, 0, 1])
+    means = maps._concept_means(album_id=album.pk, model_id=MODEL, ids=ids, clusters=clusters, labels=[0, 1])
+    assert means.shape == (2, 1000) and np.isclose(means[0, 207], 0.45, atol=1e-3) and np.isclose(means[1, 954], 0.9,
+                                                                                                   atol=1e-3)
+    names = concept_index().class_names
+    terms = map_layout.concept_terms(means, top=2)
+    assert set(terms[0]) == {names[207].split(",")[0], names[208].split(",")[0]}
+    assert maps._concept_means(album_id=album.pk, model_id="other", ids=ids, clusters=clusters, labels=[0, 1]) is None
