@@ -91,6 +91,10 @@ async function load(pending = null) {
   } else if (!ready) {
     buildText.textContent = canEdit ? "This album has no map yet." : "This album has no map yet: an editor of the album can build it.";
   }
+  if (!busy && body.job && body.job.status === "failed") {
+    build.hidden = false;
+    buildText.textContent += ` The last map job failed: ${body.job.message || "no reason recorded"}.`;
+  }
   const unplaced = $("map-unplaced");
   unplaced.hidden = !(ready && body.unplaced > 0);
   if (!unplaced.hidden) {
@@ -285,25 +289,56 @@ function selectPoints(points) {
 }
 
 let merging = false;
+// regl-scatterplot publishes "select" before it stores the selection: a selection set from inside the
+// handler would be overwritten, so the answer to a click waits for the next task.
+// A click may reach both the library (it hit a point) and the thumbnail test below (it hit a
+// thumbnail); whichever answers first answers that press of the mouse.
+let presses = 0, answered = -1;
 function picked(points) {
-  if (lasso || merging) { lasso = false; selectPoints(points); return; }
+  const fromLasso = lasso, press = presses;
+  lasso = false;
+  setTimeout(() => {
+    if (!fromLasso && answered === press) { selectPoints(mirrored); return; }  // keep ours, not the library's
+    answered = press;
+    answer(points, fromLasso);
+  });
+}
+
+function toggle(i) {
+  selectPoints(mirrored.includes(i) ? mirrored.filter((j) => j !== i) : mirrored.concat(i));
+}
+
+function answer(points, fromLasso) {
+  if (fromLasso) { selectPoints(points); return; }
+  // With ⌘ the library merged the point in; with Ctrl it sent the clicked point alone.
+  const clicked = points.length === 1 ? points[0] : hovered;
+  if (merging && clicked !== null) { toggle(clicked); return; }  // Ctrl/⌘-click adds or removes one, as on the grid
   // A plain click on a point opens it; the selection stays what it was.
   selectPoints(mirrored);
-  if (points.length) openPhoto(points[points.length - 1]);
+  if (clicked !== null) openPhoto(clicked);
 }
 
 const canvas = $("map-canvas");
-canvas.addEventListener("pointerdown", (e) => { merging = e.ctrlKey || e.metaKey; }, true);
-// Thumbnails are larger than their points: a click on one that misses the point opens it too.
+canvas.addEventListener("pointerdown", (e) => { presses++; merging = e.ctrlKey || e.metaKey; }, true);
+// Thumbnails are larger than their points: a click on one that misses its point acts on it too.
 canvas.addEventListener("click", (e) => {
-  if (hovered !== null || e.shiftKey || !thumbs.size) return;
+  if (e.shiftKey || !thumbs.size) return;
+  const press = presses;
   const box = canvas.getBoundingClientRect();
   const [x, y] = [e.clientX - box.left, e.clientY - box.top];
-  for (const [i, li] of thumbs) {
-    const half = li.offsetWidth / 2;
-    const [px, py] = plot.getScreenPosition(i);
-    if (Math.abs(x - px) <= half && Math.abs(y - py) <= half) { openPhoto(i); return; }
-  }
+  setTimeout(() => {
+    if (answered === press) return;
+    let best = null, nearest = Infinity;  // of the thumbnails under the click, the one centred closest
+    for (const [i, li] of thumbs) {
+      const half = li.offsetWidth / 2;
+      const [px, py] = plot.getScreenPosition(i);
+      const d = Math.hypot(x - px, y - py);
+      if (Math.abs(x - px) <= half && Math.abs(y - py) <= half && d < nearest) { best = i; nearest = d; }
+    }
+    if (best === null) return;
+    answered = press;
+    if (e.ctrlKey || e.metaKey) toggle(best); else openPhoto(best);
+  });
 });
 
 document.addEventListener("loupe:selection", (e) => {

@@ -118,6 +118,14 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     page.wait_for_function(f"() => document.querySelectorAll('#map-thumbs .tile.selected').length === {len(members[k])}")
     assert {int(i) for i in page.eval_on_selector_all("#map-thumbs .tile.selected", "(els) => els.map((e) => e.dataset.id)")} \
         == set(members[k])
+    # Ctrl-click adds one photo, and a second Ctrl-click takes it out again.
+    extra = members[0][1]
+    for expected in (len(members[k]) + 1, len(members[k])):
+        page.keyboard.down("Control")
+        page.mouse.click(*centres[extra])
+        page.keyboard.up("Control")
+        page.locator("#bulk-count").filter(has_text=f"{expected} photos selected").wait_for()
+    assert page.locator(".pswp").count() == 0
     page.locator("#bulk-search").click()
     page.wait_for_url(f"**/albums/{album.pk}/search/?image_ids=*")
     page.locator("#q-image-chip").filter(has_text=f"{len(members[k])} photos").wait_for()
