@@ -167,6 +167,10 @@ def fashion(n: int) -> dict:
     on_vectors, out["hdbscan_vectors_s"] = _timed(map_layout.cluster, vectors)  # the same settings, on the vectors
     size = max(5, round(len(vectors) * map_layout.CLUSTER_SHARE))
     eom = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), copy=True).fit_predict(layout.xy)
+    leaf = HDBSCAN(min_cluster_size=size, min_samples=min(size, 10), cluster_selection_method="leaf",
+                   copy=True).fit_predict(layout.xy)
+    reduced, out["loupe_pca_fit_s"] = _timed(map_layout.fit, vectors, reduce_from=0)
+    reduced_clusters = map_layout.cluster(reduced.xy)
     kmeans = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(vectors)
     _progress("fashion: PhotoMapAI's parameters")
     pm_xy, out["photomap_fit_s"] = _timed(photomap_layout, vectors)
@@ -176,6 +180,10 @@ def fashion(n: int) -> dict:
         "loupe_knn_recall": knn_recall(vectors, layout.xy), "photomap_knn_recall": knn_recall(vectors, pm_xy),
         "ari_hdbscan_layout": ari(truth, clusters), "ari_hdbscan_vectors": ari(truth, on_vectors),
         "ari_kmeans10_vectors": ari(truth, kmeans), "ari_hdbscan_layout_eom": ari(truth, eom),
+        "ari_hdbscan_layout_leaf_noise": ari(truth, leaf), "noise_layout_leaf": round(float((leaf < 0).mean()), 3),
+        "clusters_layout_leaf": int(leaf.max() + 1), "loupe_pca_trust": trust(vectors, reduced.xy),
+        "loupe_pca_knn_recall": knn_recall(vectors, reduced.xy), "ari_pca": ari(truth, reduced_clusters),
+        "clusters_pca": int(reduced_clusters.max() + 1),
         "clusters_layout_eom": int(eom.max() + 1), "noise_layout_eom": round(float((eom < 0).mean()), 3), "ari_photomap_dbscan": ari(truth, pm_clusters),
         "clusters_layout": int(clusters.max() + 1), "noise_layout": round(float((clusters < 0).mean()), 3),
         "clusters_vectors": int(on_vectors.max() + 1), "noise_vectors": round(float((on_vectors < 0).mean()), 3),
@@ -368,9 +376,13 @@ def render(results: dict) -> str:
             "",
             "| | layout fit | trustworthiness@10 | kNN recall@10 | clusters (noise) | ARI vs classes |",
             "|---|---|---|---|---|---|",
-            f"| Loupe: UMAP cosine + HDBSCAN on the layout | {f['loupe_fit_s']} s | {f['loupe_trust']} | "
+            f"| Loupe: UMAP (cosine, min_dist 0) + HDBSCAN (leaf, 3 %) on the layout, noise to its neighbours' cluster | {f['loupe_fit_s']} s | {f['loupe_trust']} | "
             f"{f['loupe_knn_recall']} | {f['clusters_layout']} ({f['noise_layout']:.0%}) | {f['ari_hdbscan_layout']} |",
-            f"| the same, HDBSCAN's default (excess of mass) selection | — | — | — | {f['clusters_layout_eom']} "
+            f"| Loupe past 5,000 images: UMAP on 64 principal components | {f['loupe_pca_fit_s']} s | "
+            f"{f['loupe_pca_trust']} | {f['loupe_pca_knn_recall']} | {f['clusters_pca']} (0%) | {f['ari_pca']} |",
+            f"| the same layout, HDBSCAN's noise left as noise | — | — | — | {f['clusters_layout_leaf']} "
+            f"({f['noise_layout_leaf']:.0%}) | {f['ari_hdbscan_layout_leaf_noise']} |",
+            f"| the same layout, HDBSCAN's default (excess of mass) selection | — | — | — | {f['clusters_layout_eom']} "
             f"({f['noise_layout_eom']:.0%}) | {f['ari_hdbscan_layout_eom']} |",
             f"| HDBSCAN (same settings) on the vectors instead | — | — | — | {f['clusters_vectors']} ({f['noise_vectors']:.0%}) | "
             f"{f['ari_hdbscan_vectors']} ({f['hdbscan_vectors_s']} s) |",
@@ -418,6 +430,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000", help="synthetic album sizes, comma-separated")
     parser.add_argument("--no-photomap", action="store_true", help="skip PhotoMapAI's fits on synthetic vectors")
     parser.add_argument("--no-service", action="store_true")
+    parser.add_argument("--no-direct", action="store_true", help="skip the in-process synthetic fits")
+    parser.add_argument("--merge", type=Path, help="a --json file of an earlier run: its parts this run skips are kept")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -430,7 +444,7 @@ def main(argv=None) -> int:
         results["fashion"] = fashion(args.fashion)
         _progress(json.dumps(results["fashion"]))
     results["synthetic"] = {}
-    for n in sizes:
+    for n in ([] if args.no_direct else sizes):
         results["synthetic"][n] = {"Loupe": synthetic(n, "loupe")}
         _progress(f"synthetic {n} Loupe: {results['synthetic'][n]['Loupe']}")
         if not args.no_photomap:
@@ -439,6 +453,13 @@ def main(argv=None) -> int:
     if not args.no_service:
         with tempfile.TemporaryDirectory(prefix="loupe-map-bench-") as workdir:
             results["service"] = service(sizes, Path(workdir))
+    if args.merge:
+        earlier = json.loads(args.merge.read_text())
+        results.setdefault("fashion", earlier.get("fashion"))
+        results["synthetic"] = {**earlier.get("synthetic", {}), **results["synthetic"]}
+        results["service"] = earlier.get("service", []) + results.get("service", [])
+        results["argv"] = f"{earlier['argv']}`, then `python -m bench.map {results['argv']}"
+        results["load"] = f"{earlier['load']}; then {results['load']}"
     text = render(results)
     print(text)
     if args.json:
