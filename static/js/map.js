@@ -208,13 +208,23 @@ function pointData() {
   return { x: p.x, y: p.y, valueA: categories.values, valueB: bright };
 }
 
+// The library ignores a draw while the previous one runs: draws wait for each other, and each takes
+// the colours, hits and selection as they are when its turn comes.
+let drawing = Promise.resolve();
+function drawPoints() {
+  drawing = drawing.then(async () => {
+    if (!plot || !map) return;
+    plot.set({ pointColor: categories.colors });
+    await plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", select: mirrored, preventFilterReset: true });
+    placeThumbs();
+  });
+  return drawing;
+}
+
 async function redraw() {
   categories = colouring($("map-color").value);
   legend();
-  if (!plot) return;
-  plot.set({ pointColor: categories.colors });
-  await plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", select: mirrored, preventFilterReset: true });
-  placeThumbs();
+  await drawPoints();
 }
 
 // The scatterplot (a WebGL context, ~0.2 s in software GL): made while the map is still on its way.
@@ -488,8 +498,7 @@ async function highlight() {
 function setHits(found) {
   hits = found;
   $("map-matches").hidden = !found;
-  if (plot && map) plot.draw(pointData(), { zDataType: "categorical", wDataType: "categorical", preventFilterReset: true,
-                                            select: plot.get("selectedPoints") }).then(placeThumbs);
+  if (categories) drawPoints();
 }
 
 $("map-matches-clear").addEventListener("click", () => {
