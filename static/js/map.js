@@ -453,7 +453,9 @@ const bar = $("album-bar");
 const barText = $("bar-text");
 const CARRIED = "loupe-query-image";  // an image the album bar hands over (static/js/searchbar.js)
 
+let searches = 0;  // a newer search makes an older one's answer moot
 async function highlight() {
+  const mine = ++searches;
   const params = new URLSearchParams(location.search);
   const query = new FormData();
   let what = "";
@@ -475,7 +477,7 @@ async function highlight() {
     for (const id of ids) query.append("image_ids", id);
     what = what || plural(ids.length, "photo");
   }
-  if (!what) { setHits(null); return; }
+  if (!what || mine !== searches) { if (mine === searches) setHits(null); return; }
   $("map-matches").hidden = false;
   $("map-matches-text").textContent = `Searching ${what}…`;
   const found = new Set();
@@ -484,6 +486,7 @@ async function highlight() {
   for (let page = 1; ; page++) {
     query.set("page", String(page));
     const [response, body] = await api(app.dataset.searchUrl, { method: "POST", body: query });
+    if (mine !== searches) return;
     if (!response.ok) { $("map-matches-text").textContent = body.message || `The search failed (HTTP ${response.status})`; return; }
     for (const r of body.results) found.add(r.image_id);
     count = body.count;
@@ -506,6 +509,7 @@ $("map-matches-clear").addEventListener("click", () => {
   for (const name of ["text", "image_id", "image_ids"]) url.searchParams.delete(name);
   history.replaceState(null, "", url);
   if (barText) barText.value = "";
+  searches++;
   setHits(null);
 });
 
