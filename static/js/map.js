@@ -368,6 +368,43 @@ $("map-lasso").addEventListener("click", () => {
   $("map-lasso").setAttribute("aria-pressed", String(on));
   if (plot) plot.set({ mouseMode: on ? "lasso" : "panZoom" });
 });
+// The library lassos with a mouse only: a finger's path (Lasso on) is drawn here and handed to it.
+let finger = null;
+canvas.addEventListener("pointerdown", (e) => {
+  if (e.pointerType === "mouse" || !plot || $("map-lasso").getAttribute("aria-pressed") !== "true") return;
+  e.preventDefault();
+  try { canvas.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer has nothing to capture */ }
+  plot.set({ cameraIsFixed: true });  // the drag draws; it does not pan
+  finger = [];
+  $("map-finger").hidden = false;
+});
+canvas.addEventListener("pointermove", (e) => {
+  if (!finger) return;
+  const box = canvas.getBoundingClientRect();
+  finger.push([e.clientX - box.left, e.clientY - box.top]);
+  $("map-finger-path").setAttribute("points", finger.map((p) => p.join(",")).join(" "));
+});
+canvas.addEventListener("pointerup", () => {
+  if (!finger) return;
+  const path = finger;
+  finger = null;
+  $("map-finger").hidden = true;
+  plot.set({ cameraIsFixed: false });
+  if (path.length < 3) return;
+  lasso = true;
+  plot.lassoSelect(path.map(([x, y]) => toData(x, y)), { isGl: true });
+});
+
+// Canvas pixels → the points' [-1, 1] space: the inverse of the library's projection (x / aspect
+// ratio) and camera view (a 2-D affine map in a 4×4 matrix, column-major).
+function toData(x, y) {
+  const { clientWidth: w, clientHeight: h } = canvas;
+  const cx = (-1 + (x / w) * 2) * (w / h), cy = 1 - (y / h) * 2;
+  const v = plot.get("cameraView");
+  const [a, b, c, d, tx, ty] = [v[0], v[1], v[4], v[5], v[12], v[13]];
+  const det = a * d - b * c;
+  return [(d * (cx - tx) - c * (cy - ty)) / det, (a * (cy - ty) - b * (cx - tx)) / det];
+}
 $("map-reset").addEventListener("click", () => { if (plot) plot.zoomToLocation([0, 0], home(), { transition: true }); });
 
 // ---- Thumbnails when zoomed in ------------------------------------------------------------------
