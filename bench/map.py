@@ -436,6 +436,21 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _merged(earlier: dict, now: dict) -> dict:
+    """`now` with what `earlier` measured and `now` did not; where both measured a size, `now`'s."""
+    out = dict(now)
+    out["fashion"] = now.get("fashion") or earlier.get("fashion")
+    out["synthetic"] = {**earlier.get("synthetic", {}), **now.get("synthetic", {})}
+    sizes = {row["images"] for row in now.get("service", [])}
+    out["service"] = [row for row in earlier.get("service", []) if row["images"] not in sizes] + now.get("service", [])
+    if not (now.get("fashion") or now.get("synthetic") or now.get("service")):  # a render of earlier runs only
+        return {**out, **{key: earlier[key] for key in ("date", "machine", "argv", "load", "source")}}
+    for key, joiner in (("argv", "`, then `python -m bench.map "), ("load", "; then "), ("source", "; then ")):
+        if earlier.get(key) and earlier[key] not in now[key]:
+            out[key] = f"{earlier[key]}{joiner}{now[key]}"
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fashion", type=int, default=2000, help="Fashion-MNIST test images (0: skip)")
@@ -443,7 +458,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-photomap", action="store_true", help="skip PhotoMapAI's fits on synthetic vectors")
     parser.add_argument("--no-service", action="store_true")
     parser.add_argument("--no-direct", action="store_true", help="skip the in-process synthetic fits")
-    parser.add_argument("--merge", type=Path, help="a --json file of an earlier run: its parts this run skips are kept")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="--json files of earlier runs: the parts this run did not measure are kept from them")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -456,22 +472,18 @@ def main(argv=None) -> int:
         results["fashion"] = fashion(args.fashion)
         _progress(json.dumps(results["fashion"]))
     results["synthetic"] = {}
+    results["service"] = []
     for n in ([] if args.no_direct else sizes):
         results["synthetic"][n] = {"Loupe": synthetic(n, "loupe")}
         _progress(f"synthetic {n} Loupe: {results['synthetic'][n]['Loupe']}")
         if not args.no_photomap:
             results["synthetic"][n]["PhotoMapAI's parameters"] = synthetic(n, "photomap")
             _progress(f"synthetic {n} PhotoMapAI: {results['synthetic'][n]}")
-    if not args.no_service:
+    if not args.no_service and sizes:
         with tempfile.TemporaryDirectory(prefix="loupe-map-bench-") as workdir:
             results["service"] = service(sizes, Path(workdir))
-    if args.merge:
-        earlier = json.loads(args.merge.read_text())
-        results.setdefault("fashion", earlier.get("fashion"))
-        results["synthetic"] = {**earlier.get("synthetic", {}), **results["synthetic"]}
-        results["service"] = earlier.get("service", []) + results.get("service", [])
-        results["argv"] = f"{earlier['argv']}`, then `python -m bench.map {results['argv']}"
-        results["load"] = f"{earlier['load']}; then {results['load']}"
+    for earlier_path in args.merge or ():
+        results = _merged(json.loads(earlier_path.read_text()), results)
     text = render(results)
     print(text)
     if args.json:
