@@ -39,6 +39,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import resource
 import sys
 import tempfile
@@ -172,6 +173,11 @@ def fashion(n: int) -> dict:
     reduced, out["loupe_pca_fit_s"] = _timed(map_layout.fit, vectors, reduce_from=0)
     reduced_clusters = map_layout.cluster(reduced.xy)
     kmeans = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(vectors)
+    # What keeping the fitted reducer would cost: umap-learn's UMAP with the product's parameters, pickled.
+    reducer = UMAP(n_components=2, n_neighbors=map_layout.N_NEIGHBORS, min_dist=map_layout.MIN_DIST,
+                   metric="cosine").fit(vectors)
+    out["reducer_pickle_mb"] = round(len(pickle.dumps(reducer)) / 2**20, 1)
+    out["vectors_mb"] = round(vectors.nbytes / 2**20, 1)
     _progress("fashion: PhotoMapAI's parameters")
     pm_xy, out["photomap_fit_s"] = _timed(photomap_layout, vectors)
     pm_clusters = photomap_clusters(pm_xy)
@@ -372,7 +378,7 @@ def render(results: dict) -> str:
     f = results.get("fashion")
     if f:
         lines += [
-            f"**Fashion-MNIST** ({f['images']} test images, real EfficientNet-Lite0 vectors, 10 classes), in one process:",
+            f"**Fashion-MNIST** ({f['images']:,} test images, real EfficientNet-Lite0 vectors, 10 classes), in one process:",
             "",
             "| | layout fit | trustworthiness@10 | kNN recall@10 | clusters (noise) | ARI vs classes |",
             "|---|---|---|---|---|---|",
@@ -391,6 +397,11 @@ def render(results: dict) -> str:
             f"{f['photomap_trust']} | {f['photomap_knn_recall']} | {f['clusters_photomap']} ({f['noise_photomap']:.0%}) "
             f"| {f['ari_photomap_dbscan']} |",
             "",
+            f"A fitted umap-learn reducer for these {f['images']:,} images pickles to {f['reducer_pickle_mb']} MB, "
+            f"the vectors being {f['vectors_mb']} MB of it (it keeps them, and a search index over them, for "
+            "`transform()`): the map stores no reducer and places new images against the fitted points and the "
+            "vectors PostgreSQL already holds.",
+            "",
             f"Placement without a refit: fitted on 90 %, the other {f['placed']} placed in {f['place_s']} s; the "
             f"whole layout then has trustworthiness {f['placed_trust']}, kNN recall {f['placed_knn_recall']} "
             f"(the placed points alone: {f['placed_points_knn_recall']}), ARI {f['placed_ari']}.",
@@ -399,7 +410,8 @@ def render(results: dict) -> str:
     synth = results.get("synthetic") or {}
     if synth:
         lines += ["**Synthetic clustered vectors** (1,280-d, 100 clusters), one child process per fit "
-                  "(numba compiled before the timing; trustworthiness and recall on a 3,000-point sample):", "",
+                  "(numba compiled before the timing; trustworthiness and recall on a 3,000-point sample; peak RSS is the "
+                  "process's high-water mark, which the imports and numba's compile had set before the fit):", "",
                   "| images | who | fit | clusters | place 1,000 | peak RSS (growth in the fit) | trustworthiness@10 | kNN recall@10 |",
                   "|---|---|---|---|---|---|---|---|"]
         for n, by in synth.items():
@@ -424,6 +436,21 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _merged(earlier: dict, now: dict) -> dict:
+    """`now` with what `earlier` measured and `now` did not; where both measured a size, `now`'s."""
+    out = dict(now)
+    out["fashion"] = now.get("fashion") or earlier.get("fashion")
+    out["synthetic"] = {**earlier.get("synthetic", {}), **now.get("synthetic", {})}
+    sizes = {row["images"] for row in now.get("service", [])}
+    out["service"] = [row for row in earlier.get("service", []) if row["images"] not in sizes] + now.get("service", [])
+    if not (now.get("fashion") or now.get("synthetic") or now.get("service")):  # a render of earlier runs only
+        return {**out, **{key: earlier[key] for key in ("date", "machine", "argv", "load", "source")}}
+    for key, joiner in (("argv", "`, then `python -m bench.map "), ("load", "; then "), ("source", "; then ")):
+        if earlier.get(key) and earlier[key] not in now[key]:
+            out[key] = f"{earlier[key]}{joiner}{now[key]}"
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fashion", type=int, default=2000, help="Fashion-MNIST test images (0: skip)")
@@ -431,7 +458,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-photomap", action="store_true", help="skip PhotoMapAI's fits on synthetic vectors")
     parser.add_argument("--no-service", action="store_true")
     parser.add_argument("--no-direct", action="store_true", help="skip the in-process synthetic fits")
-    parser.add_argument("--merge", type=Path, help="a --json file of an earlier run: its parts this run skips are kept")
+    parser.add_argument("--merge", type=Path, nargs="+",
+                        help="--json files of earlier runs: the parts this run did not measure are kept from them")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -444,22 +472,18 @@ def main(argv=None) -> int:
         results["fashion"] = fashion(args.fashion)
         _progress(json.dumps(results["fashion"]))
     results["synthetic"] = {}
+    results["service"] = []
     for n in ([] if args.no_direct else sizes):
         results["synthetic"][n] = {"Loupe": synthetic(n, "loupe")}
         _progress(f"synthetic {n} Loupe: {results['synthetic'][n]['Loupe']}")
         if not args.no_photomap:
             results["synthetic"][n]["PhotoMapAI's parameters"] = synthetic(n, "photomap")
             _progress(f"synthetic {n} PhotoMapAI: {results['synthetic'][n]}")
-    if not args.no_service:
+    if not args.no_service and sizes:
         with tempfile.TemporaryDirectory(prefix="loupe-map-bench-") as workdir:
             results["service"] = service(sizes, Path(workdir))
-    if args.merge:
-        earlier = json.loads(args.merge.read_text())
-        results.setdefault("fashion", earlier.get("fashion"))
-        results["synthetic"] = {**earlier.get("synthetic", {}), **results["synthetic"]}
-        results["service"] = earlier.get("service", []) + results.get("service", [])
-        results["argv"] = f"{earlier['argv']}`, then `python -m bench.map {results['argv']}"
-        results["load"] = f"{earlier['load']}; then {results['load']}"
+    for earlier_path in args.merge or ():
+        results = _merged(json.loads(earlier_path.read_text()), results)
     text = render(results)
     print(text)
     if args.json:

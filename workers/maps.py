@@ -211,11 +211,10 @@ def _place(job_id: int, album: Album, existing: AlbumMap, ids: np.ndarray, vecto
         _finish(job_id, IndexJob.Status.SUCCEEDED, "Every image is on the map already.", done=FIT_STEPS)
         return {"placed": 0}
     _step(job_id, 1, f"Placing {int(new.sum())} new images.")
-    anchors = dict(MapPoint.objects.filter(album=album, model_id=existing.model_id, placed=False)
-                   .values_list("image_id", "pk"))
-    fitted = np.array([i in anchors for i in ids.tolist()], dtype=bool) & ~new
+    # The fitted points stand for the fitted reducer: new images are placed against them only.
     rows = {image_id: (x, y, c) for image_id, x, y, c in MapPoint.objects.filter(
         album=album, model_id=existing.model_id, placed=False).values_list("image_id", "x", "y", "cluster")}
+    fitted = np.array([i in rows for i in ids.tolist()], dtype=bool) & ~new
     anchor_ids = ids[fitted]
     anchor_xy = np.array([rows[i][:2] for i in anchor_ids.tolist()], dtype=np.float32).reshape(-1, 2)
     anchor_clusters = np.array([rows[i][2] for i in anchor_ids.tolist()], dtype=np.int64)

@@ -1,5 +1,6 @@
 """Settings shared by every environment. Everything configurable is read from the environment here, once."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -11,6 +12,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
 
 VAR_DIR = Path(env.str("LOUPE_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+# numba (umap-learn's compiler, on workers that make semantic maps) caches what it compiles beside the
+# installed package, which is read-only in the image: here it is kept under the var dir instead.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(VAR_DIR / "numba-cache"))
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="loupe-insecure-development-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

@@ -48,6 +48,8 @@ def test_an_album_without_a_map_says_none_and_rebuild_starts_one_job(alice, make
     assert first.json()["job"]["id"] == second.json()["job"]["id"]
     job = IndexJob.objects.get(album=album, kind="map")
     assert (job.status, job.model_id, job.params) == ("queued", MODEL, {"refit": True})
+    listed = client_for(viewer).get(f"/api/v1/albums/{album.pk}/jobs/").json()["results"]
+    assert [(j["id"], j["kind"]) for j in listed] == [(job.pk, "map")]  # on the jobs list like any job
     building = client_for(viewer).get(f"/api/v1/albums/{album.pk}/map/").json()
     assert building["state"] == "building" and building["job"]["id"] == job.pk and building["job"]["kind"] == "map"
     assert client_for(outsider).get(f"/api/v1/albums/{album.pk}/map/").status_code == 404
