@@ -3,6 +3,7 @@ from django.urls import path
 from albums.api import views as albums
 from config.auth_api import TokenObtainApi
 from config.health import HealthApi, WebHealthApi
+from search.api import maps
 from search.api import views as search
 from search.rag.api import labels as rag_labels
 from search.rag.api import views as rag
@@ -30,6 +31,8 @@ urlpatterns = [
          name="album-rebuild-failure-dismiss"),
     path("albums/<int:album_id>/search/", search.AlbumSearchApi.as_view(), name="album-search"),
     path("albums/<int:album_id>/duplicates/", search.AlbumDuplicatesApi.as_view(), name="album-duplicates"),
+    path("albums/<int:album_id>/map/", maps.AlbumMapApi.as_view(), name="album-map"),
+    path("albums/<int:album_id>/map/rebuild/", maps.AlbumMapRebuildApi.as_view(), name="album-map-rebuild"),
     path("images/<int:image_id>/", albums.ImageDetailApi.as_view(), name="image-detail"),
     path("images/<int:image_id>/similar/", search.ImageSimilarApi.as_view(), name="image-similar"),
     path("images/<int:image_id>/mask/", search.ImageMaskApi.as_view(), name="image-mask"),

@@ -398,6 +398,13 @@ def stored_query_vector(*, user: AbstractBaseUser, image_id: int, model: ModelId
     return True, None if row[0] is None else _vector_from_text(row[0])
 
 
+def album_image_vectors(*, album_id: int, model: ModelId, image_ids: tuple[int, ...]) -> np.ndarray:
+    """(n, dim) float32: the stored vectors of those of the album's images that have one under the model."""
+    rows = Embedding.objects.filter(album_id=album_id, model_id=str(model), image_id__in=image_ids).values_list(
+        "vector", flat=True)
+    return np.array([np.asarray(v, dtype=np.float32) for v in rows], dtype=np.float32)
+
+
 def album_vector_count(*, album_id: int, model_id: str) -> int:
     return Embedding.objects.filter(album_id=album_id, model_id=model_id).count()
 

@@ -27,6 +27,7 @@ from search.selectors import (
     LabelRestriction,
     StoredQuery,
     album_has_concepts,
+    album_image_vectors,
     candidate_count,
     concept_candidates,
     model_dim,
@@ -50,6 +51,9 @@ class SearchQuery:
     negative_text: str = ""
     image_bytes: bytes | None = None
     image_id: int | None = None  # checked by the search: an image in one of the searching user's albums
+    # Images of the searched album (a selection on its map): the query image is the normalized mean
+    # of their stored vectors.
+    image_ids: tuple[int, ...] = ()
     weights: scoring.Weights = scoring.Weights()
     min_score: float | None = None
     max_results: int | None = None
@@ -106,7 +110,7 @@ def _present_parts(query: SearchQuery) -> set[str]:
         parts.add("text")
     if query.negative_text.strip():
         parts.add("negative")
-    if query.image_bytes is not None or query.image_id is not None:
+    if query.image_bytes is not None or query.image_id is not None or query.image_ids:
         parts.add("image")
     return parts
 
@@ -200,12 +204,16 @@ def _album_search_once(*, user: AbstractBaseUser, album: Album, query: SearchQue
     if query.image_id is not None and not album.active_model_id:
         if not image_visible_to(user=user, image_id=query.image_id):
             raise ImageNotFoundError()
+    if query.image_ids:
+        _check_album_images(album, query.image_ids)
     model = _album_model(album)
     stored_image_vector = None
     if query.image_id is not None:
         visible, stored_image_vector = stored_query_vector(user=user, image_id=query.image_id, model=model)
         if not visible:
             raise ImageNotFoundError()
+    elif query.image_ids:
+        stored_image_vector = _mean_query_vector(album, model, query.image_ids)
     active = scoring.active_parts(_present_parts(query), query.weights)
     _check_modalities(album, model.spec, active)
     if active & {"text", "negative"} and text_search(model.spec) == TEXT_CONCEPTS:
@@ -338,7 +346,39 @@ def image_similar(*, user: AbstractBaseUser, image: Image, min_score: float | No
     )
 
 
+MAX_QUERY_IMAGES = 1000
+
+
+class QueryImagesNotIndexedError(ConflictError):
+    code = "query_images_not_indexed"
+
+    def __init__(self) -> None:
+        super().__init__("None of the chosen images has a vector yet: wait for indexing to finish, or choose others.")
+
+
+def _check_album_images(album: Album, image_ids: tuple[int, ...]) -> None:
+    """Every id an image of this album (the caller is a member): else 404, as for an image_id the
+    user cannot see, before any other error."""
+    if Image.objects.filter(album=album, pk__in=image_ids).count() != len(set(image_ids)):
+        raise ImageNotFoundError()
+
+
+def _mean_query_vector(album: Album, model: ModelId, image_ids: tuple[int, ...]) -> np.ndarray:
+    """The normalized mean of the images' stored vectors under the model (those not indexed yet are
+    left out)."""
+    vectors = album_image_vectors(album_id=album.pk, model=model, image_ids=image_ids)
+    if not len(vectors):
+        raise QueryImagesNotIndexedError()
+    mean = vectors.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if norm == 0:
+        raise QueryImagesNotIndexedError()
+    return (mean / norm).astype(np.float32)
+
+
 def _query_image_ids(album: Album, query: SearchQuery) -> tuple[int, ...]:
+    if query.image_ids:
+        return query.image_ids
     if query.image_id is not None:
         return (query.image_id,)
     if query.image_bytes is None:

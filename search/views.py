@@ -69,3 +69,12 @@ def jobs_page(request):
 @with_album()
 def album_duplicates_page(request, album):
     return render(request, "search/duplicates.html", {"album": album, "is_owner": role_at_least(album.role, Role.OWNER)})
+
+
+@with_album()
+def album_map_page(request, album):
+    # The map and its states come from the map API; the page only knows whether there is anything to place.
+    return render(request, "search/map.html", {
+        "album": album, "is_owner": role_at_least(album.role, Role.OWNER), "summary": index_summary(album=album),
+        "can_edit": role_at_least(album.role, Role.EDITOR), "indexed": bool(album.active_model_id),
+    })

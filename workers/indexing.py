@@ -44,6 +44,7 @@ from workers.vector_store import (
     regions_insert,
 )
 from workers.fetching import active_fetch, fetch_state, last_fetch
+from workers.maps import map_refresh_after_index
 from workers.models import IndexJob, IndexJobBatch
 from workers.pipeline import embed_stored_images, make_pool
 from workers.selectors import rebuild_failure_get
@@ -434,7 +435,8 @@ def index_job_finish(*, job_id: int) -> None:
 
 def _follow_up(album_id: int) -> None:
     """Images uploaded while the job ran joined it without being in its scope: index them now. The
-    album's graph of a model it no longer searches goes."""
+    album's graph of a model it no longer searches goes. With nothing left to index, the album's
+    semantic map (if it has one) takes the new images in, or is built for the model search switched to."""
     try:
         album_graphs_prune(album_id=album_id)
     except DatabaseError:
@@ -442,3 +444,5 @@ def _follow_up(album_id: int) -> None:
     album = Album.objects.get(pk=album_id)
     if album.active_model_id and pending_scope(album, album.active_model_id).exists():
         index_job_start(album=album, kind=IndexJob.Kind.INDEX, countdown=0)
+    else:
+        map_refresh_after_index(album_id=album_id)

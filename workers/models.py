@@ -16,6 +16,7 @@ class IndexJob(models.Model):
         DUPLICATES = "duplicates", "Near-duplicates"
         LABEL = "label", "Labeling"  # a support set classifies album images (search/rag/labeling.py)
         FETCH = "fetch", "Model download"  # an encoder's weights from the hub (workers/fetching.py)
+        MAP = "map", "Semantic map"  # 2-D layout and clusters of the album's vectors (workers/maps.py)
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -65,6 +66,11 @@ class IndexJob(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(album__isnull=False) | models.Q(kind="fetch"),
                                    name="job_album_unless_fetch"),
+            # One map job per album at a time: a fit and a placement never write the same points at once.
+            models.UniqueConstraint(
+                fields=["album"], condition=models.Q(status__in=["queued", "running"], kind="map"),
+                name="job_one_active_map_per_album",
+            ),
             models.CheckConstraint(condition=models.Q(done__lte=models.F("total")), name="job_done_within_total"),
             models.CheckConstraint(condition=models.Q(failed__lte=models.F("done")), name="job_failed_within_done"),
         ]
@@ -191,3 +197,71 @@ class ImageConcepts(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} concepts #{self.image_id}"
+
+
+# --- The semantic map: the album's vectors laid out in 2-D (workers/maps.py) ----------------------
+
+
+class AlbumMap(models.Model):
+    """One album's map under one model: when it was fitted and how the layout was made. No fitted
+    reducer is stored: its bulk is a copy of the vectors PostgreSQL already holds (measured in
+    docs/benchmarks.md), so placing new images reads the fitted points and their vectors instead
+    (workers/map_layout.py: place), and nothing is ever unpickled."""
+
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+")
+    model_id = models.CharField(max_length=300)
+    fitted_at = models.DateTimeField()
+    fitted_count = models.PositiveIntegerField()  # images in the last full fit
+    placed_count = models.PositiveIntegerField(default=0)  # placed since, without a refit
+    updated_at = models.DateTimeField()  # any change to its points: the API's ETag and Last-Modified
+    # UMAP's parameters and curve (a, b), and how the fit was scaled into [-1, 1]^2, for placement.
+    params = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["album", "model_id"], name="map_unique_album_model")]
+
+    def __str__(self) -> str:
+        return f"map of album {self.album_id} ({self.model_id})"
+
+
+class MapPoint(models.Model):
+    """An image on its album's map: x, y in [-1, 1], its cluster (-1: noise). `placed`: added after
+    the fit by placement against the fitted points, not part of the fit itself."""
+
+    image = models.ForeignKey("albums.Image", on_delete=models.CASCADE, related_name="+")
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_id = models.CharField(max_length=300)
+    x = models.FloatField()
+    y = models.FloatField()
+    cluster = models.IntegerField(default=-1)
+    placed = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["image", "model_id"], name="map_point_unique_image_model")]
+        indexes = [models.Index(fields=["album", "model_id"], name="map_point_album_model")]
+
+    def __str__(self) -> str:
+        return f"#{self.image_id} at ({self.x:.3f}, {self.y:.3f})"
+
+
+class MapCluster(models.Model):
+    """A cluster of a map: its name and terms (text encoders: the vocabulary's best matches;
+    EfficientNet-Lite0: its dominant ImageNet concepts; else empty), size, the images nearest its
+    mean vector, and its centre on the map."""
+
+    album = models.ForeignKey("albums.Album", on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_id = models.CharField(max_length=300)
+    cluster = models.IntegerField()
+    name = models.CharField(max_length=200, blank=True)
+    terms = models.JSONField(default=list, blank=True)
+    size = models.PositiveIntegerField()
+    medoid_image_ids = models.JSONField(default=list, blank=True)
+    x = models.FloatField()
+    y = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["album", "model_id", "cluster"], name="map_cluster_unique")]
+        ordering = ["cluster"]
+
+    def __str__(self) -> str:
+        return f"cluster {self.cluster} of album {self.album_id}: {self.name or '-'}"

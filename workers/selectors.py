@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import QuerySet
 
 from albums.models import Album
 from albums.roles import Role
 from albums.selectors import get_for_user, member_rows
 from config.errors import NotFoundError
-from workers.models import IndexJob
+from workers.models import AlbumMap, IndexJob, MapCluster
 
 
 class JobNotFoundError(NotFoundError):
@@ -41,3 +44,44 @@ def rebuild_failure_get(*, album: Album) -> IndexJob | None:
     if last is None or last.status != IndexJob.Status.FAILED or last.dismissed_at is not None:
         return None
     return last
+
+
+# --- the semantic map ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MapColumns:
+    """An album map's points as columns, ordered by image id: what the map API sends as they are."""
+
+    image_id: list[int]
+    x: list[float]
+    y: list[float]
+    cluster: list[int]
+    taken: list[int | None]  # capture time, unix seconds
+
+
+def map_get(*, album: Album, model_id: str) -> AlbumMap | None:
+    return AlbumMap.objects.filter(album=album, model_id=model_id).first()
+
+
+def map_job_latest(*, album: Album) -> IndexJob | None:
+    return IndexJob.objects.filter(album=album, kind=IndexJob.Kind.MAP).order_by("-created_at", "-pk").first()
+
+
+def map_clusters(*, album: Album, model_id: str) -> list[MapCluster]:
+    return list(MapCluster.objects.filter(album=album, model_id=model_id).order_by("cluster"))
+
+
+def map_columns(*, album: Album, model_id: str) -> MapColumns:
+    """One statement, rows straight into columns: no model instance per point (100,000 of them
+    would cost more than the query)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.image_id, round(p.x::numeric, 4)::float8, round(p.y::numeric, 4)::float8, p.cluster, "
+            "extract(epoch FROM i.taken_at)::bigint FROM workers_mappoint p JOIN albums_image i ON i.id = p.image_id "
+            "WHERE p.album_id = %s AND p.model_id = %s ORDER BY p.image_id", [album.pk, model_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return MapColumns([], [], [], [], [])
+    image_id, x, y, cluster, taken = (list(column) for column in zip(*rows))
+    return MapColumns(image_id=image_id, x=x, y=y, cluster=cluster, taken=taken)

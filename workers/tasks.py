@@ -12,7 +12,7 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from albums.storage import StorageUnavailableError
-from workers import fetching, indexing, recovery, services
+from workers import fetching, indexing, maps, recovery, services
 from workers.pipeline import EncoderOutOfMemoryError
 
 logger = logging.getLogger(__name__)
@@ -100,3 +100,9 @@ def resume_pending_work(lock_token: str | None = None) -> dict:
     finally:
         if lock_token:
             recovery.release_sweep_lock(lock_token)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def map_build(job_id: int) -> dict:
+    """On the `default` queue: fit an album's semantic map, or place its new images on it."""
+    return maps.map_job_run(job_id=job_id)

@@ -1,5 +1,6 @@
 """Settings shared by every environment. Everything configurable is read from the environment here, once."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -22,6 +23,9 @@ def downloads_setting(value: str) -> bool | str:
 
 
 VAR_DIR = Path(env.str("LOUPE_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+# numba (umap-learn's compiler, on workers that make semantic maps) caches what it compiles beside the
+# installed package, which is read-only in the image: here it is kept under the var dir instead.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(VAR_DIR / "numba-cache"))
 
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="loupe-insecure-development-key-change-me")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -198,6 +202,9 @@ LOUPE_DUPLICATES_INLINE_MAX = env.int("LOUPE_DUPLICATES_INLINE_MAX", default=3_0
 LOUPE_DUPLICATES_EXACT_MAX = env.int("LOUPE_DUPLICATES_EXACT_MAX", default=50_000)
 LOUPE_DUPLICATES_MAX_PAIRS = env.int("LOUPE_DUPLICATES_MAX_PAIRS", default=200_000)
 LOUPE_DUPLICATES_MAX_GROUPS = env.int("LOUPE_DUPLICATES_MAX_GROUPS", default=500)
+# The semantic map (workers/maps.py): after indexing, new images are placed on the album's map
+# without a refit until they pass this share of the images the map was fitted on.
+LOUPE_MAP_REFIT_SHARE = env.float("LOUPE_MAP_REFIT_SHARE", default=0.2)
 
 # --- Vision RAG (few-shot classification from support sets)
 # A vision-language model spec (`transformers:<dir or id>`, `openai:<base_url>/<model>`); empty: the

@@ -73,6 +73,11 @@ class SearchRequestSerializer(serializers.Serializer):
     image = serializers.FileField(required=False, help_text="a query image (multipart)")
     image_base64 = Base64Field(required=False, help_text="a query image, base64-encoded")
     image_id = serializers.IntegerField(required=False, min_value=1, help_text="an image you can see, as the query image")
+    image_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, min_length=1,
+        max_length=services.MAX_QUERY_IMAGES,
+        help_text="images of this album (a selection on the map): the normalized mean of their vectors is the query "
+        "image; they are left out of the results unless exclude_query_image is false")
     image_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
     text_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
     negative_weight = serializers.FloatField(required=False, default=0.5, min_value=0, max_value=100)
@@ -81,9 +86,9 @@ class SearchRequestSerializer(serializers.Serializer):
                                            validators=[within_search_depth])
     use_query_optimization = serializers.BooleanField(required=False, allow_null=True, default=None)
     exclude_query_image = serializers.BooleanField(
-        required=False, default=False,
+        required=False, allow_null=True, default=None,
         help_text="leave the query image itself out: by image_id, or, for an uploaded image, the album's images "
-        "with the same content")
+        "with the same content. Default: false, but true for image_ids")
     page = serializers.IntegerField(required=False, min_value=1, default=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
     box = serializers.ListField(
@@ -104,10 +109,12 @@ class SearchRequestSerializer(serializers.Serializer):
         unknown = set(self.initial_data) - set(self.fields)
         if unknown:
             raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        given = [name for name in ("image", "image_base64", "image_id") if attrs.get(name) not in (None, "")]
+        given = [name for name in ("image", "image_base64", "image_id", "image_ids") if attrs.get(name) not in (None, "")]
         if len(given) > 1:
             raise serializers.ValidationError({"image": [f"Give one query image, not {' and '.join(given)}."]})
         box = attrs.get("box")
+        if box is not None and attrs.get("image_ids"):
+            raise serializers.ValidationError({"box": ["A box is matched on one query image, not on image_ids."]})
         if box is not None and not (box[0] < box[2] and box[1] < box[3]):
             raise serializers.ValidationError({"box": ["A box is [x0, y0, x1, y1] with x0 < x1 and y0 < y1."]})
         return attrs
@@ -249,9 +256,10 @@ class AlbumSearchApi(APIView):
             weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
             query = services.SearchQuery(
                 text=v["text"], negative_text=v["negative_text"], image_bytes=query_image_bytes(v, verify_data=False),
-                image_id=v.get("image_id"), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
+                image_id=v.get("image_id"), image_ids=tuple(dict.fromkeys(v.get("image_ids") or ())), weights=weights, min_score=v["min_score"], max_results=v["max_results"],
                 use_query_optimization=v["use_query_optimization"], page=v["page"], page_size=v["page_size"],
-                exclude_query_image=v["exclude_query_image"],
+                exclude_query_image=(bool(v.get("image_ids")) if v["exclude_query_image"] is None
+                                     else v["exclude_query_image"]),
                 box=tuple(v["box"]) if v.get("box") is not None else None,
                 label=_label_restriction(album, v.get("label")),
             )

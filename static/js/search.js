@@ -9,6 +9,11 @@
   const label = document.getElementById("q-image-label");
   const drop = document.getElementById("q-drop");
   let queryFile = null;
+  // Several album photos as one query (the bar's "Search like these"): the mean of their vectors.
+  // A long list waits in sessionStorage ("selection"): static/js/select.js.
+  let queryIds = new URLSearchParams(location.search).get("image_ids") || "";
+  if (queryIds === "selection") queryIds = sessionStorage.getItem("loupe-query-ids") || "";
+  queryIds = queryIds.split(",").filter((id) => /^\d+$/.test(id));
 
   for (const name of ["image", "text", "negative"]) {
     const slider = document.getElementById(`w-${name}`);
@@ -62,7 +67,7 @@
   const thumb = document.getElementById("q-image-thumb");
   function setFile(file) {
     if (!file) return;
-    queryFile = file; imageId.value = ""; label.textContent = file.name || "pasted image";
+    queryFile = file; imageId.value = ""; queryIds = []; label.textContent = file.name || "pasted image";
     const url = URL.createObjectURL(file);
     thumb.src = url; chip.hidden = false;
     showPicker(url);
@@ -70,7 +75,7 @@
   }
   window.loupeImageInput(fileInput, drop, setFile);
   document.getElementById("q-image-clear").addEventListener("click", () => {
-    queryFile = null; imageId.value = ""; fileInput.value = ""; label.textContent = ""; chip.hidden = true;
+    queryFile = null; imageId.value = ""; queryIds = []; fileInput.value = ""; label.textContent = ""; chip.hidden = true;
     thumb.removeAttribute("src");
     showPicker(null);
     updateAdjust();
@@ -94,7 +99,7 @@
     const hasText = Boolean(form.elements.text && !form.elements.text.disabled && form.elements.text.value.trim());
     const negative = form.elements.negative_text;
     const hasNegative = Boolean(negative && negative.value.trim());
-    const hasImage = Boolean(queryFile || imageId.value);
+    const hasImage = Boolean(queryFile || imageId.value || queryIds.length);
     const parts = [hasImage, hasText, hasNegative].filter(Boolean).length;
     document.getElementById("weights").hidden = parts < 2;
     document.getElementById("weight-image").hidden = !hasImage;
@@ -202,6 +207,8 @@
     for (const name of REMEMBERED) if (data.get(name)) params.set(name, data.get(name));
     const only = form.elements.only_label;
     if (only && only.value) params.set("only_label", only.value);
+    const ids = data.getAll("image_ids").join(",");
+    if (ids) params.set("image_ids", ids.length > 2000 ? "selection" : ids);
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 
@@ -241,6 +248,7 @@
     data.append("use_query_optimization", form.use_query_optimization.checked ? "true" : "false");
     if (queryFile) data.append("image", queryFile);
     else if (imageId.value) data.append("image_id", imageId.value);
+    else for (const id of queryIds) data.append("image_ids", id);
     // "Only label": candidates are the images a support set labeled so (the API's `label`, as JSON
     // in the form); reviewed only = accepted or corrected, else predictions count too.
     const only = form.elements.only_label;
@@ -271,10 +279,15 @@
       field.dispatchEvent(new Event("input"));  // the sliders' read-outs follow
     }
   }
+  if (queryIds.length && !imageId.value) {
+    label.textContent = `${queryIds.length} photo${queryIds.length === 1 ? "" : "s"}`;
+    thumb.src = `/api/v1/images/${queryIds[0]}/thumbnail`;
+    chip.hidden = false;
+  }
   updateAdjust();
   // A restriction from the address is in force: show where it is set.
   if (form.elements.only_label && form.elements.only_label.value) document.getElementById("adjust").open = true;
   if (fromAddress.get("pick")) status.textContent = "That image was too large to carry over: choose it here with the camera button.";
   if (window.loupeViewer) window.loupeViewer.attach(results);
-  if (!carried && (imageId.value || (form.elements.text && form.elements.text.value))) form.requestSubmit();
+  if (!carried && (imageId.value || queryIds.length || (form.elements.text && form.elements.text.value))) form.requestSubmit();
 })();

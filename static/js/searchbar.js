@@ -1,5 +1,5 @@
 // The search bar at the top of album pages (all but Search itself, whose form is the bar): words go
-// to the search page in its address; an image chosen, dropped on the bar or pasted into it waits in
+// to the search page in its address (the map keeps them and highlights the hits: static/js/map.js); an image chosen, dropped on the bar or pasted into it waits in
 // sessionStorage for the search page, since a file cannot travel in a URL.
 (function () {
   const form = document.getElementById("album-bar");

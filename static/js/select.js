@@ -23,8 +23,14 @@
     bar.hidden = selected.size === 0;
     document.body.classList.toggle("selecting", selected.size > 0);
     count.textContent = `${plural(selected.size, "photo")} selected`;
+    document.dispatchEvent(new CustomEvent("loupe:selection", { detail: { ids: ids() } }));
   }
   window.loupeSelectionChanged = refresh;  // grids call this after adding tiles
+  // For pages whose photos are not tiles (the map): they set the selection and say what "all" is.
+  window.loupeSelection = {
+    set(list) { selected.clear(); for (const id of list) selected.add(String(id)); anchor = null; refresh(); },
+    allIds: null,
+  };
 
   function toggle(tile, range) {
     const on = !selected.has(tile.dataset.id);
@@ -57,10 +63,12 @@
   document.getElementById("bulk-all").addEventListener("click", async () => {
     if (window.loupeLoadAll) await window.loupeLoadAll();  // search results: fetch the pages not yet shown
     for (const tile of tiles()) selected.add(tile.dataset.id);
+    if (window.loupeSelection.allIds) for (const id of window.loupeSelection.allIds()) selected.add(String(id));
     refresh();
   });
 
   const ids = () => Array.from(selected, Number);
+  const MAX_ADDRESS_IDS = 2000;  // characters of ids in an address; search.js and map.js read the same
   async function api(url, body) {
     const response = await fetch(url, {
       method: "POST", credentials: "same-origin",
@@ -117,14 +125,15 @@
     const sure = await ask({ title: `Delete ${plural(n, "photo")}?`, ok: `Delete ${n}`, danger: true,
                              text: "They are removed from the album with their search vectors. This cannot be undone." });
     if (!sure) return;
-    const [response, body] = await api(bar.dataset.deleteUrl, { image_ids: ids() });
+    const gone = ids();
+    const [response, body] = await api(bar.dataset.deleteUrl, { image_ids: gone });
     if (!response.ok) { say(body.message); return; }
     for (const tile of tiles()) if (selected.has(tile.dataset.id)) tile.remove();
     selected.clear(); refresh();
     bar.hidden = false;  // keep the outcome in view until the next selection
     say(`Deleted ${plural(body.deleted, "photo")}.`);
     setTimeout(() => { if (!selected.size) bar.hidden = true; }, 4000);
-    document.dispatchEvent(new CustomEvent("loupe:deleted", { detail: { count: body.deleted } }));
+    document.dispatchEvent(new CustomEvent("loupe:deleted", { detail: { count: body.deleted, ids: gone } }));
   });
 
   // Download: a real form post, so the browser streams the zip to disk itself.
@@ -151,6 +160,16 @@
     const [response, body] = await api(bar.dataset.copyUrl, { image_ids: ids(), target_album_id: Number(target) });
     say(response.ok ? `Copied ${body.copied}${body.skipped_duplicates ? `, ${body.skipped_duplicates} already there` : ""}.`
       : body.message);
+  });
+
+  // The selection as one query: the search page ranks the album by the mean of their vectors.
+  const like = document.getElementById("bulk-search");
+  if (like) like.addEventListener("click", () => {
+    const list = ids().join(",");
+    if (list.length <= MAX_ADDRESS_IDS) { location.href = `${bar.dataset.searchUrl}?image_ids=${list}`; return; }
+    // Too long for an address (gunicorn reads a 4 KB request line): the list waits in sessionStorage.
+    sessionStorage.setItem("loupe-query-ids", list);
+    location.href = `${bar.dataset.searchUrl}?image_ids=selection`;
   });
 
   document.getElementById("bulk-class").addEventListener("click", async () => {

@@ -296,6 +296,7 @@ PAGES = {
     "album": "/albums/{album}/",
     "search": "/albums/{album}/search/?image_id={image}&min_score=-1",
     "duplicates": "/albums/{album}/duplicates/",
+    "map": "/albums/{album}/map/",
     "classify": "/albums/{album}/support-sets/",
     "support-set": "/support-sets/{support_set}/",
     "classify-image": "/support-sets/{support_set}/classify/",

@@ -72,6 +72,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("api:album-search", "POST"): VIEWER,
     ("api:album-duplicates", "GET"): VIEWER,
     ("api:album-duplicates", "POST"): VIEWER,
+    ("api:album-map", "GET"): VIEWER,
+    ("api:album-map-rebuild", "POST"): EDITOR,
     ("api:image-detail", "GET"): VIEWER,
     ("api:image-detail", "DELETE"): EDITOR,
     ("api:image-similar", "GET"): VIEWER,
@@ -137,6 +139,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("search:album", "POST"): VIEWER,
     ("search:duplicates", "GET"): VIEWER,
     ("search:duplicates", "POST"): VIEWER,
+    ("search:map", "GET"): VIEWER,
+    ("search:map", "POST"): VIEWER,  # renders the page; the map and its rebuild go through the API
     ("search:image", "GET"): VIEWER,
     ("search:image", "POST"): VIEWER,
     ("search:jobs", "GET"): SIGNED_IN,
@@ -322,6 +326,7 @@ EFFECTS: dict[tuple[str, str], Effect] = {
     ("api:album-search", "POST"): Effect(409),  # album_not_indexed: the album has no vectors
     ("api:album-duplicates", "GET"): Effect(409),
     ("api:album-duplicates", "POST"): Effect(409),  # album_not_indexed: nothing to scan, no job
+    ("api:album-map-rebuild", "POST"): Effect(409),  # album_not_indexed: no vectors to lay out, no job
     ("api:image-similar", "GET"): Effect(409),
     ("api:image-detail", "DELETE"): Effect(204, _gone("albums.Image", "image_id")),
     ("api:job-cancel", "POST"): Effect(200, _exists("workers.IndexJob", id=_the_job_id, status="cancelled")),

@@ -84,3 +84,13 @@ def test_duplicates_page_for_members_only(alice, bob, album):
     page = signed_in(alice).get(f"/albums/{album.pk}/duplicates/").content.decode()
     assert f"/api/v1/albums/{album.pk}/duplicates/" in page and 'id="threshold"' in page
     assert signed_in(bob).get(f"/albums/{album.pk}/duplicates/").status_code == 404
+
+
+def test_map_page_for_members_only_and_the_build_button_for_editors(alice, bob, make_user, album, member_of):
+    carol = make_user("carol")
+    member_of(carol)  # a viewer
+    page = signed_in(alice).get(f"/albums/{album.pk}/map/").content.decode()
+    assert f'data-url="/api/v1/albums/{album.pk}/map/"' in page and 'id="map-build-button"' in page
+    assert 'data-indexed="0"' in page and 'aria-current="page">Map</a>' in page
+    assert 'id="map-build-button"' not in signed_in(carol).get(f"/albums/{album.pk}/map/").content.decode()
+    assert signed_in(bob).get(f"/albums/{album.pk}/map/").status_code == 404
