@@ -174,6 +174,25 @@ def worker(celery_worker_process, settings, transactional_db):
     return celery_worker_process
 
 
+@pytest.fixture
+def no_worker_consuming():
+    """No Celery worker takes tasks while the test runs, whichever earlier test started one (the
+    session worker outlives its first user): a test that watches a job wait in the queue, or plays
+    the worker's part itself, must not race a real one. The queues are consumed again afterwards;
+    a task left in them then finds its job no longer queued and does nothing."""
+    from config.celery import app  # the Celery app needs Django's settings loaded first
+
+    consuming = {name: [q["name"] for q in queues]
+                 for name, queues in (app.control.inspect(timeout=1).active_queues() or {}).items()}
+    for name, queues in consuming.items():
+        for queue in queues:
+            app.control.cancel_consumer(queue, destination=[name], reply=True, timeout=5)
+    yield
+    for name, queues in consuming.items():
+        for queue in queues:
+            app.control.add_consumer(queue, destination=[name], reply=True, timeout=5)
+
+
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

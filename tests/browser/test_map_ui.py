@@ -77,7 +77,7 @@ def lasso(page, corners: list[tuple[float, float]], *, key: str | None = "Shift"
         page.keyboard.up(key)
 
 
-def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user, client_for):
+def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user, client_for, no_worker_consuming):
     carol = make_user("carol")
     album, ids = photo_album(carol, name="Shoes and cats", count=36)
     console = Console()
@@ -90,7 +90,7 @@ def test_the_map_from_build_to_lasso_and_search(live_server, browser, make_user,
     page.locator("#map-build-text").filter(has_text="indexing must finish first").wait_for()
     assert page.locator("#map-build-button").is_hidden()
 
-    # No map yet: an editor builds it. No worker runs here, so the job waits in the queue and the
+    # No map yet: an editor builds it. No worker consumes (the fixture), so the job waits in the queue and the
     # page follows it until the map is there.
     page.goto(f"{live_server.url}/albums/{album.pk}/")
     page.get_by_role("link", name="Map", exact=True).click()
