@@ -67,6 +67,8 @@ class Stack:
     web_threads: int = 4
     # The checkout whose code runs (a worktree of an older commit, for a baseline in the same run).
     repo: Path = REPO
+    # A stopped cluster to copy instead of initdb and migrating from nothing (tests' postgres_template).
+    postgres_template: Path | None = None
     port: int = field(default_factory=free_port)
     token: str = ""
     _postgres: object = None
@@ -120,7 +122,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not (self.workdir / "models").exists():
             build_tiny_models(self.workdir / "models")
-        self._postgres = runtime.start_postgres(self.var_dir)
+        self._postgres = runtime.start_postgres(self.var_dir, template=self.postgres_template)
         self._redis = runtime.start_redis(self.var_dir)
         self.manage("migrate", "--no-input", timeout=300)
         self.token = self.manage(
