@@ -196,10 +196,7 @@ def scenario_text_search_while_redis_down(stack: Stack, *, images: int, outage: 
     """The web encodes text queries on the `query` queue (compose's setting): with Redis stopped no
     worker can be asked, and a search must say so (503 broker_unavailable with Retry-After), then
     answer once Redis is back."""
-    stack.stop_web()
-    stack.web_env = {**stack.web_env, "LOUPE_QUERY_ENCODING": "worker", "LOUPE_QUERY_TIMEOUT_SECONDS": "10"}
-    stack.start_web()
-    try:
+    with stack.web_beside(LOUPE_QUERY_ENCODING="worker", LOUPE_QUERY_TIMEOUT_SECONDS="10"):
         album = stack.create_album("text-search-while-redis-down")
         stack.upload(album, noise_images(4, seed=5))
         wait_until(lambda: stack.album_settled(album), timeout=120, what="the album to be indexed")
@@ -223,11 +220,6 @@ def scenario_text_search_while_redis_down(stack: Stack, *, images: int, outage: 
         stack.start_redis()
         wait_until(lambda: search()[0] == 200, timeout=60, what="search to answer again")
         back_s = round(time.monotonic() - started, 1)
-    finally:
-        stack.stop_web()
-        stack.web_env = {k: v for k, v in stack.web_env.items()
-                         if k not in ("LOUPE_QUERY_ENCODING", "LOUPE_QUERY_TIMEOUT_SECONDS")}
-        stack.start_web()
     return {"fault": "text-search-while-redis-down", "outage_s": outage, "before": before[0],
             "during": [{"status": s, "code": body.get("code"), "retry_after": ra, **({"text": body["text"]} if "text" in body else {})}
                        for s, body, ra in during],

@@ -77,7 +77,8 @@ GOAL_RECALL10, GOAL_SQL_P95_MS, GOAL_COMBINED_P95_MS = 0.98, 20.0, 50.0
 
 
 def setup_django(var_dir: Path, *, maintenance_work_mem: str, shared_buffers: str | None):
-    pg = start_postgres(var_dir)
+    # The smoke tests hand over a migrated cluster to copy (tests/conftest.py: postgres_template).
+    pg = start_postgres(var_dir, template=os.environ.get("LOUPE_POSTGRES_TEMPLATE") or None)
     os.environ["DATABASE_URL"] = pg.url
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"  # never used: nothing here caches or queues

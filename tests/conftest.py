@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -90,6 +92,30 @@ def tiny_models_dir(tmp_path_factory) -> Path:
 
 # Small chunks and micro-batches, so a handful of test images still crosses batch boundaries.
 WORKER_ENV = {"LOUPE_INDEX_CHUNK": "3", "LOUPE_ENCODE_BATCH_SIZE": "2", "LOUPE_DEVICE": "cpu", "LOUPE_DECODE_WORKERS": "2"}
+
+
+@pytest.fixture(scope="session")
+def postgres_template(tmp_path_factory) -> Path:
+    """A stopped cluster, initdb'd and migrated once a run: the tests that start a PostgreSQL of their
+    own (bench.stack, the benchmarks' subprocesses) copy it instead of paying initdb, a restart and
+    every migration each time (~10 s apiece on a loaded box). Migrating a fresh database stays tested
+    by the test database itself and by tests/test_launcher.py, which starts from nothing."""
+    from config import runtime
+
+    # Not under pytest's tmp_path: as root the server runs as another user, which cannot enter it.
+    var_dir = Path(tempfile.mkdtemp(prefix="loupe-pg-template-"))
+    var_dir.chmod(0o755)
+    postgres = runtime.start_postgres(var_dir)
+    try:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": postgres.url,
+               "REDIS_URL": settings.REDIS_URL}
+        migrated = subprocess.run([sys.executable, "manage.py", "migrate", "--no-input"], cwd=BASE_DIR, env=env,
+                                  capture_output=True, text=True, timeout=300)
+        assert migrated.returncode == 0, migrated.stderr[-3000:]
+    finally:
+        postgres.stop()
+    yield runtime.postgres_data_dir(var_dir)
+    shutil.rmtree(var_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

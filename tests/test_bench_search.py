@@ -13,9 +13,10 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def test_quick_search_benchmark(tmp_path):
+def test_quick_search_benchmark(tmp_path, postgres_template):
     out = tmp_path / "search.json"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "LOUPE_VAR_DIR")}
+    env["LOUPE_POSTGRES_TEMPLATE"] = str(postgres_template)
     subprocess.run(
         [sys.executable, "-m", "bench.search", "--quick", "--sizes", "2000", "--queries", "10", "--candidates", "100",
          "--baseline-seconds", "0.1", "--no-remeasure-last", "--json", str(out)],

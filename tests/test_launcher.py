@@ -54,7 +54,7 @@ def wait_healthy(process, port, log_path, timeout=180):
         report = health(port)
         if report and report["status"] == "ok":
             return report
-        time.sleep(1)
+        time.sleep(0.2)  # health is cheap to ask; polling each second lost up to a second per wait
     raise AssertionError(f"not healthy in {timeout}s: {report}\n{log_path.read_text()[-5000:]}")
 
 
@@ -65,7 +65,7 @@ def wait_workers(port, names, token, timeout=120):
         report = health(port, token)
         if report and {w.split("@")[0] for w in report["components"]["workers"].get("workers", [])} == names:
             return report
-        time.sleep(1)
+        time.sleep(0.2)  # health is cheap to ask; polling each second lost up to a second per wait
     raise AssertionError(f"workers {names} not all live in {timeout}s: {report}")
 
 

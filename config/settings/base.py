@@ -278,10 +278,12 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 # acks_late: a task whose worker died unacknowledged goes back on the queue once it has been out
 # for visibility_timeout. That must exceed the longest task (hard limit above + queue wait), and
-# kombu sweeps for such tasks every interval x throttle seconds (default 100 s; here 10 s).
+# kombu sweeps for such tasks every interval x throttle seconds (default 100 s; here 10 s). The sweep
+# hands back only tasks out longer than visibility_timeout: a shorter interval finds them sooner and
+# costs one small Redis query per sweep.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
-    "unacked_restore_interval": 10,
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=10),
     "unacked_restore_throttle": 1,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {

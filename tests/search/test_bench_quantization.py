@@ -14,9 +14,10 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
-def test_quick_quantization_benchmark(tmp_path):
+def test_quick_quantization_benchmark(tmp_path, postgres_template):
     out = tmp_path / "quantization.json"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "LOUPE_VAR_DIR")}
+    env["LOUPE_POSTGRES_TEMPLATE"] = str(postgres_template)
     completed = subprocess.run(
         [sys.executable, "-m", "bench.quantization", "--quick", "--size", "3000", "--dim", "128", "--queries", "20",
          "--oversample", "1,4", "--json", str(out)],

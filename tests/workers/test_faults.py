@@ -42,7 +42,10 @@ def test_sigkill_mid_job_then_restart_finishes_with_one_vector_per_image(session
                      # Short, so the victim's chunks come back soon after the kill; longer than any chunk
                      # runs on a loaded CI box (the first ones load the model: 3.5 s here), or the rescuer's
                      # own running chunks are handed out again and counted lost until the job fails.
-                     CELERY_VISIBILITY_TIMEOUT="20")
+                     CELERY_VISIBILITY_TIMEOUT="20",
+                     # The rescuer looks for them every second, not every 10 s: they come back as soon as
+                     # the timeout above allows, not up to 10 s later.
+                     CELERY_UNACKED_RESTORE_INTERVAL="1")
     victim = start_worker(env, tmp_path / "victim.log", name="victim")
 
     album = services.album_create(owner=alice, name="faults", encoder_spec=OPEN_CLIP_TINY)
