@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -57,6 +59,32 @@ def unreachable_message(spec: EncoderSpec, endpoint: str, error: object) -> str:
     location = expected_location(spec)
     return (f"No model hub answered at {endpoint} within {PROBE_SECONDS:g} s ({error}): downloads need a network; "
             f"put the weights at {location.describe()} or set LOUPE_ALLOW_DOWNLOADS=false to stop trying.")
+
+
+def hub_probe(spec: EncoderSpec) -> None:
+    """Raise HubUnreachableError within PROBE_SECONDS when nothing answers at the hub's address. Any
+    HTTP answer, an error status included, means a hub is there. Asked before anything imports a
+    backend's library: on a machine with no network the job then ends without loading torch into
+    the worker that runs it (that process keeps it for good)."""
+    endpoint = hub_endpoint()
+
+    def ask() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=PROBE_SECONDS).close()
+        except urllib.error.HTTPError:
+            pass  # it answered
+
+    # A thread bounds the wait even where name resolution ignores the socket timeout; it is left
+    # behind (not joined) when it overruns.
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(ask).result(timeout=PROBE_SECONDS + 1)
+    except FutureTimeout as error:
+        raise HubUnreachableError(unreachable_message(spec, endpoint, "timed out")) from error
+    except (OSError, ValueError) as error:  # URLError, refused, no such host, a socket timeout, a bad address
+        raise HubUnreachableError(unreachable_message(spec, endpoint, getattr(error, "reason", error))) from error
+    finally:
+        pool.shutdown(wait=False)
 
 
 def hub_file(spec: EncoderSpec) -> HubFile | None:

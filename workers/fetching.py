@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from albums.hooks import ModelFetchState
 from encoders.errors import EncoderError
-from encoders.fetch import fetch_with_progress
+from encoders.fetch import fetch_with_progress, hub_probe
 from encoders.spec import EncoderSpec
 from encoders.weights import find_weights
 from workers.models import IndexJob
@@ -90,7 +90,15 @@ def model_fetch_run(*, job_id: int) -> dict:
     if not claimed:
         return {"skipped": "not queued"}
     spec = EncoderSpec.parse(IndexJob.objects.values_list("model_id", flat=True).get(pk=job_id))
-    found = find_weights(spec, import_libraries=True)
+    found = find_weights(spec)
+    if found is None:
+        try:
+            hub_probe(spec)  # before the libraries' caches are looked in: that imports torch
+        except EncoderError as error:
+            logger.warning("model fetch %s (%s): %s", job_id, spec, error.message)
+            _finish(job_id, IndexJob.Status.FAILED, error.message)
+            return {"failed": error.code}
+        found = find_weights(spec, import_libraries=True)
     if found is not None:
         _finish(job_id, IndexJob.Status.SUCCEEDED, f"{spec}: already present at {found.path}.")
         return {"present": str(found.path)}

@@ -10,6 +10,8 @@ import io
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +27,7 @@ from albums.models import Album, Image
 from encoders.registry import EncoderSpec
 from encoders.fetch import HubFile, partial_path
 from encoders.weights import expected_location, find_weights
-from tests.conftest import wait_for
+from tests.conftest import BASE_DIR, wait_for, worker_env
 from tests.tiny_models import make_images
 from workers.fetching import model_fetch_run, model_fetch_start
 from workers.models import IndexJob
@@ -140,6 +142,24 @@ def test_no_hub_fails_the_fetch_at_once_and_new_albums_fall_back(db, fetchable, 
     form = AlbumCreateForm()
     assert form.fields["encoder_spec"].initial == EFFICIENTNET
     assert form.fields["encoder_spec"].help_text.startswith(f"The default text encoder {fetchable} could not be downloaded")
+
+
+def test_with_no_hub_the_fetch_ends_without_loading_torch_into_its_worker(transactional_db, fetchable, settings, tmp_path):
+    """The default worker runs the fetch at every offline start and keeps whatever it imported: with
+    no hub it must fail before any library's cache lookup imports torch (hundreds of MB for good)."""
+    job, _ = model_fetch_start(spec=fetchable)
+    env = worker_env(media_root=tmp_path, models_dir=settings.LOUPE_MODELS_DIR,
+                     HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", LOUPE_ALLOW_DOWNLOADS="auto",
+                     LOUPE_DEFAULT_ENCODERS=f"{fetchable},{EFFICIENTNET}")
+    script = ("import json, sys, django; django.setup(); from workers.fetching import model_fetch_run; "
+              f"result = model_fetch_run(job_id={job.pk}); "
+              "print(json.dumps({'result': result, 'torch': 'torch' in sys.modules}))")
+    completed = subprocess.run([sys.executable, "-c", script], cwd=BASE_DIR, env=env, capture_output=True, text=True,
+                               timeout=120, check=True)
+    answer = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert answer == {"result": {"failed": "model_hub_unreachable"}, "torch": False}, completed.stderr[-2000:]
+    job.refresh_from_db()
+    assert job.status == "failed" and job.message.startswith("No model hub answered at http://127.0.0.1:")
 
 
 def test_a_hub_that_takes_the_connection_but_never_answers_fails_the_fetch_too(db, fetchable, monkeypatch):
