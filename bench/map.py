@@ -286,8 +286,9 @@ vectors, _ = _synthetic(N + 2 * EXTRA)
 start = Image.objects.filter(album=album).count()
 count = N if start == 0 else EXTRA
 images = Image.objects.bulk_create(
+    # A thumbnail name, so that the recovery sweep does not re-queue metadata for files that were never there.
     Image(album=album, file=f"bench/{{i}}.jpg", original_name=f"photo-{{i}}.jpg", sha256=f"{{album.pk:08d}}{{i:056d}}",
-          bytes=1, mime="image/jpeg", width=1600, height=1200, status="indexed")
+          bytes=1, mime="image/jpeg", width=1600, height=1200, status="indexed", thumbnail=f"bench/{{i}}.webp")
     for i in range(start, start + count))
 ids = [image.pk for image in images]
 rows = vectors[start:start + count]
