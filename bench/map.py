@@ -427,7 +427,9 @@ def render(results: dict) -> str:
     svc = results.get("service") or []
     if svc:
         lines += ["**Through the service** (one Celery worker on `default`, threads, concurrency 1; vectors inserted "
-                  "through the product's insert path):", "",
+                  "through the product's insert path). A map job's time is its own start to finish, and the fit's "
+                  "includes numba's compile in the fresh worker process; umap-learn runs 500 epochs up to 10,000 "
+                  "images and 200 past (and the load average differed between runs: see above):", "",
                   "| images | map job (fit) | worker RSS idle → peak | placement job, 1,000 new: first in the process, "
                   "then again | GET map/ | body (gzip) |",
                   "|---|---|---|---|---|---|"]
