@@ -14,7 +14,7 @@ import numpy as np
 
 from encoders.concepts import concept_index
 from encoders.model_ids import parse_model_id
-from encoders.registry import get_encoder, spec_modalities
+from encoders.registry import TEXT_EMBEDDING, get_encoder, text_search
 
 N_NEIGHBORS = 15
 # Points of one kind packed together: on Fashion-MNIST a trustworthiness of 0.969 against 0.965 for
@@ -187,7 +187,7 @@ def vocabulary_terms(*, model_id: str, means: np.ndarray, top: int) -> list[list
     """With a text encoder, each cluster's best-matching words of the bundled vocabulary: its mean
     vector against the encoded prompts. None for an image-only encoder."""
     model = parse_model_id(model_id)
-    if "text" not in spec_modalities(model.spec):
+    if text_search(model.spec) != TEXT_EMBEDDING:
         return None
     words = vocabulary()
     texts = get_encoder(model.spec).encode_texts([f"a photo of {w}" for w in words])

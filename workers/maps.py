@@ -151,7 +151,8 @@ def map_job_run(*, job_id: int) -> dict:
     job = IndexJob.objects.select_related("album").get(pk=job_id)
     album, model_id = job.album, job.model_id
     try:
-        ids, vectors = album_vectors_read(album_id=album.pk, model_id=model_id)
+        ids = np.array(Embedding.objects.filter(album=album, model_id=model_id).order_by("image_id")
+                       .values_list("image_id", flat=True), dtype=np.int64)
         if not len(ids):
             _finish(job_id, IndexJob.Status.FAILED, "The album has no vectors under this model any more "
                     "(its encoder changed, or its images were deleted).")
@@ -162,9 +163,10 @@ def map_job_run(*, job_id: int) -> dict:
         refit = (job.params.get("refit") or existing is None
                  or (existing.placed_count + int(new.sum())) > settings.LOUPE_MAP_REFIT_SHARE * existing.fitted_count)
         if refit:
-            result = _fit(job_id, album, model_id, ids, vectors, map_layout)
+            result = _fit(job_id, album, model_id, *album_vectors_read(album_id=album.pk, model_id=model_id),
+                          map_layout)
         else:
-            result = _place(job_id, album, existing, ids, vectors, new, map_layout)
+            result = _place(job_id, album, existing, ids, new, map_layout)
     except _Cancelled:
         return {"cancelled": job_id}
     except Exception as exc:  # noqa: BLE001 — a map that cannot be made must say why, not stay "running"
@@ -205,8 +207,9 @@ def _fit(job_id: int, album: Album, model_id: str, ids: np.ndarray, vectors: np.
     return {"fitted": len(ids), "clusters": len(found)}
 
 
-def _place(job_id: int, album: Album, existing: AlbumMap, ids: np.ndarray, vectors: np.ndarray, new: np.ndarray,
-           map_layout) -> dict:
+def _place(job_id: int, album: Album, existing: AlbumMap, ids: np.ndarray, new: np.ndarray, map_layout) -> dict:
+    """Only the new images' vectors and those of (a sample of) the fitted points are read: at 100,000
+    images, reading them all was most of a placement."""
     if not new.any():
         _finish(job_id, IndexJob.Status.SUCCEEDED, "Every image is on the map already.", done=FIT_STEPS)
         return {"placed": 0}
@@ -216,15 +219,29 @@ def _place(job_id: int, album: Album, existing: AlbumMap, ids: np.ndarray, vecto
         album=album, model_id=existing.model_id, placed=False).values_list("image_id", "x", "y", "cluster")}
     fitted = np.array([i in rows for i in ids.tolist()], dtype=bool) & ~new
     anchor_ids = ids[fitted]
+    if len(anchor_ids) < 2:  # every fitted image was deleted: nothing to place against
+        return _fit(job_id, album, existing.model_id,
+                    *album_vectors_read(album_id=album.pk, model_id=existing.model_id), map_layout)
+    if len(anchor_ids) > map_layout.PLACE_ANCHORS:
+        anchor_ids = np.sort(np.random.default_rng(0).choice(anchor_ids, map_layout.PLACE_ANCHORS, replace=False))
     anchor_xy = np.array([rows[i][:2] for i in anchor_ids.tolist()], dtype=np.float32).reshape(-1, 2)
     anchor_clusters = np.array([rows[i][2] for i in anchor_ids.tolist()], dtype=np.int64)
-    if len(anchor_ids) < 2:  # every fitted image was deleted: nothing to place against
-        return _fit(job_id, album, existing.model_id, ids, vectors, map_layout)
-    xy = map_layout.place(vectors[new], anchor_vectors=vectors[fitted], anchor_xy=anchor_xy, params=existing.params)
+    read_ids, read = album_vectors_read(album_id=album.pk, model_id=existing.model_id,
+                                        image_ids=np.concatenate([anchor_ids, ids[new]]).tolist())
+    row_of = {image_id: k for k, image_id in enumerate(read_ids.tolist())}
+    # Images deleted since the count have no vector to read: left out, as the insert would skip them.
+    kept = np.array([i in row_of for i in anchor_ids.tolist()], dtype=bool)
+    anchor_ids, anchor_xy, anchor_clusters = anchor_ids[kept], anchor_xy[kept], anchor_clusters[kept]
+    anchor_rows = [row_of[i] for i in anchor_ids.tolist()]
+    new_ids = np.array([i for i in ids[new].tolist() if i in row_of], dtype=np.int64)
+    if not len(new_ids) or len(anchor_ids) < 2:
+        _finish(job_id, IndexJob.Status.SUCCEEDED, "The new images were deleted meanwhile.", done=FIT_STEPS)
+        return {"placed": 0}
+    xy = map_layout.place(read[[row_of[i] for i in new_ids.tolist()]], anchor_vectors=read[anchor_rows],
+                          anchor_xy=anchor_xy, params=existing.params)
     _step(job_id, 2, "Assigning clusters.")
     clusters = map_layout.nearest_clusters(xy, anchor_xy=anchor_xy, anchor_clusters=anchor_clusters)
     _step(job_id, 3, "Writing the points.")
-    new_ids = ids[new]
     with transaction.atomic():
         job = IndexJob.objects.select_for_update().get(pk=job_id)
         if job.status != IndexJob.Status.RUNNING:

@@ -292,14 +292,18 @@ def embeddings_delete_other_models(*, album_id: int, keep_model_id: str) -> int:
         return cursor.rowcount
 
 
-def album_vectors_read(*, album_id: int, model_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Every vector of the album under the model, ordered by image id: (ids int64, (n, dim) float32).
+def album_vectors_read(*, album_id: int, model_id: str, image_ids: Sequence[int] | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Every vector of the album under the model (or of those of `image_ids` it has), ordered by image
+    id: (ids int64, (n, dim) float32).
 
     Read in pgvector's binary form (`vector_send`: a 4-byte header, then big-endian float32s) rather
     than as text: parsing 100,000 × 1,280 values as text is most of a minute in Python."""
     with connection.cursor() as cursor:
+        only = "" if image_ids is None else " AND image_id = ANY(%s)"
         cursor.execute("SELECT image_id, vector_send(vector) FROM search_embedding "
-                       "WHERE album_id = %s AND model_id = %s ORDER BY image_id", [album_id, model_id])
+                       f"WHERE album_id = %s AND model_id = %s{only} ORDER BY image_id",
+                       [album_id, model_id] + ([list(image_ids)] if image_ids is not None else []))
         rows = cursor.fetchall()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
