@@ -1,6 +1,8 @@
 """The semantic map's endpoints: read an album's map (members), rebuild it (editors)."""
 
+from django.utils.decorators import method_decorator
 from django.utils.http import http_date
+from django.views.decorators.gzip import gzip_page
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -35,6 +37,9 @@ _MAP = inline_serializer("AlbumMap", {
 
 
 class AlbumMapApi(APIView):
+    # A 100k album's columns are ~3 MB of JSON and ~0.7 MB compressed: worth the CPU off loopback.
+    # Nothing secret rides along for a compression side channel to read (no tokens in the body).
+    @method_decorator(gzip_page)
     @extend_schema(parameters=[OpenApiParameter("support_set", int, description="a support set of this album: its "
                                                                                 "labels per point")],
                    responses={200: _MAP, 304: None})
@@ -46,7 +51,8 @@ class AlbumMapApi(APIView):
         raw = request.query_params.get("support_set")
         support_set_id = parse_id(raw, name="support_set") if raw not in (None, "") else None
         state = maps.map_state(user=request.user, album=album, support_set_id=support_set_id)
-        if request.headers.get("If-None-Match") == state.etag:
+        # Compression makes the ETag weak (W/"…"), and the browser sends back what it got.
+        if request.headers.get("If-None-Match", "").removeprefix("W/") == state.etag:
             response = Response(status=status.HTTP_304_NOT_MODIFIED)
         else:
             response = Response(maps.map_body(state))

@@ -2,6 +2,8 @@
 tests: tests/workers/test_maps.py)."""
 
 import datetime
+import gzip
+import json
 
 import numpy as np
 import pytest
@@ -82,6 +84,22 @@ def test_a_ready_map_comes_back_as_columns_with_an_etag(alice, client_for):
     MapPoint.objects.create(album=album, image_id=c, model_id=MODEL, x=0, y=0, cluster=-1, placed=True)
     changed = client.get(f"/api/v1/albums/{album.pk}/map/", HTTP_IF_NONE_MATCH=response["ETag"])
     assert changed.status_code == 200 and changed.json()["count"] == 3 and changed.json()["unplaced"] == 0
+
+
+def test_the_map_comes_compressed_to_a_client_that_asks_and_its_weak_etag_still_answers_304(alice, client_for):
+    vectors = [[1.0, 0.0, float(k % 7), 0.5] for k in range(40)]
+    album = _vector_album(alice, vectors)
+    ids = list(album.images.order_by("pk").values_list("pk", flat=True))
+    _mapped(album, {image_id: (k / 40, -k / 40, k % 3) for k, image_id in enumerate(ids)})
+    client = client_for(alice)
+    plain = client.get(f"/api/v1/albums/{album.pk}/map/")
+    packed = client.get(f"/api/v1/albums/{album.pk}/map/", HTTP_ACCEPT_ENCODING="gzip")
+    assert "Content-Encoding" not in plain and packed["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(packed.content)) == plain.json()
+    assert len(packed.content) < len(plain.content)
+    again = client.get(f"/api/v1/albums/{album.pk}/map/", HTTP_ACCEPT_ENCODING="gzip",
+                       HTTP_IF_NONE_MATCH=packed["ETag"])
+    assert packed["ETag"].startswith("W/") and again.status_code == 304
 
 
 def test_a_support_sets_labels_come_per_point_and_another_albums_set_is_404(alice, bob, client_for):
