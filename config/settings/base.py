@@ -330,6 +330,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A label's state appears in several answers and filters: one enum, one name, in every client.
+    "ENUM_NAME_OVERRIDES": {"LabelStateEnum": "search.rag.models.Label.State"},
 }
 
 FLOWER_URL = env.str("LOUPE_FLOWER_URL", default="http://127.0.0.1:5555/")

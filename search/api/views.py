@@ -45,7 +45,7 @@ def within_search_depth(value: int | None) -> None:
 class SearchLabelSerializer(serializers.Serializer):
     support_set = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="a support set of this album")
     label = serializers.CharField(max_length=100, help_text="one of its classes")
-    states = serializers.ListField(child=serializers.ChoiceField(choices=Label.State.values), required=False, min_length=1,
+    states = serializers.ListField(child=serializers.ChoiceField(choices=Label.State.choices), required=False, min_length=1,
                                    help_text="default: predicted, accepted, corrected (not rejected)")
 
 

@@ -87,7 +87,9 @@ def test_no_operation_answers_500(case, world):
     assert not unknown, f"no real id for path parameters {unknown}: add them to real_ids()"
     if case.path_parameters:
         case.path_parameters = {name: ids[name] for name in case.path_parameters}
-    response = case.call(headers={"Authorization": f"Token {world.api_key}"})
+    # identity: schemathesis asks for gzip as `requests` does, but its WSGI transport hands the checks
+    # the body undecoded (the map's compressed answer is tested in tests/search/test_map_api.py).
+    response = case.call(headers={"Authorization": f"Token {world.api_key}", "Accept-Encoding": "identity"})
     key = case.operation.label  # the coverage phase also sends undocumented methods: counted, never reached
     SENT[key] += 1
     REACHED[key] += _reached(response.status_code)

@@ -144,9 +144,11 @@ def test_no_hub_fails_the_fetch_at_once_and_new_albums_fall_back(db, fetchable, 
     assert form.fields["encoder_spec"].help_text.startswith(f"The default text encoder {fetchable} could not be downloaded")
 
 
-def test_with_no_hub_the_fetch_ends_without_loading_torch_into_its_worker(transactional_db, fetchable, settings, tmp_path):
+def test_with_no_hub_the_fetch_ends_without_loading_torch_into_its_worker(transactional_db, no_worker_consuming, fetchable,
+                                                                         settings, tmp_path):
     """The default worker runs the fetch at every offline start and keeps whatever it imported: with
-    no hub it must fail before any library's cache lookup imports torch (hundreds of MB for good)."""
+    no hub it must fail before any library's cache lookup imports torch (hundreds of MB for good).
+    The job is committed here; no worker may take it before the process below does."""
     job, _ = model_fetch_start(spec=fetchable)
     env = worker_env(media_root=tmp_path, models_dir=settings.LOUPE_MODELS_DIR,
                      HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", LOUPE_ALLOW_DOWNLOADS="auto",
