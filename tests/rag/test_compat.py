@@ -14,7 +14,7 @@ from search.rag.api.compat import COMPAT_SET_NAME
 from search.rag.models import SupportClass, SupportImage, SupportSet
 from tests.rag.conftest import augmented, b64, jpeg, photo
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("reuse_forward_passes")]
 
 CLASSES = json.dumps(["cat", "cup"])
 

@@ -22,7 +22,7 @@ from search.rag.models import SupportSet
 from tests.encoders.vlm.conftest import FakeChatEndpoint, Reply, chat_completion
 from tests.rag.conftest import augmented, jpeg, photo
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("reuse_forward_passes")]
 
 # The engine's example set (MIT, its LICENSE beside it), kept in the repository so the golden test runs everywhere.
 DEMO = Path(__file__).resolve().parents[1] / "data" / "rag-vision-example"
