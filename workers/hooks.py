@@ -25,8 +25,7 @@ def rebuild(*, album, user, **kwargs) -> None:
 def album_index_state(*, album) -> hooks.IndexState:
     """The indexing job under way and a failed rebuild not yet dismissed (serialized) for
     albums.hooks.index_summary."""
-    job = (IndexJob.objects.filter(album=album, status__in=IndexJob.ACTIVE_STATUSES)
-           .exclude(kind__in=[IndexJob.Kind.IMPORT, IndexJob.Kind.DUPLICATES, IndexJob.Kind.LABEL]).first())
+    job = indexing.active_index_jobs(album).first()
     failed = rebuild_failure_get(album=album)
     # Only the album's own encoder: members learn how far its weights are, not who asked for them.
     download = fetching.active_fetch(album.encoder_spec)

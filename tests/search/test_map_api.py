@@ -54,6 +54,8 @@ def test_an_album_without_a_map_says_none_and_rebuild_starts_one_job(alice, make
     assert [(j["id"], j["kind"]) for j in listed] == [(job.pk, "map")]  # on the jobs list like any job
     building = client_for(viewer).get(f"/api/v1/albums/{album.pk}/map/").json()
     assert building["state"] == "building" and building["job"]["id"] == job.pk and building["job"]["kind"] == "map"
+    # A map job is not indexing: the album's Index chip must not say "Indexing" while it runs.
+    assert client_for(viewer).get(f"/api/v1/albums/{album.pk}/").json()["index"]["active_job"] is None
     assert client_for(outsider).get(f"/api/v1/albums/{album.pk}/map/").status_code == 404
 
 
