@@ -89,15 +89,25 @@ def model_fetch_run(*, job_id: int) -> dict:
         status=IndexJob.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
     if not claimed:
         return {"skipped": "not queued"}
-    spec = EncoderSpec.parse(IndexJob.objects.values_list("model_id", flat=True).get(pk=job_id))
+    spec = IndexJob.objects.values_list("model_id", flat=True).get(pk=job_id)
+    # Whatever goes wrong ends the job with its reason: one left running would go stale and be
+    # replaced by the recovery sweep, failing the same way every 15 minutes.
+    try:
+        return _fetch(job_id, EncoderSpec.parse(spec))
+    except EncoderError as error:
+        logger.warning("model fetch %s (%s): %s", job_id, spec, error.message)
+        _finish(job_id, IndexJob.Status.FAILED, error.message)
+        return {"failed": error.code}
+    except Exception as error:  # the hub client raises many kinds: each is a download that did not happen
+        logger.warning("model fetch %s (%s) failed", job_id, spec, exc_info=True)
+        _finish(job_id, IndexJob.Status.FAILED, f"Downloading {spec} failed: {type(error).__name__}: {error}")
+        return {"failed": type(error).__name__}
+
+
+def _fetch(job_id: int, spec: EncoderSpec) -> dict:
     found = find_weights(spec)
     if found is None:
-        try:
-            hub_probe(spec)  # before the libraries' caches are looked in: that imports torch
-        except EncoderError as error:
-            logger.warning("model fetch %s (%s): %s", job_id, spec, error.message)
-            _finish(job_id, IndexJob.Status.FAILED, error.message)
-            return {"failed": error.code}
+        hub_probe(spec)  # before the libraries' caches are looked in: that imports torch
         found = find_weights(spec, import_libraries=True)
     if found is not None:
         _finish(job_id, IndexJob.Status.SUCCEEDED, f"{spec}: already present at {found.path}.")
@@ -112,16 +122,7 @@ def model_fetch_run(*, job_id: int) -> dict:
         last_report[0] = now
         IndexJob.objects.filter(pk=job_id).update(done=min(done, total), total=total, heartbeat_at=timezone.now())
 
-    try:
-        fetched = fetch_with_progress(spec, progress=progress)
-    except EncoderError as error:
-        logger.warning("model fetch %s (%s): %s", job_id, spec, error.message)
-        _finish(job_id, IndexJob.Status.FAILED, error.message)
-        return {"failed": error.code}
-    except Exception as error:  # the hub client raises many kinds: each is a download that did not happen
-        logger.warning("model fetch %s (%s) failed", job_id, spec, exc_info=True)
-        _finish(job_id, IndexJob.Status.FAILED, f"Downloading {spec} failed: {type(error).__name__}: {error}")
-        return {"failed": type(error).__name__}
+    fetched = fetch_with_progress(spec, progress=progress)
     size = fetched.path.stat().st_size
     _finish(job_id, IndexJob.Status.SUCCEEDED, f"{spec}: {size / 1e6:.1f} MB downloaded to {fetched.path}.")
     return {"path": str(fetched.path), "bytes": size}

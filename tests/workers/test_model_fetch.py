@@ -262,3 +262,13 @@ def test_an_album_made_while_the_model_downloads_gets_it_and_searches_by_words(w
     finally:
         local_hub.gate.set()
         shutil.rmtree(tiny_models_dir / "open-clip" / name, ignore_errors=True)
+
+
+def test_a_fetch_that_cannot_even_start_ends_failed_with_its_reason_instead_of_staying_running(db):
+    """Left running, it would go stale, and the recovery sweep would replace it, to fail the same way,
+    every 15 minutes, while the albums waiting on it kept waiting."""
+    job, _ = model_fetch_start(spec="open-clip:")
+    model_fetch_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.finished_at is not None
+    assert job.message and "open-clip:" in job.message
