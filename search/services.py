@@ -27,7 +27,7 @@ from search.selectors import (
     LabelRestriction,
     StoredQuery,
     album_has_concepts,
-    album_image_vectors,
+    album_images_mean_vector,
     candidate_count,
     concept_candidates,
     model_dim,
@@ -346,7 +346,8 @@ def image_similar(*, user: AbstractBaseUser, image: Image, min_score: float | No
     )
 
 
-MAX_QUERY_IMAGES = 1000
+# A lasso on a large album's map: the mean is taken in PostgreSQL, so the cap is the request's size.
+MAX_QUERY_IMAGES = 10_000
 
 
 class QueryImagesNotIndexedError(ConflictError):
@@ -366,10 +367,9 @@ def _check_album_images(album: Album, image_ids: tuple[int, ...]) -> None:
 def _mean_query_vector(album: Album, model: ModelId, image_ids: tuple[int, ...]) -> np.ndarray:
     """The normalized mean of the images' stored vectors under the model (those not indexed yet are
     left out)."""
-    vectors = album_image_vectors(album_id=album.pk, model=model, image_ids=image_ids)
-    if not len(vectors):
+    mean = album_images_mean_vector(album_id=album.pk, model=model, image_ids=image_ids)
+    if mean is None:
         raise QueryImagesNotIndexedError()
-    mean = vectors.mean(axis=0)
     norm = float(np.linalg.norm(mean))
     if norm == 0:
         raise QueryImagesNotIndexedError()

@@ -164,8 +164,16 @@
 
   // The selection as one query: the search page ranks the album by the mean of their vectors.
   const like = document.getElementById("bulk-search");
+  // A form posts at most ~1,000 fields (Django's DATA_UPLOAD_MAX_NUMBER_FIELDS follows the bulk cap):
+  // a larger selection is stood for by an even sample, whose mean vector is the selection's within noise.
+  const MAX_QUERY_IDS = 1000;
+  function sample(all) {
+    if (all.length <= MAX_QUERY_IDS) return all;
+    const step = all.length / MAX_QUERY_IDS;
+    return Array.from({ length: MAX_QUERY_IDS }, (_, k) => all[Math.floor(k * step)]);
+  }
   if (like) like.addEventListener("click", () => {
-    const list = ids().join(",");
+    const list = sample(ids()).join(",");
     if (list.length <= MAX_ADDRESS_IDS) { location.href = `${bar.dataset.searchUrl}?image_ids=${list}`; return; }
     // Too long for an address (gunicorn reads a 4 KB request line): the list waits in sessionStorage.
     sessionStorage.setItem("loupe-query-ids", list);

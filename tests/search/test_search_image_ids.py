@@ -6,6 +6,7 @@ import base64
 import pytest
 
 from albums import services as album_services
+from search import services
 from tests.images import image_bytes
 from tests.search.test_search_api import indexed, query_vectors, search, unit  # noqa: F401 — fixtures
 
@@ -55,7 +56,7 @@ def test_image_ids_of_another_album_are_404_and_bad_lists_are_400(indexed, alice
         assert response.status_code == 404 and response.json()["code"] == "image_not_found"
     response = search(client_for(bob), bobs, image_ids=[ids["a"]])  # Alice's image from Bob's album
     assert response.status_code == 404 and response.json()["code"] == "image_not_found"
-    too_many = search(client, album, image_ids=list(range(1, 1002)))
+    too_many = search(client, album, image_ids=list(range(1, services.MAX_QUERY_IMAGES + 2)))
     assert too_many.status_code == 400 and "image_ids" in too_many.json()["extra"]["fields"]
     both = search(client, album, image_ids=[ids["a"]], image_id=ids["b"])
     assert both.status_code == 400 and "image_id and image_ids" in both.json()["extra"]["fields"]["image"][0]
