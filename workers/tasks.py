@@ -102,7 +102,10 @@ def resume_pending_work(lock_token: str | None = None) -> dict:
             recovery.release_sweep_lock(lock_token)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+# Not acks_late: the job claims only a queued row, so a redelivered message would do nothing; a worker
+# that dies leaves the job stale, and the next rebuild request replaces it. An hour, not the default
+# five minutes: a 100k album's fit took 96 s on 2 cores, and a million is ten times the work.
+@shared_task(acks_late=False, soft_time_limit=3600, time_limit=3660)
 def map_build(job_id: int) -> dict:
     """On the `default` queue: fit an album's semantic map, or place its new images on it."""
     return maps.map_job_run(job_id=job_id)
