@@ -58,7 +58,6 @@ from search import scoring
 from bench.doc_sections import replace_marked_section
 from bench.search_data import ClusteredSpace, copy_album_vectors, copy_embeddings, insert_images
 from config.runtime import _pg_user, _postgres_dir, start_postgres
-from search import scoring
 from workers.vector_store import album_graph_ensure, hnsw_index_ensure, index_name
 
 REPO = Path(__file__).resolve().parent.parent
