@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import datetime
 import http.client
 import io
@@ -51,6 +52,7 @@ from bench.doc_sections import replace_marked_section
 from bench.images import synthetic_photo
 from bench.indexing import place_random_vit_b_32
 from bench.stack import REPO, Stack, process_rss_mb, wait_until
+from config import processes
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
 
@@ -309,12 +311,15 @@ class Serving:
     torch_threads: int
     debug: bool = False
     query_concurrency: int = 32
+    web_workers: int = 2
 
 
 # What `make run` ran before this work (launcher at 14dee30): every gunicorn process encoded
 # (`auto` with torch installed), 2 workers x 4 threads, torch threads cores // 8 = 1, DEBUG on.
 BASELINE_SERVING = Serving(encoding="web", web_threads=4, torch_threads=1, debug=True)
-CURRENT_SERVING = Serving(encoding="worker", web_threads=32, torch_threads=2)
+# This tree's `make run`: gunicorn as config/processes.py starts it.
+CURRENT_SERVING = Serving(encoding="worker", web_threads=processes.WEB_THREADS, torch_threads=2,
+                          web_workers=processes.WEB_WORKERS_DEFAULT)
 
 
 def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serving: Serving) -> dict:
@@ -323,7 +328,7 @@ def measure_stack(label: str, repo: Path, workdir: Path, args, jpeg: bytes, serv
     models = workdir / "models"
     # The settings `make run` serves with (config.settings.local), as its launcher sets up gunicorn.
     web_torch = serving.torch_threads if serving.encoding == "web" else 1
-    stack = Stack(workdir=workdir, repo=repo, web_threads=serving.web_threads, web_env={
+    stack = Stack(workdir=workdir, repo=repo, web_workers=serving.web_workers, web_threads=serving.web_threads, web_env={
         "DJANGO_SETTINGS_MODULE": "config.settings.local", "LOUPE_QUERY_ENCODING": serving.encoding,
         "LOUPE_TORCH_THREADS": str(web_torch), "DJANGO_DEBUG": "true" if serving.debug else "false",
     }, worker_env={"LOUPE_TORCH_THREADS": str(serving.torch_threads)})
@@ -467,7 +472,7 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
     lines += ["", "How each checkout served (as its `make run` does):", ""]
     for result in results:
         sv = result["serving"]
-        lines.append(f"- {result['label']}: query encoding `{sv['encoding']}`, gunicorn 2 workers x {sv['web_threads']} "
+        lines.append(f"- {result['label']}: query encoding `{sv['encoding']}`, gunicorn {sv.get('web_workers', 2)} workers x {sv['web_threads']} "
                      f"threads, torch threads {sv['torch_threads']} where queries are encoded, DEBUG {sv['debug']}")
     lines += ["", "Web tier resident memory (gunicorn master + workers, MiB):", ""]
     for result in results:
@@ -493,6 +498,8 @@ def parse_args(argv):
     parser.add_argument("--encoding", choices=("web", "worker"), default="worker",
                         help="where this tree encodes queries (make run: worker)")
     parser.add_argument("--mixes", default="", help="only these, comma-separated (stored, upload, text@vit-10k, ...)")
+    parser.add_argument("--web-workers", type=int, default=0, help="gunicorn workers for this tree (default: as shipped)")
+    parser.add_argument("--web-threads", type=int, default=0, help="gunicorn threads per worker (default: as shipped)")
     parser.add_argument("--users", type=int, default=64, help="signed-in users the requests rotate through")
     parser.add_argument("--rebuild-seconds", type=float, default=30.0)
     parser.add_argument("--skip-rebuild", action="store_true")
@@ -523,6 +530,8 @@ def main(argv=None) -> int:
         results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
                                      workdir / "baseline", args, jpeg, BASELINE_SERVING))
     serving = CURRENT_SERVING if args.encoding == "worker" else Serving("web", CURRENT_SERVING.web_threads, 1)
+    serving = dataclasses.replace(serving, web_workers=args.web_workers or serving.web_workers,
+                                  web_threads=args.web_threads or serving.web_threads)
     results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
     section = render(results, args=args, encoder_ips=encoder_ips, load=(load_before, os.getloadavg()[0]),
                      elapsed=time.monotonic() - started)
