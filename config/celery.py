@@ -1,7 +1,8 @@
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Queue
 
+from config.heap import freeze_long_lived
 from encoders.threads import note_concurrency
 from workers.heartbeat import Heartbeat
 
@@ -25,3 +26,10 @@ app.steps["consumer"].add(Heartbeat)
 def _note_concurrency(sender, **kwargs):
     """Torch's intra-op threads follow the worker's concurrency (encoders/threads.py)."""
     note_concurrency(sender.concurrency)
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _freeze_long_lived(**kwargs):
+    """Out of the garbage collector's walks: what a worker (or a prefork child) loaded to start."""
+    freeze_long_lived()
