@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ from pgvector import Vector
 from psycopg import sql
 
 from encoders.model_ids import ModelId
-from search.rag.models import Label
+from search.rag.models import Label, SupportSet
 from workers.models import Embedding
 from workers.vector_store import (
     BINARY,
     BINARY_OVERSAMPLE,
     VECTOR,
+    album_index_prefix,
     distance_operator,
     index_expression,
     index_kind,
@@ -101,10 +103,27 @@ def index_ranks_exactly(model: ModelId, dim: int) -> bool:
 def single_part_depth(model: ModelId, dim: int, max_results: int) -> int:
     """k' for a query of one part (a stored or uploaded image alone, a text alone): it is ranked by
     the very distance the index orders by, so its top max_results are the index's first max_results
-    rows, under the same ef_search as a deeper k' (`search_candidates` keeps ef at the multi-part
-    depth's): the same rows, in the same order, as the first max_results of k' = 200. A proxy index
+    rows, read under the ef_search its kind of query needs (`single_part_ef_depth`). A proxy index
     (halfvec, binary) keeps the full depth: its order is not the score's."""
     return int(max_results) if index_ranks_exactly(model, dim) else candidate_count(max_results)
+
+
+# ef_search for a query of one part, by measurement (`python -m bench.ef_sweep`, docs/benchmarks.md
+# "ef_search"): an image-like query (a stored or uploaded photo, more like this, a map selection's
+# mean) on an album graph of up to 100,000 rows keeps recall@10 1.000 at ef_search 200 (10k and 100k
+# albums), ~1.5 ms less of PostgreSQL per search at 10k than 400. Past that, recall falls with ef (at
+# 1M rows 0.955 at 200 against 0.966 at 400), so larger albums, and every text query, keep the depth
+# of a multi-part query.
+IMAGE_QUERY_EF_DEPTH = 100
+IMAGE_QUERY_SHALLOW_MAX_ROWS = 100_000
+
+
+def single_part_ef_depth(part: str, max_results: int, *, graph_rows: int) -> int:
+    """The depth that sets ef_search (`ef_search(depth)`) for a query of one part, on an album whose
+    own graph holds `graph_rows` (0: none; a small album is scanned exactly, where ef does nothing)."""
+    if part == "image" and graph_rows <= IMAGE_QUERY_SHALLOW_MAX_ROWS:
+        return max(int(max_results), IMAGE_QUERY_EF_DEPTH)
+    return candidate_count(max_results)
 
 
 @dataclass(frozen=True)
@@ -173,7 +192,29 @@ def _vector_from_text(text: str) -> np.ndarray:
     return np.asarray(Vector.from_text(text).to_numpy(), dtype=np.float32)
 
 
-_ROW_FIELDS = ("original_name", "width", "height", "taken_at")
+_ROW_FIELDS = ("original_name", "width", "height", "taken_at", "labels")
+
+
+def _labels_sql(image_id: str = "i.id", album_id: str = "i.album_id") -> sql.Composable:
+    """The labels the album's support sets gave the image (those two columns of the statement), as one
+    JSON array, NULL when none: read in the candidate statement itself, so showing labels on results costs
+    no statement of its own (a separate query per search cost ~0.5 ms, also in albums with no sets).
+    One index probe per candidate row on the (image, set) unique index."""
+    return sql.SQL(
+        "(SELECT json_agg(json_build_object('support_set', l.support_set_id, 'support_set_name', s.name, "
+        "'label', l.label, 'state', l.state, 'margin', l.margin) ORDER BY l.support_set_id) "
+        "FROM {label} l JOIN {set} s ON s.id = l.support_set_id WHERE l.image_id = {image_id} "
+        "AND s.album_id = {album_id})"
+    ).format(label=sql.Identifier(Label._meta.db_table), set=sql.Identifier(SupportSet._meta.db_table),
+             image_id=sql.SQL(image_id), album_id=sql.SQL(album_id))
+
+
+def _row(values) -> dict:
+    """Display fields of a candidate row (`_ROW_FIELDS`, in that order): labels as a list, margins
+    rounded as every other label answer rounds them."""
+    row = dict(zip(_ROW_FIELDS, values, strict=True))
+    row["labels"] = [{**label, "margin": round(label["margin"], 4)} for label in row["labels"] or ()]
+    return row
 
 
 def search_candidates(
@@ -216,10 +257,10 @@ def search_candidates(
     def statement() -> sql.Composable:
         return sql.SQL(
             "WITH candidates AS ({union}) "
-            "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at "
+            "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at, {labels} "
             "FROM candidates c JOIN search_embedding e ON e.id = c.id JOIN albums_image i ON i.id = e.image_id "
             "WHERE NOT (e.image_id = ANY(%s))"
-        ).format(
+        ).format(labels=_labels_sql(),
             union=sql.SQL(" UNION ").join(
                 [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch, only=only)] * len(proposers)),
             cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
@@ -251,10 +292,10 @@ def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: Stor
             "  WHERE qe.image_id = $1 AND qe.model_id = {model_id} AND qe.dim = {dim} AND qi.album_id IN "
             "  (SELECT m.album_id FROM albums_albummembership m WHERE m.user_id = $2)), "
             "candidates AS {nearest} "
-            "SELECT e.image_id, -(e.vector <#> q.vector), i.original_name, i.width, i.height, i.taken_at "
+            "SELECT e.image_id, -(e.vector <#> q.vector), i.original_name, i.width, i.height, i.taken_at, {labels} "
             "FROM q LEFT JOIN (candidates c JOIN search_embedding e ON e.id = c.id "
             "  JOIN albums_image i ON i.id = e.image_id AND NOT (e.image_id = ANY($3))) ON true"
-        ).format(model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
+        ).format(labels=_labels_sql(), model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
                  nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch, only=only))
 
     ef_fetch = proposals_per_part(model, ef_depth)
@@ -358,26 +399,48 @@ def _candidates(rows: list[tuple], parts: list[str]) -> Candidates:
     return Candidates(
         image_ids=np.array([r[0] for r in rows], dtype=np.int64),
         cosines={part: np.array([r[1 + j] for r in rows], dtype=np.float32) for j, part in enumerate(parts)},
-        rows={r[0]: dict(zip(_ROW_FIELDS, r[1 + n_parts :], strict=True)) for r in rows},
+        rows={r[0]: _row(r[1 + n_parts :]) for r in rows},
     )
 
 
-# (album, model_id) -> the width of its vectors there: fixed by the weights the model_id names.
-_dims: dict[tuple[int, str], int] = {}
+# (album, model_id) -> (the width of its vectors there, the rows of the album's own graph, when read):
+# the width is fixed by the weights the model_id names; the graph's size is read again every few
+# minutes, as the album grows.
+_dims: dict[tuple[int, str], tuple[int, int, float]] = {}
+_GRAPH_ROWS_TTL_S = 300.0
+
+
+def _album_vectors(album_id: int, model: ModelId) -> tuple[int, int] | None:
+    key = (int(album_id), str(model))
+    known = _dims.get(key)
+    if known is None or time.monotonic() - known[2] > _GRAPH_ROWS_TTL_S:
+        with connection.cursor() as cursor:
+            # reltuples: the planner's row count of the graph (set when it is built), no scan.
+            cursor.execute(
+                "SELECT e.dim, (SELECT greatest(max(c.reltuples), 0)::bigint FROM pg_class c WHERE c.relname = %s || e.dim) "
+                "FROM search_embedding e WHERE e.album_id = %s AND e.model_id = %s LIMIT 1",
+                [album_index_prefix(album_id, key[1]), int(album_id), key[1]])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        if len(_dims) > 4096:
+            _dims.clear()
+        known = _dims[key] = (int(row[0]), int(row[1] or 0), time.monotonic())
+    return known[0], known[1]
 
 
 def model_dim(*, album_id: int, model: ModelId) -> int | None:
     """The width of the album's vectors under the model (for the index expression), remembered per
     process; None when the album holds none under it."""
-    key = (int(album_id), str(model))
-    if key not in _dims:
-        dim = Embedding.objects.filter(album_id=album_id, model_id=key[1]).values_list("dim", flat=True).first()
-        if dim is None:
-            return None
-        if len(_dims) > 4096:
-            _dims.clear()
-        _dims[key] = int(dim)
-    return _dims[key]
+    found = _album_vectors(album_id, model)
+    return None if found is None else found[0]
+
+
+def album_graph_rows(*, album_id: int, model: ModelId) -> int:
+    """About how many rows the album's own graph holds (0 without one: a small album, scanned exactly),
+    remembered per process for a few minutes."""
+    found = _album_vectors(album_id, model)
+    return 0 if found is None else found[1]
 
 
 def stored_query_vector(*, user: AbstractBaseUser, image_id: int, model: ModelId) -> tuple[bool, np.ndarray | None]:
@@ -450,9 +513,9 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
         "  FROM search_regionembedding r WHERE r.model_id = {model_id} "
         "  AND r.image_id IN (SELECT image_id FROM near) AND NOT (r.image_id = ANY(%s)) "
         "  ORDER BY r.image_id, r.vector <#> %s::vector, r.cell) "
-        "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at "
+        "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at, {labels} "
         "FROM best b JOIN albums_image i ON i.id = b.image_id ORDER BY b.score DESC, b.image_id LIMIT %s"
-    ).format(model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
+    ).format(labels=_labels_sql(), model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
              query=query_operand(dim, storage), only=_only_sql(only, "image_id"))
     q = _to_db(np.asarray(query, dtype=np.float32))
     with hnsw_settings(ef_search=ef_search(n_rows), max_scan_tuples=max(20_000, 4 * n_rows)) as cursor:
@@ -463,7 +526,7 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
         image_ids=np.array([r[0] for r in rows], dtype=np.int64),
         cosines=np.array([r[1] for r in rows], dtype=np.float32),
         cells=np.array([r[2] for r in rows], dtype=np.int64),
-        rows={r[0]: dict(zip(("original_name", "width", "height", "taken_at"), r[3:], strict=True)) for r in rows},
+        rows={r[0]: _row(r[3:]) for r in rows},
     )
 
 
@@ -499,8 +562,8 @@ def concept_candidates(
     if "negative" in values and weights.negative > 0:
         score = sql.SQL("{} - {} * negative").format(score, sql.Literal(float(weights.negative)))
     statement = sql.SQL(
-        "SELECT image_id, {parts}, original_name, width, height, taken_at FROM ("
-        "SELECT c.image_id, {values}, i.original_name, i.width, i.height, i.taken_at "
+        "SELECT image_id, {parts}, original_name, width, height, taken_at, {labels} FROM ("
+        "SELECT c.image_id, {values}, i.original_name, i.width, i.height, i.taken_at, i.album_id "
         "FROM workers_imageconcepts c JOIN albums_image i ON i.id = c.image_id {join} "
         "WHERE c.album_id = %s AND c.model_id = %s AND NOT (c.image_id = ANY(%s)){only}) AS scored "
         "ORDER BY {score} DESC, image_id LIMIT %s"
@@ -509,7 +572,7 @@ def concept_candidates(
         values=sql.SQL(", ").join(sql.SQL("{} AS {}").format(values[p], sql.Identifier(p)) for p in parts),
         join=sql.SQL("JOIN search_embedding e ON e.image_id = c.image_id AND e.model_id = c.model_id")
         if image is not None else sql.SQL(""),
-        score=score, only=_only_sql(only, "c.image_id"),
+        score=score, only=_only_sql(only, "c.image_id"), labels=_labels_sql("scored.image_id", "scored.album_id"),
     )
     params = [_text_vector(concepts[p]) if p in concepts else _text_vector(image) for p in parts]
     params += [album_id, str(model), list(map(int, exclude_image_ids)), int(limit)]

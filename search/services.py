@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -26,6 +26,7 @@ from search.selectors import (
     Candidates,
     LabelRestriction,
     StoredQuery,
+    album_graph_rows,
     album_has_concepts,
     album_images_mean_vector,
     candidate_count,
@@ -34,6 +35,7 @@ from search.selectors import (
     region_matches,
     search_candidates,
     single_part_depth,
+    single_part_ef_depth,
     stored_query_vector,
 )
 
@@ -81,6 +83,8 @@ class SearchHit:
     height: int | None
     taken_at: datetime.datetime | None
     region: dict[str, int] | None = None  # box queries: the stored region that matched (cell, row, col)
+    # The album's support sets' labels on the image (search.rag), read with the candidates.
+    labels: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -305,9 +309,12 @@ def _stored_image_search(*, user: AbstractBaseUser, album: Album, query: SearchQ
         return None
     max_results = _max_results(album, query)
     exclude = (query.image_id,) if query.exclude_query_image else ()
+    k = single_part_depth(model, dim, max_results)
     candidates = search_candidates(
         album_id=album.pk, model=model, queries={"image": StoredQuery(image_id=query.image_id, viewer_id=user.pk)},
-        k=single_part_depth(model, dim, max_results), ef_depth=candidate_count(max_results), dim=dim,
+        k=k, ef_depth=max(k, single_part_ef_depth("image", max_results,
+                                                  graph_rows=album_graph_rows(album_id=album.pk, model=model))),
+        dim=dim,
         exclude_image_ids=exclude, only=query.label,
     )
     if candidates is None:
@@ -395,11 +402,14 @@ def _rank(*, album: Album, model: ModelId, vectors: dict[str, np.ndarray], query
     if linear_text and len(vectors) > 1 and (combined := scoring.combined_query(vectors, query.weights)) is not None:
         proposers.append(combined)
     if len(vectors) == 1:  # ranked by the index's own distance (calibration is monotonic)
-        k = single_part_depth(model, int(next(iter(vectors.values())).shape[-1]), max_results)
+        (part, vector), = vectors.items()
+        k = single_part_depth(model, int(vector.shape[-1]), max_results)
+        graph_rows = album_graph_rows(album_id=album.pk, model=model) if part == "image" else 0
+        ef_depth = max(k, single_part_ef_depth(part, max_results, graph_rows=graph_rows))
     else:
-        k = candidate_count(max_results)
+        k = ef_depth = candidate_count(max_results)
     candidates = search_candidates(
-        album_id=album.pk, model=model, queries=vectors, k=k, ef_depth=candidate_count(max_results),
+        album_id=album.pk, model=model, queries=vectors, k=k, ef_depth=ef_depth,
         exclude_image_ids=exclude, proposers=proposers, only=query.label,
     )
     order, scores, parts = _order(candidates, query, calibrate=calibrate, min_score=min_score, max_results=max_results)

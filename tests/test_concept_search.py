@@ -11,6 +11,7 @@ from albums import services as album_services
 from encoders.concepts import concept_index
 from tests.conftest import upload_and_index
 from tests.test_golden_retrieval import encoded, sample
+from search.rag.models import Label, SupportSet
 from workers.models import ImageConcepts
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera", "coins")
@@ -44,6 +45,15 @@ def test_words_find_the_photo_through_its_concepts(worker, alice, bob, client_fo
             mass = probabilities[hit["image_id"]][classes].sum()
             assert hit["score"] == pytest.approx(mass, abs=2e-3) == pytest.approx(hit["cosines"]["text"], abs=1e-4)
             assert hit["score"] >= 0.01  # the concept default least score
+
+    # A label from one of the album's support sets comes with the concept path's results too.
+    support_set = SupportSet.objects.create(album=album, name="pets", encoder_spec="dense:efficientnet-lite0")
+    Label.objects.create(image_id=ids["chelsea"], support_set=support_set, label="cat", predicted_label="cat",
+                         scores={}, margin=0.25)
+    labeled = search(api, album, text="cat").json()["results"]
+    assert labeled[0]["labels"] == [{"support_set": support_set.pk, "support_set_name": "pets", "label": "cat",
+                                     "state": "predicted", "margin": 0.25}]
+    assert all(hit["labels"] == [] for hit in labeled[1:])
 
     # Words and an image combine as for SigLIP: (w_img·cos + w_text·mass) / (w_img + w_text) − w_neg·mass_neg.
     response = search(api, album, text="cat", image=io.BytesIO(encoded(sample("coffee"), "PNG")),

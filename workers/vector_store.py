@@ -141,7 +141,12 @@ ALBUM_GRAPH_PREFIX = "emb_album_"
 
 
 def album_index_name(album_id: int, model_id: str, dim: int) -> str:
-    return f"{ALBUM_GRAPH_PREFIX}{int(album_id)}_{hashlib.sha256(model_id.encode()).hexdigest()[:12]}_{dim}"
+    return f"{album_index_prefix(album_id, model_id)}{dim}"
+
+
+def album_index_prefix(album_id: int, model_id: str) -> str:
+    """An album graph's name without its dimension (search reads both in one statement)."""
+    return f"{ALBUM_GRAPH_PREFIX}{int(album_id)}_{hashlib.sha256(model_id.encode()).hexdigest()[:12]}_"
 
 
 def _graph_album(index_name: str) -> int:

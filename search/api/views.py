@@ -197,17 +197,10 @@ def _label_restriction(album, wanted: dict | None) -> LabelRestriction | None:
                                            states=tuple(wanted.get("states") or ()))
 
 
-def _labels(album_id: int, result: services.SearchResult) -> dict[int, list[dict]]:
-    """The labels on the page's hits, in one query (none for an empty page)."""
-    ids = [hit.image_id for hit in result.hits]
-    return rag_selectors.image_labels(album_id=album_id, image_ids=ids) if ids else {}
-
-
-def search_body(result: services.SearchResult, *, labels: dict[int, list[dict]] | None = None) -> dict:
+def search_body(result: services.SearchResult) -> dict:
     """The response body of a search (SearchResponseSerializer's shape, fields in this order), read
     straight off the service's result: a page of 50 through DRF serializer fields cost more than the
-    rest of the view. `labels`: image id → the labels the album's sets gave it."""
-    labels = labels or {}
+    rest of the view."""
     thumbnail, file = _url_template("api:image-thumbnail"), _url_template("api:image-file")
     results = []
     for hit in result.hits:
@@ -216,7 +209,7 @@ def search_body(result: services.SearchResult, *, labels: dict[int, list[dict]] 
             row["region"] = hit.region
         row.update(original_name=hit.original_name, width=hit.width, height=hit.height, taken_at=hit.taken_at,
                    thumbnail_url=thumbnail.format(hit.image_id), file_url=file.format(hit.image_id),
-                   labels=labels.get(hit.image_id, []))
+                   labels=hit.labels)
         results.append(row)
     body = {"model_id": result.model_id, "rebuilding": result.rebuilding, "min_score": result.min_score,
             "max_results": result.max_results, "count": result.count, "page": result.page, "page_size": result.page_size}
@@ -266,7 +259,7 @@ class AlbumSearchApi(APIView):
             result = services.album_search(user=request.user, album=album, query=query)  # checks image_id's access
         except scoring.QueryError as exc:
             raise ApplicationError(exc.message, code=exc.code) from None
-        return Response(search_body(result, labels=_labels(album.pk, result)))
+        return Response(search_body(result))
 
 
 class ImageSimilarApi(APIView):
@@ -282,7 +275,7 @@ class ImageSimilarApi(APIView):
         params = _SimilarParams(data=request.query_params)
         params.is_valid(raise_exception=True)
         result = services.image_similar(user=request.user, image=image, **params.validated_data)
-        return Response(search_body(result, labels=_labels(image.album_id, result)))
+        return Response(search_body(result))
 
 
 class _SimilarParams(serializers.Serializer):

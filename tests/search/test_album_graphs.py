@@ -118,8 +118,8 @@ def test_the_recovery_sweep_drops_graphs_of_deleted_albums(big_album):
 
 def test_a_stored_image_query_reads_the_graph_and_ranks_as_the_exact_scan(big_album, alice):
     """A stored image alone is one statement whose kNN orders by the stored vector (an InitPlan) on
-    the album's graph, and takes only max_results rows at the deep k's ef_search: the same hits, in
-    the same order and with the same scores, as the exact ranking and as k' = 200."""
+    the album's graph, and takes only max_results rows: the same hits, in the same order and with the
+    same scores, as the exact ranking and as k' = 200."""
     from django.test.utils import CaptureQueriesContext
 
     from search import selectors, services
@@ -154,3 +154,37 @@ def test_a_stored_image_query_reads_the_graph_and_ranks_as_the_exact_scan(big_al
     assert deep.image_ids[top].tolist() == ids[exact].tolist()
     assert selectors.single_part_depth(parse_model_id(MODEL), DIM, 20) == 20
     assert selectors.single_part_depth(parse_model_id(MODEL + "+storage=binary"), DIM, 20) == 200  # a proxy index
+
+
+def test_ef_search_follows_the_query_kind_and_the_album_graphs_size(big_album, alice, monkeypatch):
+    """An image-like query on an album graph of up to IMAGE_QUERY_SHALLOW_MAX_ROWS reads it at
+    ef_search 200 (bench.ef_sweep: recall@10 1.000 there); a text query, and any query on a larger
+    graph, at the multi-part depth's 400. The graph's size is the planner's row count of the index."""
+    from django.test.utils import CaptureQueriesContext
+
+    from search import selectors, services
+    from search.scoring import Weights
+
+    large, ids, vectors = big_album("sized")
+    album_graph_ensure(album_id=large.pk, model_id=MODEL, dim=DIM)
+    monkeypatch.setattr(selectors, "_dims", {})
+    model = parse_model_id(MODEL)
+    assert selectors.album_graph_rows(album_id=large.pk, model=model) == N
+    assert selectors.model_dim(album_id=large.pk, model=model) == DIM
+
+    def ef_of(query: services.SearchQuery) -> str:
+        connection.ensure_connection()
+        connection.connection._loupe_hnsw_settings = None  # set again, so that it shows
+        with CaptureQueriesContext(connection) as captured:
+            services.album_search(user=alice, album=large, query=query)
+        settings_sql = next(q["sql"] for q in captured.captured_queries if "hnsw.ef_search" in q["sql"])
+        return settings_sql.split("'hnsw.ef_search', '", 1)[1].split("'", 1)[0]
+
+    stored = services.SearchQuery(image_id=int(ids[7]), weights=Weights(image=1, text=0, negative=0), min_score=-1,
+                                  max_results=20, page_size=20)
+    assert ef_of(stored) == "200"
+    assert selectors.single_part_ef_depth("text", 20, graph_rows=0) == selectors.candidate_count(20)
+    assert selectors.single_part_ef_depth("image", 20, graph_rows=N) == selectors.IMAGE_QUERY_EF_DEPTH
+    assert selectors.single_part_ef_depth("image", 300, graph_rows=0) == 300
+    monkeypatch.setattr(selectors, "IMAGE_QUERY_SHALLOW_MAX_ROWS", N - 1)
+    assert ef_of(stored) == "400"

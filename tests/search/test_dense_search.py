@@ -15,6 +15,7 @@ from albums.models import Album
 from encoders import pooling
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
+from search.rag.models import Label, SupportSet
 from workers.models import Embedding, RegionEmbedding
 from tests.images import noise_png
 from tests.tiny_models import DINOV2_TINY, OPEN_CLIP_TINY, SAPIENS2_INPUT, SAPIENS2_TINY
@@ -55,6 +56,13 @@ def test_regions_album_ranks_images_by_their_best_matching_region(worker, alice,
     assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert body["results"][0]["region"] == {"cell": 4, "row": 1, "col": 1}
     assert body["region_grid"] == {"rows": 4, "cols": 3}
+    assert all(hit["labels"] == [] for hit in body["results"])
+    support_set = SupportSet.objects.create(album=album, name="parts", encoder_spec=album.encoder_spec)
+    Label.objects.create(image_id=ids["2.png"], support_set=support_set, label="wheel", predicted_label="wheel",
+                         scores={}, margin=0.5, state="accepted")
+    relabeled = _search(client, album, image_id=ids["2.png"], box=CELL_1_1, min_score=-1).json()["results"]
+    assert relabeled[0]["labels"] == [{"support_set": support_set.pk, "support_set_name": "parts", "label": "wheel",
+                                       "state": "accepted", "margin": 0.5}]
 
     # The rest: max-sim over each image's regions, as computed here from the images themselves.
     encoder = PooledEncoder(get_encoder(SAPIENS2_TINY, device="cpu"), pooling="regions")

@@ -111,6 +111,15 @@ def test_search_results_carry_labels_and_a_label_restricts_the_candidates(labele
     assert names(search(api, album, text="x", min_score=-1, label=wool), ids) == ["a"]
     assert names(search(api, album, image_id=ids["b"], min_score=-1, label={"support_set": clothes.pk, "support_set_name": "clothes", "label": "coat"}),
                  ids) == ["a", "d"]
+    # Every search path reads the labels with its candidates: stored image, more-like-this, two parts.
+    both = [{"support_set": clothes.pk, "support_set_name": "clothes", "label": "coat", "state": "accepted", "margin": 0.9},
+            {"support_set": fabric.pk, "support_set_name": "fabric", "label": "50% wool", "state": "predicted", "margin": 0.5}]
+    for response in (search(api, album, image_id=ids["b"], min_score=-1),
+                     api.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1"),
+                     search(api, album, image_id=ids["b"], text="x", min_score=-1)):
+        assert response.status_code == 200, response.content
+        by_id = {hit["image_id"]: hit["labels"] for hit in response.json()["results"]}
+        assert by_id[ids["a"]] == both and by_id[ids["c"]] == []
     # The search page sends a form: the label is one JSON text there.
     only = json.dumps({"support_set": clothes.pk, "label": "coat", "states": ["predicted"]})
     form = api.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x", "min_score": "-1", "label": only}, format="multipart")

@@ -221,12 +221,12 @@ def test_search_query_count_is_pinned(indexed, alice, client_for, query_vectors,
     album, ids = indexed
     client = client_for(alice)
     monkeypatch.setattr(selectors, "_dims", {})  # the model's vector width is read once per process
-    # album, the width, then one statement (access check, stored vector and candidates scored in SQL)
-    # with its search settings — plus the SAVEPOINT/RELEASE pair that the search transaction becomes
-    # inside the test's own transaction — and the page's labels, one query for the page.
-    with django_assert_num_queries(7):
-        assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
+    # album, the width, then one statement (access check, stored vector, candidates scored in SQL and
+    # their labels) with its search settings — plus the SAVEPOINT/RELEASE pair that the search
+    # transaction becomes inside the test's own transaction.
     with django_assert_num_queries(6):
+        assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
+    with django_assert_num_queries(5):
         assert search(client, album, image_id=ids["b"], min_score=-1).status_code == 200
 
 
@@ -295,7 +295,7 @@ def test_search_query_count_as_served(transactional_db, indexed, alice, client_f
                                       monkeypatch):
     """As gunicorn serves it (autocommit, a persistent connection): the album, then one statement
     that checks the query image's access, reads its stored vector and scores the candidates in SQL,
-    prepared once per connection, then the labels of the page's hits (one query). The HNSW scan settings are set once per connection, not in a
+    prepared once per connection, the labels of the candidates included. The HNSW scan settings are set once per connection, not in a
     transaction per search (search.selectors.hnsw_settings), and the vectors' width read once per
     process and album."""
     album, ids = indexed
@@ -310,23 +310,23 @@ def test_search_query_count_as_served(transactional_db, indexed, alice, client_f
         del connection.connection._loupe_prepared
         with connection.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
-    with django_assert_num_queries(6) as first:
+    with django_assert_num_queries(5) as first:
         assert search(client, album, image_id=ids["a"], min_score=-1).status_code == 200
     assert any("set_config('hnsw.ef_search'" in q["sql"] for q in first.captured_queries)
     prepare = next(q["sql"] for q in first.captured_queries if q["sql"].startswith("PREPARE"))
     assert "albums_albummembership" in prepare  # the access check is in the statement
-    with django_assert_num_queries(3) as later:
+    assert "rag_label" in prepare  # and the results' labels
+    with django_assert_num_queries(2) as later:
         response = search(client, album, image_id=ids["b"], min_score=-1)
     # The prepared statement's generic plan finds every image of a small album (no starved kNN).
     assert names(response, ids) == ["b", "a", "c", "d"]
     assert not any("set_config" in q["sql"] or q["sql"].startswith(("BEGIN", "SAVEPOINT", "PREPARE"))
                    for q in later.captured_queries)
-    assert later.captured_queries[-2]["sql"].startswith("EXECUTE loupe_")
-    assert "rag_label" in later.captured_queries[-1]["sql"]
+    assert later.captured_queries[-1]["sql"].startswith("EXECUTE loupe_")
     # More like this: the image (with the caller's role), then the same one statement (one row deeper
     # for the image it leaves out: prepared once more).
-    with django_assert_num_queries(4):
-        assert client.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1").status_code == 200
     with django_assert_num_queries(3):
+        assert client.get(f"/api/v1/images/{ids['b']}/similar/?min_score=-1").status_code == 200
+    with django_assert_num_queries(2):
         similar = client.get(f"/api/v1/images/{ids['c']}/similar/?min_score=-1")
     assert [r["image_id"] for r in similar.json()["results"]] == [ids["b"], ids["a"], ids["d"]]
