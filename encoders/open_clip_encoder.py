@@ -10,7 +10,7 @@ from PIL import Image
 from encoders.backends import get_backend
 from encoders.base import Encoder
 from encoders.spec import EncoderSpec
-from encoders.torch_runtime import inference, model_id_for, to_numpy
+from encoders.torch_runtime import cpu_bf16_enabled, inference, model_id_for, to_numpy
 from encoders.weights import open_clip_config_file, resolve_weights
 
 # Preprocessing and activation settings a pretrained tag carries (open_clip applies them itself
@@ -30,6 +30,8 @@ class OpenClipEncoder(Encoder):
             model_name, kwargs = spec.model, {"pretrained": str(weights.path), **_tag_kwargs(spec)}
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, device=device, **kwargs)
         self.model = model.eval()
+        if device == "cpu" and cpu_bf16_enabled() and isinstance(model, open_clip.CLIP):
+            _text_tower_to_bf16(model)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.supports_patches = isinstance(model.visual, open_clip.transformer.VisionTransformer) and model.visual.proj is not None
@@ -67,6 +69,26 @@ class OpenClipEncoder(Encoder):
             )
             grid = out["image_intermediates"][-1].permute(0, 2, 3, 1)  # (n, h, w, width), ln_post applied
             return to_numpy(grid @ visual.proj)
+
+
+def _text_tower_to_bf16(model: open_clip.CLIP) -> None:
+    """The text tower's weights in bfloat16 on a CPU with bf16 matrix units (AMX, AVX512-BF16).
+
+    A search query is a few tokens: the pass is bound by reading the tower's weights, not by
+    arithmetic, so half the bytes is most of the gain. Measured on this box's Xeon (ViT-B-32, 2
+    threads): one 8-token query 15.1 → 10.3 ms, a batch of 16 46.8 → 22.1 ms; cosine to float32
+    0.99993. Autocast instead casts the float32 weights on every call, which ran slower than float32.
+    The image tower is left as it is: it runs in the precision the album's vectors were made in.
+    Text vectors are never stored, so no model id has to tell the two apart."""
+    for module in (model.transformer, model.token_embedding, model.ln_final):
+        module.to(torch.bfloat16)
+    model.positional_embedding.data = model.positional_embedding.data.to(torch.bfloat16)
+    if isinstance(model.text_projection, torch.nn.Parameter):
+        model.text_projection.data = model.text_projection.data.to(torch.bfloat16)
+    elif isinstance(model.text_projection, torch.nn.Module):
+        model.text_projection.to(torch.bfloat16)
+    if model.attn_mask is not None:
+        model.attn_mask = model.attn_mask.to(torch.bfloat16)
 
 
 def _trims_padding(model) -> bool:

@@ -182,3 +182,25 @@ def test_open_clip_text_skips_padding_after_the_longest_text_with_the_same_vecto
     assert seen == [longest] and longest < 16  # the transformer ran on the used positions only
     # One text alone is trimmed to its own length and still equals its row of the batch.
     np.testing.assert_allclose(encoder._embed_texts(["cat"])[0], full[2], atol=1e-5)
+
+
+def test_open_clip_text_tower_in_bf16_where_the_cpu_has_it_stays_within_tolerance_of_float32(models_dir, settings):
+    """LOUPE_CPU_BF16 (auto: AMX or AVX512-BF16) puts the text tower's weights in bfloat16: query
+    texts then read half the bytes. The vectors stay within a tolerance of float32's, and the image
+    tower is untouched (it runs in the precision the album's stored vectors were made in)."""
+    from encoders.open_clip_encoder import OpenClipEncoder
+    from encoders.spec import EncoderSpec
+
+    spec = EncoderSpec.parse(OPEN_CLIP_TINY)
+    settings.LOUPE_CPU_BF16 = "false"
+    full = OpenClipEncoder(spec, device="cpu")
+    settings.LOUPE_CPU_BF16 = "true"
+    half = OpenClipEncoder(spec, device="cpu")
+    assert full.model.transformer.get_cast_dtype() == torch.float32
+    assert half.model.transformer.get_cast_dtype() == torch.bfloat16
+    assert {p.dtype for p in half.model.visual.parameters()} == {torch.float32}
+    texts = ["red sled", "a dog on the red sled", "cat", "kids painting"]
+    cosines = np.sum(half.encode_texts(texts) * full.encode_texts(texts), axis=1)
+    assert cosines.min() > 0.999 and half.encode_texts(texts).dtype == np.float32
+    images = make_images()[:2]
+    np.testing.assert_array_equal(half.encode_images(images), full.encode_images(images))
