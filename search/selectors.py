@@ -109,20 +109,19 @@ def single_part_depth(model: ModelId, dim: int, max_results: int) -> int:
 
 
 # ef_search for a query of one part, by measurement (`python -m bench.ef_sweep`, docs/benchmarks.md
-# "ef_search"): an image-like query (a stored or uploaded photo, more like this, a map selection's
-# mean) on an album graph of up to 100,000 rows keeps recall@10 1.000 at ef_search 200 (10k and 100k
-# albums), ~1.5 ms less of PostgreSQL per search at 10k than 400. Past that, recall falls with ef (at
-# 1M rows 0.955 at 200 against 0.966 at 400), so larger albums, and every text query, keep the depth
-# of a multi-part query.
-IMAGE_QUERY_EF_DEPTH = 100
-IMAGE_QUERY_SHALLOW_MAX_ROWS = 100_000
+# "ef_search by album size"): on an album graph of up to 100,000 rows, image-like queries and the
+# noisier text-like ones both keep recall@10 1.000 at ef_search 200 (10k and 100k albums), ~1.5 ms
+# less of PostgreSQL per search at 10k than 400. Past that, recall falls with ef (1M rows: 0.955
+# image, 0.976 text at 200, against 0.966 and 0.987 at 400), so larger albums keep the multi-part depth.
+SHALLOW_EF_DEPTH = 100
+SHALLOW_EF_MAX_ROWS = 100_000
 
 
-def single_part_ef_depth(part: str, max_results: int, *, graph_rows: int) -> int:
+def single_part_ef_depth(max_results: int, *, graph_rows: int) -> int:
     """The depth that sets ef_search (`ef_search(depth)`) for a query of one part, on an album whose
     own graph holds `graph_rows` (0: none; a small album is scanned exactly, where ef does nothing)."""
-    if part == "image" and graph_rows <= IMAGE_QUERY_SHALLOW_MAX_ROWS:
-        return max(int(max_results), IMAGE_QUERY_EF_DEPTH)
+    if graph_rows <= SHALLOW_EF_MAX_ROWS:
+        return max(int(max_results), SHALLOW_EF_DEPTH)
     return candidate_count(max_results)
 
 

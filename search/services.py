@@ -312,8 +312,7 @@ def _stored_image_search(*, user: AbstractBaseUser, album: Album, query: SearchQ
     k = single_part_depth(model, dim, max_results)
     candidates = search_candidates(
         album_id=album.pk, model=model, queries={"image": StoredQuery(image_id=query.image_id, viewer_id=user.pk)},
-        k=k, ef_depth=max(k, single_part_ef_depth("image", max_results,
-                                                  graph_rows=album_graph_rows(album_id=album.pk, model=model))),
+        k=k, ef_depth=max(k, single_part_ef_depth(max_results, graph_rows=album_graph_rows(album_id=album.pk, model=model))),
         dim=dim,
         exclude_image_ids=exclude, only=query.label,
     )
@@ -402,10 +401,8 @@ def _rank(*, album: Album, model: ModelId, vectors: dict[str, np.ndarray], query
     if linear_text and len(vectors) > 1 and (combined := scoring.combined_query(vectors, query.weights)) is not None:
         proposers.append(combined)
     if len(vectors) == 1:  # ranked by the index's own distance (calibration is monotonic)
-        (part, vector), = vectors.items()
-        k = single_part_depth(model, int(vector.shape[-1]), max_results)
-        graph_rows = album_graph_rows(album_id=album.pk, model=model) if part == "image" else 0
-        ef_depth = max(k, single_part_ef_depth(part, max_results, graph_rows=graph_rows))
+        k = single_part_depth(model, int(next(iter(vectors.values())).shape[-1]), max_results)
+        ef_depth = max(k, single_part_ef_depth(max_results, graph_rows=album_graph_rows(album_id=album.pk, model=model)))
     else:
         k = ef_depth = candidate_count(max_results)
     candidates = search_candidates(

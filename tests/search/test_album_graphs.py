@@ -156,10 +156,10 @@ def test_a_stored_image_query_reads_the_graph_and_ranks_as_the_exact_scan(big_al
     assert selectors.single_part_depth(parse_model_id(MODEL + "+storage=binary"), DIM, 20) == 200  # a proxy index
 
 
-def test_ef_search_follows_the_query_kind_and_the_album_graphs_size(big_album, alice, monkeypatch):
-    """An image-like query on an album graph of up to IMAGE_QUERY_SHALLOW_MAX_ROWS reads it at
-    ef_search 200 (bench.ef_sweep: recall@10 1.000 there); a text query, and any query on a larger
-    graph, at the multi-part depth's 400. The graph's size is the planner's row count of the index."""
+def test_ef_search_follows_the_size_of_the_album_graph(big_album, alice, monkeypatch):
+    """A query of one part on an album graph of up to SHALLOW_EF_MAX_ROWS reads it at ef_search 200
+    (bench.ef_sweep: recall@10 1.000 there for image- and text-like queries); on a larger graph, at
+    the multi-part depth's 400. The graph's size is the planner's row count of the index."""
     from django.test.utils import CaptureQueriesContext
 
     from search import selectors, services
@@ -183,8 +183,8 @@ def test_ef_search_follows_the_query_kind_and_the_album_graphs_size(big_album, a
     stored = services.SearchQuery(image_id=int(ids[7]), weights=Weights(image=1, text=0, negative=0), min_score=-1,
                                   max_results=20, page_size=20)
     assert ef_of(stored) == "200"
-    assert selectors.single_part_ef_depth("text", 20, graph_rows=0) == selectors.candidate_count(20)
-    assert selectors.single_part_ef_depth("image", 20, graph_rows=N) == selectors.IMAGE_QUERY_EF_DEPTH
-    assert selectors.single_part_ef_depth("image", 300, graph_rows=0) == 300
-    monkeypatch.setattr(selectors, "IMAGE_QUERY_SHALLOW_MAX_ROWS", N - 1)
+    assert selectors.single_part_ef_depth(20, graph_rows=N) == selectors.SHALLOW_EF_DEPTH
+    assert selectors.single_part_ef_depth(300, graph_rows=0) == 300
+    assert selectors.single_part_ef_depth(20, graph_rows=10**6) == selectors.candidate_count(20)
+    monkeypatch.setattr(selectors, "SHALLOW_EF_MAX_ROWS", N - 1)
     assert ef_of(stored) == "400"

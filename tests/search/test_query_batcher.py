@@ -54,14 +54,25 @@ def test_batches_start_with_the_oldest_item_and_keep_arrival_order_within_a_kind
     assert batcher.stats["largest_batch"] == 3 and batcher.stats["items"] == 8
 
 
-def test_waits_briefly_to_fill_a_batch():
-    batcher = QueryBatcher(max_batch=8, max_wait=0.5, max_queue_seconds=60)
-    sizes = []
-    first = batcher.submit("k", 1, lambda p: sizes.append(len(p)) or p)
+def test_waits_briefly_to_fill_a_batch_under_load_and_not_on_an_idle_queue():
+    batcher = QueryBatcher(max_batch=3, max_wait=30.0, max_queue_seconds=600)
+    run = Recorder()
+    run.release.set()
+    # Idle: a lone query goes at once (held for max_wait, it would miss result()'s 5 s).
+    assert batcher.submit("k", "alone", run).result(5) == "done:alone"
+    # Under load: three queries queue behind a pass and go together; the batch after them waits for
+    # company (max_batch 3 fills each, so nothing here waits out the 30 s).
+    gate = threading.Event()
+    busy = batcher.submit("k", "busy", lambda p: gate.wait(10) and [f"done:{x}" for x in p])
+    _wait_until_serving(batcher, run)
+    queued = [batcher.submit("k", name, run) for name in ("q1", "q2", "q3")]
+    gate.set()
+    assert busy.result(5) == "done:busy" and [f.result(5) for f in queued] == ["done:q1", "done:q2", "done:q3"]
+    first = batcher.submit("k", "w1", run)
     time.sleep(0.05)
-    second = batcher.submit("k", 2, lambda p: sizes.append(len(p)) or p)
-    assert (first.result(5), second.result(5)) == (1, 2)
-    assert sizes == [2]
+    rest = [batcher.submit("k", name, run) for name in ("w2", "w3")]
+    assert [f.result(5) for f in [first, *rest]] == ["done:w1", "done:w2", "done:w3"]
+    assert run.batches == [["alone"], ["q1", "q2", "q3"], ["w1", "w2", "w3"]]
 
 
 def test_refuses_at_once_when_the_queue_holds_more_than_its_bound():
