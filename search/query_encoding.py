@@ -29,7 +29,7 @@ from encoders.pooled_encoder import PooledEncoder, keep_alpha
 from encoders.registry import get_encoder
 from encoders.pooling import MASKED
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
-from search.query_worker import ask_query_worker
+from search.query_worker import ask_query_worker, query_image_stash
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -197,9 +197,10 @@ def encode_query(
         else:
             from search.tasks import query_encode  # cycle: search.tasks imports this module
 
+            timeout = settings.LOUPE_QUERY_TIMEOUT_SECONDS
+            image_key = query_image_stash(image_bytes, seconds=timeout) if image_bytes is not None else None
             result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
-                query_encode, (str(model), texts, image_bytes, ensemble, box), timeout=settings.LOUPE_QUERY_TIMEOUT_SECONDS,
-                serializer="msgpack",
+                query_encode, (str(model), texts, None, ensemble, box, image_key), timeout=timeout,
             )
     return EncodedQuery(
         model_id=result["model_id"],

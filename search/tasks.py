@@ -8,7 +8,7 @@ from config.errors import ApplicationError
 from encoders.errors import EncoderError
 from search import duplicates
 from search.query_encoding import encode_locally
-from search.query_worker import error_as_data
+from search.query_worker import error_as_data, query_image_take
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -18,11 +18,15 @@ def duplicate_scan_run(job_id: int) -> dict:
 
 
 @shared_task(ignore_result=False, acks_late=False)
-def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None) -> dict:
+def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None,
+                 image_key: str | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
-    (sent with msgpack), or base64 text from a JSON caller."""
+    (sent with msgpack), or base64 text from a JSON caller; `image_key`: where the web left the
+    bytes instead (search.query_worker.query_image_stash), the way the search API sends them."""
 
     try:
+        if image_key is not None:
+            image = query_image_take(image_key)
         if isinstance(image, str):
             image = base64.b64decode(image)
         return encode_locally(model_id=model_id, texts=texts, image_bytes=image or None, ensemble=ensemble, box=box)

@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 
 from albums import services
 from search.query_encoding import EmbeddingModelMismatchError, encode_locally
+from search.query_worker import QUERY_IMAGE_KEY_PREFIX
 from tests.images import noise_png
 from tests.tiny_models import OPEN_CLIP_TINY
 from tests.workers.test_indexing import _finished_job
@@ -43,6 +45,8 @@ def test_an_uploaded_image_finds_itself_first(worker, alice, client_for, setting
         assert body["results"][0]["image_id"] == ids[name]
         assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
         assert body["count"] == len(files)
+    # On the worker the bytes came beside the task, under a key the task removed as it read them.
+    assert cache._cache.get_client().keys(f"*{QUERY_IMAGE_KEY_PREFIX}*") == []
     # Text works on this text-capable encoder too, and every result carries its text cosine.
     body = client.post(f"/api/v1/albums/{album.pk}/search/", {"text": "red sled", "min_score": -1}, format="json").json()
     assert len(body["results"]) == len(files) and all("text" in r["cosines"] for r in body["results"])

@@ -26,7 +26,7 @@ from encoders.images import open_rgb
 from encoders.registry import get_encoder
 from encoders.vlm import Evidence, VlmError, VlmRequest, get_vlm
 from search.query_encoding import query_encoding_mode
-from search.query_worker import ask_query_worker
+from search.query_worker import ask_query_worker, query_image_stash
 from search.rag import scoring
 from search.rag.errors import QueryImageError, SupportSetIncompleteError
 from search.rag.indexing import model_key, stale_support_images, support_patches_compute
@@ -273,5 +273,6 @@ def classify(*, support_set: SupportSet, image_bytes: bytes, params: ClassifyPar
         return classify_locally(support_set_id=support_set.pk, image_bytes=image_bytes, params=asdict(params))
     from search.rag.tasks import query_classify  # cycle: search.rag.tasks imports this module
 
-    return ask_query_worker(query_classify, (support_set.pk, image_bytes, asdict(params)),
-                            timeout=settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS, serializer="msgpack")
+    timeout = settings.LOUPE_CLASSIFY_TIMEOUT_SECONDS
+    image_key = query_image_stash(image_bytes, seconds=timeout)  # beside the task, not in its message
+    return ask_query_worker(query_classify, (support_set.pk, None, asdict(params), image_key), timeout=timeout)

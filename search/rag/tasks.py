@@ -6,7 +6,7 @@ from celery import shared_task
 
 from config.errors import ApplicationError
 from encoders.errors import EncoderError
-from search.query_worker import error_as_data
+from search.query_worker import error_as_data, query_image_take
 from search.rag.classify import classify_locally
 from search.rag.indexing import support_patches_compute
 from search.rag.labeling import label_job_run
@@ -18,11 +18,14 @@ def encode_support_patches(support_set_id: int, generation: int, support_image_i
 
 
 @shared_task(ignore_result=False, acks_late=False)
-def query_classify(support_set_id: int, image: bytes | str, params: dict) -> dict:
+def query_classify(support_set_id: int, image: bytes | str | None, params: dict, image_key: str | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
-    (sent with msgpack, as the web sends it), or base64 text from a JSON caller."""
+    (sent with msgpack), or base64 text from a JSON caller; `image_key`: where the web left the bytes
+    instead (search.query_worker.query_image_stash), the way the API sends them."""
 
     try:
+        if image_key is not None:
+            image = query_image_take(image_key)
         image_bytes = base64.b64decode(image) if isinstance(image, str) else image
         return classify_locally(support_set_id=support_set_id, image_bytes=image_bytes, params=params)
     except (EncoderError, ApplicationError) as exc:

@@ -62,3 +62,17 @@ def test_no_query_worker_answering_is_a_503_with_retry_after_and_search_recovers
     response = search()
     assert response.status_code == 200, response.content
     assert len(response.json()["results"]) == 2
+
+
+def test_a_query_image_gone_before_the_worker_took_it_is_a_503_to_retry(db):
+    """The web leaves a query image's bytes in Redis for as long as it waits; a task that finds them
+    gone (expired, Redis flushed) answers a 503 the caller can retry, and never another's image."""
+    from search.query_worker import QUERY_IMAGE_KEY_PREFIX, query_image_stash, query_image_take
+    from search.tasks import query_encode
+
+    key = query_image_stash(b"jpeg bytes", seconds=5)
+    assert key.startswith(QUERY_IMAGE_KEY_PREFIX) and query_image_take(key) == b"jpeg bytes"
+    answer = query_encode.run("dense:efficientnet-lite0@sha256:000000000000", {}, None, False, None, image_key=key)
+    assert answer["error"]["code"] == "query_image_expired" and answer["error"]["status"] == 503
+    with pytest.raises(ValueError):
+        query_image_take("loupe:sessions:somebody-else")  # only keys it made are read
