@@ -107,12 +107,27 @@ def main(argv=None) -> int:
     parser.add_argument("--clusters", type=int, default=3000, help="as the bench.search run that loaded the albums")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared-buffers", default=None, help="set (and restart) if given")
+    parser.add_argument("--without-model-graph", action="store_true",
+                        help="drop the model's shared graph inside a transaction rolled back at the end, so the "
+                             "albums' own graphs serve every query (which graph the planner picks is its choice)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.sizes = [int(x) for x in args.sizes.split(",")]
     args.efs = [int(x) for x in args.efs.split(",")]
     setup_django(args.var_dir, maintenance_work_mem="6GB", shared_buffers=args.shared_buffers)
-    result = sweep(args)
+    if args.without_model_graph:
+        from django.db import connection, transaction
+
+        from workers.vector_store import index_name
+
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP INDEX "{index_name(MODEL_IDS[args.dim], args.dim)}"')
+            result = sweep(args)
+            result["without_model_graph"] = True
+            transaction.set_rollback(True)
+    else:
+        result = sweep(args)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
