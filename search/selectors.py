@@ -153,20 +153,22 @@ def _only_sql(only: LabelRestriction | None, column: str) -> sql.Composable:
 
 
 def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composable | None = None,
-                 limit: int | None = None, only: LabelRestriction | None = None) -> sql.Composable:
+                 limit: int | None = None, only: LabelRestriction | None = None, album_graph: bool = False) -> sql.Composable:
     """The album's k nearest rows under the model. Album and model are literals, so the planner can
     prove a partial index's predicate: the album's own graph (vector_store.album_graph_ensure), else
     the model's graph, else the (album, model) btree and an exact sort. `query`: the query operand in
     the indexed form (a `%s` parameter by default); `limit`: k as a literal (a `%s` by default). A
     literal it must be where the statement is bound on the server: a bound LIMIT changed which rows
-    pgvector's iterative scan returned (measured: up to 38 of 200 rows differed from a literal's)."""
+    pgvector's iterative scan returned (measured: up to 38 of 200 rows differed from a literal's).
+    `album_graph`: order by the operator only the album's own graph is built for (inner product), so
+    the planner cannot pick the model's shared graph instead (`album_graph_in_use`)."""
     return sql.SQL(
         "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id}{only} "
         "ORDER BY {expr} {op} {query} LIMIT {limit})"
     ).format(only=_only_sql(only, "image_id"),
         limit=sql.SQL("%s") if limit is None else sql.Literal(int(limit)),
         album_id=sql.Literal(int(album_id)), model_id=sql.Literal(str(model)),
-        expr=index_expression(dim, model.storage), op=distance_operator(dim, model.storage),
+        expr=index_expression(dim, model.storage), op=distance_operator(dim, model.storage, album_graph=album_graph),
         query=query if query is not None else query_operand(dim, model.storage),
     )
 
@@ -252,6 +254,7 @@ def search_candidates(
         proposers = [queries[part] for part in PROPOSING_PARTS if part in queries]
     dim = int(next(iter(queries.values())).shape[-1])
     k_fetch = proposals_per_part(model, k + len(exclude_image_ids))
+    own_graph = album_graph_in_use(album_id=album_id, model=model)
 
     def statement() -> sql.Composable:
         return sql.SQL(
@@ -261,12 +264,13 @@ def search_candidates(
             "WHERE NOT (e.image_id = ANY(%s))"
         ).format(labels=_labels_sql(),
             union=sql.SQL(" UNION ").join(
-                [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch, only=only)] * len(proposers)),
+                [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch, only=only, album_graph=own_graph)]
+                * len(proposers)),
             cosines=sql.SQL(", ").join(sql.SQL("-(e.vector <#> %s::vector)") for _ in parts),
         )
     params = [*proposers, *(queries[part] for part in parts), list(map(int, exclude_image_ids))]
     ef_fetch = proposals_per_part(model, ef_depth or k)
-    key = ("parts", album_id, str(model), model.storage, dim, len(proposers), len(parts), k_fetch, only)
+    key = ("parts", album_id, str(model), model.storage, dim, len(proposers), len(parts), k_fetch, only, own_graph)
     with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
         text = _statement_text(key, statement, cursor)
         with _vector_cursor() as vector_cursor:
@@ -283,6 +287,7 @@ def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: Stor
     it as a parameter) and is gated on it; the LEFT JOIN answers one all-NULL row when the query row
     was found and nothing else, no row at all when it was not."""
     k_fetch = proposals_per_part(model, k + len(exclude_image_ids))
+    own_graph = album_graph_in_use(album_id=album_id, model=model)
 
     def statement() -> sql.Composable:
         query = sql.SQL("(SELECT {expr} FROM q)").format(expr=index_expression(dim, model.storage))
@@ -295,10 +300,11 @@ def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: Stor
             "FROM q LEFT JOIN (candidates c JOIN search_embedding e ON e.id = c.id "
             "  JOIN albums_image i ON i.id = e.image_id AND NOT (e.image_id = ANY($3))) ON true"
         ).format(labels=_labels_sql(), model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
-                 nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch, only=only))
+                 nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch, only=only,
+                                      album_graph=own_graph))
 
     ef_fetch = proposals_per_part(model, ef_depth)
-    key = ("stored", album_id, str(model), model.storage, dim, k_fetch, only)
+    key = ("stored", album_id, str(model), model.storage, dim, k_fetch, only, own_graph)
     with hnsw_settings(ef_search=ef_search(ef_fetch), max_scan_tuples=max(20_000, 4 * ef_fetch)) as cursor:
         _execute_prepared(cursor, _statement_text(key, statement, cursor), "(bigint, bigint, bigint[])",
                           [int(stored.image_id), int(stored.viewer_id), list(map(int, exclude_image_ids))])
@@ -402,30 +408,41 @@ def _candidates(rows: list[tuple], parts: list[str]) -> Candidates:
     )
 
 
-# (album, model_id) -> (the width of its vectors there, the rows of the album's own graph, when read):
-# the width is fixed by the weights the model_id names; the graph's size is read again every few
-# minutes, as the album grows.
-_dims: dict[tuple[int, str], tuple[int, int, float]] = {}
+# (album, model_id) -> (the width of its vectors there, the rows of the album's own graph, whether that
+# graph orders by inner product, when read): the width is fixed by the weights the model_id names; the
+# graph is looked at again every few minutes (albums grow, rebuilds replace graphs).
+_dims: dict[tuple[int, str], tuple[int, int, bool, float]] = {}
 _GRAPH_ROWS_TTL_S = 300.0
 
 
-def _album_vectors(album_id: int, model: ModelId) -> tuple[int, int] | None:
+def _album_vectors(album_id: int, model: ModelId) -> tuple[int, int, bool] | None:
     key = (int(album_id), str(model))
     known = _dims.get(key)
-    if known is None or time.monotonic() - known[2] > _GRAPH_ROWS_TTL_S:
+    if known is None or time.monotonic() - known[3] > _GRAPH_ROWS_TTL_S:
         with connection.cursor() as cursor:
-            # reltuples: the planner's row count of the graph (set when it is built), no scan.
+            # reltuples: the planner's row count of the graph (set when it is built), no scan; an
+            # invalid graph (a build that was interrupted) is no graph.
             cursor.execute(
-                "SELECT e.dim, (SELECT greatest(max(c.reltuples), 0)::bigint FROM pg_class c WHERE c.relname = %s || e.dim) "
-                "FROM search_embedding e WHERE e.album_id = %s AND e.model_id = %s LIMIT 1",
+                "SELECT e.dim, g.rows, g.inner_product FROM search_embedding e LEFT JOIN LATERAL ("
+                "  SELECT greatest(c.reltuples, 0)::bigint AS rows, o.opcname IN ('vector_ip_ops', 'halfvec_ip_ops') "
+                "  AS inner_product FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+                "  JOIN pg_opclass o ON o.oid = i.indclass[0] WHERE c.relname = %s || e.dim AND i.indisvalid) g ON true "
+                "WHERE e.album_id = %s AND e.model_id = %s LIMIT 1",
                 [album_index_prefix(album_id, key[1]), int(album_id), key[1]])
             row = cursor.fetchone()
         if row is None:
             return None
         if len(_dims) > 4096:
             _dims.clear()
-        known = _dims[key] = (int(row[0]), int(row[1] or 0), time.monotonic())
-    return known[0], known[1]
+        known = _dims[key] = (int(row[0]), int(row[1] or 0), bool(row[2]), time.monotonic())
+    return known[0], known[1], known[2]
+
+
+def album_graph_in_use(*, album_id: int, model: ModelId) -> bool:
+    """Whether the album has its own inner-product graph under the model, which its kNN then orders
+    by (an album graph of cosine, built before, still serves through the model's operator)."""
+    found = _album_vectors(album_id, model)
+    return found is not None and found[2]
 
 
 def model_dim(*, album_id: int, model: ModelId) -> int | None:

@@ -49,6 +49,12 @@ STORAGE_KINDS = (VECTOR, HALFVEC, BINARY)
 BINARY_OVERSAMPLE = 4
 _OPCLASS = {VECTOR: "vector_cosine_ops", HALFVEC: "halfvec_cosine_ops", BINARY: "bit_hamming_ops"}
 _DISTANCE = {VECTOR: "<=>", HALFVEC: "<=>", BINARY: "<~>"}
+# An album's own graph orders by inner product: the vectors are unit-norm, so the order is the
+# cosine's, and a query ordering by `<#>` can use no other index. With both graphs matching a
+# query, the planner chose the model's shared graph for an album that was most of the table (1M of
+# 1.33M rows): recall@10 0.987 there against 0.996 on the album's own (docs/benchmarks.md).
+_ALBUM_OPCLASS = {VECTOR: "vector_ip_ops", HALFVEC: "halfvec_ip_ops", BINARY: "bit_hamming_ops"}
+_ALBUM_DISTANCE = {VECTOR: "<#>", HALFVEC: "<#>", BINARY: "<~>"}
 
 
 def uses_halfvec(dim: int) -> bool:
@@ -82,8 +88,14 @@ def query_operand(dim: int, storage: str = VECTOR) -> sql.Composable:
     return _quantized(sql.SQL("%s"), dim, index_kind(dim, storage))
 
 
-def distance_operator(dim: int, storage: str = VECTOR) -> sql.Composable:
-    return sql.SQL(_DISTANCE[index_kind(dim, storage)])
+def distance_operator(dim: int, storage: str = VECTOR, *, album_graph: bool = False) -> sql.Composable:
+    """The operator a kNN orders by: the model's graph's (cosine), or with `album_graph` the one only
+    an album's own graph is built for (inner product; `album_graph_ensure`)."""
+    return sql.SQL((_ALBUM_DISTANCE if album_graph else _DISTANCE)[index_kind(dim, storage)])
+
+
+def album_graph_opclass(dim: int, storage: str = VECTOR) -> str:
+    return _ALBUM_OPCLASS[index_kind(dim, storage)]
 
 
 def hnsw_index_ensure(*, model_id: str, dim: int) -> str | None:
@@ -110,10 +122,13 @@ def region_index_name(model_id: str, dim: int) -> str:
     return f"reg_hnsw_{hashlib.sha256(model_id.encode()).hexdigest()[:16]}_{dim}"
 
 
-def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str, album_id: int | None = None) -> None:
+def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str, album_id: int | None = None,
+                 m: int | None = None, ef_construction: int | None = None) -> None:
     predicate = sql.SQL("model_id = {}").format(sql.Literal(model_id))
+    opclass = _OPCLASS[index_kind(dim, storage)]
     if album_id is not None:
         predicate = sql.SQL("album_id = {} AND ").format(sql.Literal(int(album_id))) + predicate
+        opclass = album_graph_opclass(dim, storage)
     statement = sql.SQL(
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} USING hnsw ({expr} {opclass}) "
         "WITH (m = {m}, ef_construction = {efc}) WHERE {predicate}"
@@ -121,9 +136,9 @@ def _create_hnsw(*, name: str, table: str, model_id: str, dim: int, storage: str
         name=sql.Identifier(name),
         table=sql.Identifier(table),
         expr=index_expression(dim, storage),
-        opclass=sql.SQL(_OPCLASS[index_kind(dim, storage)]),
-        m=sql.Literal(settings.LOUPE_HNSW_M),
-        efc=sql.Literal(settings.LOUPE_HNSW_EF_CONSTRUCTION),
+        opclass=sql.SQL(opclass),
+        m=sql.Literal(m or settings.LOUPE_HNSW_M),
+        efc=sql.Literal(ef_construction or settings.LOUPE_HNSW_EF_CONSTRUCTION),
         predicate=predicate,
     )
     with connection.cursor() as cursor:
@@ -170,8 +185,13 @@ def album_graph_ensure(*, album_id: int, model_id: str, dim: int) -> str | None:
     if rows < settings.LOUPE_ALBUM_GRAPH_MIN_ROWS:
         return None
     name = album_index_name(album_id, model_id, dim)
+    # A large album's graph gets more links per node and a deeper build: at 1M rows m 16 /
+    # ef_construction 128 topped out at recall@10 0.966-0.987 whatever ef_search, m 32 / 200 reached
+    # 0.996-0.997 (build 432 → 1,033 s; docs/benchmarks.md "ef_search").
+    large = rows >= settings.LOUPE_ALBUM_GRAPH_LARGE_ROWS
     _create_hnsw(name=name, table="search_embedding", model_id=model_id, dim=dim, storage=storage_of(model_id),
-                 album_id=album_id)
+                 album_id=album_id, m=settings.LOUPE_HNSW_LARGE_M if large else None,
+                 ef_construction=settings.LOUPE_HNSW_LARGE_EF_CONSTRUCTION if large else None)
     with connection.cursor() as cursor:
         cursor.execute(sql.SQL("ANALYZE search_embedding").as_string(cursor.connection))
     return name

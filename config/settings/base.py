@@ -248,6 +248,10 @@ LOUPE_HEALTH_TOKEN = env.str("LOUPE_HEALTH_TOKEN", default="")
 LOUPE_RECOVERY_SWEEP_SECONDS = env.float("LOUPE_RECOVERY_SWEEP_SECONDS", default=300.0)
 LOUPE_HNSW_M = env.int("LOUPE_HNSW_M", default=16)
 LOUPE_HNSW_EF_CONSTRUCTION = env.int("LOUPE_HNSW_EF_CONSTRUCTION", default=128)
+# An album graph of at least this many rows is built with these instead (workers/vector_store.py).
+LOUPE_ALBUM_GRAPH_LARGE_ROWS = env.int("LOUPE_ALBUM_GRAPH_LARGE_ROWS", default=300_000)
+LOUPE_HNSW_LARGE_M = env.int("LOUPE_HNSW_LARGE_M", default=32)
+LOUPE_HNSW_LARGE_EF_CONSTRUCTION = env.int("LOUPE_HNSW_LARGE_EF_CONSTRUCTION", default=200)
 LOUPE_HNSW_HALFVEC = env.bool("LOUPE_HNSW_HALFVEC", default=False)
 
 # --- Celery
