@@ -32,7 +32,6 @@ def _recall(got, truth, k: int) -> float:
 def sweep(args) -> dict:
     # Django is set up by now (setup_django): the product's modules import here.
     from django.db import connection
-
     from albums.models import Album
     from encoders.model_ids import parse_model_id
     from search import selectors
@@ -116,8 +115,8 @@ def main(argv=None) -> int:
     args.efs = [int(x) for x in args.efs.split(",")]
     setup_django(args.var_dir, maintenance_work_mem="6GB", shared_buffers=args.shared_buffers)
     if args.without_model_graph:
+        # Django is set up only now (setup_django above): its modules import here.
         from django.db import connection, transaction
-
         from workers.vector_store import index_name
 
         with transaction.atomic():
