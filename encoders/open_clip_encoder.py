@@ -10,7 +10,7 @@ from PIL import Image
 from encoders.backends import get_backend
 from encoders.base import Encoder
 from encoders.spec import EncoderSpec
-from encoders.torch_runtime import cpu_bf16_enabled, inference, model_id_for, to_numpy
+from encoders.torch_runtime import Bf16Copy, cpu_bf16_enabled, inference, model_id_for, runs_bf16_copy, to_numpy
 from encoders.weights import open_clip_config_file, resolve_weights
 
 # Preprocessing and activation settings a pretrained tag carries (open_clip applies them itself
@@ -32,6 +32,11 @@ class OpenClipEncoder(Encoder):
         self.model = model.eval()
         if device == "cpu" and cpu_bf16_enabled() and isinstance(model, open_clip.CLIP):
             _text_tower_to_bf16(model)
+        # CLIP and CustomTextCLIP encode an image as their visual tower's output, nothing more; only
+        # ViT towers gain from a bf16 copy (encoders/torch_runtime.py: Bf16Copy).
+        vit_tower = isinstance(model.visual, open_clip.transformer.VisionTransformer)
+        self._visual_bf16 = (Bf16Copy(model.visual, keep_float32=(open_clip.transformer.LayerNormFp32,)) if vit_tower and isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP))
+                             else None)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.supports_patches = isinstance(model.visual, open_clip.transformer.VisionTransformer) and model.visual.proj is not None
@@ -49,6 +54,8 @@ class OpenClipEncoder(Encoder):
         return torch.stack([self.preprocess(image) for image in images]).to(self.device)
 
     def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        if self._visual_bf16 is not None and runs_bf16_copy(self.device):
+            return to_numpy(self._visual_bf16(self._pixels(images)))
         with inference(self.device):
             return to_numpy(self.model.encode_image(self._pixels(images)))
 

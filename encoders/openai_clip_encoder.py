@@ -13,7 +13,7 @@ from PIL import Image
 from encoders.backends import get_backend
 from encoders.base import Encoder
 from encoders.spec import EncoderSpec
-from encoders.torch_runtime import inference, model_id_for, to_numpy
+from encoders.torch_runtime import Bf16Copy, inference, model_id_for, runs_bf16_copy, to_numpy
 from encoders.weights import resolve_weights
 
 
@@ -23,6 +23,8 @@ class OpenAIClipEncoder(Encoder):
         model, preprocess = _load(weights.path, device=device)
         self.model = model.eval()
         self.preprocess = preprocess
+        # ViTs, not ResNets; clip's LayerNorm runs in float32 whatever its input.
+        self._visual_bf16 = Bf16Copy(model.visual, keep_float32=(clip.model.LayerNorm,)) if hasattr(model.visual, "proj") else None
         self.supports_patches = hasattr(model.visual, "proj")  # ViTs; ResNets pool by attention
         self.spec = spec
         self.device = device
@@ -36,6 +38,8 @@ class OpenAIClipEncoder(Encoder):
         return torch.stack([self.preprocess(image) for image in images]).to(self.device, self.model.dtype)
 
     def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        if self._visual_bf16 is not None and runs_bf16_copy(self.device):
+            return to_numpy(self._visual_bf16(self._pixels(images)))  # CLIP.encode_image is visual(pixels)
         with inference(self.device):
             return to_numpy(self.model.encode_image(self._pixels(images)))
 

@@ -204,3 +204,32 @@ def test_open_clip_text_tower_in_bf16_where_the_cpu_has_it_stays_within_toleranc
     assert cosines.min() > 0.999 and half.encode_texts(texts).dtype == np.float32
     images = make_images()[:2]
     np.testing.assert_array_equal(half.encode_images(images), full.encode_images(images))
+
+
+@pytest.mark.parametrize("spec", [OPEN_CLIP_TINY, OPENAI_CLIP_TINY])
+def test_vit_image_towers_asked_for_bf16_on_the_cpu_run_a_bf16_copy_within_tolerance_of_float32(models_dir, spec):
+    """Albums made in bf16 on a CPU embed through a bfloat16 copy of a ViT image tower (autocast ran
+    it slower than that copy); float32 albums keep the untouched float32 tower, bit for bit."""
+    from encoders.torch_runtime import image_precision
+
+    encoder = get_encoder(spec, device="cpu")
+    images = [to_rgb(image) for image in make_images()[:3]]
+    float32 = encoder._embed_images(images)
+    with image_precision("fp32"):
+        np.testing.assert_array_equal(encoder._embed_images(images), float32)
+    with image_precision("bf16"):
+        half = encoder._embed_images(images)
+    copy = encoder._visual_bf16._copy
+    # Every matrix in bf16 (clip's own LayerNorm keeps float32 weights: it computes in float32).
+    assert copy is not None and {p.dtype for p in copy.parameters() if p.dim() >= 2} == {torch.bfloat16}
+    assert {p.dtype for p in encoder.model.visual.parameters()} == {torch.float32}
+    assert half.dtype == np.float32 and half.shape == float32.shape
+    cosines = np.sum(l2_normalize(half) * l2_normalize(float32), axis=1)
+    assert cosines.min() > 0.999
+    np.testing.assert_array_equal(encoder._embed_images(images), float32)  # the float32 path is unchanged after
+
+
+def test_resnet_image_towers_keep_autocast_for_bf16(models_dir):
+    """Convolutional towers gain from autocast as they are: no copy is kept for them."""
+    encoder = get_encoder(OPENAI_CLIP_TINY_RESNET, device="cpu")
+    assert encoder._visual_bf16 is None
