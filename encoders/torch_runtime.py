@@ -34,8 +34,9 @@ _image_precision: contextvars.ContextVar[str | None] = contextvars.ContextVar("i
 def default_image_precision(device: str) -> str:
     """What a new album's image vectors are made in on this device: on GPUs bf16 where supported, else
     fp16; on CPUs bf16 where `LOUPE_CPU_BF16` allows it (auto: the CPU has AMX-BF16 or AVX512-BF16),
-    else fp32. Measured on this box's Xeon (AMX), batch 16-64, warm: EfficientNet-Lite0 1.46x the
-    images/s of fp32 under autocast; ViT-B-32 1.5x under autocast, 3.5x as a bf16 copy (`Bf16Copy`)."""
+    else fp32. Measured, batch 16-64, warm: EfficientNet-Lite0 1.46x the images/s of fp32 under autocast
+    (a Xeon with AMX); ViT-B-32 1.5x under autocast, 3.5x as a bf16 copy (`Bf16Copy`; an AMD EPYC
+    with AVX512-BF16)."""
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device == "cpu" and cpu_bf16_enabled():
@@ -53,8 +54,8 @@ class Bf16Copy:
     in fp32 and patch features still run that one).
 
     CPU autocast casts the float32 weights on every call and keeps LayerNorm, softmax and GELU in
-    float32; a ViT tower whose weights are bfloat16 runs every op there. Measured on this box's Xeon
-    (AMX, 2 threads, open_clip ViT-B-32): the tower alone on a batch of 32, float32 23.1 images/s,
+    float32; a ViT tower whose weights are bfloat16 runs every op there. Measured on an AMD EPYC
+    (AVX512-BF16, 2 threads, open_clip ViT-B-32): the tower alone on a batch of 32, float32 23.1 images/s,
     autocast 21.8, the bf16 copy 92.7; through the product's encoder on 64 images (preprocessing
     included) float32 19.8, autocast 30.2, the copy 69.0. Cosine to float32 0.99994 for both bf16 paths,
     0.99996 between them. Convolutional towers gain from autocast as they are (EfficientNet-Lite0
