@@ -285,7 +285,7 @@ class SqlTimer:
         elapsed = time.perf_counter() - started
         if "set_config('hnsw.ef_search'" in sql:
             self.last["settings"] = (sql, params)
-        elif "<=>" in sql:
+        elif "<=>" in sql or "<#>" in sql:  # cosine on the model's graph, inner product on an album's
             self.knn_s += elapsed
             self.knn_rows = context["cursor"].rowcount
             self.last["knn"] = (sql, params)
