@@ -54,6 +54,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it sees the finished response: unlinks the request's reference cycles (config/heap.py).
+    "config.heap.RequestCyclesMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before anything parses a body (CSRF reads request.POST): refuse oversized declared bodies unread.
     "config.request_limits.RequestBodyMiddleware",

@@ -21,6 +21,7 @@ from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
+from config.heap import release_serializer
 from config.request_limits import declared_length, query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
@@ -245,6 +246,7 @@ class AlbumSearchApi(APIView):
         data = SearchRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
+        release_serializer(data)
         try:
             weights = scoring.Weights(image=v["image_weight"], text=v["text_weight"], negative=v["negative_weight"])
             query = services.SearchQuery(
@@ -274,6 +276,7 @@ class ImageSimilarApi(APIView):
         image = image_get_for_user(user=request.user, image_id=image_id)
         params = _SimilarParams(data=request.query_params)
         params.is_valid(raise_exception=True)
+        release_serializer(params)
         result = services.image_similar(user=request.user, image=image, **params.validated_data)
         return Response(search_body(result))
 
