@@ -17,7 +17,9 @@ def duplicate_scan_run(job_id: int) -> dict:
     return duplicates.duplicate_scan_run(job_id=job_id)
 
 
-@shared_task(ignore_result=False, acks_late=False)
+# send_events=False: a query encode is a few ms and there are hundreds a second under load; three
+# monitoring events each (received, started, succeeded) cost its latency more than they tell Flower.
+@shared_task(ignore_result=False, acks_late=False, send_events=False)
 def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None,
                  image_key: str | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
