@@ -494,6 +494,8 @@ def render(results: list[dict], *, args, encoder_ips: float, load: tuple, elapse
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-ref", default=None, help="also measure this commit, first, in the same run")
+    parser.add_argument("--baseline-serving", choices=("old", "current"), default="old",
+                        help="serve the baseline as `make run` did at 14dee30 (old) or as this tree does (current)")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per level (at most 60)")
     parser.add_argument("--max-requests", type=int, default=20000, help="per level")
@@ -529,12 +531,14 @@ def main(argv=None) -> int:
     encoder_ips = encoder_images_per_second(jpeg)
     print(f"EfficientNet-Lite0 batched: {encoder_ips:.1f} images/s", flush=True)
     results = []
-    if args.baseline_ref:
-        results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
-                                     workdir / "baseline", args, jpeg, BASELINE_SERVING))
     serving = CURRENT_SERVING if args.encoding == "worker" else Serving("web", CURRENT_SERVING.web_threads, 1)
     serving = dataclasses.replace(serving, web_workers=args.web_workers or serving.web_workers,
                                   web_threads=args.web_threads or serving.web_threads)
+    if args.baseline_ref:
+        # A recent ref is served as this tree is (an A/B of one change); the default, as 14dee30 was.
+        baseline_serving = serving if args.baseline_serving == "current" else BASELINE_SERVING
+        results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
+                                     workdir / "baseline", args, jpeg, baseline_serving))
     results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
     section = render(results, args=args, encoder_ips=encoder_ips, load=(load_before, os.getloadavg()[0]),
                      elapsed=time.monotonic() - started)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 
+from config.cpu_slots import slot_released
 from config.errors import ApplicationError, ServiceUnavailableError
 from PIL import Image
 
@@ -199,9 +200,10 @@ def encode_query(
 
             timeout = settings.LOUPE_QUERY_TIMEOUT_SECONDS
             image_key = query_image_stash(image_bytes, seconds=timeout) if image_bytes is not None else None
-            result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
-                query_encode, (str(model), texts, None, ensemble, box, image_key), timeout=timeout,
-            )
+            with slot_released():  # the next search runs while this one waits on the worker
+                result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
+                    query_encode, (str(model), texts, None, ensemble, box, image_key), timeout=timeout,
+                )
     return EncodedQuery(
         model_id=result["model_id"],
         vectors={part: np.asarray(v, dtype=np.float32) for part, v in result["vectors"].items()},

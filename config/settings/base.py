@@ -189,6 +189,8 @@ LOUPE_ALBUM_GRAPH_MIN_ROWS = env.int("LOUPE_ALBUM_GRAPH_MIN_ROWS", default=5000)
 # new albums' vectors record it in their model_id (+dtype=bf16). GPUs use bf16, else fp16, as before.
 LOUPE_CPU_BF16 = env.str("LOUPE_CPU_BF16", default="auto")
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
+# Searches one web process runs at once, the rest queued first come, first served (config/cpu_slots.py).
+LOUPE_WEB_SEARCH_SLOTS = env.int("LOUPE_WEB_SEARCH_SLOTS", default=4)
 # Concurrent query encodes share forward passes (search/query_batcher.py): at most this many per
 # pass, gathered for at most this many ms; a query that would wait longer than the bound in the
 # queue is refused at once (503 + Retry-After). Repeated texts come from an LRU of this many entries.

@@ -20,6 +20,7 @@ from albums.api.serializers import ImageLabelSerializer
 from albums.models import ImageMask
 from albums.roles import Role
 from albums.selectors import album_get_for_user, image_get_for_user
+from config.cpu_slots import SearchSlotsMixin
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from config.heap import release_serializer
 from config.request_limits import declared_length, query_image_body_limit
@@ -229,7 +230,7 @@ def _carries_query_image(request) -> bool:
     return declared_length(request) > QUERY_IMAGE_BODY_BYTES
 
 
-class AlbumSearchApi(APIView):
+class AlbumSearchApi(SearchSlotsMixin, APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]
     max_body_bytes = staticmethod(query_image_body_limit)
@@ -264,7 +265,7 @@ class AlbumSearchApi(APIView):
         return Response(search_body(result))
 
 
-class ImageSimilarApi(APIView):
+class ImageSimilarApi(SearchSlotsMixin, APIView):
     throttle_classes = [SearchRateThrottle]
 
     @extend_schema(
