@@ -52,7 +52,7 @@ from bench.images import generate_set
 from config.runtime import start_postgres, stop_postgres
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
-from workers.pipeline import DEFAULT_DRAFT, _decode, decode_workers, embed_stored_images, make_pool
+from workers.pipeline import DEFAULT_DRAFT, _decode, _submit, decode_workers, embed_stored_images, make_pool
 from workers.vector_store import embeddings_insert, hnsw_index_ensure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -297,13 +297,14 @@ def _best(repeat: int, run) -> float:
 
 def warm_pool(pool: Executor, workers: int, name: str) -> None:
     """Start every worker (processes fork, threads spawn) and import what `_decode` imports."""
-    for future in [pool.submit(_decode, name, (64, 64)) for _ in range(workers * 2)]:
+    # _submit, as the pipeline does: a process worker gets the file's path, never Django's storage.
+    for future in [_submit(pool, name, (64, 64)) for _ in range(workers * 2)]:
         future.result()
 
 
 def time_decode_only(pool: Executor, names: list[str], draft, repeat: int) -> float:
     def run():
-        futures = [pool.submit(_decode, name, draft) for name in names]
+        futures = [_submit(pool, name, draft) for name in names]
         for future in futures:
             outcome = future.result()
             assert not isinstance(outcome, str), outcome
