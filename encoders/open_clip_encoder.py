@@ -35,11 +35,12 @@ class OpenClipEncoder(Encoder):
         # CLIP and CustomTextCLIP encode an image as their visual tower's output, nothing more; only
         # ViT towers gain from a bf16 copy (encoders/torch_runtime.py: Bf16Copy).
         vit_tower = isinstance(model.visual, open_clip.transformer.VisionTransformer)
-        self._visual_bf16 = (Bf16Copy(model.visual, keep_float32=(open_clip.transformer.LayerNormFp32,)) if vit_tower and isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP))
-                             else None)
+        encodes_by_visual = isinstance(model, (open_clip.CLIP, open_clip.CustomTextCLIP))
+        self._visual_bf16 = (Bf16Copy(model.visual, keep_float32=(open_clip.transformer.LayerNormFp32,))
+                             if vit_tower and encodes_by_visual else None)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.supports_patches = isinstance(model.visual, open_clip.transformer.VisionTransformer) and model.visual.proj is not None
+        self.supports_patches = vit_tower and model.visual.proj is not None
         self.spec = spec
         self.device = device
         # Towers differ in where they keep the output width (text_projection, a timm head, an HF

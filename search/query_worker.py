@@ -39,11 +39,11 @@ def error_as_data(exc) -> dict:
     return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
 
 
-def ask_query_worker(task, args: tuple, *, timeout: float, serializer: str = "json") -> dict:
-    """`serializer="msgpack"` when an argument is raw bytes (a query image)."""
+def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
+    """Query images do not ride in `args`: they wait beside the task (`query_image_stash`)."""
     try:
         # Once the caller has given up, a worker that reaches the task late drops it unrun.
-        pending = task.apply_async(args, expires=timeout, serializer=serializer)
+        pending = task.apply_async(args, expires=timeout)
     except BROKER_ERRORS as exc:
         raise _broker_unavailable(exc) from None
     except RuntimeError as exc:

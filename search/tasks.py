@@ -22,9 +22,9 @@ def duplicate_scan_run(job_id: int) -> dict:
 @shared_task(ignore_result=False, acks_late=False, send_events=False)
 def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None,
                  image_key: str | None = None) -> dict:
-    """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
-    (sent with msgpack), or base64 text from a JSON caller; `image_key`: where the web left the
-    bytes instead (search.query_worker.query_image_stash), the way the search API sends them."""
+    """Errors come back as data: the caller turns them into its one error shape. `image_key`: where the
+    web left the query image (search.query_worker.query_image_stash), the way the search API sends it;
+    `image`: raw bytes (msgpack, from an earlier release's web) or base64 text from a JSON caller."""
 
     try:
         if image_key is not None:

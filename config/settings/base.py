@@ -266,8 +266,9 @@ CELERY_RESULT_EXPIRES = 300
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
-# msgpack for query tasks only (search/query_worker.py): an image travels as raw bytes; base64 in
-# JSON cost a third more bytes through Redis and the encode and decode on both sides.
+# msgpack is still accepted for query tasks that web processes of an earlier release sent with a raw
+# image inside (during an upgrade); this release leaves query images beside the task instead
+# (search/query_worker.py: query_image_stash) and sends JSON.
 CELERY_ACCEPT_CONTENT = ["json", "msgpack"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

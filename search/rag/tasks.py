@@ -19,9 +19,9 @@ def encode_support_patches(support_set_id: int, generation: int, support_image_i
 
 @shared_task(ignore_result=False, acks_late=False, send_events=False)  # as search.tasks.query_encode
 def query_classify(support_set_id: int, image: bytes | str | None, params: dict, image_key: str | None = None) -> dict:
-    """Errors come back as data: the caller turns them into its one error shape. `image`: raw bytes
-    (sent with msgpack), or base64 text from a JSON caller; `image_key`: where the web left the bytes
-    instead (search.query_worker.query_image_stash), the way the API sends them."""
+    """Errors come back as data: the caller turns them into its one error shape. `image_key`: where the
+    web left the image (search.query_worker.query_image_stash), the way the API sends it; `image`: raw
+    bytes (msgpack, from an earlier release's web) or base64 text from a JSON caller."""
 
     try:
         if image_key is not None:
