@@ -123,6 +123,19 @@
   const more = document.getElementById("search-more");
   const lower = document.getElementById("search-lower");
   let lastQuery = null;  // the FormData of the search on screen, for its next pages
+  // Answers can come back out of order (a quick second search, a next page still on its way): each
+  // new search bumps the generation, and an answer to an older one is dropped, not drawn over it.
+  let generation = 0;
+  // aria-busy on the results while any answer is awaited (assistive technology; tests wait on it).
+  let awaited = 0;
+  async function busy(work) {
+    awaited += 1;
+    results.setAttribute("aria-busy", "true");
+    try { return await work(); } finally {
+      awaited -= 1;
+      if (!awaited) results.setAttribute("aria-busy", "false");
+    }
+  }
 
   // The same chips as the album grid's (templates/albums/_label_chips.html): rejected ones left out.
   function labelChips(labels) {
@@ -212,13 +225,15 @@
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
   }
 
-  more.onclickAsync = async () => {
+  more.onclickAsync = () => busy(async () => {
     if (!lastQuery || more.disabled) return;
+    const asked = generation;
     more.disabled = true;
-    const [response, body] = await fetchPage(lastQuery, Number(more.dataset.page));
-    more.disabled = false;
-    if (response.ok) render(body, { append: true });
-  };
+    try {
+      const [response, body] = await fetchPage(lastQuery, Number(more.dataset.page));
+      if (response.ok && asked === generation) render(body, { append: true });
+    } finally { more.disabled = false; }
+  });
   more.addEventListener("click", () => more.onclickAsync());
   // Endless: the next page comes when the button scrolls into view.
   if ("IntersectionObserver" in window) {
@@ -238,8 +253,12 @@
     form.requestSubmit();
   });
 
-  form.addEventListener("submit", async (e) => {
+  form.addEventListener("submit", (e) => {
     e.preventDefault();
+    busy(() => search());
+  });
+  async function search() {
+    const asked = ++generation;
     const data = new FormData();
     for (const name of ["text", "negative_text", "image_weight", "text_weight", "negative_weight", "min_score", "max_results"]) {
       const field = form.elements[name];
@@ -266,11 +285,12 @@
     const save = document.getElementById("save-defaults");
     if (save && save.checked) await saveDefaults();
     const [response, body] = await fetchPage(data, 1);
+    if (asked !== generation) return;
     if (!response.ok) { results.innerHTML = ""; more.hidden = lower.hidden = true; status.textContent = body.message; return; }
     lastQuery = data;
     remember(data);
     render(body);
-  });
+  }
   const fromAddress = new URLSearchParams(location.search);
   for (const name of REMEMBERED) {
     const field = form.elements[name];

@@ -166,14 +166,30 @@ def test_text_search_sliders_sharing_and_isolation(worker, live_server, browser,
     page.locator("#search-status").filter(has_text="3 results").wait_for()
     # Pages of results: the next one comes with "Show more" (or by scrolling to it).
     page.evaluate("document.getElementById('search-form').dataset.pageSize = '2'")
-    page.get_by_role("button", name="Search", exact=True).click()
+    search_url = f"**/api/v1/albums/{album.pk}/search/"
     # The next page comes by itself while the end of the list is on screen (endless scrolling).
-    page.wait_for_function("() => document.querySelectorAll('#search-results .tile').length === 3")
-    page.locator("#search-more").wait_for(state="hidden")
-    # Nothing at the minimum score: the page says so and offers what lies below it.
+    with page.expect_response(lambda r: r.request.method == "POST" and 'name="page"\r\n\r\n2\r\n' in (r.request.post_data or "")):
+        page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("#search-results[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#search-results .tile").count() == 3
+    assert page.locator("#search-more").is_hidden()
+
+    # Two searches in flight, the first answering last: the page keeps the answer to the last one
+    # asked (here: nothing at the minimum score, with an offer of what lies below it).
+    held = []
+    page.route(search_url, lambda route: route.continue_() if held else held.append(route))
+    page.locator("#min-score").fill("-1")
+    page.get_by_role("button", name="Search", exact=True).click()
     page.locator("#min-score").fill("0.995")
     page.get_by_role("button", name="Search", exact=True).click()
     page.locator("#search-status").filter(has_text="No image scored at least 0.9950").wait_for()
+    assert len(held) == 1
+    with page.expect_response(lambda r: r.request == held[0].request):
+        held[0].continue_()
+    page.locator("#search-results[aria-busy=false]").wait_for(state="attached")
+    page.unroute(search_url)
+    assert page.locator("#search-status").inner_text().startswith("No image scored at least 0.9950")
+    assert page.locator("#search-results .tile").count() == 0
     page.locator("#search-lower").click()
     page.locator("#search-status").filter(has_text="3 results").wait_for()
 
