@@ -18,6 +18,19 @@
   if (filters) filters.addEventListener("change", () => filters.submit());
 
   let busy = false;
+  // A reload (after an upload or a job) bumps the generation: a page or a reload still on its way
+  // from before it is dropped, not appended to the fresh grid.
+  let generation = 0;
+  // aria-busy on the grid while a page or a reload is awaited (assistive technology; tests wait on it).
+  let awaited = 0;
+  async function busyWith(work) {
+    awaited += 1;
+    holder.setAttribute("aria-busy", "true");
+    try { return await work(); } finally {
+      awaited -= 1;
+      if (!awaited) holder.setAttribute("aria-busy", "false");
+    }
+  }
   async function fetchPage(link) {
     const response = await fetch(link.href, { credentials: "same-origin", headers: { "HX-Request": "true" } });
     if (!response.ok) return null;
@@ -25,12 +38,13 @@
   }
   // One more page, after the last tile ("later") or before the first ("earlier"); the link that
   // fetched it gives way to the fragment's own link onward, or goes when there is none.
-  async function load(id) {
+  const load = (id) => busyWith(async () => {
     const link = document.getElementById(id);
     if (!link || busy) return;
     busy = true;
-    const doc = await fetchPage(link);
-    busy = false;
+    const asked = generation;
+    const doc = await fetchPage(link).finally(() => { busy = false; });
+    if (asked !== generation || !link.isConnected) { watch(); return; }  // the fresh grid's link loads next
     if (!doc) return;
     const tiles = doc.querySelectorAll("#photo-grid > li.tile");
     if (id === "grid-later") grid().append(...tiles);
@@ -43,7 +57,7 @@
     if (onward) link.replaceWith(onward); else link.parentElement.remove();
     watch();
     if (window.loupeSelectionChanged) window.loupeSelectionChanged();
-  }
+  });
   const later = () => load("grid-later");
   const earlier = () => load("grid-earlier");
 
@@ -98,15 +112,18 @@
     if (!Number.isNaN(n)) label.textContent = `${Math.max(0, n - e.detail.count)} photos`;
   });
   // After an upload or an index job the grid reloads its first page (upload.js, progress.js).
-  window.loupeReloadGrid = async function () {
+  window.loupeReloadGrid = () => busyWith(async () => {
     const url = new URL(location.href);
     url.searchParams.delete("page");
+    const asked = ++generation;
     const response = await fetch(url, { credentials: "same-origin", headers: { "HX-Request": "true" } });
     if (!response.ok) return;
-    holder.innerHTML = await response.text();
+    const html = await response.text();
+    if (asked !== generation) return;
+    holder.innerHTML = html;
     watch();
     if (window.loupeSelectionChanged) window.loupeSelectionChanged();
-  };
+  });
   watch();
   if (window.loupeViewer) window.loupeViewer.attach(holder);
 })();

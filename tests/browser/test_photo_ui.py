@@ -107,6 +107,19 @@ def test_grid_scrolls_on_keeps_its_place_and_the_viewer_answers_the_keyboard(liv
     assert tile_ids(page) == [str(i) for i in ids[:60]]  # newest first, one page
     page.locator("#index-chip").filter(has_text="Up to date").wait_for()
 
+    # The grid reloads (after an upload or a job) while its next page is on its way: the late page is
+    # dropped, not added to the fresh grid (which would show its photos twice), and scrolling goes on.
+    held = []
+    next_page = lambda url: "/?page=" in url  # noqa: E731
+    page.route(next_page, lambda route: route.continue_() if held else held.append(route))
+    with page.expect_request(lambda r: next_page(r.url)):
+        page.mouse.wheel(0, 100_000)
+    page.evaluate("window.loupeReloadGrid()")
+    with page.expect_response(lambda r: r.request == held[0].request):
+        held[0].continue_()
+    page.locator("#grid[aria-busy=false]").wait_for(state="attached")
+    page.unroute(next_page)
+
     # Endless: scrolling to the end brings the next pages, then no more.
     while (shown := page.locator("#photo-grid .tile").count()) < len(ids):
         page.mouse.wheel(0, 100_000)
