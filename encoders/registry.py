@@ -147,6 +147,13 @@ def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encode
     """The process's one loaded encoder for (spec, device); loads it on first use. Thread-safe."""
     from encoders.torch_runtime import resolve_device  # imports torch; the web tier validates specs here
 
+    # Every query task asks again: once loaded, the spec as asked finds its encoder without being
+    # validated again (validation lists open_clip's architecture files: ~1 ms of a query worker's
+    # GIL per task). The settings validation reads are part of the key, so changing them still counts.
+    as_asked = ("as-asked", str(spec), device or settings.LOUPE_DEVICE, str(settings.LOUPE_MODELS_DIR),
+                tuple(settings.LOUPE_ALLOWED_ENCODERS))
+    if (loaded := _encoders.get(as_asked)) is not None:
+        return loaded
     parsed = validate_spec(spec)
     resolved_device = resolve_device(device or settings.LOUPE_DEVICE)
     # The models dir is part of the key: pointing it elsewhere must not serve the old weights.
@@ -160,10 +167,12 @@ def get_encoder(spec: str | EncoderSpec, *, device: str | None = None) -> Encode
             # The model (and torch, imported with it) lives as long as the process: out of the
             # garbage collector's walks, which otherwise cost a query worker tens of milliseconds each.
             freeze_long_lived()
+        _encoders[as_asked] = _encoders[key]
         return _encoders[key]
 
 
-_encoders: dict[tuple[str, str, str], Encoder] = {}
+# Keyed by (spec, device, models dir), and by the spec as asked (above) once that has loaded.
+_encoders: dict[tuple, Encoder] = {}
 _key_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _cache_lock = threading.Lock()
 

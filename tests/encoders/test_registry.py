@@ -139,6 +139,24 @@ def test_one_cached_encoder_per_spec_and_device_across_threads(models_dir):
     assert encoders[0].device == "cpu"
 
 
+def test_a_loaded_encoder_is_found_again_without_validating_its_spec(models_dir, settings, monkeypatch):
+    """Every query task asks for its encoder: once loaded, the spec as asked skips validation (which
+    lists architecture files); a change to what validation reads still goes through it."""
+    from encoders import registry
+
+    monkeypatch.setattr(registry, "_encoders", {})
+    first = get_encoder(DINOV2_TINY, device="cpu")
+    checks = []
+    real = registry.validate_spec
+    monkeypatch.setattr(registry, "validate_spec", lambda spec: checks.append(spec) or real(spec))
+    assert get_encoder(DINOV2_TINY, device="cpu") is first
+    assert checks == []
+    settings.LOUPE_ALLOWED_ENCODERS = [OPEN_CLIP_TINY]
+    with pytest.raises(EncoderNotAllowed):
+        get_encoder(DINOV2_TINY, device="cpu")
+    assert checks == [DINOV2_TINY]
+
+
 def test_a_new_backend_is_one_registry_line_and_its_layout(settings, tmp_path):
     """Weights rules live in the backend's layout (encoders/layouts/), not in branches on its name:
     a Hugging Face-format backend needs no code beyond its line in the table."""
