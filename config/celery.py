@@ -1,3 +1,5 @@
+import logging
+
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Queue
@@ -17,6 +19,22 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # `query` holds search-query encoding, answered in milliseconds by a worker with the model warm.
 app.conf.task_queues = (Queue("default"), Queue("encode"), Queue("query"))
 app.autodiscover_tasks()
+
+QUERY_TASK_PREFIXES = ("search.tasks.query_", "search.rag.tasks.query_")
+
+
+class QueryTasksUnlogged(logging.Filter):
+    """Drops Celery's per-task INFO lines (received; succeeded, with the result's repr) for query
+    tasks: hundreds a second under load, each with a vector in it. Warnings and errors still log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not isinstance(record.args, dict):
+            return True
+        return not str(record.args.get("name", "")).startswith(QUERY_TASK_PREFIXES)
+
+
+for _logger in ("celery.app.trace", "celery.worker.strategy"):
+    logging.getLogger(_logger).addFilter(QueryTasksUnlogged())
 
 # Health reads worker liveness from keys the workers write themselves (workers/heartbeat.py).
 app.steps["consumer"].add(Heartbeat)

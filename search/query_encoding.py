@@ -30,7 +30,7 @@ from encoders.pooled_encoder import PooledEncoder, keep_alpha
 from encoders.registry import get_encoder
 from encoders.pooling import MASKED
 from search.query_batcher import LruCache, QueryAdmission, QueryBatcher
-from search.query_worker import ask_query_worker, query_image_stash
+from search.query_worker import ask_query_worker, query_image_stash, vectors_from_wire
 
 
 class EmbeddingModelMismatchError(ApplicationError):
@@ -67,8 +67,9 @@ def encode_locally(
 def encode_with(
     *, model: ModelId, texts: dict[str, str], image_bytes: bytes | None, ensemble: bool, box: list | None = None
 ) -> dict:
-    """Encode on this process's cached encoder, pooled as the album's vectors were. JSON-safe result,
-    so a Celery task can return it. With `box`, the image part is the box's region vector."""
+    """Encode on this process's cached encoder, pooled as the album's vectors were: float32 vectors
+    (the query task sends them with `vectors_to_wire`). With `box`, the image part is the box's
+    region vector."""
     model_id = str(model)
     base = get_encoder(model.spec)
     if base.model_id != model.encoder_model_id:
@@ -90,7 +91,7 @@ def encode_with(
             "(LOUPE_PERSON_SEGMENTER or its weights changed). Re-index the album to search it again.",
             extra={"album_model_id": model_id, "loaded_model_id": encoder.model_id},
         )
-    vectors: dict[str, list[float]] = {}
+    vectors: dict[str, np.ndarray] = {}
     parts = [part for part in ("text", "negative") if texts.get(part)]
     # Submitted before the image is decoded, so the decode overlaps the queue's wait.
     pending = {part: _text_vector_future(base, texts[part], ensemble) for part in parts}
@@ -100,14 +101,14 @@ def encode_with(
         image = _decode_query_image(image_bytes)
         if box is not None:
             try:
-                vectors["region"] = encoder.box_vector(image, box).tolist()
+                vectors["region"] = np.asarray(encoder.box_vector(image, box), dtype=np.float32)
             except ValueError as exc:
                 raise ApplicationError(str(exc), code="invalid_box") from None
         else:
-            vectors["image"] = _result(query_batcher().submit(("image", encoder.model_id), image,
-                                                               encoder.encode_images)).tolist()
+            vectors["image"] = np.asarray(_result(query_batcher().submit(("image", encoder.model_id), image,
+                                                                          encoder.encode_images)), dtype=np.float32)
     for part, future in pending.items():
-        vectors[part] = _result(future).tolist()
+        vectors[part] = np.asarray(_result(future), dtype=np.float32)
     logits = None
     if hasattr(base, "logit_scale") and hasattr(base, "logit_bias"):
         logits = [float(base.logit_scale), float(base.logit_bias)]
@@ -204,8 +205,9 @@ def encode_query(
                 result = ask_query_worker(  # the model_id travels as its text; the worker parses it once
                     query_encode, (str(model), texts, None, ensemble, box, image_key), timeout=timeout,
                 )
+            result["vectors"] = vectors_from_wire(result["vectors"])
     return EncodedQuery(
         model_id=result["model_id"],
-        vectors={part: np.asarray(v, dtype=np.float32) for part, v in result["vectors"].items()},
+        vectors=result["vectors"],
         siglip_logits=tuple(result["siglip_logits"]) if result["siglip_logits"] else None,
     )

@@ -6,8 +6,11 @@ Errors travel back as data, not as pickled exceptions (results are JSON): the ta
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
+
+import numpy as np
 
 from celery.backends.asynchronous import E_RETRY_LIMIT_EXCEEDED
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -39,11 +42,36 @@ def error_as_data(exc) -> dict:
     return {"error": {"message": exc.message, "code": exc.code, "extra": exc.extra, "status": status}}
 
 
+class _NoSentEvent:
+    """Query tasks send no monitoring events (search/tasks.py: send_events=False), so they send no
+    task-sent either: Flower would list every search as sent and never started."""
+
+    def publish(self, *args, **kwargs) -> None:
+        return None
+
+
+_NO_SENT_EVENT = _NoSentEvent()
+
+
+def vectors_to_wire(vectors: dict) -> dict[str, str]:
+    """A query task's vectors as base64 of their float32 bytes: exact, and a fraction of the CPU of
+    512 floats written as JSON numbers by the worker and parsed back by the web."""
+    return {part: base64.b64encode(np.ascontiguousarray(v, dtype=np.float32).tobytes()).decode("ascii")
+            for part, v in vectors.items()}
+
+
+def vectors_from_wire(vectors: dict) -> dict[str, np.ndarray]:
+    """`vectors_to_wire` undone; a list of numbers is what a worker of an earlier release sends."""
+    return {part: (np.frombuffer(base64.b64decode(v), dtype=np.float32) if isinstance(v, str)
+                   else np.asarray(v, dtype=np.float32))
+            for part, v in vectors.items()}
+
+
 def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
     """Query images do not ride in `args`: they wait beside the task (`query_image_stash`)."""
     try:
         # Once the caller has given up, a worker that reaches the task late drops it unrun.
-        pending = task.apply_async(args, expires=timeout)
+        pending = task.apply_async(args, expires=timeout, event_dispatcher=_NO_SENT_EVENT)
     except BROKER_ERRORS as exc:
         raise _broker_unavailable(exc) from None
     except RuntimeError as exc:

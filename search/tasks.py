@@ -8,7 +8,7 @@ from config.errors import ApplicationError
 from encoders.errors import EncoderError
 from search import duplicates
 from search.query_encoding import encode_locally
-from search.query_worker import error_as_data, query_image_take
+from search.query_worker import error_as_data, query_image_take, vectors_to_wire
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -19,7 +19,9 @@ def duplicate_scan_run(job_id: int) -> dict:
 
 # send_events=False: a query encode is a few ms and there are hundreds a second under load; three
 # monitoring events each (received, started, succeeded) cost its latency more than they tell Flower.
-@shared_task(ignore_result=False, acks_late=False, send_events=False)
+# resultrepr_maxsize: Celery writes every result's repr, logged or not (config/celery.py keeps query
+# tasks out of the log); a vector's full repr cost the worker more than its JSON.
+@shared_task(ignore_result=False, acks_late=False, send_events=False, resultrepr_maxsize=80)
 def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble: bool, box: list | None = None,
                  image_key: str | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image_key`: where the
@@ -31,6 +33,7 @@ def query_encode(model_id: str, texts: dict, image: bytes | str | None, ensemble
             image = query_image_take(image_key)
         if isinstance(image, str):
             image = base64.b64decode(image)
-        return encode_locally(model_id=model_id, texts=texts, image_bytes=image or None, ensemble=ensemble, box=box)
+        result = encode_locally(model_id=model_id, texts=texts, image_bytes=image or None, ensemble=ensemble, box=box)
+        return {**result, "vectors": vectors_to_wire(result["vectors"])}
     except (EncoderError, ApplicationError) as exc:
         return error_as_data(exc)

@@ -17,7 +17,7 @@ def encode_support_patches(support_set_id: int, generation: int, support_image_i
     return support_patches_compute(support_set_id=support_set_id, generation=generation, support_image_ids=support_image_ids)
 
 
-@shared_task(ignore_result=False, acks_late=False, send_events=False)  # as search.tasks.query_encode
+@shared_task(ignore_result=False, acks_late=False, send_events=False, resultrepr_maxsize=80)  # as search.tasks.query_encode
 def query_classify(support_set_id: int, image: bytes | str | None, params: dict, image_key: str | None = None) -> dict:
     """Errors come back as data: the caller turns them into its one error shape. `image_key`: where the
     web left the image (search.query_worker.query_image_stash), the way the API sends it; `image`: raw

@@ -76,3 +76,49 @@ def test_a_query_image_gone_before_the_worker_took_it_is_a_503_to_retry(db):
     assert answer["error"]["code"] == "query_image_expired" and answer["error"]["status"] == 503
     with pytest.raises(ValueError):
         query_image_take("loupe:sessions:somebody-else")  # only keys it made are read
+
+
+def test_a_query_through_the_worker_comes_back_exact_without_a_sent_event_or_a_log_line(worker, alice, monkeypatch,
+                                                                                          settings):
+    """The vectors travel as float32 bytes (base64) and arrive bit for bit; a query task sends no
+    task-sent event (it sends no others, so Flower would list it as never started) and writes no
+    per-task lines in the worker's log (each held the vector's repr)."""
+    from pathlib import Path
+
+    import numpy as np
+    from celery.events.dispatcher import EventDispatcher
+
+    from encoders.model_ids import parse_model_id
+    from search.query_encoding import encode_locally, encode_query
+
+    album, _, _ = _indexed_album(alice, count=1)
+    settings.LOUPE_QUERY_ENCODING = "worker"
+    published = []
+    real_publish = EventDispatcher.publish
+    monkeypatch.setattr(EventDispatcher, "publish",
+                        lambda self, type, *args, **kwargs: published.append(type) or real_publish(self, type, *args, **kwargs))
+    texts = {"text": "kids on a red sled", "negative": "a blurry screenshot"}
+    answer = encode_query(model=parse_model_id(album.active_model_id), texts=texts, image_bytes=None, ensemble=False)
+    local = encode_locally(model_id=album.active_model_id, texts=texts, image_bytes=None, ensemble=False)
+    assert set(answer.vectors) == {"text", "negative"}
+    for part in answer.vectors:
+        assert answer.vectors[part].dtype == np.float32
+        np.testing.assert_array_equal(answer.vectors[part], local["vectors"][part])
+    assert "task-sent" not in published
+    # A second query: the worker wrote the first one's lines (if any) before it took the second.
+    encode_query(model=parse_model_id(album.active_model_id), texts={"text": "a dog"}, image_bytes=None, ensemble=False)
+    lines = Path(worker["log"]).read_text(errors="replace").splitlines()
+    assert any("workers.tasks.encode_index_job[" in line and "succeeded" in line for line in lines)  # logged as before
+    assert not [line for line in lines if "search.tasks.query_encode[" in line and ("received" in line or "succeeded" in line)]
+
+
+def test_vectors_on_the_wire_are_exact_and_a_list_from_an_earlier_release_still_reads():
+    import numpy as np
+
+    from search.query_worker import vectors_from_wire, vectors_to_wire
+
+    vector = np.random.default_rng(3).standard_normal(512).astype(np.float32)
+    wire = vectors_to_wire({"text": vector})
+    assert isinstance(wire["text"], str)
+    np.testing.assert_array_equal(vectors_from_wire(wire)["text"], vector)
+    np.testing.assert_array_equal(vectors_from_wire({"image": vector.tolist()})["image"], vector)
