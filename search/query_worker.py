@@ -1,19 +1,22 @@
 """Asking a worker of the `query` queue and waiting for its answer (query encoding, classification).
 
-Errors travel back as data, not as pickled exceptions (results are JSON): the task returns
+The answer comes back as JSON on a Redis list made for the one request (`send_reply`), not through
+Celery's result backend. Errors travel back as data, not as pickled exceptions: the task replies
 `error_as_data(exc)` and the caller raises it again in the one error shape.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import math
 import secrets
+import threading
 
 import numpy as np
-
-from celery.backends.asynchronous import E_RETRY_LIMIT_EXCEEDED
-from celery.exceptions import TimeoutError as CeleryTimeout
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -25,7 +28,6 @@ from config.errors import ApplicationError, ServiceUnavailableError, encoder_err
 RETRY_AFTER_SECONDS = 5
 
 BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError, ConnectionError)
-_RESULT_STORE_GONE = E_RETRY_LIMIT_EXCEEDED
 
 
 def _broker_unavailable(exc: BaseException) -> ServiceUnavailableError:
@@ -67,37 +69,72 @@ def vectors_from_wire(vectors: dict) -> dict[str, np.ndarray]:
             for part, v in vectors.items()}
 
 
+REPLY_KEY_PREFIX = "loupe:query-reply:"
+# A reply the web stopped waiting for is gone after this long.
+REPLY_SECONDS = 60
+
+
 def ask_query_worker(task, args: tuple, *, timeout: float) -> dict:
-    """Query images do not ride in `args`: they wait beside the task (`query_image_stash`)."""
+    """Send the task and wait for its reply: a list in Redis under a key made for this request, which
+    the worker pushes to (`send_reply`) and this thread pops (BLPOP). Celery's result backend was the
+    way before: a SUBSCRIBE and an UNSUBSCRIBE per search, and one pub/sub connection per process
+    whose every message woke each waiting thread. Query images do not ride in `args` either: they
+    wait beside the task (`query_image_stash`)."""
+    reply_key = REPLY_KEY_PREFIX + secrets.token_hex(16)
     try:
         # Once the caller has given up, a worker that reaches the task late drops it unrun.
-        pending = task.apply_async(args, expires=timeout, event_dispatcher=_NO_SENT_EVENT)
+        task.apply_async(args, {"reply_key": reply_key}, expires=timeout, ignore_result=True,
+                         event_dispatcher=_NO_SENT_EVENT)
     except BROKER_ERRORS as exc:
         raise _broker_unavailable(exc) from None
-    except RuntimeError as exc:
-        # Celery's result consumer subscribes before the task is sent; when Redis stays away through
-        # its retries (CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS) it gives up with a RuntimeError.
-        if str(exc) != _RESULT_STORE_GONE:
-            raise
-        raise _broker_unavailable(exc) from None
     try:
-        result = pending.get(timeout=timeout, propagate=True)
-    except CeleryTimeout:
+        reply = _reply_store(timeout).blpop([reply_key], timeout=timeout)
+    except BROKER_ERRORS as exc:  # Redis went away while the answer was awaited
+        raise _broker_unavailable(exc) from None
+    if reply is None:
         raise ServiceUnavailableError(
             f"No query worker answered within {timeout} s; is a worker consuming the `query` queue?",
             code="query_worker_unavailable", extra={"retry_after_seconds": RETRY_AFTER_SECONDS},
-        ) from None
-    except BROKER_ERRORS as exc:  # Redis went away while the answer was awaited
-        raise _broker_unavailable(exc) from None
-    finally:
-        try:
-            pending.forget()
-        except BROKER_ERRORS:
-            pass  # the result expires by itself
+        )
+    result = json.loads(reply[1])
     if "error" in result:
         error = result["error"]
         raise ApplicationError(error["message"], code=error["code"], extra=error["extra"]).with_status(error["status"])
     return result
+
+
+def reply_or_return(reply_key: str | None, answer: dict) -> dict | None:
+    """A query task's end: the answer to the waiting web thread, or, for a web process of an earlier
+    release (no key), the return value its result backend waits for."""
+    if reply_key is None:
+        return answer
+    send_reply(reply_key, answer)
+    return None
+
+
+def send_reply(reply_key: str, result: dict) -> None:
+    """On the worker: the task's answer, for the one web thread waiting on `reply_key`."""
+    if not reply_key.startswith(REPLY_KEY_PREFIX):
+        raise ValueError("not a query reply key")
+    with _reply_store(0).pipeline(transaction=True) as pipe:
+        pipe.rpush(reply_key, json.dumps(result, separators=(",", ":")))
+        pipe.expire(reply_key, REPLY_SECONDS)
+        pipe.execute()
+
+
+_stores: dict[tuple[str, int], redis.Redis] = {}
+_stores_lock = threading.Lock()
+
+
+def _reply_store(waits: float) -> redis.Redis:
+    """This process's client for replies, with its own connection pool: a waiting search holds a
+    connection for as long as it waits, so the socket timeout outlasts the longest wait."""
+    key = (settings.REDIS_URL, math.ceil(waits))
+    with _stores_lock:
+        if key not in _stores:
+            _stores[key] = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1,
+                                                socket_timeout=key[1] + 2)
+        return _stores[key]
 
 
 QUERY_IMAGE_KEY_PREFIX = "loupe:query-image:"
