@@ -21,16 +21,7 @@
   // A reload (after an upload or a job) bumps the generation: a page or a reload still on its way
   // from before it is dropped, not appended to the fresh grid.
   let generation = 0;
-  // aria-busy on the grid while a page or a reload is awaited (assistive technology; tests wait on it).
-  let awaited = 0;
-  async function busyWith(work) {
-    awaited += 1;
-    holder.setAttribute("aria-busy", "true");
-    try { return await work(); } finally {
-      awaited -= 1;
-      if (!awaited) holder.setAttribute("aria-busy", "false");
-    }
-  }
+  const busyWith = window.loupeBusyTracker(holder);  // aria-busy while a page or a reload is awaited
   async function fetchPage(link) {
     const response = await fetch(link.href, { credentials: "same-origin", headers: { "HX-Request": "true" } });
     if (!response.ok) return null;

@@ -126,16 +126,7 @@
   // Answers can come back out of order (a quick second search, a next page still on its way): each
   // new search bumps the generation, and an answer to an older one is dropped, not drawn over it.
   let generation = 0;
-  // aria-busy on the results while any answer is awaited (assistive technology; tests wait on it).
-  let awaited = 0;
-  async function busy(work) {
-    awaited += 1;
-    results.setAttribute("aria-busy", "true");
-    try { return await work(); } finally {
-      awaited -= 1;
-      if (!awaited) results.setAttribute("aria-busy", "false");
-    }
-  }
+  const busy = window.loupeBusyTracker(results);  // aria-busy while any answer is awaited
 
   // The same chips as the album grid's (templates/albums/_label_chips.html): rejected ones left out.
   function labelChips(labels) {
