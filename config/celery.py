@@ -1,3 +1,4 @@
+import functools
 import logging
 
 from celery import Celery
@@ -20,17 +21,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("encode"), Queue("query"))
 app.autodiscover_tasks()
 
-QUERY_TASK_PREFIXES = ("search.tasks.query_", "search.rag.tasks.query_")
+@functools.cache
+def _query_task_prefixes() -> tuple[str, ...]:
+    """The task names routed to the `query` queue (CELERY_TASK_ROUTES: `search.tasks.query_*`, …)."""
+    return tuple(pattern.rstrip("*") for pattern, route in app.conf.task_routes.items() if route.get("queue") == "query")
 
 
 class QueryTasksUnlogged(logging.Filter):
-    """Drops Celery's per-task INFO lines (received; succeeded, with the result's repr) for query
-    tasks: hundreds a second under load, each with a vector in it. Warnings and errors still log."""
+    """Drops Celery's per-task INFO lines (received; succeeded, with the result's repr) for the tasks
+    of the `query` queue: hundreds a second under load, each with a vector in it. Warnings and errors
+    still log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING or not isinstance(record.args, dict):
             return True
-        return not str(record.args.get("name", "")).startswith(QUERY_TASK_PREFIXES)
+        return not str(record.args.get("name", "")).startswith(_query_task_prefixes())
 
 
 for _logger in ("celery.app.trace", "celery.worker.strategy"):

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
+from config.request_limits import declared_length
+
 
 class FifoSlots:
     """A counting semaphore that wakes waiters in arrival order (threading.Semaphore does not
@@ -115,8 +117,7 @@ class SearchSlotsMixin:
 
     def dispatch(self, request, *args, **kwargs):
         slots = search_slots()
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if slots is None or not length.isdigit() or int(length) > SMALL_BODY_BYTES:
+        if slots is None or declared_length(request) > SMALL_BODY_BYTES:
             return super().dispatch(request, *args, **kwargs)
         with slots.held():
             response = super().dispatch(request, *args, **kwargs)
