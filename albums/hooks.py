@@ -15,7 +15,8 @@
 - `image_labels` / `images_labeled`: the labels the layer above gave an album's images (search.rag's
   support sets), for the images page and API, and the images kept by a `LabelFilter`; from the one
   `ImageLabels` provider search.rag registers. Without it an image has no labels and a label filter
-  is refused.
+  is refused. `LabelState` is their review states' vocabulary, which the layers that show or
+  filter labels share with the one that writes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, TextChoices
 from django.dispatch import Signal
 
 from albums.models import Album, Image
@@ -123,6 +124,15 @@ def index_summary(*, album) -> IndexSummary:
         last_failed_rebuild=state.last_failed_rebuild,
         model_fetch=state.model_fetch,
     )
+
+
+class LabelState(TextChoices):
+    """A label's review state: `predicted` until an editor accepts it, corrects its class or rejects it."""
+
+    PREDICTED = "predicted", "Predicted"
+    ACCEPTED = "accepted", "Accepted"
+    CORRECTED = "corrected", "Corrected"
+    REJECTED = "rejected", "Rejected"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The semantic map as the API serves it: the map of the album's current model (workers/maps.py
-builds it) and, when asked, a support set's labels per point (search.rag), all as columns.
+builds it) and, when asked, a support set's labels per point (search.rag answers through
+search/hooks.py), all as columns.
 
 Read in two steps so that a client polling an unchanged map costs a few small queries: `map_state`
 (the map row, the latest map job, the count of images still off the map, the labels' version)
@@ -12,12 +13,9 @@ import hashlib
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Max
 
 from albums.models import Album
-from search.rag.errors import SupportSetNotFoundError
-from search.rag.models import Label, SupportSet
-from search.rag.selectors import support_set_get_for_user
+from search.hooks import PointLabels, point_labels
 from workers.maps import map_unplaced_count
 from workers.models import AlbumMap, IndexJob
 from workers.selectors import map_clusters, map_columns, map_get, map_job_latest
@@ -32,8 +30,7 @@ class MapState:
     map: AlbumMap | None
     job: IndexJob | None
     unplaced: int
-    support_set: SupportSet | None
-    labels_version: tuple  # (count, last change) of the support set's labels
+    labels: PointLabels | None
 
     @property
     def state(self) -> str:
@@ -47,26 +44,22 @@ class MapState:
     def etag(self) -> str:
         parts = (self.album.pk, self.model_id, self.map and self.map.pk, self.map and self.map.updated_at.isoformat(),
                  self.job and (self.job.pk, self.job.status, self.job.done), self.unplaced,
-                 self.support_set and self.support_set.pk, self.labels_version)
+                 self.labels and (self.labels.support_set_id, self.labels.version))
         return '"' + hashlib.sha256(repr(parts).encode()).hexdigest()[:32] + '"'
 
 
 def map_state(*, user: AbstractBaseUser, album: Album, support_set_id: int | None = None) -> MapState:
     """The album's map under its current model, as `user` sees it (a member: the caller got the
     album through album_get_for_user). A support set must be one of this album's that the user can
-    see, else SupportSetNotFoundError (404)."""
-    support_set, version = None, ()
+    see, else the labeling layer's not-found (404)."""
+    labels = None
     if support_set_id is not None:
-        support_set = support_set_get_for_user(user=user, support_set_id=support_set_id)
-        if support_set.album_id != album.pk:
-            raise SupportSetNotFoundError()
-        counted = Label.objects.filter(support_set=support_set).aggregate(n=Count("pk"), last=Max("updated_at"))
-        version = (counted["n"], counted["last"] and counted["last"].isoformat())
+        labels = point_labels(user=user, album_id=album.pk, support_set_id=support_set_id)
     model_id = album.active_model_id or None
     found = map_get(album=album, model_id=model_id) if model_id else None
     unplaced = map_unplaced_count(album_id=album.pk, model_id=model_id) if model_id else 0
     return MapState(album=album, model_id=model_id, map=found, job=map_job_latest(album=album), unplaced=unplaced,
-                    support_set=support_set, labels_version=version)
+                    labels=labels)
 
 
 def job_summary(job: IndexJob | None) -> dict | None:
@@ -98,25 +91,7 @@ def map_body(state: MapState) -> dict:
         "clusters": clusters,
         "points": points,
     }
-    if state.support_set is not None:
-        body["labels"] = _labels(state.support_set, points["image_id"])
+    if state.labels is not None:
+        body["labels"] = state.labels.columns(points["image_id"])
     return body
 
-
-def _labels(support_set: SupportSet, image_ids: list[int]) -> dict:
-    """Per point, the index of its label in `names` (-1: none; a rejected label counts as none) and
-    the label's review state (null: no label). `names`: the set's classes in their order, then labels
-    of classes deleted since."""
-    names = list(support_set.classes.values_list("label", flat=True))
-    rows = {image_id: (label, state) for image_id, label, state in
-            Label.objects.filter(support_set=support_set).values_list("image_id", "label", "state")}
-    for label, state in rows.values():
-        if state != Label.State.REJECTED and label not in names:
-            names.append(label)
-    position = {name: k for k, name in enumerate(names)}
-    index, states = [], []
-    for image_id in image_ids:
-        label, state = rows.get(image_id, (None, None))
-        index.append(-1 if label is None or state == Label.State.REJECTED else position[label])
-        states.append(state)
-    return {"support_set": support_set.pk, "names": names, "index": index, "state": states}

@@ -28,7 +28,7 @@ from pgvector import Vector
 from psycopg import sql
 
 from encoders.model_ids import ModelId
-from search.rag.models import Label, SupportSet
+from search.hooks import LabelRestriction, labels_json, restricted_to
 from workers.models import Embedding
 from workers.vector_store import (
     BINARY,
@@ -125,33 +125,6 @@ def single_part_ef_depth(max_results: int, *, graph_rows: int) -> int:
     return candidate_count(max_results)
 
 
-@dataclass(frozen=True)
-class LabelRestriction:
-    """Only images a support set labeled with this class, in one of these states (search.rag's
-    labels): checked against the album before it gets here (search.rag.selectors.label_restriction)."""
-
-    support_set_id: int
-    label: str
-    states: tuple[str, ...]
-
-
-def _only_sql(only: LabelRestriction | None, column: str) -> sql.Composable:
-    """`AND column IN (the labeled images)`, literals included: it goes inside the kNN's own WHERE,
-    so the index scan (pgvector's iterative scan) keeps looking until it has k labeled rows, and a
-    selective label lets the planner scan just the labeled rows exactly; filtering the k nearest
-    afterwards would starve the result."""
-    if only is None:
-        return sql.SQL("")
-    return sql.SQL(
-        " AND {column} IN (SELECT l.image_id FROM {table} l WHERE l.support_set_id = {set} AND l.label = {label} "
-        "AND l.state IN ({states}))"
-    ).format(column=sql.SQL(column), table=sql.Identifier(Label._meta.db_table), set=sql.Literal(int(only.support_set_id)),
-             # Hex, not a quoted literal: a class may hold a "%", which the %s-parameter statements
-             # would read as a placeholder.
-             label=sql.SQL("convert_from(decode({hex}, 'hex'), 'UTF8')").format(hex=sql.Literal(only.label.encode().hex())),
-             states=sql.SQL(", ").join(sql.Literal(state) for state in only.states if state.isalpha()))
-
-
 def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composable | None = None,
                  limit: int | None = None, only: LabelRestriction | None = None, album_graph: bool = False) -> sql.Composable:
     """The album's k nearest rows under the model. Album and model are literals, so the planner can
@@ -165,7 +138,7 @@ def _nearest_sql(*, album_id: int, model: ModelId, dim: int, query: sql.Composab
     return sql.SQL(
         "(SELECT id FROM search_embedding WHERE album_id = {album_id} AND model_id = {model_id}{only} "
         "ORDER BY {expr} {op} {query} LIMIT {limit})"
-    ).format(only=_only_sql(only, "image_id"),
+    ).format(only=restricted_to(only, "image_id"),
         limit=sql.SQL("%s") if limit is None else sql.Literal(int(limit)),
         album_id=sql.Literal(int(album_id)), model_id=sql.Literal(str(model)),
         expr=index_expression(dim, model.storage), op=distance_operator(dim, model.storage, album_graph=album_graph),
@@ -194,20 +167,6 @@ def _vector_from_text(text: str) -> np.ndarray:
 
 
 _ROW_FIELDS = ("original_name", "width", "height", "taken_at", "labels")
-
-
-def _labels_sql(image_id: str = "i.id", album_id: str = "i.album_id") -> sql.Composable:
-    """The labels the album's support sets gave the image (those two columns of the statement), as one
-    JSON array, NULL when none: read in the candidate statement itself, so showing labels on results costs
-    no statement of its own (a separate query per search cost ~0.5 ms, also in albums with no sets).
-    One index probe per candidate row on the (image, set) unique index."""
-    return sql.SQL(
-        "(SELECT json_agg(json_build_object('support_set', l.support_set_id, 'support_set_name', s.name, "
-        "'label', l.label, 'state', l.state, 'margin', l.margin) ORDER BY l.support_set_id) "
-        "FROM {label} l JOIN {set} s ON s.id = l.support_set_id WHERE l.image_id = {image_id} "
-        "AND s.album_id = {album_id})"
-    ).format(label=sql.Identifier(Label._meta.db_table), set=sql.Identifier(SupportSet._meta.db_table),
-             image_id=sql.SQL(image_id), album_id=sql.SQL(album_id))
 
 
 def _row(values) -> dict:
@@ -262,7 +221,7 @@ def search_candidates(
             "SELECT e.image_id, {cosines}, i.original_name, i.width, i.height, i.taken_at, {labels} "
             "FROM candidates c JOIN search_embedding e ON e.id = c.id JOIN albums_image i ON i.id = e.image_id "
             "WHERE NOT (e.image_id = ANY(%s))"
-        ).format(labels=_labels_sql(),
+        ).format(labels=labels_json(),
             union=sql.SQL(" UNION ").join(
                 [_nearest_sql(album_id=album_id, model=model, dim=dim, limit=k_fetch, only=only, album_graph=own_graph)]
                 * len(proposers)),
@@ -299,7 +258,7 @@ def _stored_candidates(*, album_id: int, model: ModelId, part: str, stored: Stor
             "SELECT e.image_id, -(e.vector <#> q.vector), i.original_name, i.width, i.height, i.taken_at, {labels} "
             "FROM q LEFT JOIN (candidates c JOIN search_embedding e ON e.id = c.id "
             "  JOIN albums_image i ON i.id = e.image_id AND NOT (e.image_id = ANY($3))) ON true"
-        ).format(labels=_labels_sql(), model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
+        ).format(labels=labels_json(), model_id=sql.Literal(str(model)), dim=sql.Literal(int(dim)),
                  nearest=_nearest_sql(album_id=album_id, model=model, dim=dim, query=query, limit=k_fetch, only=only,
                                       album_graph=own_graph))
 
@@ -531,8 +490,8 @@ def region_matches(*, album_id: int, model: ModelId, query: np.ndarray, limit: i
         "  ORDER BY r.image_id, r.vector <#> %s::vector, r.cell) "
         "SELECT b.image_id, b.score, b.cell, i.original_name, i.width, i.height, i.taken_at, {labels} "
         "FROM best b JOIN albums_image i ON i.id = b.image_id ORDER BY b.score DESC, b.image_id LIMIT %s"
-    ).format(labels=_labels_sql(), model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
-             query=query_operand(dim, storage), only=_only_sql(only, "image_id"))
+    ).format(labels=labels_json(), model_id=sql.Literal(str(model)), expr=index_expression(dim, storage), op=distance_operator(dim, storage),
+             query=query_operand(dim, storage), only=restricted_to(only, "image_id"))
     q = _to_db(np.asarray(query, dtype=np.float32))
     with hnsw_settings(ef_search=ef_search(n_rows), max_scan_tuples=max(20_000, 4 * n_rows)) as cursor:
         cursor.execute(statement.as_string(cursor.connection),
@@ -588,7 +547,8 @@ def concept_candidates(
         values=sql.SQL(", ").join(sql.SQL("{} AS {}").format(values[p], sql.Identifier(p)) for p in parts),
         join=sql.SQL("JOIN search_embedding e ON e.image_id = c.image_id AND e.model_id = c.model_id")
         if image is not None else sql.SQL(""),
-        score=score, only=_only_sql(only, "c.image_id"), labels=_labels_sql("scored.image_id", "scored.album_id"),
+        score=score, only=restricted_to(only, "c.image_id"),
+        labels=labels_json(image_id="scored.image_id", album_id="scored.album_id"),
     )
     params = [_text_vector(concepts[p]) if p in concepts else _text_vector(image) for p in parts]
     params += [album_id, str(model), list(map(int, exclude_image_ids)), int(limit)]

@@ -21,10 +21,10 @@ from encoders.pooling import REGIONS
 from encoders.concepts import CONCEPT_MIN_SCORE, concept_index
 from encoders.registry import TEXT_CONCEPTS, default_min_score, spec_modalities, text_search
 from search import scoring
+from search.hooks import LabelRestriction
 from search.query_encoding import EncodedQuery, encode_query
 from search.selectors import (
     Candidates,
-    LabelRestriction,
     StoredQuery,
     album_graph_rows,
     album_has_concepts,

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from albums.errors import RoleRequiredError
 from albums.exif_info import image_info
 from albums.roles import Role, role_at_least
-from albums.hooks import index_summary
+from albums.hooks import index_summary, label_sets
 from albums.selectors import image_get_for_user
 from albums.views import with_album
 from config.errors import NotFoundError
@@ -18,7 +18,6 @@ from encoders.model_ids import parse_model_id
 from encoders.pooling import REGIONS
 from encoders.registry import TEXT_CONCEPTS, default_min_score, spec_modalities, text_search
 from search.query_encoding import spec_of_model_id
-from search.rag.selectors import label_sets
 from workers.selectors import job_list_for_user
 
 
@@ -40,7 +39,7 @@ def album_search_page(request, album):
         # A regions album answers box queries: the page lets the user draw one on the query image.
         "regions_enabled": bool(album.active_model_id) and parse_model_id(album.active_model_id).pooling == REGIONS,
         "summary": summary,
-        "label_sets": label_sets(album_id=album.pk),  # the Adjust panel's "Only label"
+        "label_sets": label_sets(album=album),  # the Adjust panel's "Only label"
     }
     return render(request, "search/search.html", context)
 

@@ -1,6 +1,7 @@
-"""The apps depend one way: encoders → albums → workers (indexing) → search (with search.rag). A
-lower app never imports a higher one, at module level or inside a function; it announces what
-happened through albums/hooks.py and the higher app answers (docs/architecture.md, "Layers").
+"""The apps depend one way: encoders → albums → workers (indexing) → search → search.rag. A lower
+app never imports a higher one, at module level or inside a function; it announces what happened
+through albums/hooks.py (or asks through search/hooks.py) and the higher app answers
+(docs/architecture.md, "Layers").
 
 The vectors and their store belong to indexing (workers/models.py, workers/vector_store.py), which
 writes them; search reads them from below.
@@ -17,7 +18,7 @@ import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = {"encoders": 0, "albums": 1, "workers": 2, "search": 3}
+LAYERS = {"encoders": 0, "albums": 1, "workers": 2, "search": 3, "search.rag": 4}
 PRODUCT = ("albums", "encoders", "workers", "search", "config", "bench")
 
 
@@ -29,21 +30,32 @@ def _imports(path: Path):
             yield node.module
 
 
+def layer_of(module: str) -> int:
+    """The layer of a dotted module name (-1: not an app's), the deepest app that holds it."""
+    parts = module.split(".")
+    return max((LAYERS[app] for app in LAYERS if parts[: app.count(".") + 1] == app.split(".")), default=-1)
+
+
 def upward_imports() -> set[tuple[str, str]]:
     found = set()
-    for app, layer in LAYERS.items():
-        for path in (ROOT / app).rglob("*.py"):
-            if "migrations" in path.parts:
-                continue
-            for module in _imports(path):
-                top = module.split(".")[0]
-                if LAYERS.get(top, -1) > layer:
-                    found.add((str(path.relative_to(ROOT)), module))
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] not in LAYERS or "migrations" in relative.parts:
+            continue
+        layer = layer_of(".".join(relative.with_suffix("").parts))
+        for module in _imports(path):
+            if layer_of(module) > layer:
+                found.add((str(relative), module))
     return found
 
 
 def test_no_app_imports_one_above_it():
-    assert upward_imports() == set(), "announce through albums/hooks.py instead of importing upward"
+    assert upward_imports() == set(), "announce through albums/hooks.py (or ask through search/hooks.py) instead"
+
+
+def test_search_rag_sits_above_search():
+    assert layer_of("search.rag.models") == 4 > layer_of("search.selectors") == 3 > layer_of("workers") == 2
+    assert layer_of("searching") == layer_of("django.db") == -1
 
 
 def test_the_walker_sees_imports_inside_functions(tmp_path):

@@ -120,10 +120,7 @@ class ImageLabelSerializer(serializers.Serializer):
     support_set = serializers.IntegerField()
     support_set_name = serializers.CharField()
     label = serializers.CharField(help_text="the class")
-    # The labels' states as search.rag's Label.State names them (albums may not import it): the same
-    # choice set, so the schema has one LabelStateEnum.
-    state = serializers.ChoiceField(choices=[("predicted", "Predicted"), ("accepted", "Accepted"),
-                                             ("corrected", "Corrected"), ("rejected", "Rejected")])
+    state = serializers.ChoiceField(choices=hooks.LabelState.choices)
     margin = serializers.FloatField(help_text="top score minus the second: how sure the prediction was")
 
 

@@ -15,6 +15,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from albums.hooks import LabelState
 from albums.imaging import ImageRejected, probe_image
 from albums.api.serializers import ImageLabelSerializer
 from albums.models import ImageMask
@@ -29,9 +30,7 @@ from config.throttles import RenderRateThrottle, SearchRateThrottle
 from encoders.pooling import MASKED
 from config.params import MAX_ID
 from search import duplicates, masks, scoring, services
-from search.rag import selectors as rag_selectors
-from search.rag.models import Label
-from search.selectors import LabelRestriction
+from search.hooks import LabelRestriction, label_restriction
 from search.query_encoding import query_admission
 from workers.api.views import JobSerializer
 
@@ -47,7 +46,7 @@ def within_search_depth(value: int | None) -> None:
 class SearchLabelSerializer(serializers.Serializer):
     support_set = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="a support set of this album")
     label = serializers.CharField(max_length=100, help_text="one of its classes")
-    states = serializers.ListField(child=serializers.ChoiceField(choices=Label.State.choices), required=False, min_length=1,
+    states = serializers.ListField(child=serializers.ChoiceField(choices=LabelState.choices), required=False, min_length=1,
                                    help_text="default: predicted, accepted, corrected (not rejected)")
 
 
@@ -195,8 +194,8 @@ def _url_template(name: str) -> str:
 def _label_restriction(album, wanted: dict | None) -> LabelRestriction | None:
     if wanted is None:
         return None
-    return rag_selectors.label_restriction(album_id=album.pk, support_set_id=wanted["support_set"], label=wanted["label"],
-                                           states=tuple(wanted.get("states") or ()))
+    return label_restriction(album_id=album.pk, support_set_id=wanted["support_set"], label=wanted["label"],
+                             states=tuple(wanted.get("states") or ()))
 
 
 def search_body(result: services.SearchResult) -> dict:

@@ -10,4 +10,4 @@ class RagConfig(AppConfig):
     def ready(self) -> None:
         from search.rag import hooks  # hooks import models: only once the app registry is ready
 
-        hooks.connect()  # albums shows and filters the labels this app writes
+        hooks.connect()  # albums and search show and filter the labels this app writes

@@ -1,14 +1,18 @@
-"""What labeling answers to albums (albums/hooks.py): the labels on a page of images and the images
-a label filter keeps, so the images page and API show and filter labels without albums importing
-this layer."""
+"""What labeling answers to the layers below it, which do not import it: to albums (albums/hooks.py)
+the labels on a page of images and the images a label filter keeps; to search (search/hooks.py) the
+labels of its results and restrictions inside its statements, and a set's labels for the map."""
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, QuerySet
+from psycopg import sql
 
 from albums import hooks
 from albums.models import Album, Image
+from search import hooks as search_hooks
 from search.rag import selectors
+from search.rag.errors import SupportSetNotFoundError
+from search.rag.models import Label, SupportSet
 
 
 class RagImageLabels(hooks.ImageLabels):
@@ -26,5 +30,65 @@ class RagImageLabels(hooks.ImageLabels):
         return selectors.label_sets(album_id=album.pk)
 
 
+class RagSearchLabels(search_hooks.SearchLabels):
+    def labels_json(self, *, image_id: sql.Composable, album_id: sql.Composable) -> sql.Composable:
+        # One index probe per candidate row on the (image, set) unique index; read in the candidate
+        # statement itself, showing labels on results costs no statement of its own (a separate query
+        # per search cost ~0.5 ms, also in albums with no sets).
+        return sql.SQL(
+            "(SELECT json_agg(json_build_object('support_set', l.support_set_id, 'support_set_name', s.name, "
+            "'label', l.label, 'state', l.state, 'margin', l.margin) ORDER BY l.support_set_id) "
+            "FROM {label} l JOIN {set} s ON s.id = l.support_set_id WHERE l.image_id = {image_id} "
+            "AND s.album_id = {album_id})"
+        ).format(label=sql.Identifier(Label._meta.db_table), set=sql.Identifier(SupportSet._meta.db_table),
+                 image_id=image_id, album_id=album_id)
+
+    def restricted_to(self, only: search_hooks.LabelRestriction, *, column: sql.Composable) -> sql.Composable:
+        # Inside the kNN's own WHERE, literals included: the index scan (pgvector's iterative scan)
+        # keeps looking until it has k labeled rows, and a selective label lets the planner scan just
+        # the labeled rows exactly; filtering the k nearest afterwards would starve the result.
+        return sql.SQL(
+            " AND {column} IN (SELECT l.image_id FROM {table} l WHERE l.support_set_id = {set} AND l.label = {label} "
+            "AND l.state IN ({states}))"
+        ).format(column=column, table=sql.Identifier(Label._meta.db_table), set=sql.Literal(int(only.support_set_id)),
+                 # Hex, not a quoted literal: a class may hold a "%", which the %s-parameter statements
+                 # would read as a placeholder.
+                 label=sql.SQL("convert_from(decode({hex}, 'hex'), 'UTF8')").format(hex=sql.Literal(only.label.encode().hex())),
+                 states=sql.SQL(", ").join(sql.Literal(state) for state in only.states if state.isalpha()))
+
+    def restriction(self, *, album_id: int, support_set_id: int, label: str,
+                    states: tuple[str, ...]) -> search_hooks.LabelRestriction:
+        return selectors.label_restriction(album_id=album_id, support_set_id=support_set_id, label=label, states=states)
+
+    def point_labels(self, *, user, album_id: int, support_set_id: int) -> search_hooks.PointLabels:
+        support_set = selectors.support_set_get_for_user(user=user, support_set_id=support_set_id)
+        if support_set.album_id != album_id:
+            raise SupportSetNotFoundError()
+        counted = Label.objects.filter(support_set=support_set).aggregate(n=Count("pk"), last=Max("updated_at"))
+        version = (counted["n"], counted["last"] and counted["last"].isoformat())
+        return search_hooks.PointLabels(support_set_id=support_set.pk, version=version,
+                                        columns=lambda image_ids: _point_columns(support_set, image_ids))
+
+
+def _point_columns(support_set: SupportSet, image_ids: list[int]) -> dict:
+    """Per point, the index of its label in `names` (-1: none; a rejected label counts as none) and
+    the label's review state (null: no label). `names`: the set's classes in their order, then labels
+    of classes deleted since."""
+    names = list(support_set.classes.values_list("label", flat=True))
+    rows = {image_id: (label, state) for image_id, label, state in
+            Label.objects.filter(support_set=support_set).values_list("image_id", "label", "state")}
+    for label, state in rows.values():
+        if state != Label.State.REJECTED and label not in names:
+            names.append(label)
+    position = {name: k for k, name in enumerate(names)}
+    index, states = [], []
+    for image_id in image_ids:
+        label, state = rows.get(image_id, (None, None))
+        index.append(-1 if label is None or state == Label.State.REJECTED else position[label])
+        states.append(state)
+    return {"support_set": support_set.pk, "names": names, "index": index, "state": states}
+
+
 def connect() -> None:
     hooks.provide_image_labels(RagImageLabels())
+    search_hooks.provide_search_labels(RagSearchLabels())

@@ -6,6 +6,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from pgvector.django import VectorField
 
+from albums.hooks import LabelState
+
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MIN_PATCH_SIZE = 32  # smaller patches only multiply crops and vectors past what a cell can show
 
@@ -134,11 +136,7 @@ class Label(models.Model):
     """A support set's answer for one album image, written by a labeling job (search/rag/labeling.py)
     and then reviewed: `predicted` until an editor accepts it, corrects its class or rejects it."""
 
-    class State(models.TextChoices):
-        PREDICTED = "predicted", "Predicted"
-        ACCEPTED = "accepted", "Accepted"
-        CORRECTED = "corrected", "Corrected"
-        REJECTED = "rejected", "Rejected"
+    State = LabelState  # albums shows and filters labels by these states too
 
     class Source(models.TextChoices):
         RETRIEVAL = "retrieval", "Retrieval"

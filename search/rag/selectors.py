@@ -11,7 +11,7 @@ from albums.selectors import get_for_user, member_rows
 from config.errors import ApplicationError
 from search.rag.errors import LabelNotFoundError, SupportClassNotFoundError, SupportImageNotFoundError, SupportSetNotFoundError
 from search.rag.models import Label, SupportClass, SupportImage, SupportSet
-from search.selectors import LabelRestriction
+from search.hooks import LabelRestriction
 
 
 def support_set_list_for_user(*, user: AbstractBaseUser, album_id: int | None = None) -> QuerySet[SupportSet]:

@@ -9,6 +9,9 @@ import pytest
 
 from albums import services as album_services
 from albums.api.serializers import ImageLabelSerializer
+from albums.hooks import LabelState
+from search import hooks as search_hooks
+from search.api.views import SearchLabelSerializer
 from search.rag.models import Label, SupportClass, SupportSet
 from tests.search.test_search_api import indexed, names, query_vectors, search  # noqa: F401 — fixtures
 
@@ -195,7 +198,28 @@ def test_review_filters_by_the_scope_of_a_labeling_job(labeled, alice, client_fo
     assert f'<option value="{whole.pk}">job #{whole.pk}: the whole album' in page
 
 
-def test_the_albums_label_schema_names_the_states_as_the_label_model_does():
-    """albums cannot import search.rag, so its serializer spells the states out: they must stay the
-    model's, or the API schema splits one enum in two (drf-spectacular's check fails the deploy check)."""
-    assert list(ImageLabelSerializer().fields["state"].choices.items()) == list(Label.State.choices)
+def test_one_vocabulary_of_label_states_for_the_model_and_both_apis():
+    """The label model, the images API and the search API's restriction name the states from one class
+    (albums.hooks.LabelState, below both apps that show labels): two spellings would split the API
+    schema's enum in two (drf-spectacular's check fails the deploy check)."""
+    assert Label.State is LabelState
+    assert Label._meta.get_field("state").choices == LabelState.choices
+    assert list(ImageLabelSerializer().fields["state"].choices.items()) == list(LabelState.choices)
+    assert list(SearchLabelSerializer().fields["states"].child.choices.items()) == list(LabelState.choices)
+
+
+def test_without_the_labeling_layer_results_carry_no_labels_and_a_restriction_is_refused(
+        labeled, alice, client_for, query_vectors, monkeypatch):
+    """search asks search.rag for labels through search/hooks.py; a server without its provider
+    still searches, shows no labels (though the rows exist) and refuses a label restriction."""
+    album, ids, clothes, _ = labeled
+    monkeypatch.setattr(search_hooks, "_search_labels", None)
+    api = client_for(alice)
+    query_vectors["vectors"] = {"text": [0, 1, 0, 0]}
+    plain = search(api, album, text="x", min_score=-1)
+    assert names(plain, ids) == ["c", "b", "a", "d"]
+    assert [hit["labels"] for hit in plain.json()["results"]] == [[], [], [], []]
+    stored = search(api, album, image_id=ids["b"], min_score=-1)
+    assert stored.status_code == 200 and [hit["labels"] for hit in stored.json()["results"]] == [[], [], [], []]
+    refused = search(api, album, text="x", label={"support_set": clothes.pk, "label": "coat"})
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_label"
