@@ -77,6 +77,15 @@ def stop(process, log_path):
     assert not alive, f"children left running: {alive}"
 
 
+def thread_ids(pid: int) -> list[int]:
+    return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def thread_nice(pid: int, tid: int) -> int:
+    """A thread's own nice value (Linux keeps one per thread): field 19 of its stat line."""
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
     port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
@@ -105,6 +114,14 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
                 "encode": [w for w in report["components"]["workers"]["workers"] if w.startswith("encode@")],
                 "query": [w for w in report["components"]["workers"]["workers"] if w.startswith("query@")],
             }
+
+            # The web processes run below the others for the CPU (config/gunicorn.py), every thread
+            # that serves requests included (threads inherit the priority they were started with).
+            web = [child for child in psutil.Process(process.pid).children() if "gunicorn" in " ".join(child.cmdline())]
+            assert len(web) == 1 and len(web[0].children()) == 1  # LOUPE_WEB_WORKERS=1
+            workers = web[0].children()
+            assert {thread_nice(workers[0].pid, tid) for tid in thread_ids(workers[0].pid)} == {web[0].nice() + 5}
+            assert psutil.Process(process.pid).nice() == web[0].nice()
 
             # The admin account works, and the UI answers.
             token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]
