@@ -77,13 +77,10 @@ def stop(process, log_path):
     assert not alive, f"children left running: {alive}"
 
 
-def thread_ids(pid: int) -> list[int]:
-    return [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
-
-
-def thread_nice(pid: int, tid: int) -> int:
-    """A thread's own nice value (Linux keeps one per thread): field 19 of its stat line."""
-    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+def thread_nices(process: psutil.Process) -> set[int]:
+    """The nice values of a process's threads (Linux keeps one per thread): field 19 of each stat line."""
+    return {int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+            for task in Path(f"/proc/{process.pid}/task").iterdir()}
 
 
 def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
@@ -115,13 +112,19 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
                 "query": [w for w in report["components"]["workers"]["workers"] if w.startswith("query@")],
             }
 
-            # The web processes run below the others for the CPU (config/gunicorn.py), every thread
-            # that serves requests included (threads inherit the priority they were started with).
-            web = [child for child in psutil.Process(process.pid).children() if "gunicorn" in " ".join(child.cmdline())]
-            assert len(web) == 1 and len(web[0].children()) == 1  # LOUPE_WEB_WORKERS=1
-            workers = web[0].children()
-            assert {thread_nice(workers[0].pid, tid) for tid in thread_ids(workers[0].pid)} == {web[0].nice() + 5}
-            assert psutil.Process(process.pid).nice() == web[0].nice()
+            # For the CPU, the query worker (and PostgreSQL) first, then the web processes
+            # (config/gunicorn.py), then the workers without a search queue (config/celery.py): every
+            # thread, the pools' included (threads inherit the priority they were started with).
+            base = psutil.Process(process.pid).nice()
+            children = psutil.Process(process.pid).children()
+            web = [child for child in children if "gunicorn" in " ".join(child.cmdline())]
+            assert len(web) == 1 and len(web[0].children()) == 1 and web[0].nice() == base  # LOUPE_WEB_WORKERS=1
+            assert thread_nices(web[0].children()[0]) == {base + 5}
+            queues = {child.cmdline()[child.cmdline().index("-Q") + 1]: child for child in children if "-Q" in child.cmdline()}
+            assert thread_nices(queues["query"]) == {base}
+            assert thread_nices(queues["encode"]) == {base + 10}  # a thread pool
+            default_pool = queues["default"].children()  # prefork: the children run the tasks
+            assert default_pool and all(thread_nices(p) == {base + 10} for p in [queues["default"], *default_pool])
 
             # The admin account works, and the UI answers.
             token = _post_json(port, "/api/v1/auth/token/", {"username": "admin", "password": "launcher-test-pw"})["token"]
