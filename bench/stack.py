@@ -169,11 +169,8 @@ class Stack:
         return subprocess.Popen(argv, cwd=self.repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_web(self) -> None:
-        # The checkout's gunicorn hooks (config/processes.py passes them), where it has them: an
-        # earlier commit measured as a baseline may not.
-        hooks = ["--config", "python:config.gunicorn"] if (self.repo / "config" / "gunicorn.py").exists() else []
         self._web = self._spawn("web", [
-            sys.executable, "-m", "gunicorn", "config.wsgi:application", *hooks, "--bind", f"127.0.0.1:{self.port}",
+            sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.web_workers), "--threads", str(self.web_threads), "--timeout", "120",
         ], self.env(**self.web_env))
         wait_until(lambda: self._answers(), timeout=120, what="gunicorn to answer")

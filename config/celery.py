@@ -54,13 +54,12 @@ def _note_concurrency(sender, **kwargs):
 
 
 @worker_init.connect
-def _cpu_priority(sender, **kwargs):
-    """The query worker runs as the web does, `LOUPE_APP_NICE` steps below PostgreSQL and Redis for the
-    CPU; a worker that serves no search queries (`encode`, `default`) `LOUPE_BACKGROUND_NICE` steps
-    below them, so that where it shares cores with people searching, indexing and thumbnails take what
-    searches leave. Its pool (threads or prefork children, started after this) inherits it."""
-    serves_searches = "query" in sender.app.amqp.queues.consume_from
-    lower_priority(settings.LOUPE_APP_NICE if serves_searches else settings.LOUPE_BACKGROUND_NICE)
+def _background_priority(sender, **kwargs):
+    """A worker that serves no search queries (`encode`, `default`) runs `LOUPE_BACKGROUND_NICE` steps
+    below the rest for the CPU, its pool (threads or prefork children, started after this) included:
+    where it shares cores with people searching, indexing and thumbnails take what searches leave."""
+    if "query" not in sender.app.amqp.queues.consume_from:
+        lower_priority(settings.LOUPE_BACKGROUND_NICE)
 
 
 @worker_ready.connect

@@ -45,7 +45,6 @@ WORKERS = {
 # queue full must reach Django to be told so (503) instead of waiting in gunicorn's queue.
 WEB_THREADS = 32
 WEB_WORKERS_DEFAULT = 2
-GUNICORN_CONFIG = "python:config.gunicorn"  # hooks: the web processes' CPU priority
 
 
 def web_workers(env=os.environ) -> int:
@@ -53,7 +52,7 @@ def web_workers(env=os.environ) -> int:
 
 
 def web_argv(bind: str, env=os.environ) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config", GUNICORN_CONFIG, "--bind", bind,
+    return [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", bind,
             "--workers", str(web_workers(env)), "--threads", str(WEB_THREADS), "--timeout", "120",
             "--access-logfile", "-"]
 

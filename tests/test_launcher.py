@@ -112,16 +112,15 @@ def test_launcher_runs_everything_stops_cleanly_and_keeps_data(tmp_path):
                 "query": [w for w in report["components"]["workers"]["workers"] if w.startswith("query@")],
             }
 
-            # For the CPU, PostgreSQL and Redis first, then the web processes (config/gunicorn.py) and
-            # the query worker, then the workers without a search queue (config/celery.py): every
-            # thread, the pools' included (threads inherit the priority they were started with).
+            # The workers without a search queue run below the rest for the CPU (config/celery.py):
+            # every thread, the pools' included (threads inherit the priority they were started with).
             base = psutil.Process(process.pid).nice()
             children = psutil.Process(process.pid).children()
             web = [child for child in children if "gunicorn" in " ".join(child.cmdline())]
             assert len(web) == 1 and len(web[0].children()) == 1 and web[0].nice() == base  # LOUPE_WEB_WORKERS=1
-            assert thread_nices(web[0].children()[0]) == {base + 5}
+            assert thread_nices(web[0].children()[0]) == {base}
             queues = {child.cmdline()[child.cmdline().index("-Q") + 1]: child for child in children if "-Q" in child.cmdline()}
-            assert thread_nices(queues["query"]) == {base + 5}
+            assert thread_nices(queues["query"]) == {base}
             assert thread_nices(queues["encode"]) == {base + 10}  # a thread pool
             default_pool = queues["default"].children()  # prefork: the children run the tasks
             assert default_pool and all(thread_nices(p) == {base + 10} for p in [queues["default"], *default_pool])
