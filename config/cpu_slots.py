@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-from config.request_limits import declared_length
+from config.request_limits import carries_query_image
 
 
 class FifoSlots:
@@ -106,18 +106,16 @@ def search_slots() -> FifoSlots | None:
     return _slots
 
 
-# A search whose body is larger than this (a query image) is not bounded: its body is read from
-# the socket inside the request, where a slow client would hold a slot, and its cost is the
-# query worker's, which has its own queue (search/query_encoding.py: query_admission).
-SMALL_BODY_BYTES = 64 * 1024
-
 
 class SearchSlotsMixin:
     """For DRF views: run `dispatch` (and render the response) inside a search slot."""
 
     def dispatch(self, request, *args, **kwargs):
         slots = search_slots()
-        if slots is None or declared_length(request) > SMALL_BODY_BYTES:
+        # A query image's search is not bounded: its body is read from the socket inside the request,
+        # where a slow client would hold a slot, and its cost is the query worker's, which has its
+        # own queue (search/query_encoding.py: query_admission).
+        if slots is None or carries_query_image(request):
             return super().dispatch(request, *args, **kwargs)
         with slots.held():
             response = super().dispatch(request, *args, **kwargs)

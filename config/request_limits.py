@@ -43,6 +43,15 @@ def declared_length(request) -> int:
         return 0
 
 
+# A text or image_id search is a few hundred bytes, one of 1,000 image ids ~12 KB: a search body past
+# this carries a query image, whose cost is the query worker's (admission and slots read it so).
+QUERY_IMAGE_MIN_BODY_BYTES = 32 * 1024
+
+
+def carries_query_image(request) -> bool:
+    return declared_length(request) > QUERY_IMAGE_MIN_BODY_BYTES
+
+
 def _view_limit(view_func) -> int | None:
     view_class = getattr(view_func, "cls", None) or getattr(view_func, "view_class", None)
     limit = getattr(view_class, "max_body_bytes", None) or getattr(view_func, "max_body_bytes", None)

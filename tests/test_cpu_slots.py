@@ -99,6 +99,7 @@ def test_search_endpoints_run_in_a_slot(settings, alice, client_for, monkeypatch
     """The search view holds a slot while it runs; a query image upload (a large body) does not."""
     from albums import services as album_services
     from config import cpu_slots
+    from config.request_limits import QUERY_IMAGE_MIN_BODY_BYTES
     from search.api import views
 
     settings.LOUPE_WEB_SEARCH_SLOTS = 2
@@ -113,7 +114,7 @@ def test_search_endpoints_run_in_a_slot(settings, alice, client_for, monkeypatch
     monkeypatch.setattr(views, "album_get_for_user", spy)
     client = client_for(alice)
     client.post(f"/api/v1/albums/{album.pk}/search/", {"text": "x"}, format="json")
-    client.post(f"/api/v1/albums/{album.pk}/search/", {"image_base64": "A" * (cpu_slots.SMALL_BODY_BYTES + 10)},
+    client.post(f"/api/v1/albums/{album.pk}/search/", {"image_base64": "A" * (QUERY_IMAGE_MIN_BODY_BYTES + 10)},
                 format="json")
     assert seen == [1, 0]
     assert cpu_slots.search_slots().queued == 0 and cpu_slots.search_slots().running == 0

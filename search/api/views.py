@@ -24,7 +24,7 @@ from albums.selectors import album_get_for_user, image_get_for_user
 from config.cpu_slots import SearchSlotsMixin
 from config.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from config.heap import release_serializer
-from config.request_limits import declared_length, query_image_body_limit
+from config.request_limits import carries_query_image, query_image_body_limit
 from config.serializer_fields import Base64Field
 from config.throttles import RenderRateThrottle, SearchRateThrottle
 from encoders.pooling import MASKED
@@ -221,14 +221,6 @@ def search_body(result: services.SearchResult) -> dict:
     return body
 
 
-# A text or image_id query is a few hundred bytes; a body past this carries a query image.
-QUERY_IMAGE_BODY_BYTES = 32 * 1024
-
-
-def _carries_query_image(request) -> bool:
-    return declared_length(request) > QUERY_IMAGE_BODY_BYTES
-
-
 class AlbumSearchApi(SearchSlotsMixin, APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     throttle_classes = [SearchRateThrottle]
@@ -238,7 +230,7 @@ class AlbumSearchApi(SearchSlotsMixin, APIView):
     def post(self, request, album_id: int):
         """Search by text, by image, or both, minus a negative text; scores combine in score space."""
         album = album_get_for_user(user=request.user, album_id=album_id)
-        if _carries_query_image(request):
+        if carries_query_image(request):
             # Refused before the body is parsed: under a burst, refusals must cost next to nothing
             # (parsing a 600 KB base64 photo to then refuse it halved the throughput of the rest).
             # The unread body is drained after the response (config.request_limits), for keep-alive.
