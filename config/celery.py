@@ -3,11 +3,9 @@ import logging
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
-from django.conf import settings
 from kombu import Queue
 
 from config.heap import freeze_long_lived
-from config.processes import lower_priority
 from encoders.threads import note_concurrency
 from workers.heartbeat import Heartbeat
 
@@ -51,15 +49,6 @@ app.steps["consumer"].add(Heartbeat)
 def _note_concurrency(sender, **kwargs):
     """Torch's intra-op threads follow the worker's concurrency (encoders/threads.py)."""
     note_concurrency(sender.concurrency)
-
-
-@worker_init.connect
-def _background_priority(sender, **kwargs):
-    """A worker that serves no search queries (`encode`, `default`) runs `LOUPE_BACKGROUND_NICE` steps
-    below the rest for the CPU, its pool (threads or prefork children, started after this) included:
-    where it shares cores with people searching, indexing and thumbnails take what searches leave."""
-    if "query" not in sender.app.amqp.queues.consume_from:
-        lower_priority(settings.LOUPE_BACKGROUND_NICE)
 
 
 @worker_ready.connect

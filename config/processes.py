@@ -57,21 +57,6 @@ def web_argv(bind: str, env=os.environ) -> list[str]:
             "--access-logfile", "-"]
 
 
-def lower_priority(by: int) -> None:
-    """Every thread of this process `by` nice steps lower (for the CPU, against the processes beside it).
-    Linux keeps a nice value per thread, and a process's imports may have started some already (numpy's
-    BLAS pool): os.nice alone would leave them where they were. Threads started later inherit it."""
-    if by <= 0:
-        return
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except FileNotFoundError:  # not Linux: one value for the process
-        os.nice(by)
-        return
-    for tid in threads:
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + by)
-
-
 def main(argv: list[str]) -> None:
     if argv[:1] == ["web"]:
         bind = argv[argv.index("--bind") + 1] if "--bind" in argv else "0.0.0.0:8000"

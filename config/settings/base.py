@@ -191,10 +191,6 @@ LOUPE_CPU_BF16 = env.str("LOUPE_CPU_BF16", default="auto")
 LOUPE_QUERY_TIMEOUT_SECONDS = env.float("LOUPE_QUERY_TIMEOUT_SECONDS", default=10.0)
 # Searches one web process runs at once, the rest queued first come, first served (config/cpu_slots.py).
 LOUPE_WEB_SEARCH_SLOTS = env.int("LOUPE_WEB_SEARCH_SLOTS", default=4)
-# How many nice steps below the rest the workers with no search queue (indexing, thumbnails) run
-# for the CPU (config/celery.py): where they share cores with searches, they take what searches
-# leave. 0: as started.
-LOUPE_BACKGROUND_NICE = env.int("LOUPE_BACKGROUND_NICE", default=10)
 # Concurrent query encodes share forward passes (search/query_batcher.py): at most this many per
 # pass, gathered for at most this many ms; a query that would wait longer than the bound in the
 # queue is refused at once (503 + Retry-After). Repeated texts come from an LRU of this many entries.
