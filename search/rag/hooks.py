@@ -4,7 +4,7 @@ labels of its results and restrictions inside its statements, and a set's labels
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, Max, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from psycopg import sql
 
 from albums import hooks
@@ -64,29 +64,9 @@ class RagSearchLabels(search_hooks.SearchLabels):
         support_set = selectors.support_set_get_for_user(user=user, support_set_id=support_set_id)
         if support_set.album_id != album_id:
             raise SupportSetNotFoundError()
-        counted = Label.objects.filter(support_set=support_set).aggregate(n=Count("pk"), last=Max("updated_at"))
-        version = (counted["n"], counted["last"] and counted["last"].isoformat())
-        return search_hooks.PointLabels(support_set_id=support_set.pk, version=version,
-                                        columns=lambda image_ids: _point_columns(support_set, image_ids))
-
-
-def _point_columns(support_set: SupportSet, image_ids: list[int]) -> dict:
-    """Per point, the index of its label in `names` (-1: none; a rejected label counts as none) and
-    the label's review state (null: no label). `names`: the set's classes in their order, then labels
-    of classes deleted since."""
-    names = list(support_set.classes.values_list("label", flat=True))
-    rows = {image_id: (label, state) for image_id, label, state in
-            Label.objects.filter(support_set=support_set).values_list("image_id", "label", "state")}
-    for label, state in rows.values():
-        if state != Label.State.REJECTED and label not in names:
-            names.append(label)
-    position = {name: k for k, name in enumerate(names)}
-    index, states = [], []
-    for image_id in image_ids:
-        label, state = rows.get(image_id, (None, None))
-        index.append(-1 if label is None or state == Label.State.REJECTED else position[label])
-        states.append(state)
-    return {"support_set": support_set.pk, "names": names, "index": index, "state": states}
+        return search_hooks.PointLabels(
+            support_set_id=support_set.pk, version=selectors.labels_version(support_set=support_set),
+            columns=lambda image_ids: selectors.point_label_columns(support_set=support_set, image_ids=image_ids))
 
 
 def connect() -> None:

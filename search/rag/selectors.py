@@ -4,7 +4,7 @@ albums the user is not a member of; a member below the role gets RoleRequiredErr
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from albums.roles import Role
 from albums.selectors import get_for_user, member_rows
@@ -117,6 +117,31 @@ def label_sets(*, album_id: int) -> list[dict]:
     for set_id, name, label in rows:
         sets.setdefault(set_id, {"id": set_id, "name": name, "classes": []})["classes"].append(label)
     return list(sets.values())
+
+
+def labels_version(*, support_set: SupportSet) -> tuple:
+    """(count, last change) of the set's labels: changes whenever a label does (the map's ETag)."""
+    counted = Label.objects.filter(support_set=support_set).aggregate(n=Count("pk"), last=Max("updated_at"))
+    return counted["n"], counted["last"] and counted["last"].isoformat()
+
+
+def point_label_columns(*, support_set: SupportSet, image_ids: list[int]) -> dict:
+    """Per image, in that order, the index of its label in `names` (-1: none; a rejected label counts
+    as none) and the label's review state (null: no label). `names`: the set's classes in their order,
+    then labels of classes deleted since."""
+    names = list(support_set.classes.values_list("label", flat=True))
+    rows = {image_id: (label, state) for image_id, label, state in
+            Label.objects.filter(support_set=support_set).values_list("image_id", "label", "state")}
+    for label, state in rows.values():
+        if state != Label.State.REJECTED and label not in names:
+            names.append(label)
+    position = {name: k for k, name in enumerate(names)}
+    index, states = [], []
+    for image_id in image_ids:
+        label, state = rows.get(image_id, (None, None))
+        index.append(-1 if label is None or state == Label.State.REJECTED else position[label])
+        states.append(state)
+    return {"support_set": support_set.pk, "names": names, "index": index, "state": states}
 
 
 DEFAULT_RESTRICTION_STATES = (Label.State.PREDICTED, Label.State.ACCEPTED, Label.State.CORRECTED)
