@@ -24,14 +24,13 @@ import contextlib
 import io
 import json
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 from PIL import Image
 
-from bench.stack import Stack, wait_until
+from bench.stack import Stack, scratch_dir, wait_until
 
 # Workers redeliver an unacknowledged task after visibility_timeout (600 s in production, which must
 # exceed the longest task); the runs use 60 s so a chunk cut off with Redis comes back within the run.
@@ -256,8 +255,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="loupe-faults-"))
-    results = run(workdir, images=args.images, outage=args.outage, scenarios=args.scenario or tuple(SCENARIOS))
+    with scratch_dir(args.workdir, prefix="loupe-faults-") as workdir:
+        results = run(workdir, images=args.images, outage=args.outage, scenarios=args.scenario or tuple(SCENARIOS))
     if args.json:
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": results}, indent=1))
 

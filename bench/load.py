@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import httpx
 import numpy as np
 
 from bench.faults import noise_images
-from bench.stack import Stack, process_rss_mb, wait_until
+from bench.stack import Stack, process_rss_mb, scratch_dir, wait_until
 
 WORKER_ENV = {"LOUPE_INDEX_CHUNK": "64", "LOUPE_ENCODE_BATCH_SIZE": "32", "LOUPE_DECODE_WORKERS": "1"}
 WEB_ENV = {"LOUPE_SEARCH_THROTTLE": "1000000/minute", "LOUPE_UPLOAD_THROTTLE": "1000000/minute"}
@@ -170,12 +169,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="loupe-load-"))
-    if args.soak:
-        result = soak(workdir, images=min(args.images, 500), duration=args.soak)
-    else:
-        result = load(workdir, images=args.images, indexing_images=args.indexing_images, levels=args.clients,
-                      duration=args.duration)
+    with scratch_dir(args.workdir, prefix="loupe-load-") as workdir:
+        if args.soak:
+            result = soak(workdir, images=min(args.images, 500), duration=args.soak)
+        else:
+            result = load(workdir, images=args.images, indexing_images=args.indexing_images, levels=args.clients,
+                          duration=args.duration)
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
     if args.json:

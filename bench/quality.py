@@ -41,7 +41,6 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +54,7 @@ from PIL import Image
 
 from bench.doc_sections import replace_marked_section
 from bench.indexing import machine_description
-from bench.stack import Stack
+from bench.stack import Stack, scratch_dir
 from encoders.images import open_rgb
 from encoders.registry import get_encoder
 from search.rag.patches import image_patches
@@ -1138,8 +1137,8 @@ def main(argv=None) -> int:
         except DatasetMissingError as exc:
             print(exc, file=sys.stderr)
             return 2
-        workdir = args.workdir or Path(tempfile.mkdtemp(prefix="loupe-quality-"))
-        results = run(args, workdir)
+        with scratch_dir(args.workdir, prefix="loupe-quality-") as workdir:
+            results = run(args, workdir)
         command = "python -m bench.quality " + " ".join(sys.argv[1:] if argv is None else argv)
     body = render(results, command=command.strip())
     if args.notes and args.notes.is_file():

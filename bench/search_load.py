@@ -39,7 +39,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from PIL import Image
 from bench.doc_sections import replace_marked_section
 from bench.images import synthetic_photo
 from bench.indexing import place_random_vit_b_32
-from bench.stack import REPO, Stack, process_rss_mb, wait_until
+from bench.stack import REPO, Stack, process_rss_mb, scratch_dir, wait_until
 from config import processes
 from encoders.pooled_encoder import PooledEncoder
 from encoders.registry import get_encoder
@@ -525,21 +524,21 @@ def main(argv=None) -> int:
     if shutil.which("wrk") is None:
         print("bench.search_load needs Debian's wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="loupe-load-"))
-    started, load_before = time.monotonic(), os.getloadavg()[0]
-    jpeg = query_jpeg()
-    encoder_ips = encoder_images_per_second(jpeg)
-    print(f"EfficientNet-Lite0 batched: {encoder_ips:.1f} images/s", flush=True)
-    results = []
-    serving = CURRENT_SERVING if args.encoding == "worker" else Serving("web", CURRENT_SERVING.web_threads, 1)
-    serving = dataclasses.replace(serving, web_workers=args.web_workers or serving.web_workers,
-                                  web_threads=args.web_threads or serving.web_threads)
-    if args.baseline_ref:
-        # A recent ref is served as this tree is (an A/B of one change); the default, as 14dee30 was.
-        baseline_serving = serving if args.baseline_serving == "current" else BASELINE_SERVING
-        results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
-                                     workdir / "baseline", args, jpeg, baseline_serving))
-    results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
+    with scratch_dir(args.workdir, prefix="loupe-load-") as workdir:
+        started, load_before = time.monotonic(), os.getloadavg()[0]
+        jpeg = query_jpeg()
+        encoder_ips = encoder_images_per_second(jpeg)
+        print(f"EfficientNet-Lite0 batched: {encoder_ips:.1f} images/s", flush=True)
+        results = []
+        serving = CURRENT_SERVING if args.encoding == "worker" else Serving("web", CURRENT_SERVING.web_threads, 1)
+        serving = dataclasses.replace(serving, web_workers=args.web_workers or serving.web_workers,
+                                      web_threads=args.web_threads or serving.web_threads)
+        if args.baseline_ref:
+            # A recent ref is served as this tree is (an A/B of one change); the default, as 14dee30 was.
+            baseline_serving = serving if args.baseline_serving == "current" else BASELINE_SERVING
+            results.append(measure_stack(f"baseline {args.baseline_ref}", worktree(args.baseline_ref, workdir),
+                                         workdir / "baseline", args, jpeg, baseline_serving))
+        results.append(measure_stack("this tree", REPO, workdir / "current", args, jpeg, serving))
     section = render(results, args=args, encoder_ips=encoder_ips, load=(load_before, os.getloadavg()[0]),
                      elapsed=time.monotonic() - started)
     if args.notes:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,24 @@ def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def scratch_dir(given: Path | None, *, prefix: str):
+    """The folder a bench works in: the one asked for (kept, to be read afterwards) or a temp one that
+    goes when the bench ends, whatever the outcome. A stack's database, media and models take 1-3 GB a
+    run; left behind, a few runs filled the disk a later test run needed."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        # A baseline checked out under it (bench.search_load) leaves a worktree record behind.
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO, capture_output=True)
 
 
 def process_rss_mb(pid: int) -> float:
