@@ -22,6 +22,21 @@ from albums.roles import Role
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# A whole run writes about 0.5 GB (the test database, media, stacks of their own under the temp
+# folder). On a disk that fills midway PostgreSQL stops writing, and every later test errors without
+# saying why; refuse to start instead, naming the folder.
+MIN_FREE_BYTES = int(os.environ.get("LOUPE_TEST_MIN_FREE_MB", "1024")) << 20
+
+
+def pytest_sessionstart(session):
+    short = [f"{folder} ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)"
+             for folder in {Path(tempfile.gettempdir()), Path(settings.TEST_VAR_DIR)}
+             if shutil.disk_usage(folder).free < MIN_FREE_BYTES]
+    if short:
+        pytest.exit(f"The test run needs {MIN_FREE_BYTES >> 20} MB free on the disk of each of: " + ", ".join(short)
+                    + ". Free some space (old bench folders under the temp folder, for one) and run again.",
+                    returncode=3)
+
 
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
