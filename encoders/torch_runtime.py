@@ -61,9 +61,8 @@ class Bf16Copy:
     0.99996 between them. Convolutional towers gain from autocast as they are (EfficientNet-Lite0
     45.8 → 117.8, 122.7 as a copy), so only the ViT towers keep one. transformers' SigLIP vision tower
     (ViT-B/16 shape, random weights, batch 16, 2 threads) gains nothing from one either: float32
-    4.9 images/s, autocast 11.9, a bf16 copy 11.6, cosine 0.99998 for both; its attention already runs
-    in bf16 under autocast (scaled_dot_product_attention), where open_clip's ViT goes through
-    nn.MultiheadAttention."""
+    4.9 images/s, autocast 11.9, a bf16 copy 11.6, cosine 0.99998 for both (its attention is
+    scaled_dot_product_attention, open_clip's nn.MultiheadAttention: a likely reason, not measured)."""
 
     def __init__(self, module: torch.nn.Module, *, keep_float32: tuple[type, ...] = ()) -> None:
         """`keep_float32`: module classes that cast their input to float32 themselves (CLIP's
