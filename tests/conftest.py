@@ -29,9 +29,8 @@ MIN_FREE_BYTES = int(os.environ.get("LOUPE_TEST_MIN_FREE_MB", "1024")) << 20
 
 
 def pytest_sessionstart(session):
-    short = [f"{folder} ({shutil.disk_usage(folder).free / 2**20:.0f} MB free)"
-             for folder in {Path(tempfile.gettempdir()), Path(settings.TEST_VAR_DIR)}
-             if shutil.disk_usage(folder).free < MIN_FREE_BYTES]
+    free = {folder: shutil.disk_usage(folder).free for folder in (tempfile.gettempdir(), str(settings.TEST_VAR_DIR))}
+    short = [f"{folder} ({size >> 20} MB free)" for folder, size in free.items() if size < MIN_FREE_BYTES]
     if short:
         pytest.exit(f"The test run needs {MIN_FREE_BYTES >> 20} MB free on the disk of each of: " + ", ".join(short)
                     + ". Free some space (old bench folders under the temp folder, for one) and run again.",
